@@ -1,0 +1,165 @@
+//! `scalelab bench`: training throughput (tokens/s) and MFU for three fixed shapes, plus the
+//! machine's measured matmul peak that MFU is relative to.
+//!
+//! MFU = tokens/s × training FLOPs per token / measured peak, with FLOPs per token
+//! = 6·(N_non-embedding + vocab·d) + 12·n_layer·context·d (PaLM's convention: every matmul,
+//! the unembedding and attention included). The peak is the best rate of square f32
+//! matmuls (1024×1024) on the same backend.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+
+use crate::corpus::{self, CorpusSource};
+use crate::plan::{RunPlan, Shape};
+use crate::spec::Schedule;
+
+/// Best matmul rate (FLOP/s) over about `seconds`.
+pub fn matmul_peak<B: Backend>(device: &B::Device, seconds: f64) -> f64 {
+    let n = 1024;
+    let a = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Default, device);
+    let b = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Default, device);
+    // Warm up (thread pools, kernel compilation).
+    let _ = a.clone().matmul(b.clone()).slice([0..1, 0..1]).into_data();
+    let mut best = 0.0f64;
+    let t_all = Instant::now();
+    while t_all.elapsed().as_secs_f64() < seconds || best == 0.0 {
+        let reps = 4;
+        let t0 = Instant::now();
+        let mut c = a.clone();
+        for _ in 0..reps {
+            c = c.matmul(b.clone()).mul_scalar(1e-3);
+        }
+        let _ = c.slice([0..1, 0..1]).into_data();
+        let dt = t0.elapsed().as_secs_f64();
+        best = best.max(reps as f64 * 2.0 * (n * n * n) as f64 / dt);
+    }
+    best
+}
+
+/// One benchmark shape.
+pub struct BenchShape {
+    pub name: &'static str,
+    pub shape: Shape,
+    pub context: usize,
+    pub batch: usize,
+}
+
+/// The fixed shapes a, b, c.
+pub fn shapes() -> Vec<BenchShape> {
+    vec![
+        BenchShape { name: "a", shape: Shape::new(64, 2, 2, None), context: 64, batch: 32 },
+        BenchShape { name: "b", shape: Shape::new(128, 4, 4, None), context: 128, batch: 16 },
+        BenchShape { name: "c", shape: Shape::new(256, 6, 8, None), context: 128, batch: 8 },
+    ]
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub shape: String,
+    pub d_model: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub context: usize,
+    pub batch: usize,
+    pub n_params: u64,
+    pub steps: usize,
+    pub tokens_per_s: f64,
+    pub flops_per_token: f64,
+    pub achieved_flops: f64,
+    pub matmul_peak_flops: f64,
+    pub mfu: f64,
+    pub backend: String,
+}
+
+/// Time `steps` training steps (after 3 warm-up steps) of one shape.
+pub fn bench_shape<B: AutodiffBackend>(
+    s: &BenchShape,
+    device: &B::Device,
+    seconds: f64,
+    peak: f64,
+    backend: &str,
+) -> BenchResult {
+    let tokens_needed = 4_000_000usize.min(s.batch * s.context * 2000);
+    let corpus = corpus::load(&CorpusSource::Builtin { seed: 1, topics: 8 }, s.context, tokens_needed, s.context, 0.05)
+        .expect("built-in corpus");
+    let mut run = RunPlan {
+        id: format!("bench-{}", s.name),
+        shape: s.shape,
+        context: s.context,
+        vocab_size: 256,
+        batch_size: s.batch,
+        steps: 3,
+        tokens: 0,
+        n_params: s.shape.non_embedding_params(),
+        n_params_total: s.shape.total_params(256, s.context),
+        flops: 0.0,
+        budget: None,
+        seed: 0,
+        lr: 1e-3,
+        warmup_steps: 1,
+        schedule: Schedule::Constant,
+        min_lr_ratio: 1.0,
+        beta1: 0.9,
+        beta2: 0.95,
+        weight_decay: 0.1,
+        grad_clip: 1.0,
+        eval_interval: usize::MAX,
+    };
+    // Calibrate the step count from a short run, then time a run of ~`seconds`.
+    let warm = crate::train::train_run::<B>(&run, &corpus, device, &mut |_| {});
+    let per_step = warm.wall_s / 3.0;
+    run.steps = ((seconds / per_step.max(1e-6)) as usize).clamp(5, 2000);
+    let out = crate::train::train_run::<B>(&run, &corpus, device, &mut |_| {});
+    let fpt = s.shape.flops_per_token_full(256, s.context);
+    BenchResult {
+        shape: s.name.into(),
+        d_model: s.shape.d_model,
+        n_layer: s.shape.n_layer,
+        n_head: s.shape.n_head,
+        context: s.context,
+        batch: s.batch,
+        n_params: s.shape.non_embedding_params(),
+        steps: run.steps,
+        tokens_per_s: out.tokens_per_s,
+        flops_per_token: fpt,
+        achieved_flops: out.tokens_per_s * fpt,
+        matmul_peak_flops: peak,
+        mfu: out.tokens_per_s * fpt / peak,
+        backend: backend.into(),
+    }
+}
+
+/// Render results as a table.
+pub fn table(results: &[BenchResult]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if let Some(r) = results.first() {
+        let _ = writeln!(s, "backend: {}   measured matmul peak: {:.1} GFLOP/s", r.backend, r.matmul_peak_flops / 1e9);
+    }
+    let _ = writeln!(
+        s,
+        "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12} {:>10} {:>7}",
+        "shape", "d", "L", "h", "ctx", "batch", "N", "steps", "tokens/s", "GFLOP/s", "MFU"
+    );
+    for r in results {
+        let _ = writeln!(
+            s,
+            "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12.0} {:>10.2} {:>6.1}%",
+            r.shape,
+            r.d_model,
+            r.n_layer,
+            r.n_head,
+            r.context,
+            r.batch,
+            r.n_params,
+            r.steps,
+            r.tokens_per_s,
+            r.achieved_flops / 1e9,
+            100.0 * r.mfu
+        );
+    }
+    s
+}

@@ -1,0 +1,788 @@
+//! Corpora: where every run's training and eval tokens come from.
+//!
+//! Owns the built-in synthetic language ([`SynthLang`]: a seeded generator that knows its own
+//! probabilities, so the exact Bayes floor of the eval split is computed here by the forward
+//! algorithm), text-file and pre-tokenized `u16` corpora, and the [`Corpus`] value a sweep
+//! shares: one training stream (runs read its first D tokens, so data is nested across runs)
+//! and one fixed set of eval windows, identical for every run.
+//!
+//! # The built-in language
+//! A hidden Markov source over *words*. The hidden state of each word is a pair
+//! (topic, grammatical class). Topics persist (stay probability 0.98 per word, so a topic
+//! lasts ~50 words, far beyond short contexts) and pick which content words are frequent;
+//! classes follow a small grammar (determiner → adjective* → noun → verb | preposition | punctuation …).
+//! Each class owns a Zipf–Mandelbrot distributed vocabulary (2,643 words in all) spelled from
+//! letters in syllables, with class-specific suffixes; frequent words are short. A word's
+//! bytes end with a delimiter (space or newline) that never occurs inside a word, so the code
+//! is prefix-free and the byte stream parses uniquely into words.
+//!
+//! Structure therefore exists at several ranges: spelling (a few bytes), grammar (a few
+//! words), topic (hundreds of bytes) and a long Zipf tail of words to memorise, so bigger
+//! models keep reaching lower loss.
+//!
+//! # The Bayes floor
+//! For a byte string that starts at a word boundary, `P(b_j | b_<j)` under the true source is
+//! computed exactly: a forward pass keeps the predictive distribution over the hidden state
+//! of the current word; within a word, the probability of the next byte is the ratio of the
+//! masses of the words consistent with the longer and the shorter prefix (words are kept
+//! sorted, so each prefix is a contiguous range and masses are prefix sums). At a delimiter
+//! the word is known, the state posterior is updated and pushed through the transition.
+//! The eval windows start at word boundaries and the floor uses the same protocol as the
+//! models' eval loss (only in-window history, position 0 not scored), so it is the lowest
+//! eval loss any model can reach. `tests` checks it against brute-force enumeration.
+
+use std::path::{Path, PathBuf};
+
+use crate::bail_user;
+
+/// xoshiro256** seeded through splitmix64: small, fast and stable across versions.
+#[derive(Clone, Debug)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        let mut z = seed;
+        let mut next = || {
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut x = z;
+            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            x ^ (x >> 31)
+        };
+        Rng { s: [next(), next(), next(), next()] }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        r
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.next_f64().max(1e-300);
+        let u2 = self.next_f64();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// Sample an index from unnormalised cumulative weights.
+fn sample_cum(cum: &[f64], rng: &mut Rng) -> usize {
+    let u = rng.next_f64() * cum[cum.len() - 1];
+    cum.partition_point(|&c| c <= u).min(cum.len() - 1)
+}
+
+fn stationary(trans: &[Vec<f64>]) -> Vec<f64> {
+    let n = trans.len();
+    let mut p = vec![1.0 / n as f64; n];
+    for _ in 0..10_000 {
+        let mut q = vec![0.0; n];
+        for (i, row) in trans.iter().enumerate() {
+            for (j, t) in row.iter().enumerate() {
+                q[j] += p[i] * t;
+            }
+        }
+        let diff: f64 = p.iter().zip(&q).map(|(a, b)| (a - b).abs()).sum();
+        p = q;
+        if diff < 1e-15 {
+            break;
+        }
+    }
+    p
+}
+
+/// A hidden-Markov word language with a product state (topic × class); see the module docs.
+#[derive(Clone, Debug)]
+pub struct SynthLang {
+    /// Topic transition matrix, rows sum to 1.
+    pub topic_trans: Vec<Vec<f64>>,
+    /// Class (grammar) transition matrix, rows sum to 1.
+    pub class_trans: Vec<Vec<f64>>,
+    /// Word spellings, sorted; each ends with exactly one delimiter byte (b' ' or b'\n').
+    pub words: Vec<Vec<u8>>,
+    /// Class of each word.
+    pub word_class: Vec<usize>,
+    /// `emit[t][w]` = P(word w | topic t, class(w)); sums to 1 over each class's words.
+    pub emit: Vec<Vec<f64>>,
+    /// Stationary distribution over states `t * n_classes + c`.
+    pub stationary: Vec<f64>,
+    /// Cumulative emission weights per state, over that class's words (`state_words`).
+    state_cum: Vec<Vec<f64>>,
+    state_words: Vec<Vec<usize>>,
+}
+
+/// A generated stretch of text and the byte offsets where its words start.
+pub struct SynthText {
+    pub bytes: Vec<u8>,
+    pub word_starts: Vec<usize>,
+}
+
+const DELIMS: [u8; 2] = [b' ', b'\n'];
+
+fn is_delim(b: u8) -> bool {
+    DELIMS.contains(&b)
+}
+
+impl SynthLang {
+    /// Build a language from explicit parts. `words[i]` belongs to `word_class[i]`;
+    /// `weights[t][i]` is the unnormalised emission weight of word i under topic t.
+    pub fn new(
+        topic_trans: Vec<Vec<f64>>,
+        class_trans: Vec<Vec<f64>>,
+        words: Vec<Vec<u8>>,
+        word_class: Vec<usize>,
+        weights: Vec<Vec<f64>>,
+    ) -> Self {
+        let n_topics = topic_trans.len();
+        let n_classes = class_trans.len();
+        // Sort words (with their class and weights) by spelling.
+        let mut order: Vec<usize> = (0..words.len()).collect();
+        order.sort_by(|&a, &b| words[a].cmp(&words[b]));
+        let words: Vec<Vec<u8>> = order.iter().map(|&i| words[i].clone()).collect();
+        let word_class: Vec<usize> = order.iter().map(|&i| word_class[i]).collect();
+        for w in &words {
+            assert!(!w.is_empty() && is_delim(*w.last().unwrap()));
+            assert!(!w[..w.len() - 1].iter().any(|&b| is_delim(b)));
+        }
+        let mut emit = vec![vec![0.0; words.len()]; n_topics];
+        for t in 0..n_topics {
+            let mut total = vec![0.0; n_classes];
+            for (k, &i) in order.iter().enumerate() {
+                emit[t][k] = weights[t][i];
+                total[word_class[k]] += weights[t][i];
+            }
+            for k in 0..words.len() {
+                emit[t][k] /= total[word_class[k]];
+            }
+        }
+        let pt = stationary(&topic_trans);
+        let pc = stationary(&class_trans);
+        let mut stat = vec![0.0; n_topics * n_classes];
+        let mut state_cum = vec![Vec::new(); n_topics * n_classes];
+        let mut state_words = vec![Vec::new(); n_topics * n_classes];
+        for t in 0..n_topics {
+            for c in 0..n_classes {
+                let s = t * n_classes + c;
+                stat[s] = pt[t] * pc[c];
+                let mut acc = 0.0;
+                for k in 0..words.len() {
+                    if word_class[k] == c {
+                        acc += emit[t][k];
+                        state_cum[s].push(acc);
+                        state_words[s].push(k);
+                    }
+                }
+            }
+        }
+        SynthLang {
+            topic_trans,
+            class_trans,
+            words,
+            word_class,
+            emit,
+            stationary: stat,
+            state_cum,
+            state_words,
+        }
+    }
+
+    pub fn n_topics(&self) -> usize {
+        self.topic_trans.len()
+    }
+
+    pub fn n_classes(&self) -> usize {
+        self.class_trans.len()
+    }
+
+    /// The built-in language used by the default sweeps.
+    pub fn builtin(seed: u64, n_topics: usize) -> Self {
+        let mut rng = Rng::new(seed ^ 0x5CA1_E1AB);
+        // Classes: 0 determiner, 1 adjective, 2 noun, 3 verb, 4 preposition, 5 punctuation.
+        let sizes = [16usize, 400, 1500, 700, 24, 3];
+        let content = [false, true, true, true, false, false];
+        let class_trans = vec![
+            vec![0.0, 0.3, 0.7, 0.0, 0.0, 0.0],
+            vec![0.0, 0.15, 0.85, 0.0, 0.0, 0.0],
+            vec![0.0, 0.0, 0.0, 0.45, 0.25, 0.30],
+            vec![0.5, 0.1, 0.1, 0.0, 0.2, 0.1],
+            vec![0.7, 0.0, 0.3, 0.0, 0.0, 0.0],
+            vec![0.6, 0.0, 0.3, 0.0, 0.1, 0.0],
+        ];
+        let stay = 0.98;
+        let topic_trans: Vec<Vec<f64>> = (0..n_topics)
+            .map(|i| {
+                (0..n_topics)
+                    .map(|j| {
+                        if n_topics == 1 {
+                            1.0
+                        } else if i == j {
+                            stay
+                        } else {
+                            (1.0 - stay) / (n_topics - 1) as f64
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        const ONSETS: [&str; 24] = [
+            "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w",
+            "z", "st", "tr", "br", "ch", "th", "sh",
+        ];
+        const VOWELS: [&str; 8] = ["a", "e", "i", "o", "u", "a", "e", "ou"];
+        const CODAS: [&str; 6] = ["n", "r", "s", "l", "m", "nt"];
+        let suffixes: [&[&str]; 6] = [
+            &[""],
+            &["ous", "al", "y", "ic", ""],
+            &["", "", "er", "ion"],
+            &["ed", "s", "ing", "es", ""],
+            &[""],
+            &[""],
+        ];
+        let mut seen = std::collections::HashSet::new();
+        let mut words = Vec::new();
+        let mut word_class = Vec::new();
+        let mut weights = vec![Vec::new(); n_topics];
+        for (c, &size) in sizes.iter().enumerate() {
+            for rank in 0..size {
+                let spelling: Vec<u8> = if c == 5 {
+                    [&b", "[..], b". ", b".\n"][rank].to_vec()
+                } else {
+                    loop {
+                        let base = 1 + ((rank as f64 + 1.0).ln() / 8f64.ln()) as usize;
+                        let n_syll = (base + rng.below(2)).min(5);
+                        let mut s = String::new();
+                        for _ in 0..n_syll {
+                            s.push_str(ONSETS[rng.below(ONSETS.len())]);
+                            s.push_str(VOWELS[rng.below(VOWELS.len())]);
+                            if rng.below(3) == 0 {
+                                s.push_str(CODAS[rng.below(CODAS.len())]);
+                            }
+                        }
+                        let suf = suffixes[c];
+                        s.push_str(suf[rng.below(suf.len())]);
+                        if seen.insert(s.clone()) {
+                            let mut b = s.into_bytes();
+                            b.push(b' ');
+                            break b;
+                        }
+                    }
+                };
+                let base_w = 1.0 / (rank as f64 + 2.7).powf(1.1);
+                let home = if content[c] && rng.next_f64() < 0.6 {
+                    Some(rng.below(n_topics))
+                } else {
+                    None
+                };
+                for (t, w) in weights.iter_mut().enumerate() {
+                    w.push(if home == Some(t) { base_w * 12.0 } else { base_w });
+                }
+                words.push(spelling);
+                word_class.push(c);
+            }
+        }
+        SynthLang::new(topic_trans, class_trans, words, word_class, weights)
+    }
+
+    /// Generate `n_bytes` (or slightly more, to finish the last word) of text, starting from
+    /// the stationary state distribution.
+    pub fn generate(&self, seed: u64, n_bytes: usize) -> SynthText {
+        let mut rng = Rng::new(seed);
+        let nc = self.n_classes();
+        let stat_cum: Vec<f64> = self
+            .stationary
+            .iter()
+            .scan(0.0, |a, &p| {
+                *a += p;
+                Some(*a)
+            })
+            .collect();
+        let topic_cum: Vec<Vec<f64>> = self.topic_trans.iter().map(|r| cumsum(r)).collect();
+        let class_cum: Vec<Vec<f64>> = self.class_trans.iter().map(|r| cumsum(r)).collect();
+        let mut s = sample_cum(&stat_cum, &mut rng);
+        let mut bytes = Vec::with_capacity(n_bytes + 64);
+        let mut word_starts = Vec::with_capacity(n_bytes / 4);
+        while bytes.len() < n_bytes {
+            let k = self.state_words[s][sample_cum(&self.state_cum[s], &mut rng)];
+            word_starts.push(bytes.len());
+            bytes.extend_from_slice(&self.words[k]);
+            let t = sample_cum(&topic_cum[s / nc], &mut rng);
+            let c = sample_cum(&class_cum[s % nc], &mut rng);
+            s = t * nc + c;
+        }
+        SynthText { bytes, word_starts }
+    }
+
+    /// `ln P(b_j | b_0..b_{j-1})` under the true source for every byte of `bytes`, which must
+    /// start at a word boundary; the hidden state of the first word is drawn from the
+    /// stationary distribution. Returns `-inf` for a byte the source cannot produce.
+    pub fn log_probs(&self, bytes: &[u8]) -> Vec<f64> {
+        let nt = self.n_topics();
+        let nc = self.n_classes();
+        let nw = self.words.len();
+        let mut alpha = self.stationary.clone();
+        let mut cum = vec![0.0; nw + 1];
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut depth = 0usize;
+        let (mut lo, mut hi) = (0usize, nw);
+        for &b in bytes {
+            if depth == 0 {
+                // Mass of every word under the predictive state distribution.
+                for k in 0..nw {
+                    let c = self.word_class[k];
+                    let mut p = 0.0;
+                    for t in 0..nt {
+                        p += alpha[t * nc + c] * self.emit[t][k];
+                    }
+                    cum[k + 1] = cum[k] + p;
+                }
+                lo = 0;
+                hi = nw;
+            }
+            let before = cum[hi] - cum[lo];
+            let words = &self.words[lo..hi];
+            let nlo = lo + words.partition_point(|w| w[depth] < b);
+            let nhi = lo + words.partition_point(|w| w[depth] <= b);
+            let after = cum[nhi] - cum[nlo];
+            out.push(if after > 0.0 { (after / before).ln() } else { f64::NEG_INFINITY });
+            if nlo == nhi {
+                // Impossible byte: restart parsing at the next byte as a new word.
+                depth = 0;
+                alpha = self.stationary.clone();
+                continue;
+            }
+            lo = nlo;
+            hi = nhi;
+            depth += 1;
+            if is_delim(b) {
+                // Word complete: exactly one word has this spelling (prefix-free code).
+                let w = lo;
+                let cw = self.word_class[w];
+                let mut post = vec![0.0; nt];
+                for (t, p) in post.iter_mut().enumerate() {
+                    *p = alpha[t * nc + cw] * self.emit[t][w];
+                }
+                let z: f64 = post.iter().sum();
+                for t2 in 0..nt {
+                    let pt: f64 = (0..nt).map(|t| post[t] / z * self.topic_trans[t][t2]).sum();
+                    for c2 in 0..nc {
+                        alpha[t2 * nc + c2] = pt * self.class_trans[cw][c2];
+                    }
+                }
+                depth = 0;
+            }
+        }
+        out
+    }
+}
+
+fn cumsum(v: &[f64]) -> Vec<f64> {
+    v.iter()
+        .scan(0.0, |a, &p| {
+            *a += p;
+            Some(*a)
+        })
+        .collect()
+}
+
+/// The exact loss floor of the built-in corpus's eval windows.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Floor {
+    /// Mean `-ln P` per scored byte of the eval windows (same protocol as the eval loss).
+    pub nats_per_token: f64,
+    /// The same in bits per byte.
+    pub bits_per_byte: f64,
+    /// Entropy rate with unlimited history, estimated on a long stream (bits per byte).
+    pub entropy_rate_bits_per_byte: f64,
+}
+
+/// Where the tokens of a sweep come from (resolved from the spec).
+#[derive(Clone, Debug)]
+pub enum CorpusSource {
+    /// The built-in synthetic language.
+    Builtin { seed: u64, topics: usize },
+    /// UTF-8 text files, byte-level tokens (vocab 256).
+    Text { files: Vec<PathBuf> },
+    /// Raw little-endian u16 tokens (nanoGPT `.bin`).
+    Tokens { file: PathBuf, vocab_size: usize },
+}
+
+/// The data every run of a sweep shares.
+pub struct Corpus {
+    pub description: String,
+    pub vocab_size: usize,
+    /// Training stream; a run with D tokens reads the first D (+1) tokens in order.
+    pub train: Vec<u16>,
+    /// Eval windows of `context + 1` tokens each, flattened.
+    pub eval: Vec<u16>,
+    pub context: usize,
+    /// Exact loss floor (built-in corpus only).
+    pub floor: Option<Floor>,
+    /// Stable identity of the corpus contents (feeds the run ids).
+    pub fingerprint: u64,
+}
+
+impl Corpus {
+    pub fn n_eval_windows(&self) -> usize {
+        self.eval.len() / (self.context + 1)
+    }
+
+    /// Unique training tokens available.
+    pub fn train_tokens(&self) -> usize {
+        self.train.len()
+    }
+}
+
+/// FNV-1a, for stable fingerprints and run ids.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    h
+}
+
+fn fingerprint_u16(tokens: &[u16]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &t in tokens {
+        for b in t.to_le_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+    h
+}
+
+/// Load or generate a corpus. `train_needed` is the largest number of training tokens any
+/// run reads (+1 for the shifted targets); `eval_tokens` the scored eval tokens.
+pub fn load(
+    source: &CorpusSource,
+    context: usize,
+    train_needed: usize,
+    eval_tokens: usize,
+    eval_fraction: f64,
+) -> anyhow::Result<Corpus> {
+    let n_windows = eval_tokens.div_ceil(context).max(1);
+    match source {
+        CorpusSource::Builtin { seed, topics } => {
+            let lang = SynthLang::builtin(*seed, *topics);
+            let train = lang.generate(*seed, train_needed + context + 1);
+            let eval_text = lang.generate(seed ^ 0xE7A1_0000_0000_0001, n_windows * (context + 40) * 2);
+            let mut eval = Vec::with_capacity(n_windows * (context + 1));
+            let mut floor_sum = 0.0;
+            let mut pos_idx = 0usize;
+            let starts = &eval_text.word_starts;
+            for _ in 0..n_windows {
+                while pos_idx < starts.len() && starts[pos_idx] + context + 1 > eval_text.bytes.len() {
+                    pos_idx = starts.len();
+                }
+                assert!(pos_idx < starts.len(), "eval stream too short");
+                let p = starts[pos_idx];
+                let window = &eval_text.bytes[p..p + context + 1];
+                let lp = lang.log_probs(window);
+                floor_sum -= lp[1..].iter().sum::<f64>();
+                eval.extend(window.iter().map(|&b| b as u16));
+                let next = p + context + 1;
+                pos_idx = starts.partition_point(|&s| s < next);
+            }
+            let nats = floor_sum / (n_windows * context) as f64;
+            let rate_text = lang.generate(seed ^ 0xE7A1_0000_0000_0002, 200_000);
+            let lp = lang.log_probs(&rate_text.bytes);
+            // Skip the first 20,000 bytes so the estimate reflects long history.
+            let tail = &lp[20_000..];
+            let rate = -tail.iter().sum::<f64>() / tail.len() as f64;
+            let train: Vec<u16> = train.bytes.iter().map(|&b| b as u16).collect();
+            Ok(Corpus {
+                description: format!("built-in synthetic language (seed {seed}, {topics} topics)"),
+                vocab_size: 256,
+                fingerprint: fnv1a(format!("builtin-v1:{seed}:{topics}").as_bytes()),
+                train,
+                eval,
+                context,
+                floor: Some(Floor {
+                    nats_per_token: nats,
+                    bits_per_byte: nats / std::f64::consts::LN_2,
+                    entropy_rate_bits_per_byte: rate / std::f64::consts::LN_2,
+                }),
+            })
+        }
+        CorpusSource::Text { files } => {
+            let mut bytes = Vec::new();
+            for f in files {
+                let data = std::fs::read(f).map_err(|e| {
+                    crate::error::user(format!("corpus file {}: {e}", f.display()))
+                })?;
+                if let Err(e) = std::str::from_utf8(&data) {
+                    bail_user!(
+                        "corpus file {} is not UTF-8 text (invalid byte at offset {}); \
+                         convert it to UTF-8 or use a `tokens:` corpus",
+                        f.display(),
+                        e.valid_up_to()
+                    );
+                }
+                bytes.extend_from_slice(&data);
+                bytes.push(b'\n');
+            }
+            let tokens: Vec<u16> = bytes.iter().map(|&b| b as u16).collect();
+            split_stream(
+                tokens,
+                256,
+                context,
+                n_windows,
+                eval_fraction,
+                format!("{} text file(s), byte-level", files.len()),
+            )
+        }
+        CorpusSource::Tokens { file, vocab_size } => {
+            let data = std::fs::read(file)
+                .map_err(|e| crate::error::user(format!("corpus file {}: {e}", file.display())))?;
+            if data.len() % 2 != 0 {
+                bail_user!(
+                    "token file {} has an odd number of bytes ({}); expected raw little-endian u16 tokens",
+                    file.display(),
+                    data.len()
+                );
+            }
+            let tokens: Vec<u16> =
+                data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= *vocab_size) {
+                bail_user!(
+                    "token file {} holds token id {bad}, but corpus.vocab_size is {vocab_size}; \
+                     raise corpus.vocab_size above the largest token id",
+                    file.display()
+                );
+            }
+            split_stream(
+                tokens,
+                *vocab_size,
+                context,
+                n_windows,
+                eval_fraction,
+                format!("u16 tokens from {}", file.display()),
+            )
+        }
+    }
+}
+
+/// Split a token stream: the last `eval_fraction` (at least the needed windows) is the eval
+/// split, cut into consecutive windows; the rest is the training stream.
+fn split_stream(
+    tokens: Vec<u16>,
+    vocab_size: usize,
+    context: usize,
+    n_windows: usize,
+    eval_fraction: f64,
+    description: String,
+) -> anyhow::Result<Corpus> {
+    let w = context + 1;
+    let eval_len = (n_windows * w).max((tokens.len() as f64 * eval_fraction) as usize / w * w);
+    let eval_len = eval_len.min(n_windows * w);
+    if tokens.len() < eval_len + 2 * w {
+        bail_user!(
+            "corpus has {} tokens, too few for {n_windows} eval window(s) of {w} tokens plus training data; \
+             use a larger corpus or lower corpus.eval_tokens / model.context",
+            tokens.len()
+        );
+    }
+    let split = tokens.len() - eval_len;
+    let eval = tokens[split..].to_vec();
+    let mut train = tokens;
+    train.truncate(split);
+    let fingerprint = fingerprint_u16(&train) ^ fingerprint_u16(&eval).rotate_left(1);
+    Ok(Corpus { description, vocab_size, train, eval, context, floor: None, fingerprint })
+}
+
+/// Expand a path that may contain `*` / `?` in its file-name part.
+pub fn expand_glob(pattern: &str, base: &Path) -> Vec<PathBuf> {
+    let p = base.join(pattern);
+    let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    if !name.contains('*') && !name.contains('?') {
+        return vec![p];
+    }
+    let dir = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|f| {
+                    f.is_file()
+                        && f.file_name()
+                            .map(|n| wildcard(&name, &n.to_string_lossy()))
+                            .unwrap_or(false)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn wildcard(pat: &str, s: &str) -> bool {
+    let (p, s): (Vec<char>, Vec<char>) = (pat.chars().collect(), s.chars().collect());
+    let (mut pi, mut si, mut star, mut mark) = (0, 0, None, 0);
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny language: 2 topics, 2 classes, 5 words.
+    fn tiny() -> SynthLang {
+        SynthLang::new(
+            vec![vec![0.8, 0.2], vec![0.3, 0.7]],
+            vec![vec![0.4, 0.6], vec![0.9, 0.1]],
+            vec![b"a ".to_vec(), b"ab ".to_vec(), b"b\n".to_vec(), b"ba ".to_vec(), b"c ".to_vec()],
+            vec![0, 0, 0, 1, 1],
+            vec![vec![1.0, 2.0, 3.0, 1.0, 1.0], vec![3.0, 1.0, 0.5, 0.2, 2.0]],
+        )
+    }
+
+    /// P(byte string) by enumerating every hidden state sequence.
+    fn brute_prob(lang: &SynthLang, bytes: &[u8]) -> f64 {
+        // Parse into complete words and a trailing partial prefix.
+        let mut words = Vec::new();
+        let mut cur = Vec::new();
+        for &b in bytes {
+            cur.push(b);
+            if is_delim(b) {
+                let Some(k) = lang.words.iter().position(|w| *w == cur) else { return 0.0 };
+                words.push(k);
+                cur.clear();
+            }
+        }
+        let (nt, nc) = (lang.n_topics(), lang.n_classes());
+        let ns = nt * nc;
+        let len = words.len() + 1;
+        let mut total = 0.0;
+        let mut seq = vec![0usize; len];
+        loop {
+            let mut p = lang.stationary[seq[0]];
+            for i in 0..len {
+                let (t, c) = (seq[i] / nc, seq[i] % nc);
+                if i < words.len() {
+                    let w = words[i];
+                    p *= if lang.word_class[w] == c { lang.emit[t][w] } else { 0.0 };
+                    let (t2, c2) = (seq[i + 1] / nc, seq[i + 1] % nc);
+                    p *= lang.topic_trans[t][t2] * lang.class_trans[c][c2];
+                } else if !cur.is_empty() {
+                    let m: f64 = (0..lang.words.len())
+                        .filter(|&k| lang.word_class[k] == c && lang.words[k].starts_with(&cur))
+                        .map(|k| lang.emit[t][k])
+                        .sum();
+                    p *= m;
+                }
+            }
+            total += p;
+            // Next sequence (odometer).
+            let mut i = 0;
+            loop {
+                if i == len {
+                    return total;
+                }
+                seq[i] += 1;
+                if seq[i] < ns {
+                    break;
+                }
+                seq[i] = 0;
+                i += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn forward_matches_brute_force() {
+        let lang = tiny();
+        let text = lang.generate(7, 14);
+        let bytes = &text.bytes[..text.bytes.len().min(14)];
+        let lp = lang.log_probs(bytes);
+        for j in 0..bytes.len() {
+            let num = brute_prob(&lang, &bytes[..=j]);
+            let den = if j == 0 { 1.0 } else { brute_prob(&lang, &bytes[..j]) };
+            let want = (num / den).ln();
+            assert!((lp[j] - want).abs() < 1e-9, "byte {j}: forward {} vs brute {}", lp[j], want);
+        }
+    }
+
+    #[test]
+    fn next_byte_distribution_sums_to_one() {
+        let lang = SynthLang::builtin(3, 4);
+        let text = lang.generate(11, 300);
+        let prefix = &text.bytes[..57];
+        let mut total = 0.0;
+        for b in 0..=255u8 {
+            let mut s = prefix.to_vec();
+            s.push(b);
+            let lp = lang.log_probs(&s);
+            total += lp[lp.len() - 1].exp();
+        }
+        assert!((total - 1.0).abs() < 1e-9, "sum {total}");
+    }
+
+    #[test]
+    fn floor_below_unigram_entropy_and_generated_text_is_likely() {
+        let lang = SynthLang::builtin(1, 8);
+        let text = lang.generate(5, 50_000);
+        let lp = lang.log_probs(&text.bytes);
+        assert!(lp.iter().all(|x| x.is_finite()));
+        let h = -lp.iter().sum::<f64>() / lp.len() as f64;
+        let mut counts = [0f64; 256];
+        for &b in &text.bytes {
+            counts[b as usize] += 1.0;
+        }
+        let n = text.bytes.len() as f64;
+        let unigram: f64 = counts.iter().filter(|&&c| c > 0.0).map(|&c| -(c / n) * (c / n).ln()).sum();
+        assert!(h > 0.3 && h < unigram - 0.5, "source entropy {h} vs unigram {unigram}");
+    }
+
+    #[test]
+    fn builtin_words_are_prefix_free_and_unique() {
+        let lang = SynthLang::builtin(1, 8);
+        assert_eq!(lang.words.len(), 2643);
+        for w in lang.words.windows(2) {
+            assert!(w[0] < w[1]);
+            assert!(!w[1].starts_with(&w[0]));
+        }
+    }
+
+    #[test]
+    fn glob() {
+        assert!(wildcard("*.txt", "a.txt"));
+        assert!(wildcard("a?c*", "abcdef"));
+        assert!(!wildcard("*.txt", "a.bin"));
+    }
+}

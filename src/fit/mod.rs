@@ -1,0 +1,774 @@
+//! The fitter: scaling laws from a table of (N, D, loss) points.
+//!
+//! Owns every fitting choice, each stated here and in `fits.json`:
+//! * **Approach 3** (Chinchilla parametric, [`laws`]): `L = E + A/N^α + B/D^β`, minimising the
+//!   **sum** of Huber_δ(log L̂ − log L) (δ = 1e-3 by default) with L-BFGS (argmin,
+//!   More–Thuente line search, analytic gradients) from the standard 4,500-start grid, in
+//!   parallel; the best local minimum wins. Starts that fail are counted, never fatal.
+//! * **Kaplan** forms L(N), L(D), L(C) (with and without E) and the joint L(N, D).
+//! * **Approach 2** (IsoFLOP parabolas) and **Approach 1** (training-curve envelope), in
+//!   [`isoflop`].
+//! * **Compute-optimal allocation** in closed form from Approach 3.
+//! * **Bootstrap**: resample points with replacement (seeded); each resample is refitted from
+//!   the full fit's optimum plus 8 grid starts drawn at random (seeded), a cheap set that
+//!   still escapes a basin change; percentile 95% intervals for every parameter and derived number.
+//! * **Held-out check**: refit without the largest budget (or a random fraction) and report
+//!   the prediction error on the held-out points.
+
+pub mod isoflop;
+pub mod laws;
+pub mod optim;
+
+use std::path::Path;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::bail_user;
+use crate::corpus::Rng;
+use crate::table::Table;
+use isoflop::{Approach1, Approach2, CurvePoint};
+use laws::{ChinchillaObjective, ChinchillaParams, KaplanNdObjective, KaplanObjective};
+use optim::{multi_start, Convergence, LbfgsOptions};
+
+/// One observation.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub n: f64,
+    pub d: f64,
+    pub loss: f64,
+    pub budget: Option<f64>,
+}
+
+impl Point {
+    pub fn c(&self) -> f64 {
+        6.0 * self.n * self.d
+    }
+}
+
+/// Points plus where they came from.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub source: String,
+    pub points: Vec<Point>,
+    pub dropped_top: usize,
+    /// Training curves (for Approach 1), when the source has them.
+    pub curves: Vec<CurvePoint>,
+}
+
+/// Column names for a table input.
+#[derive(Debug, Clone, Default)]
+pub struct Columns {
+    pub n: String,
+    pub d: Option<String>,
+    pub c: Option<String>,
+    pub loss: String,
+    /// IsoFLOP budget column; text cells use the first number in them (e.g. `isoflop-6e+19-…`).
+    pub budget: Option<String>,
+}
+
+fn first_number(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let mut j = i;
+            while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
+                j += 1;
+            }
+            if j < b.len() && (b[j] == b'e' || b[j] == b'E') {
+                let mut k = j + 1;
+                if k < b.len() && (b[k] == b'+' || b[k] == b'-') {
+                    k += 1;
+                }
+                let s2 = k;
+                while k < b.len() && b[k].is_ascii_digit() {
+                    k += 1;
+                }
+                if k > s2 {
+                    j = k;
+                }
+            }
+            return s[i..j].parse().ok();
+        }
+        i += 1;
+    }
+    None
+}
+
+impl Dataset {
+    /// Points from a CSV / Parquet file.
+    pub fn from_table(path: &Path, cols: &Columns, drop_top: usize) -> anyhow::Result<Dataset> {
+        let t = Table::read(path)?;
+        let n = t.numeric(&cols.n, "--n-col")?;
+        let loss = t.numeric(&cols.loss, "--loss-col")?;
+        let d: Vec<Option<f64>> = match (&cols.d, &cols.c) {
+            (Some(dc), _) => t.numeric(dc, "--d-col")?,
+            (None, Some(cc)) => {
+                let c = t.numeric(cc, "--c-col")?;
+                c.iter().zip(&n).map(|(c, n)| Some(c.as_ref()? / (6.0 * n.as_ref()?))).collect()
+            }
+            (None, None) => bail_user!("give the data size as --d-col COL, or the compute as --c-col COL (then D = C / 6N)"),
+        };
+        let budget: Vec<Option<f64>> = match &cols.budget {
+            Some(b) => t.text(b, "--budget-col")?.iter().map(|s| s.as_deref().and_then(first_number)).collect(),
+            None => vec![None; t.rows],
+        };
+        let mut points = Vec::new();
+        for k in 0..t.rows {
+            let (Some(nv), Some(dv), Some(lv)) = (n[k], d[k], loss[k]) else {
+                bail_user!("{}: row {} has an empty N, D or loss cell", path.display(), k + 1);
+            };
+            for (name, v) in [("N", nv), ("D", dv), ("loss", lv)] {
+                if !v.is_finite() || v <= 0.0 {
+                    bail_user!(
+                        "{}: row {}: {name} = {v} is not a positive finite number; fix or remove the row",
+                        path.display(),
+                        k + 1
+                    );
+                }
+            }
+            points.push(Point { n: nv, d: dv, loss: lv, budget: budget[k] });
+        }
+        let mut ds = Dataset { source: path.display().to_string(), points, dropped_top: 0, curves: Vec::new() };
+        ds.drop_top(drop_top)?;
+        Ok(ds)
+    }
+
+    /// Points from a sweep's results folder (`runs.parquet`, status ok; `curves.parquet`).
+    pub fn from_results(dir: &Path, drop_top: usize) -> anyhow::Result<Dataset> {
+        if !dir.join(crate::store::RUNS_FILE).exists() {
+            bail_user!(
+                "{} holds no {}: run the sweep first (`scalelab run SWEEP.yaml`), or fit a file with --input",
+                dir.display(),
+                crate::store::RUNS_FILE
+            );
+        }
+        let runs = crate::store::read_runs(dir)?;
+        let points: Vec<Point> = runs
+            .iter()
+            .filter(|r| r.status == "ok" && r.eval_loss.is_finite() && r.eval_loss > 0.0)
+            .map(|r| Point { n: r.n_params as f64, d: r.tokens as f64, loss: r.eval_loss, budget: r.budget })
+            .collect();
+        let n_of: std::collections::HashMap<&str, f64> =
+            runs.iter().filter(|r| r.status == "ok").map(|r| (r.run_id.as_str(), r.n_params as f64)).collect();
+        let curves = crate::store::read_curves(dir)?
+            .into_iter()
+            .filter_map(|(id, c)| {
+                Some(CurvePoint { n: *n_of.get(id.as_str())?, tokens: c.tokens as f64, loss: c.eval_loss? })
+            })
+            .collect();
+        let mut ds = Dataset { source: dir.display().to_string(), points, dropped_top: 0, curves };
+        ds.drop_top(drop_top)?;
+        Ok(ds)
+    }
+
+    /// Drop the `k` highest-loss points (Epoch's rule: keep losses strictly below the k-th largest).
+    pub fn drop_top(&mut self, k: usize) -> anyhow::Result<()> {
+        if k == 0 {
+            return Ok(());
+        }
+        if k >= self.points.len() {
+            bail_user!("--drop-top {k} would drop all {} points", self.points.len());
+        }
+        let mut losses: Vec<f64> = self.points.iter().map(|p| p.loss).collect();
+        losses.sort_by(|a, b| b.total_cmp(a));
+        let cut = losses[k - 1];
+        let before = self.points.len();
+        self.points.retain(|p| p.loss < cut);
+        self.dropped_top = before - self.points.len();
+        Ok(())
+    }
+
+    fn check(&self, min_points: usize) -> anyhow::Result<()> {
+        if self.points.len() < min_points {
+            bail_user!(
+                "{}: {} usable point(s), but the Chinchilla law has 5 parameters: fitting needs at least {min_points}",
+                self.source,
+                self.points.len()
+            );
+        }
+        let l0 = self.points[0].loss;
+        if self.points.iter().all(|p| (p.loss - l0).abs() <= 1e-12 * l0) {
+            bail_user!("{}: every loss equals {l0}; a scaling law cannot be fitted to constant losses", self.source);
+        }
+        Ok(())
+    }
+}
+
+/// How to hold points out for the prediction check.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Holdout {
+    None,
+    LargestBudget,
+    Fraction(f64),
+}
+
+impl Holdout {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "none" => Ok(Holdout::None),
+            "largest-budget" => Ok(Holdout::LargestBudget),
+            _ => match s.parse::<f64>() {
+                Ok(f) if f > 0.0 && f < 1.0 => Ok(Holdout::Fraction(f)),
+                _ => bail_user!("--holdout {s:?}: use `largest-budget`, `none`, or a fraction in (0, 1) such as 0.2"),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FitOptions {
+    pub delta: f64,
+    pub fixed_e: Option<f64>,
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub holdout: Holdout,
+    pub targets: Vec<f64>,
+    /// Use only every k-th grid start (1 = the full 4,500).
+    pub grid_stride: usize,
+}
+
+impl Default for FitOptions {
+    fn default() -> Self {
+        FitOptions {
+            delta: 1e-3,
+            fixed_e: None,
+            bootstrap: 1000,
+            seed: 42,
+            holdout: Holdout::None,
+            targets: Vec::new(),
+            grid_stride: 1,
+        }
+    }
+}
+
+/// Approach-3 fit result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approach3 {
+    #[serde(flatten)]
+    pub params: ChinchillaParams,
+    pub objective: f64,
+    /// Log-space parameters [a, b, e, α, β].
+    pub log_params: [f64; 5],
+    pub fixed_e: Option<f64>,
+    pub huber_delta: f64,
+    pub convergence: Convergence,
+    pub seconds: f64,
+}
+
+/// Fit Approach 3 from the given starts (each `[a, b, e, α, β]`).
+pub fn fit_chinchilla(points: &[Point], opts: &FitOptions, starts: &[Vec<f64>]) -> anyhow::Result<Approach3> {
+    let t0 = Instant::now();
+    let ln_n: Vec<f64> = points.iter().map(|p| p.n.ln()).collect();
+    let ln_d: Vec<f64> = points.iter().map(|p| p.d.ln()).collect();
+    let ln_l: Vec<f64> = points.iter().map(|p| p.loss.ln()).collect();
+    let fixed_e = opts.fixed_e.map(f64::ln);
+    let obj = ChinchillaObjective { ln_n: &ln_n, ln_d: &ln_d, ln_l: &ln_l, delta: opts.delta, fixed_e };
+    let starts: Vec<Vec<f64>> = match fixed_e {
+        Some(_) => dedup(starts.iter().map(|s| vec![s[0], s[1], s[3], s[4]]).collect()),
+        None => starts.to_vec(),
+    };
+    let Some((best, convergence)) = multi_start(&obj, &starts, LbfgsOptions::default()) else {
+        anyhow::bail!("every one of the {} L-BFGS starts failed", starts.len());
+    };
+    let full = obj.full(&best.x);
+    Ok(Approach3 {
+        params: ChinchillaParams::from_log(full),
+        objective: best.objective,
+        log_params: full,
+        fixed_e: opts.fixed_e,
+        huber_delta: opts.delta,
+        convergence,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+fn dedup(mut v: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
+    v.sort_by(|a, b| a.iter().zip(b).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
+    v.dedup();
+    v
+}
+
+/// A Kaplan single-variable law `L = (X_c / X)^α (+ E)`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KaplanLaw {
+    pub variable: String,
+    pub x_c: f64,
+    pub alpha: f64,
+    #[serde(rename = "E")]
+    pub e: Option<f64>,
+    pub objective: f64,
+}
+
+/// Kaplan's joint law `L = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KaplanJoint {
+    pub n_c: f64,
+    pub d_c: f64,
+    pub alpha_n: f64,
+    pub alpha_d: f64,
+    pub objective: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Kaplan {
+    pub laws: Vec<KaplanLaw>,
+    pub joint: Option<KaplanJoint>,
+    pub note: String,
+}
+
+/// Fit one Kaplan single-variable law.
+pub fn fit_kaplan_single(name: &str, x: &[f64], loss: &[f64], with_e: bool, delta: f64) -> Option<KaplanLaw> {
+    let ln_x: Vec<f64> = x.iter().map(|v| v.ln()).collect();
+    let ln_l: Vec<f64> = loss.iter().map(|v| v.ln()).collect();
+    let obj = KaplanObjective { ln_x: &ln_x, ln_l: &ln_l, delta, with_e };
+    let mx = ln_x.iter().sum::<f64>() / ln_x.len() as f64;
+    let mean_l = loss.iter().sum::<f64>() / loss.len() as f64;
+    let min_l = loss.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mut starts = Vec::new();
+    for &al in &[0.02, 0.05, 0.1, 0.2, 0.4, 0.8] {
+        if with_e {
+            for &frac in &[0.2, 0.5, 0.8, 0.95] {
+                let e = frac * min_l;
+                let k = (mean_l - e).max(1e-6).ln() + al * mx;
+                starts.push(vec![k, al, e.ln()]);
+            }
+        } else {
+            starts.push(vec![mean_l.ln() + al * mx, al]);
+        }
+    }
+    let (best, _) = multi_start(&obj, &starts, LbfgsOptions::default())?;
+    let (k, al) = (best.x[0], best.x[1]);
+    Some(KaplanLaw {
+        variable: name.to_string(),
+        x_c: (k / al).exp(),
+        alpha: al,
+        e: with_e.then(|| best.x[2].exp()),
+        objective: best.objective,
+    })
+}
+
+fn fit_kaplan(points: &[Point], delta: f64) -> Kaplan {
+    let loss: Vec<f64> = points.iter().map(|p| p.loss).collect();
+    let mut laws = Vec::new();
+    for (name, xs) in [
+        ("N", points.iter().map(|p| p.n).collect::<Vec<_>>()),
+        ("D", points.iter().map(|p| p.d).collect()),
+        ("C", points.iter().map(|p| p.c()).collect()),
+    ] {
+        for with_e in [false, true] {
+            if let Some(l) = fit_kaplan_single(name, &xs, &loss, with_e, delta) {
+                laws.push(l);
+            }
+        }
+    }
+    let ln_n: Vec<f64> = points.iter().map(|p| p.n.ln()).collect();
+    let ln_d: Vec<f64> = points.iter().map(|p| p.d.ln()).collect();
+    let ln_l: Vec<f64> = loss.iter().map(|v| v.ln()).collect();
+    let obj = KaplanNdObjective { ln_n: &ln_n, ln_d: &ln_d, ln_l: &ln_l, delta };
+    let mut starts = Vec::new();
+    for &q in &[0.5, 1.0, 2.0] {
+        for &ad in &[0.05, 0.1, 0.3] {
+            for &lnc in &[18.0, 25.0, 32.0] {
+                for &ldc in &[18.0, 25.0, 32.0] {
+                    starts.push(vec![q * lnc, q, ldc, ad]);
+                }
+            }
+        }
+    }
+    let joint = multi_start(&obj, &starts, LbfgsOptions::default()).map(|(b, _)| KaplanJoint {
+        n_c: (b.x[0] / b.x[1]).exp(),
+        d_c: b.x[2].exp(),
+        alpha_n: b.x[1] * b.x[3],
+        alpha_d: b.x[3],
+        objective: b.objective,
+    });
+    Kaplan {
+        laws,
+        joint,
+        note: "single-variable laws are fitted to all points, whatever the other variable; they describe \
+               the data only where that variable is the bottleneck (Kaplan et al. fit them on converged or \
+               compute-optimal runs)"
+            .into(),
+    }
+}
+
+/// Compute-optimal allocation for a target budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub flops: f64,
+    pub n_opt: f64,
+    pub d_opt: f64,
+    pub tokens_per_param: f64,
+    pub loss: f64,
+    /// 95% bootstrap intervals [lo, hi] (when bootstrapped).
+    pub n_opt_ci: Option<[f64; 2]>,
+    pub d_opt_ci: Option<[f64; 2]>,
+    pub loss_ci: Option<[f64; 2]>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComputeOptimal {
+    /// N_opt ∝ C^a, a = β/(α+β).
+    pub a: f64,
+    /// D_opt ∝ C^b, b = α/(α+β).
+    pub b: f64,
+    /// G = (αA/(βB))^(1/(α+β)); N* = G (C/6)^a, D* = (C/6)^b / G.
+    #[serde(rename = "G")]
+    pub g: f64,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bootstrap {
+    pub resamples: usize,
+    pub seed: u64,
+    pub starts_per_resample: usize,
+    pub failed_resamples: usize,
+    pub seconds: f64,
+    /// 95% percentile intervals.
+    #[serde(rename = "E")]
+    pub e: [f64; 2],
+    #[serde(rename = "A")]
+    pub a_coef: [f64; 2],
+    #[serde(rename = "B")]
+    pub b_coef: [f64; 2],
+    pub alpha: [f64; 2],
+    pub beta: [f64; 2],
+    /// Interval of the compute-optimal exponent a.
+    pub a: [f64; 2],
+    /// Every resample's (E, A, B, α, β), for plots.
+    pub samples: Vec<[f64; 5]>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldOutPoint {
+    pub n: f64,
+    pub d: f64,
+    pub loss: f64,
+    pub predicted: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HoldoutReport {
+    pub rule: String,
+    pub fitted_points: usize,
+    pub held_out_points: usize,
+    pub fit: ChinchillaParams,
+    /// Mean |predicted − observed| loss.
+    pub mean_abs_error: f64,
+    /// Mean |predicted − observed| / observed.
+    pub mean_abs_pct_error: f64,
+    pub max_abs_pct_error: f64,
+    pub points: Vec<HeldOutPoint>,
+}
+
+/// Everything `scalelab fit` reports. The top level carries the Approach-3 point estimate.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitReport {
+    #[serde(rename = "E")]
+    pub e: f64,
+    #[serde(rename = "A")]
+    pub a: f64,
+    #[serde(rename = "B")]
+    pub b: f64,
+    pub alpha: f64,
+    pub beta: f64,
+    pub objective: f64,
+    pub source: String,
+    pub n_points: usize,
+    pub dropped_top: usize,
+    pub approach3: Approach3,
+    pub compute_optimal: ComputeOptimal,
+    pub bootstrap: Option<Bootstrap>,
+    pub kaplan: Kaplan,
+    pub approach2: Approach2,
+    pub approach1: Option<Approach1>,
+    pub holdout: Option<HoldoutReport>,
+    /// Per-point predictions of the Approach-3 fit: (N, D, loss, predicted).
+    pub residuals: Vec<[f64; 4]>,
+    pub choices: Vec<String>,
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let pos = q * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+}
+
+fn ci(mut v: Vec<f64>) -> [f64; 2] {
+    if v.is_empty() {
+        return [f64::NAN, f64::NAN];
+    }
+    [percentile(&mut v, 0.025), percentile(&mut v, 0.975)]
+}
+
+/// The standard grid, thinned by `stride`.
+fn grid(stride: usize) -> Vec<Vec<f64>> {
+    laws::chinchilla_grid().into_iter().step_by(stride.max(1)).collect()
+}
+
+/// Bootstrap Approach 3.
+pub fn bootstrap(points: &[Point], full: &Approach3, opts: &FitOptions) -> Bootstrap {
+    let t0 = Instant::now();
+    let g = laws::chinchilla_grid();
+    let per = 9;
+    let results: Vec<Option<ChinchillaParams>> = (0..opts.bootstrap)
+        .into_par_iter()
+        .map(|k| {
+            let mut rng = Rng::new(opts.seed.wrapping_mul(0x9E37_79B9).wrapping_add(k as u64));
+            let sample: Vec<Point> = (0..points.len()).map(|_| points[rng.below(points.len())].clone()).collect();
+            let mut starts = vec![full.log_params.to_vec()];
+            for _ in 0..per - 1 {
+                starts.push(g[rng.below(g.len())].clone());
+            }
+            let ln_n: Vec<f64> = sample.iter().map(|p| p.n.ln()).collect();
+            let ln_d: Vec<f64> = sample.iter().map(|p| p.d.ln()).collect();
+            let ln_l: Vec<f64> = sample.iter().map(|p| p.loss.ln()).collect();
+            let fixed_e = opts.fixed_e.map(f64::ln);
+            let obj = ChinchillaObjective { ln_n: &ln_n, ln_d: &ln_d, ln_l: &ln_l, delta: opts.delta, fixed_e };
+            let starts: Vec<Vec<f64>> = match fixed_e {
+                Some(_) => starts.iter().map(|s| vec![s[0], s[1], s[3], s[4]]).collect(),
+                None => starts,
+            };
+            let mut best: Option<optim::LocalMin> = None;
+            for s in &starts {
+                if let Some(m) = optim::local_min(&obj, s, LbfgsOptions::default()) {
+                    if best.as_ref().is_none_or(|b| m.objective < b.objective) {
+                        best = Some(m);
+                    }
+                }
+            }
+            best.map(|b| ChinchillaParams::from_log(obj.full(&b.x)))
+        })
+        .collect();
+    let ok: Vec<ChinchillaParams> = results.iter().flatten().copied().collect();
+    let col = |f: &dyn Fn(&ChinchillaParams) -> f64| ci(ok.iter().map(f).collect());
+    Bootstrap {
+        resamples: opts.bootstrap,
+        seed: opts.seed,
+        starts_per_resample: per,
+        failed_resamples: results.len() - ok.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        e: col(&|p| p.e),
+        a_coef: col(&|p| p.a),
+        b_coef: col(&|p| p.b),
+        alpha: col(&|p| p.alpha),
+        beta: col(&|p| p.beta),
+        a: col(&|p| p.exponent_a()),
+        samples: ok.iter().map(|p| [p.e, p.a, p.b, p.alpha, p.beta]).collect(),
+    }
+}
+
+fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<HoldoutReport>> {
+    let (rule, held): (String, Vec<bool>) = match opts.holdout {
+        Holdout::None => return Ok(None),
+        Holdout::LargestBudget => {
+            let (grouping, groups) = isoflop::group_budgets(points);
+            let Some((b, idx)) = groups.last() else { return Ok(None) };
+            let mut h = vec![false; points.len()];
+            for &i in idx {
+                h[i] = true;
+            }
+            (format!("largest budget C = {b:.3e} ({grouping})"), h)
+        }
+        Holdout::Fraction(f) => {
+            let mut rng = Rng::new(opts.seed ^ 0x401D);
+            (format!("random {:.0}% of points (seed {})", f * 100.0, opts.seed), (0..points.len()).map(|_| rng.next_f64() < f).collect())
+        }
+    };
+    let train: Vec<Point> = points.iter().zip(&held).filter(|(_, &h)| !h).map(|(p, _)| p.clone()).collect();
+    let test: Vec<&Point> = points.iter().zip(&held).filter(|(_, &h)| h).map(|(p, _)| p).collect();
+    if test.is_empty() || train.len() < 6 {
+        bail_user!(
+            "--holdout: the rule leaves {} point(s) to fit and {} to check; need at least 6 and 1",
+            train.len(),
+            test.len()
+        );
+    }
+    let fit = fit_chinchilla(&train, opts, &grid(opts.grid_stride))?;
+    let pts: Vec<HeldOutPoint> = test
+        .iter()
+        .map(|p| HeldOutPoint { n: p.n, d: p.d, loss: p.loss, predicted: fit.params.predict(p.n, p.d) })
+        .collect();
+    let abs: Vec<f64> = pts.iter().map(|p| (p.predicted - p.loss).abs()).collect();
+    let pct: Vec<f64> = pts.iter().map(|p| (p.predicted - p.loss).abs() / p.loss).collect();
+    Ok(Some(HoldoutReport {
+        rule,
+        fitted_points: train.len(),
+        held_out_points: pts.len(),
+        fit: fit.params,
+        mean_abs_error: abs.iter().sum::<f64>() / abs.len() as f64,
+        mean_abs_pct_error: pct.iter().sum::<f64>() / pct.len() as f64,
+        max_abs_pct_error: pct.iter().cloned().fold(0.0, f64::max),
+        points: pts,
+    }))
+}
+
+/// Run every fit on a dataset.
+pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
+    data.check(6)?;
+    if !(opts.delta > 0.0) {
+        bail_user!("--huber-delta must be positive");
+    }
+    let pts = &data.points;
+    let a3 = fit_chinchilla(pts, opts, &grid(opts.grid_stride))?;
+    let p = a3.params;
+    let boot = (opts.bootstrap > 0).then(|| bootstrap(pts, &a3, opts));
+    let s = p.alpha + p.beta;
+    let targets = opts
+        .targets
+        .iter()
+        .map(|&c| {
+            let (n, d) = p.optimal(c);
+            let (n_ci, d_ci, l_ci) = match &boot {
+                Some(b) => {
+                    let sm: Vec<ChinchillaParams> = b
+                        .samples
+                        .iter()
+                        .map(|s| ChinchillaParams { e: s[0], a: s[1], b: s[2], alpha: s[3], beta: s[4] })
+                        .collect();
+                    let opt: Vec<(f64, f64)> = sm.iter().map(|q| q.optimal(c)).collect();
+                    (
+                        Some(ci(opt.iter().map(|o| o.0).collect())),
+                        Some(ci(opt.iter().map(|o| o.1).collect())),
+                        Some(ci(sm.iter().zip(&opt).map(|(q, o)| q.predict(o.0, o.1)).collect())),
+                    )
+                }
+                None => (None, None, None),
+            };
+            Target {
+                flops: c,
+                n_opt: n,
+                d_opt: d,
+                tokens_per_param: d / n,
+                loss: p.predict(n, d),
+                n_opt_ci: n_ci,
+                d_opt_ci: d_ci,
+                loss_ci: l_ci,
+            }
+        })
+        .collect();
+    let compute_optimal = ComputeOptimal {
+        a: p.exponent_a(),
+        b: p.alpha / s,
+        g: (p.alpha * p.a / (p.beta * p.b)).powf(1.0 / s),
+        targets,
+    };
+    let kaplan = fit_kaplan(pts, opts.delta);
+    let approach2 = isoflop::approach2(pts);
+    let approach1 = (!data.curves.is_empty()).then(|| isoflop::approach1(&data.curves, 30));
+    let holdout = holdout(pts, opts)?;
+    let residuals = pts.iter().map(|q| [q.n, q.d, q.loss, p.predict(q.n, q.d)]).collect();
+    let choices = vec![
+        format!("Approach 3: minimise the SUM over points of Huber_delta(log Lhat - log L), delta = {}", opts.delta),
+        "Approach 3: parameterised as log Lhat = LSE(a - alpha log N, b - beta log D, e); L-BFGS (argmin, More-Thuente), analytic gradients".into(),
+        format!("Approach 3: starts = standard grid alpha,beta in {{0,..,2}} step 0.5, e in {{-1,..,1}} step 0.5, a,b in {{0,..,25}} step 5 ({} starts used)", grid(opts.grid_stride).len()),
+        format!("bootstrap: {} resamples of the points with replacement (seed {}), each refit from the full-fit optimum + 8 random grid starts; 95% percentile intervals", opts.bootstrap, opts.seed),
+        "compute-optimal: C = 6 N D, closed form from Approach 3".into(),
+        "Approach 2: per-budget least-squares parabola of loss in ln N; budgets with < 3 sizes or an out-of-range vertex are excluded; ln N_opt regressed on ln C".into(),
+    ];
+    Ok(FitReport {
+        e: p.e,
+        a: p.a,
+        b: p.b,
+        alpha: p.alpha,
+        beta: p.beta,
+        objective: a3.objective,
+        source: data.source.clone(),
+        n_points: pts.len(),
+        dropped_top: data.dropped_top,
+        approach3: a3,
+        compute_optimal,
+        bootstrap: boot,
+        kaplan,
+        approach2,
+        approach1,
+        holdout,
+        residuals,
+        choices,
+    })
+}
+
+/// Human-readable summary.
+pub fn render_text(r: &FitReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let b = r.bootstrap.as_ref();
+    let iv = |x: Option<[f64; 2]>| x.map(|v| format!("  [{:.4}, {:.4}]", v[0], v[1])).unwrap_or_default();
+    let _ = writeln!(s, "scaling-law fit of {} ({} points, {} highest dropped)", r.source, r.n_points, r.dropped_top);
+    let _ = writeln!(s, "\nApproach 3  L = E + A/N^alpha + B/D^beta   (95% bootstrap CI)");
+    let _ = writeln!(s, "  E      {:>12.4}{}", r.e, iv(b.map(|b| b.e)));
+    let _ = writeln!(s, "  A      {:>12.4}{}", r.a, iv(b.map(|b| b.a_coef)));
+    let _ = writeln!(s, "  B      {:>12.4}{}", r.b, iv(b.map(|b| b.b_coef)));
+    let _ = writeln!(s, "  alpha  {:>12.4}{}", r.alpha, iv(b.map(|b| b.alpha)));
+    let _ = writeln!(s, "  beta   {:>12.4}{}", r.beta, iv(b.map(|b| b.beta)));
+    let c = &r.approach3.convergence;
+    let _ = writeln!(
+        s,
+        "  objective {:.6e}  ({} starts, {} failed, {} converged; best: {} iters, |grad| {:.1e}; {:.2} s)",
+        r.objective, c.starts, c.failed_starts, c.converged_starts, c.best_iterations, c.best_grad_norm, r.approach3.seconds
+    );
+    let _ = writeln!(s, "\nCompute-optimal  N_opt ~ C^{:.4}{}  D_opt ~ C^{:.4}", r.compute_optimal.a, iv(b.map(|b| b.a)), r.compute_optimal.b);
+    if let Some(a) = r.approach2.a {
+        let _ = writeln!(s, "  Approach 2 (IsoFLOP, {} budgets used): N_opt ~ C^{:.4}", r.approach2.used_budgets, a);
+    } else {
+        let _ = writeln!(s, "  Approach 2: not enough usable IsoFLOP budgets ({} used)", r.approach2.used_budgets);
+    }
+    if let Some(a1) = &r.approach1 {
+        match a1.a {
+            Some(a) => {
+                let _ = writeln!(s, "  Approach 1 (curve envelope, {} sizes): N_opt ~ C^{:.4}", a1.distinct_sizes, a);
+            }
+            None => {
+                let _ = writeln!(s, "  Approach 1: envelope spans fewer than 2 model sizes");
+            }
+        }
+    }
+    for t in &r.compute_optimal.targets {
+        let _ = writeln!(
+            s,
+            "  C = {:.2e}: N* = {:.3e}  D* = {:.3e}  ({:.1} tokens/param)  loss {:.4}{}",
+            t.flops, t.n_opt, t.d_opt, t.tokens_per_param, t.loss, iv(t.loss_ci)
+        );
+    }
+    let _ = writeln!(s, "\nKaplan forms");
+    for l in &r.kaplan.laws {
+        let e = l.e.map(|e| format!(" + E={e:.4}")).unwrap_or_default();
+        let _ = writeln!(s, "  L({}) = ({:.3e}/{})^{:.4}{}", l.variable, l.x_c, l.variable, l.alpha, e);
+    }
+    if let Some(j) = &r.kaplan.joint {
+        let _ = writeln!(
+            s,
+            "  L(N,D) = [({:.3e}/N)^({:.4}/{:.4}) + {:.3e}/D]^{:.4}",
+            j.n_c, j.alpha_n, j.alpha_d, j.d_c, j.alpha_d
+        );
+    }
+    if let Some(h) = &r.holdout {
+        let _ = writeln!(
+            s,
+            "\nHeld out: {} ({} points): mean |error| {:.4} ({:.2}%), max {:.2}%",
+            h.rule,
+            h.held_out_points,
+            h.mean_abs_error,
+            100.0 * h.mean_abs_pct_error,
+            100.0 * h.max_abs_pct_error
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_number_in_run_names() {
+        assert_eq!(first_number("isoflop-6e+19-d2304-L23"), Some(6e19));
+        assert_eq!(first_number("x1.5"), Some(1.5));
+        assert_eq!(first_number("none"), None);
+    }
+}

@@ -1,0 +1,609 @@
+//! The sweep spec: the YAML a researcher writes.
+//!
+//! Owns parsing (with [`serde_saphyr`]) and validation. Unknown keys are rejected with their
+//! dotted path, line, and the nearest valid key; invalid values are all collected and
+//! reported together before anything trains, each naming the file, the key and the fix.
+//! The result is a [`SweepSpec`] whose fields are plain values; [`crate::plan`] turns it
+//! into runs.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{nearest, user};
+
+/// The embedded default sweep (`scalelab run` with no file), identical to `sweeps/quick.yaml`.
+pub const QUICK_YAML: &str = include_str!("../sweeps/quick.yaml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// Sweep name; outputs go to `results/<name>/` unless `out` is set.
+    pub name: String,
+    /// Output folder (relative paths are relative to the current directory).
+    #[serde(default)]
+    pub out: Option<PathBuf>,
+    /// One seed, or a list: every (shape, D) point is trained once per seed.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    #[serde(default)]
+    pub corpus: CorpusSpec,
+    pub model: ModelSpec,
+    pub data: DataSpec,
+    #[serde(default)]
+    pub training: TrainingSpec,
+    /// `cpu` (default), `cuda` or `cuda:K`.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusSpec {
+    /// The built-in synthetic language (the default when no corpus is named).
+    #[serde(default)]
+    pub builtin: Option<BuiltinSpec>,
+    /// UTF-8 text file(s): a path or a glob such as `data/*.txt`; byte-level tokens.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// Raw little-endian u16 token file (nanoGPT `.bin`).
+    #[serde(default)]
+    pub tokens: Option<String>,
+    /// Vocabulary size for a `tokens` corpus (default: largest id + 1, rounded up to 64).
+    #[serde(default)]
+    pub vocab_size: Option<usize>,
+    /// Scored eval tokens, shared by every run (rounded up to whole windows).
+    #[serde(default = "default_eval_tokens")]
+    pub eval_tokens: f64,
+    /// For file corpora: fraction of the stream held out (at most what eval_tokens needs).
+    #[serde(default = "default_eval_fraction")]
+    pub eval_fraction: f64,
+}
+
+impl Default for CorpusSpec {
+    fn default() -> Self {
+        CorpusSpec {
+            builtin: None,
+            text: None,
+            tokens: None,
+            vocab_size: None,
+            eval_tokens: default_eval_tokens(),
+            eval_fraction: default_eval_fraction(),
+        }
+    }
+}
+
+fn default_eval_tokens() -> f64 {
+    16384.0
+}
+fn default_eval_fraction() -> f64 {
+    0.05
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinSpec {
+    #[serde(default = "default_corpus_seed")]
+    pub seed: u64,
+    #[serde(default = "default_topics")]
+    pub topics: usize,
+}
+
+impl Default for BuiltinSpec {
+    fn default() -> Self {
+        BuiltinSpec { seed: default_corpus_seed(), topics: default_topics() }
+    }
+}
+
+fn default_corpus_seed() -> u64 {
+    1234
+}
+fn default_topics() -> usize {
+    8
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Context length in tokens (one per sweep, so every run shares the eval windows).
+    pub context: usize,
+    /// Explicit shapes.
+    #[serde(default)]
+    pub shapes: Vec<ShapeSpec>,
+    /// Cross product of widths × depths.
+    #[serde(default)]
+    pub grid: Option<GridSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapeSpec {
+    pub d_model: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    /// MLP hidden size (default 4 · d_model).
+    #[serde(default)]
+    pub d_ff: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridSpec {
+    pub widths: Vec<usize>,
+    pub depths: Vec<usize>,
+    /// Width of each attention head; n_head = width / head_dim.
+    #[serde(default = "default_head_dim")]
+    pub head_dim: usize,
+}
+
+fn default_head_dim() -> usize {
+    32
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Training tokens per run (each shape is crossed with each entry).
+    #[serde(default)]
+    pub tokens: Vec<f64>,
+    /// Training tokens as a multiple of the shape's non-embedding parameters.
+    #[serde(default)]
+    pub tokens_per_param: Vec<f64>,
+    /// IsoFLOP mode: D = C / (6 N) for every shape and budget.
+    #[serde(default)]
+    pub isoflop: Option<IsoFlopSpec>,
+    /// Runs with fewer optimizer steps are dropped (with a printed reason).
+    #[serde(default = "default_min_steps")]
+    pub min_steps: usize,
+}
+
+fn default_min_steps() -> usize {
+    20
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsoFlopSpec {
+    /// Compute budgets C in FLOPs (C = 6 · N_non-embedding · D).
+    pub budgets: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Linear warmup, then cosine decay to `min_lr_ratio · lr` at the run's last step.
+    Cosine,
+    /// Linear warmup, then constant.
+    Constant,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSpec {
+    /// Sequences per optimizer step.
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// Tokens per optimizer step (alternative to batch_size; rounded to whole sequences).
+    #[serde(default)]
+    pub batch_tokens: Option<f64>,
+    /// Peak learning rate.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// Warmup steps: min(warmup_steps, warmup_fraction · steps).
+    #[serde(default = "default_warmup_steps")]
+    pub warmup_steps: usize,
+    #[serde(default = "default_warmup_fraction")]
+    pub warmup_fraction: f64,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    /// Final LR of the cosine schedule as a fraction of the peak.
+    #[serde(default = "default_min_lr_ratio")]
+    pub min_lr_ratio: f64,
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 disables).
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+    /// Evaluate every this many steps (and always at the end). 0: about 10 evals per run.
+    #[serde(default)]
+    pub eval_interval: usize,
+}
+
+impl Default for TrainingSpec {
+    fn default() -> Self {
+        TrainingSpec {
+            batch_size: None,
+            batch_tokens: None,
+            lr: default_lr(),
+            warmup_steps: default_warmup_steps(),
+            warmup_fraction: default_warmup_fraction(),
+            schedule: default_schedule(),
+            min_lr_ratio: default_min_lr_ratio(),
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            weight_decay: default_weight_decay(),
+            grad_clip: default_grad_clip(),
+            eval_interval: 0,
+        }
+    }
+}
+
+fn default_lr() -> f64 {
+    3e-3
+}
+fn default_warmup_steps() -> usize {
+    100
+}
+fn default_warmup_fraction() -> f64 {
+    0.1
+}
+fn default_schedule() -> Schedule {
+    Schedule::Cosine
+}
+fn default_min_lr_ratio() -> f64 {
+    0.1
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.95
+}
+fn default_weight_decay() -> f64 {
+    0.1
+}
+fn default_grad_clip() -> f64 {
+    1.0
+}
+
+impl TrainingSpec {
+    /// Sequences per step for a given context length.
+    pub fn sequences_per_step(&self, context: usize) -> usize {
+        match (self.batch_size, self.batch_tokens) {
+            (Some(b), _) => b,
+            (None, Some(t)) => ((t / context as f64).round() as usize).max(1),
+            (None, None) => 16,
+        }
+    }
+}
+
+/// Where a spec came from (for error messages and relative paths).
+#[derive(Debug, Clone)]
+pub struct SpecSource {
+    /// Shown in messages: the file path, or `<built-in quick sweep>`.
+    pub label: String,
+    /// Directory that relative corpus paths are resolved against.
+    pub base_dir: PathBuf,
+    pub text: String,
+}
+
+impl SpecSource {
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            user(format!("cannot read sweep spec {}: {e}", path.display()))
+        })?;
+        Ok(SpecSource { label: path.display().to_string(), base_dir: PathBuf::from("."), text })
+    }
+
+    pub fn builtin_quick() -> Self {
+        SpecSource {
+            label: "<built-in sweeps/quick.yaml>".into(),
+            base_dir: PathBuf::from("."),
+            text: QUICK_YAML.into(),
+        }
+    }
+}
+
+impl SweepSpec {
+    /// Parse and validate. Errors are [`crate::error::UserError`]s that name the file and key.
+    pub fn parse(src: &SpecSource) -> anyhow::Result<SweepSpec> {
+        let spec: SweepSpec = serde_saphyr::from_str(&src.text)
+            .map_err(|e| user(explain_yaml_error(&src.label, &src.text, &e)))?;
+        let problems = spec.problems(src);
+        if !problems.is_empty() {
+            let mut msg = format!("{}: invalid sweep spec:", src.label);
+            for p in &problems {
+                msg.push_str("\n  - ");
+                msg.push_str(p);
+            }
+            return Err(user(msg));
+        }
+        Ok(spec)
+    }
+
+    /// Every seed a point is trained with.
+    pub fn seed_list(&self) -> Vec<u64> {
+        match (&self.seeds, self.seed) {
+            (Some(s), _) if !s.is_empty() => s.clone(),
+            (_, Some(s)) => vec![s],
+            _ => vec![0],
+        }
+    }
+
+    /// Output folder.
+    pub fn out_dir(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| PathBuf::from("results").join(&self.name))
+    }
+
+    /// Validation: every problem as "key: what is wrong; fix".
+    fn problems(&self, src: &SpecSource) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.name.trim().is_empty()
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            p.push(format!(
+                "name: {:?} is not a usable folder name; use letters, digits, '-', '_' or '.'",
+                self.name
+            ));
+        }
+        if self.seeds.is_some() && self.seed.is_some() {
+            p.push("seed / seeds: give one of them, not both".into());
+        }
+        // Corpus.
+        let c = &self.corpus;
+        let named = [c.builtin.is_some(), c.text.is_some(), c.tokens.is_some()]
+            .iter()
+            .filter(|&&x| x)
+            .count();
+        if named > 1 {
+            p.push("corpus: name one of `builtin`, `text` or `tokens`, not several".into());
+        }
+        if let Some(b) = &c.builtin {
+            if b.topics == 0 || b.topics > 64 {
+                p.push(format!("corpus.builtin.topics: {} is out of range; use 1..=64", b.topics));
+            }
+        }
+        if let Some(t) = &c.text {
+            let files = crate::corpus::expand_glob(t, &src.base_dir);
+            if files.is_empty() || files.iter().any(|f| !f.is_file()) {
+                p.push(format!(
+                    "corpus.text: no file matches {t:?} (relative to {}); check the path or glob",
+                    src.base_dir.display()
+                ));
+            }
+        }
+        if let Some(t) = &c.tokens {
+            let f = src.base_dir.join(t);
+            if !f.is_file() {
+                p.push(format!("corpus.tokens: file {} does not exist; check the path", f.display()));
+            }
+            if c.vocab_size.is_none() {
+                p.push("corpus.vocab_size: required with `tokens`; set it to the tokenizer's vocabulary size".into());
+            }
+        }
+        if c.vocab_size.is_some() && c.tokens.is_none() {
+            p.push("corpus.vocab_size: only used with `tokens` (text and builtin corpora are byte-level, vocab 256); remove it".into());
+        }
+        if let Some(v) = c.vocab_size {
+            if v < 2 || v > 65536 {
+                p.push(format!("corpus.vocab_size: {v} is out of range; u16 tokens allow 2..=65536"));
+            }
+        }
+        if !(c.eval_tokens >= 1.0 && c.eval_tokens.is_finite()) {
+            p.push(format!("corpus.eval_tokens: {} must be a positive number of tokens", c.eval_tokens));
+        }
+        if !(c.eval_fraction > 0.0 && c.eval_fraction < 0.5) {
+            p.push(format!("corpus.eval_fraction: {} must be in (0, 0.5)", c.eval_fraction));
+        }
+        // Model.
+        let m = &self.model;
+        if m.context < 2 || m.context > 8192 {
+            p.push(format!("model.context: {} is out of range; use 2..=8192", m.context));
+        }
+        if m.shapes.is_empty() && m.grid.is_none() {
+            p.push("model: no models; add `shapes:` (a list of {d_model, n_layer, n_head}) or `grid:` (widths × depths)".into());
+        }
+        for (i, s) in m.shapes.iter().enumerate() {
+            check_shape(&mut p, &format!("model.shapes[{i}]"), s.d_model, s.n_layer, s.n_head, s.d_ff);
+        }
+        if let Some(g) = &m.grid {
+            if g.widths.is_empty() || g.depths.is_empty() {
+                p.push("model.grid: widths and depths must both be non-empty lists".into());
+            }
+            if g.head_dim == 0 {
+                p.push("model.grid.head_dim: must be positive".into());
+            } else {
+                for (i, &w) in g.widths.iter().enumerate() {
+                    if w == 0 || w % g.head_dim != 0 {
+                        p.push(format!(
+                            "model.grid.widths[{i}]: {w} is not a positive multiple of head_dim {}; \
+                             use a multiple of {} or change head_dim",
+                            g.head_dim, g.head_dim
+                        ));
+                    }
+                }
+            }
+            for (i, &d) in g.depths.iter().enumerate() {
+                if d == 0 {
+                    p.push(format!("model.grid.depths[{i}]: must be at least 1"));
+                }
+            }
+        }
+        // Data.
+        let d = &self.data;
+        let modes = usize::from(!d.tokens.is_empty() || !d.tokens_per_param.is_empty())
+            + usize::from(d.isoflop.is_some());
+        if modes == 0 {
+            p.push("data: no data sizes; add `tokens: [...]`, `tokens_per_param: [...]` or `isoflop: {budgets: [...]}`".into());
+        }
+        if modes > 1 {
+            p.push("data: `isoflop` cannot be combined with `tokens` / `tokens_per_param`; use separate sweeps".into());
+        }
+        for (i, &t) in d.tokens.iter().enumerate() {
+            if !(t >= 1.0 && t.is_finite()) {
+                p.push(format!("data.tokens[{i}]: {t} must be a positive number of tokens (e.g. 2e5)"));
+            }
+        }
+        for (i, &t) in d.tokens_per_param.iter().enumerate() {
+            if !(t > 0.0 && t.is_finite()) {
+                p.push(format!("data.tokens_per_param[{i}]: {t} must be positive (e.g. 20)"));
+            }
+        }
+        if let Some(iso) = &d.isoflop {
+            if iso.budgets.is_empty() {
+                p.push("data.isoflop.budgets: give at least one compute budget in FLOPs (e.g. [1e13, 3e13])".into());
+            }
+            for (i, &b) in iso.budgets.iter().enumerate() {
+                if !(b > 0.0 && b.is_finite()) {
+                    p.push(format!("data.isoflop.budgets[{i}]: {b} must be a positive number of FLOPs"));
+                }
+            }
+        }
+        if d.min_steps == 0 {
+            p.push("data.min_steps: must be at least 1".into());
+        }
+        // Training.
+        let t = &self.training;
+        if t.batch_size == Some(0) {
+            p.push("training.batch_size: must be at least 1 sequence".into());
+        }
+        if t.batch_size.is_some() && t.batch_tokens.is_some() {
+            p.push("training: give batch_size (sequences) or batch_tokens, not both".into());
+        }
+        if let Some(bt) = t.batch_tokens {
+            if !(bt >= 1.0 && bt.is_finite()) {
+                p.push(format!("training.batch_tokens: {bt} must be positive"));
+            }
+        }
+        if !(t.lr > 0.0 && t.lr < 10.0) {
+            p.push(format!("training.lr: {} must be in (0, 10); typical values are 1e-4 to 1e-2", t.lr));
+        }
+        if !(0.0..1.0).contains(&t.warmup_fraction) {
+            p.push(format!("training.warmup_fraction: {} must be in [0, 1)", t.warmup_fraction));
+        }
+        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
+            p.push(format!("training.min_lr_ratio: {} must be in [0, 1]", t.min_lr_ratio));
+        }
+        for (k, v) in [("beta1", t.beta1), ("beta2", t.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                p.push(format!("training.{k}: {v} must be in [0, 1)"));
+            }
+        }
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            p.push(format!("training.weight_decay: {} must be >= 0", t.weight_decay));
+        }
+        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
+            p.push(format!("training.grad_clip: {} must be >= 0 (0 disables clipping)", t.grad_clip));
+        }
+        // Device.
+        if crate::device::DeviceChoice::parse(&self.device).is_err() {
+            p.push(format!("device: {:?} is not a device; use `cpu`, `cuda` or `cuda:K`", self.device));
+        }
+        p
+    }
+}
+
+fn check_shape(p: &mut Vec<String>, key: &str, d: usize, l: usize, h: usize, dff: Option<usize>) {
+    if d == 0 {
+        p.push(format!("{key}.d_model: must be positive"));
+    }
+    if l == 0 {
+        p.push(format!("{key}.n_layer: must be at least 1"));
+    }
+    if h == 0 {
+        p.push(format!("{key}.n_head: must be at least 1"));
+    } else if d % h != 0 {
+        p.push(format!(
+            "{key}: d_model {d} is not divisible by n_head {h}; pick n_head dividing d_model (e.g. {})",
+            (1..=h).rev().find(|x| d % x == 0).unwrap_or(1)
+        ));
+    }
+    if dff == Some(0) {
+        p.push(format!("{key}.d_ff: must be positive (default 4 · d_model)"));
+    }
+}
+
+/// Turn a YAML / serde error into "file: line L, column C: unknown key `a.b.c`; did you mean `x`?".
+fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> String {
+    let location = err.location();
+    let line = location.map(|l| l.line() as usize).filter(|&l| l > 0);
+    let loc = match location {
+        Some(l) if l.line() > 0 => format!("line {}, column {}: ", l.line(), l.column()),
+        _ => String::new(),
+    };
+    match err.without_snippet() {
+        serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
+            let path = line.map(|l| key_path_at(text, l, field)).unwrap_or_else(|| field.clone());
+            let hint = match nearest(field, expected.iter().copied()) {
+                Some(n) => format!("; did you mean `{n}`?"),
+                None => ".".into(),
+            };
+            format!(
+                "{label}: {loc}unknown key `{path}`{hint} Valid keys here: {}.",
+                expected.join(", ")
+            )
+        }
+        serde_saphyr::Error::SerdeMissingField { field, .. } => format!(
+            "{label}: {loc}missing required key `{field}`; add it (see sweeps/quick.yaml for a complete example)"
+        ),
+        other => {
+            let msg = other.to_string();
+            format!("{label}: {loc}{}", first_line(&msg))
+        }
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// The dotted path of `key` found on (or near) 1-based `line`, from the indentation of the
+/// lines above it.
+fn key_path_at(text: &str, line: usize, key: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    // The key may be reported on a nearby line; search around the reported line.
+    let pos = (line.saturating_sub(3)..(line + 2).min(lines.len()))
+        .find(|&i| {
+            let t = lines[i].trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{key}:"))
+        })
+        .or_else(|| {
+            lines
+                .iter()
+                .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&format!("{key}:")))
+        });
+    let Some(pos) = pos else { return key.to_string() };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let mut path = vec![key.to_string()];
+    let mut cur = indent(lines[pos]);
+    for l in lines[..pos].iter().rev() {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if indent(l) < cur {
+            cur = indent(l);
+            let name = t.trim_start_matches("- ").split(':').next().unwrap_or("").trim();
+            if !name.is_empty() && t.contains(':') {
+                path.push(name.to_string());
+            }
+            if cur == 0 {
+                break;
+            }
+        }
+    }
+    path.reverse();
+    path.join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_path_from_indentation() {
+        let y = "name: x\ntraining:\n  lr: 1\n  lrr: 2\nmodel:\n  context: 4\n";
+        assert_eq!(key_path_at(y, 4, "lrr"), "training.lrr");
+        assert_eq!(key_path_at(y, 6, "context"), "model.context");
+    }
+}

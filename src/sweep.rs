@@ -1,0 +1,365 @@
+//! The executor: spec → corpus → plan → trainer → results store, with resume and progress.
+//!
+//! Owns running a sweep in this process: which runs are still pending (anything not in
+//! `runs.parquet` as `ok`/`diverged`), training them one after another (largest first is
+//! not needed on one device; smallest first gives early feedback), turning a panic inside a
+//! run into a `failed` row instead of losing the sweep, and the progress display.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::corpus::{self, Corpus, CorpusSource};
+use crate::device::DeviceChoice;
+use crate::plan::{self, Plan, RunPlan};
+use crate::spec::{SpecSource, SweepSpec};
+use crate::store::{ResultsStore, RunRecord};
+use crate::train::{self, RunOutcome, Status};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A sweep ready to run: validated spec, corpus, plan, output folder, device.
+pub struct Prepared {
+    pub spec: SweepSpec,
+    pub source: SpecSource,
+    pub corpus: Corpus,
+    pub plan: Plan,
+    pub out_dir: PathBuf,
+    pub device: DeviceChoice,
+    pub spec_hash: String,
+}
+
+/// Resolve the corpus named by the spec.
+fn corpus_source(spec: &SweepSpec, src: &SpecSource) -> CorpusSource {
+    let c = &spec.corpus;
+    if let Some(t) = &c.text {
+        CorpusSource::Text { files: corpus::expand_glob(t, &src.base_dir) }
+    } else if let Some(t) = &c.tokens {
+        CorpusSource::Tokens { file: src.base_dir.join(t), vocab_size: c.vocab_size.unwrap_or(65536) }
+    } else {
+        let b = c.builtin.clone().unwrap_or_default();
+        CorpusSource::Builtin { seed: b.seed, topics: b.topics }
+    }
+}
+
+/// Parse, validate, load the corpus and expand the plan. Nothing is written.
+pub fn prepare(src: SpecSource, out: Option<PathBuf>, device: Option<&str>) -> anyhow::Result<Prepared> {
+    let spec = SweepSpec::parse(&src)?;
+    let device = DeviceChoice::parse(device.unwrap_or(&spec.device))?;
+    let ctx = spec.model.context;
+    let eval_tokens = spec.corpus.eval_tokens as usize;
+    let source = corpus_source(&spec, &src);
+    let (corpus, plan) = match &source {
+        CorpusSource::Builtin { seed, topics } => {
+            // The plan needs only the corpus identity; generate exactly what the runs read.
+            let fp = corpus::fnv1a(format!("builtin-v1:{seed}:{topics}").as_bytes());
+            let plan = plan::build(&spec, &src.label, 256, fp)?;
+            let corpus = corpus::load(&source, ctx, plan.max_tokens() as usize, eval_tokens, spec.corpus.eval_fraction)?;
+            (corpus, plan)
+        }
+        _ => {
+            let corpus = corpus::load(&source, ctx, 0, eval_tokens, spec.corpus.eval_fraction)?;
+            let plan = plan::build(&spec, &src.label, corpus.vocab_size, corpus.fingerprint)?;
+            (corpus, plan)
+        }
+    };
+    let out_dir = out.unwrap_or_else(|| spec.out_dir());
+    let spec_hash = format!("{:016x}", corpus::fnv1a(src.text.as_bytes()));
+    Ok(Prepared { spec, source: src, corpus, plan, out_dir, device, spec_hash })
+}
+
+fn human(x: f64) -> String {
+    let (v, s) = if x >= 1e12 {
+        (x / 1e12, "T")
+    } else if x >= 1e9 {
+        (x / 1e9, "G")
+    } else if x >= 1e6 {
+        (x / 1e6, "M")
+    } else if x >= 1e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    format!("{v:.3}{s}")
+}
+
+fn hms(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Seconds per FLOP (C = 6ND) assumed by `plan`'s ETA when no run has finished yet:
+/// measured on the 2-core dev machine (quick sweep, flex backend).
+const DEFAULT_FLOPS_PER_S: f64 = 2.0e9;
+
+/// The plan as a table, with an ETA from finished runs' speed when available.
+pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let measured: (f64, f64) = store_runs
+        .iter()
+        .filter(|r| r.status == "ok" && r.wall_s > 0.0)
+        .fold((0.0, 0.0), |acc, r| (acc.0 + r.flops, acc.1 + r.wall_s));
+    let rate = if measured.1 > 0.0 { measured.0 / measured.1 } else { DEFAULT_FLOPS_PER_S };
+    let _ = writeln!(s, "sweep {}: {} runs, corpus: {}", p.spec.name, p.plan.runs.len(), p.corpus.description);
+    if let Some(f) = p.corpus.floor {
+        let _ = writeln!(
+            s,
+            "exact loss floor of the eval windows: {:.4} nats/token ({:.4} bits/byte); entropy rate {:.4} bits/byte",
+            f.nats_per_token, f.bits_per_byte, f.entropy_rate_bits_per_byte
+        );
+    }
+    let _ = writeln!(
+        s,
+        "{:<16} {:<14} {:>10} {:>10} {:>10} {:>7} {:>10} {:>8}  status",
+        "run_id", "shape", "N", "D", "C=6ND", "steps", "budget", "eta"
+    );
+    let mut total_eta = 0.0;
+    for r in &p.plan.runs {
+        let done = store_runs.iter().find(|x| x.run_id == r.id);
+        let eta = r.flops / rate;
+        let status = match done {
+            Some(d) => d.status.clone(),
+            None => {
+                total_eta += eta;
+                "pending".into()
+            }
+        };
+        let _ = writeln!(
+            s,
+            "{:<16} {:<14} {:>10} {:>10} {:>10} {:>7} {:>10} {:>8}  {}",
+            r.id,
+            r.shape.label(),
+            human(r.n_params as f64),
+            human(r.tokens as f64),
+            format!("{:.2e}", r.flops),
+            r.steps,
+            r.budget.map(|b| format!("{b:.2e}")).unwrap_or_else(|| "-".into()),
+            hms(eta),
+            status
+        );
+    }
+    for d in &p.plan.dropped {
+        let _ = writeln!(s, "dropped {}: {}", d.what, d.reason);
+    }
+    let _ = writeln!(
+        s,
+        "total {:.3e} FLOPs; pending runs ETA ~{} on {} ({})",
+        p.plan.total_flops(),
+        hms(total_eta),
+        p.device.backend_name(),
+        if measured.1 > 0.0 { "speed measured from finished runs" } else { "speed assumed; rough" }
+    );
+    s
+}
+
+/// Options for [`run`].
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after training this many runs (for testing interruption).
+    pub max_runs: Option<usize>,
+    /// Force the plain (non-terminal) progress output.
+    pub plain: bool,
+}
+
+/// What a sweep invocation did.
+pub struct SweepSummary {
+    pub total: usize,
+    pub skipped: usize,
+    pub trained: usize,
+    pub failed: usize,
+    pub out_dir: PathBuf,
+}
+
+fn metadata(p: &Prepared, peak: f64) -> Vec<(String, String)> {
+    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let mut m = vec![
+        ("scalelab.sweep".to_string(), p.spec.name.clone()),
+        ("scalelab.spec_hash".into(), p.spec_hash.clone()),
+        ("scalelab.version".into(), VERSION.into()),
+        ("scalelab.backend".into(), p.device.backend_name()),
+        ("scalelab.host".into(), host),
+        ("scalelab.corpus".into(), p.corpus.description.clone()),
+        ("scalelab.matmul_peak_flops".into(), format!("{peak:.4e}")),
+        ("scalelab.n_convention".into(), "n_params = non-embedding parameters; flops = 6 * n_params * tokens".into()),
+    ];
+    if let Some(f) = p.corpus.floor {
+        m.push(("scalelab.floor".into(), serde_json::to_string(&f).unwrap_or_default()));
+    }
+    m
+}
+
+/// Train every pending run of a prepared sweep.
+pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
+    p.device.ensure_usable()?;
+    std::fs::create_dir_all(&p.out_dir)
+        .map_err(|e| crate::error::user(format!("cannot create output folder {}: {e}", p.out_dir.display())))?;
+    // A copy of the spec, and the exact floor, next to the results.
+    crate::store::write_text_atomic(&p.out_dir.join("sweep.yaml"), &p.source.text)?;
+    if let Some(f) = p.corpus.floor {
+        crate::store::write_text_atomic(&p.out_dir.join("floor.json"), &serde_json::to_string_pretty(&f)?)?;
+    }
+    let peak = crate::with_backend!(p.device, |B, dev| crate::bench::matmul_peak::<
+        <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
+    >(&dev, 0.3));
+    let mut store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;
+    let pending: Vec<&RunPlan> = p.plan.runs.iter().filter(|r| !store.is_done(&r.id)).collect();
+    let skipped = p.plan.runs.len() - pending.len();
+    for d in &p.plan.dropped {
+        eprintln!("scalelab: dropped {}: {}", d.what, d.reason);
+    }
+    eprintln!(
+        "scalelab: sweep {}: {} runs, {} already finished, {} to train on {} -> {}",
+        p.spec.name,
+        p.plan.runs.len(),
+        skipped,
+        pending.len(),
+        p.device.backend_name(),
+        p.out_dir.display()
+    );
+    let total_flops: f64 = pending.iter().map(|r| r.flops).sum();
+    let mp = MultiProgress::with_draw_target(if opts.plain {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let interactive = !mp.is_hidden();
+    let sweep_bar = mp.add(ProgressBar::new((total_flops / 1e6).max(1.0) as u64));
+    sweep_bar.set_style(
+        ProgressStyle::with_template("{msg:<22} [{elapsed_precise}] {wide_bar:.cyan/blue} ETA {eta_precise}")
+            .unwrap(),
+    );
+    let run_bar = mp.add(ProgressBar::new(1));
+    run_bar.set_style(ProgressStyle::with_template("  {prefix:<28} {pos:>6}/{len:<6} {msg}").unwrap());
+    let t_start = Instant::now();
+    let mut flops_done = 0.0;
+    let mut trained = 0;
+    let mut failed = 0;
+    for (k, r) in pending.iter().enumerate() {
+        if opts.max_runs.is_some_and(|m| trained >= m) {
+            break;
+        }
+        sweep_bar.set_message(format!("runs {}/{}", skipped + k, p.plan.runs.len()));
+        run_bar.set_length(r.steps as u64);
+        run_bar.set_position(0);
+        run_bar.set_prefix(format!("{} D={}", r.shape.label(), human(r.tokens as f64)));
+        let flops_per_step = r.flops / r.steps as f64;
+        let base = flops_done;
+        let mut on_step = |s: train::StepInfo| {
+            run_bar.set_position(s.step as u64);
+            run_bar.set_message(format!("loss {:.4}  {:.0} tok/s", s.train_loss, s.tokens_per_s));
+            sweep_bar.set_position(((base + flops_per_step * s.step as f64) / 1e6) as u64);
+        };
+        let outcome = train_guarded(p, r, &mut on_step);
+        flops_done += r.flops;
+        sweep_bar.set_position((flops_done / 1e6) as u64);
+        trained += 1;
+        if outcome.status == Status::Failed {
+            failed += 1;
+        }
+        let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
+        let mfu = (peak > 0.0 && outcome.tokens_per_s.is_finite())
+            .then(|| outcome.tokens_per_s * full_flops_per_token / peak);
+        let rec = record(p, r, &outcome, mfu);
+        let line = format!(
+            "[{}/{}] {} D={} N={}: {} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
+            skipped + k + 1,
+            p.plan.runs.len(),
+            r.shape.label(),
+            human(r.tokens as f64),
+            human(r.n_params as f64),
+            rec.status,
+            rec.eval_loss,
+            rec.final_train_loss,
+            rec.tokens_per_s,
+            rec.wall_s,
+            hms(t_start.elapsed().as_secs_f64() / flops_done.max(1.0) * (total_flops - flops_done))
+        );
+        if interactive {
+            mp.println(&line).ok();
+        } else {
+            eprintln!("scalelab: {line}");
+        }
+        if let Some(e) = &outcome.error {
+            eprintln!("scalelab: run {} failed: {e}", r.id);
+        }
+        store.add(rec, outcome.curve)?;
+    }
+    sweep_bar.finish_and_clear();
+    run_bar.finish_and_clear();
+    Ok(SweepSummary { total: p.plan.runs.len(), skipped, trained, failed, out_dir: p.out_dir.clone() })
+}
+
+/// Train one run; a panic inside burn becomes a `failed` outcome with its message.
+fn train_guarded(p: &Prepared, r: &RunPlan, on_step: &mut dyn FnMut(train::StepInfo)) -> RunOutcome {
+    let t0 = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::with_backend!(p.device, |B, dev| train::train_run::<B>(r, &p.corpus, &dev, on_step))
+    }));
+    match result {
+        Ok(o) => o,
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            RunOutcome {
+                status: Status::Failed,
+                steps_done: 0,
+                final_train_loss: f64::NAN,
+                eval_loss: f64::NAN,
+                tokens_per_s: f64::NAN,
+                wall_s: t0.elapsed().as_secs_f64(),
+                curve: Vec::new(),
+                error: Some(msg),
+            }
+        }
+    }
+}
+
+fn record(p: &Prepared, r: &RunPlan, o: &RunOutcome, mfu: Option<f64>) -> RunRecord {
+    RunRecord {
+        run_id: r.id.clone(),
+        status: o.status.as_str().into(),
+        error: o.error.clone().unwrap_or_default(),
+        d_model: r.shape.d_model as i64,
+        n_layer: r.shape.n_layer as i64,
+        n_head: r.shape.n_head as i64,
+        d_ff: r.shape.d_ff as i64,
+        context: r.context as i64,
+        vocab_size: r.vocab_size as i64,
+        batch_size: r.batch_size as i64,
+        steps: r.steps as i64,
+        steps_done: o.steps_done as i64,
+        tokens: r.tokens as i64,
+        n_params: r.n_params as i64,
+        n_params_total: r.n_params_total as i64,
+        flops: r.flops,
+        budget: r.budget,
+        seed: r.seed as i64,
+        lr: r.lr,
+        warmup_steps: r.warmup_steps as i64,
+        schedule: format!("{:?}", r.schedule).to_lowercase(),
+        final_train_loss: o.final_train_loss,
+        eval_loss: o.eval_loss,
+        eval_bits_per_token: o.eval_loss / std::f64::consts::LN_2,
+        tokens_per_s: o.tokens_per_s,
+        mfu,
+        wall_s: o.wall_s,
+        backend: p.device.backend_name(),
+        scalelab_version: VERSION.into(),
+    }
+}
+
+/// Existing results in an output folder (for `plan`).
+pub fn existing_runs(dir: &Path) -> Vec<RunRecord> {
+    crate::store::read_runs(dir).unwrap_or_default()
+}

@@ -1,0 +1,235 @@
+//! The trainer: one run, start to finish, on any autodiff backend.
+//!
+//! Owns the training loop (sequential batches from the shared stream, AdamW with a
+//! global-norm gradient clip, the LR schedule from [`RunPlan::lr_at`]), the eval loss on
+//! the sweep's fixed eval windows, divergence detection (NaN/inf loss → `diverged`), and the
+//! loss curve. It knows nothing about files: the executor stores what it returns.
+
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::corpus::Corpus;
+use crate::model::{Gpt, GptConfig};
+use crate::plan::RunPlan;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Diverged,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Diverged => "diverged",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// One row of a loss curve.
+#[derive(Debug, Clone, Copy)]
+pub struct CurveRow {
+    pub step: usize,
+    pub tokens: u64,
+    pub lr: f64,
+    pub train_loss: f64,
+    /// Present at eval steps.
+    pub eval_loss: Option<f64>,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub status: Status,
+    pub steps_done: usize,
+    pub final_train_loss: f64,
+    pub eval_loss: f64,
+    pub tokens_per_s: f64,
+    pub wall_s: f64,
+    pub curve: Vec<CurveRow>,
+    pub error: Option<String>,
+}
+
+/// Live progress, sent after every step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo {
+    pub step: usize,
+    pub steps: usize,
+    pub train_loss: f64,
+    pub tokens_per_s: f64,
+}
+
+/// Token batch `[batch, context]` inputs and shifted targets for `step`.
+fn batch<B: Backend>(
+    run: &RunPlan,
+    train: &[u16],
+    step: usize,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
+    let (b, t) = (run.batch_size, run.context);
+    let span = train.len() - t - 1;
+    let mut x = Vec::with_capacity(b * t);
+    let mut y = Vec::with_capacity(b * t);
+    for i in 0..b {
+        let start = ((step * b + i) * t) % span;
+        x.extend(train[start..start + t].iter().map(|&v| v as i32));
+        y.extend(train[start + 1..start + t + 1].iter().map(|&v| v as i32));
+    }
+    (
+        Tensor::from_data(TensorData::new(x, [b, t]), device),
+        Tensor::from_data(TensorData::new(y, [b, t]), device),
+    )
+}
+
+/// Mean eval loss (nats/token) over every eval window.
+pub fn eval_loss<B: Backend>(model: &Gpt<B>, corpus: &Corpus, device: &B::Device) -> f64 {
+    let w = corpus.context + 1;
+    let n = corpus.n_eval_windows();
+    let chunk = 32;
+    let mut total = 0.0;
+    let mut i = 0;
+    while i < n {
+        let m = chunk.min(n - i);
+        let mut x = Vec::with_capacity(m * corpus.context);
+        let mut y = Vec::with_capacity(m * corpus.context);
+        for k in i..i + m {
+            let win = &corpus.eval[k * w..(k + 1) * w];
+            x.extend(win[..w - 1].iter().map(|&v| v as i32));
+            y.extend(win[1..].iter().map(|&v| v as i32));
+        }
+        let xt = Tensor::<B, 2, Int>::from_data(TensorData::new(x, [m, corpus.context]), device);
+        let yt = Tensor::<B, 2, Int>::from_data(TensorData::new(y, [m, corpus.context]), device);
+        let l: f32 = model.loss(xt, yt).into_scalar().elem();
+        total += l as f64 * m as f64;
+        i += m;
+    }
+    total / n as f64
+}
+
+/// Sums squared gradient norms over all float parameters.
+struct GradSq<'a, B: AutodiffBackend> {
+    grads: &'a GradientsParams,
+    parts: Vec<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradSq<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+            self.parts.push(g.powi_scalar(2).sum());
+        }
+    }
+}
+
+/// Multiplies every gradient by a constant.
+struct GradScale<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    scale: f64,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+            self.grads.register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.scale));
+        }
+    }
+}
+
+/// Clip the global gradient norm to `max_norm` (as PyTorch's `clip_grad_norm_`); returns the
+/// norm before clipping.
+fn clip_global_norm<B: AutodiffBackend>(model: &Gpt<B>, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut sq = GradSq::<B> { grads, parts: Vec::new() };
+    model.visit(&mut sq);
+    if sq.parts.is_empty() {
+        return 0.0;
+    }
+    let total: f32 = Tensor::cat(sq.parts, 0).sum().into_scalar().elem();
+    let norm = (total as f64).sqrt();
+    if max_norm > 0.0 && norm > max_norm && norm.is_finite() {
+        let mut sc = GradScale::<B> { grads, scale: max_norm / (norm + 1e-6), _b: Default::default() };
+        model.visit(&mut sc);
+    }
+    norm
+}
+
+/// Train one run. Never panics on a numerical problem: a non-finite loss ends the run as
+/// `Diverged`.
+pub fn train_run<B: AutodiffBackend>(
+    run: &RunPlan,
+    corpus: &Corpus,
+    device: &B::Device,
+    on_step: &mut dyn FnMut(StepInfo),
+) -> RunOutcome {
+    let start = Instant::now();
+    B::seed(device, run.seed);
+    let mut model: Gpt<B> = GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context).init(device);
+    let mut optim = AdamWConfig::new()
+        .with_beta_1(run.beta1 as f32)
+        .with_beta_2(run.beta2 as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(run.weight_decay as f32)
+        .init::<B, Gpt<B>>();
+    let tokens_per_step = (run.batch_size * run.context) as u64;
+    let mut curve = Vec::new();
+    let mut last_loss = f64::NAN;
+    let mut status = Status::Ok;
+    let mut steps_done = 0;
+    let mut train_time = 0.0;
+    for step in 0..run.steps {
+        let t0 = Instant::now();
+        let (x, y) = batch::<B>(run, &corpus.train, step, device);
+        let loss = model.loss(x, y);
+        let loss_v: f32 = loss.clone().into_scalar().elem();
+        let loss_v = loss_v as f64;
+        if !loss_v.is_finite() {
+            status = Status::Diverged;
+            curve.push(CurveRow { step, tokens: step as u64 * tokens_per_step, lr: run.lr_at(step), train_loss: loss_v, eval_loss: None });
+            break;
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let norm = clip_global_norm(&model, &mut grads, run.grad_clip);
+        if !norm.is_finite() {
+            status = Status::Diverged;
+            break;
+        }
+        let lr = run.lr_at(step);
+        model = optim.step(lr, model, grads);
+        train_time += t0.elapsed().as_secs_f64();
+        steps_done = step + 1;
+        last_loss = loss_v;
+        let tokens = steps_done as u64 * tokens_per_step;
+        let is_eval = steps_done % run.eval_interval == 0 || steps_done == run.steps;
+        let eval = if is_eval { Some(eval_loss(&model.valid(), corpus, device)) } else { None };
+        curve.push(CurveRow { step: steps_done, tokens, lr, train_loss: loss_v, eval_loss: eval });
+        on_step(StepInfo {
+            step: steps_done,
+            steps: run.steps,
+            train_loss: loss_v,
+            tokens_per_s: tokens as f64 / train_time.max(1e-9),
+        });
+    }
+    let eval = if status == Status::Ok {
+        curve.last().and_then(|c| c.eval_loss).unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    };
+    let tokens = steps_done as u64 * tokens_per_step;
+    RunOutcome {
+        status,
+        steps_done,
+        final_train_loss: last_loss,
+        eval_loss: eval,
+        tokens_per_s: tokens as f64 / train_time.max(1e-9),
+        wall_s: start.elapsed().as_secs_f64(),
+        curve,
+        error: None,
+    }
+}
