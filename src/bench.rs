@@ -50,9 +50,24 @@ pub struct BenchShape {
 /// The fixed shapes a, b, c.
 pub fn shapes() -> Vec<BenchShape> {
     vec![
-        BenchShape { name: "a", shape: Shape::new(64, 2, 2, None), context: 64, batch: 32 },
-        BenchShape { name: "b", shape: Shape::new(128, 4, 4, None), context: 128, batch: 16 },
-        BenchShape { name: "c", shape: Shape::new(256, 6, 8, None), context: 128, batch: 8 },
+        BenchShape {
+            name: "a",
+            shape: Shape::new(64, 2, 2, None),
+            context: 64,
+            batch: 32,
+        },
+        BenchShape {
+            name: "b",
+            shape: Shape::new(128, 4, 4, None),
+            context: 128,
+            batch: 16,
+        },
+        BenchShape {
+            name: "c",
+            shape: Shape::new(256, 6, 8, None),
+            context: 128,
+            batch: 8,
+        },
     ]
 }
 
@@ -83,8 +98,14 @@ pub fn bench_shape<B: AutodiffBackend>(
     backend: &str,
 ) -> BenchResult {
     let tokens_needed = 4_000_000usize.min(s.batch * s.context * 2000);
-    let corpus = corpus::load(&CorpusSource::Builtin { seed: 1, topics: 8 }, s.context, tokens_needed, s.context, 0.05)
-        .expect("built-in corpus");
+    let corpus = corpus::load(
+        &CorpusSource::Builtin { seed: 1, topics: 8 },
+        s.context,
+        tokens_needed,
+        s.context,
+        0.05,
+    )
+    .expect("built-in corpus");
     let mut run = RunPlan {
         id: format!("bench-{}", s.name),
         shape: s.shape,
@@ -137,7 +158,12 @@ pub fn table(results: &[BenchResult]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     if let Some(r) = results.first() {
-        let _ = writeln!(s, "backend: {}   measured matmul peak: {:.1} GFLOP/s", r.backend, r.matmul_peak_flops / 1e9);
+        let _ = writeln!(
+            s,
+            "backend: {}   measured matmul peak: {:.1} GFLOP/s",
+            r.backend,
+            r.matmul_peak_flops / 1e9
+        );
     }
     let _ = writeln!(
         s,

@@ -51,7 +51,9 @@ impl Rng {
             x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             x ^ (x >> 31)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -292,7 +294,11 @@ impl SynthLang {
                     None
                 };
                 for (t, w) in weights.iter_mut().enumerate() {
-                    w.push(if home == Some(t) { base_w * 12.0 } else { base_w });
+                    w.push(if home == Some(t) {
+                        base_w * 12.0
+                    } else {
+                        base_w
+                    });
                 }
                 words.push(spelling);
                 word_class.push(c);
@@ -361,7 +367,11 @@ impl SynthLang {
             let nlo = lo + words.partition_point(|w| w[depth] < b);
             let nhi = lo + words.partition_point(|w| w[depth] <= b);
             let after = cum[nhi] - cum[nlo];
-            out.push(if after > 0.0 { (after / before).ln() } else { f64::NEG_INFINITY });
+            out.push(if after > 0.0 {
+                (after / before).ln()
+            } else {
+                f64::NEG_INFINITY
+            });
             if nlo == nhi {
                 // Impossible byte: restart parsing at the next byte as a new word.
                 depth = 0;
@@ -485,13 +495,16 @@ pub fn load(
         CorpusSource::Builtin { seed, topics } => {
             let lang = SynthLang::builtin(*seed, *topics);
             let train = lang.generate(*seed, train_needed + context + 1);
-            let eval_text = lang.generate(seed ^ 0xE7A1_0000_0000_0001, n_windows * (context + 40) * 2);
+            let eval_text =
+                lang.generate(seed ^ 0xE7A1_0000_0000_0001, n_windows * (context + 40) * 2);
             let mut eval = Vec::with_capacity(n_windows * (context + 1));
             let mut floor_sum = 0.0;
             let mut pos_idx = 0usize;
             let starts = &eval_text.word_starts;
             for _ in 0..n_windows {
-                while pos_idx < starts.len() && starts[pos_idx] + context + 1 > eval_text.bytes.len() {
+                while pos_idx < starts.len()
+                    && starts[pos_idx] + context + 1 > eval_text.bytes.len()
+                {
                     pos_idx = starts.len();
                 }
                 assert!(pos_idx < starts.len(), "eval stream too short");
@@ -527,9 +540,8 @@ pub fn load(
         CorpusSource::Text { files } => {
             let mut bytes = Vec::new();
             for f in files {
-                let data = std::fs::read(f).map_err(|e| {
-                    crate::error::user(format!("corpus file {}: {e}", f.display()))
-                })?;
+                let data = std::fs::read(f)
+                    .map_err(|e| crate::error::user(format!("corpus file {}: {e}", f.display())))?;
                 if let Err(e) = std::str::from_utf8(&data) {
                     bail_user!(
                         "corpus file {} is not UTF-8 text (invalid byte at offset {}); \
@@ -561,8 +573,10 @@ pub fn load(
                     data.len()
                 );
             }
-            let tokens: Vec<u16> =
-                data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            let tokens: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
             if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= *vocab_size) {
                 bail_user!(
                     "token file {} holds token id {bad}, but corpus.vocab_size is {vocab_size}; \
@@ -607,17 +621,31 @@ fn split_stream(
     let mut train = tokens;
     train.truncate(split);
     let fingerprint = fingerprint_u16(&train) ^ fingerprint_u16(&eval).rotate_left(1);
-    Ok(Corpus { description, vocab_size, train, eval, context, floor: None, fingerprint })
+    Ok(Corpus {
+        description,
+        vocab_size,
+        train,
+        eval,
+        context,
+        floor: None,
+        fingerprint,
+    })
 }
 
 /// Expand a path that may contain `*` / `?` in its file-name part.
 pub fn expand_glob(pattern: &str, base: &Path) -> Vec<PathBuf> {
     let p = base.join(pattern);
-    let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     if !name.contains('*') && !name.contains('?') {
         return vec![p];
     }
-    let dir = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let dir = p
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
@@ -666,7 +694,13 @@ mod tests {
         SynthLang::new(
             vec![vec![0.8, 0.2], vec![0.3, 0.7]],
             vec![vec![0.4, 0.6], vec![0.9, 0.1]],
-            vec![b"a ".to_vec(), b"ab ".to_vec(), b"b\n".to_vec(), b"ba ".to_vec(), b"c ".to_vec()],
+            vec![
+                b"a ".to_vec(),
+                b"ab ".to_vec(),
+                b"b\n".to_vec(),
+                b"ba ".to_vec(),
+                b"c ".to_vec(),
+            ],
             vec![0, 0, 0, 1, 1],
             vec![vec![1.0, 2.0, 3.0, 1.0, 1.0], vec![3.0, 1.0, 0.5, 0.2, 2.0]],
         )
@@ -680,7 +714,9 @@ mod tests {
         for &b in bytes {
             cur.push(b);
             if is_delim(b) {
-                let Some(k) = lang.words.iter().position(|w| *w == cur) else { return 0.0 };
+                let Some(k) = lang.words.iter().position(|w| *w == cur) else {
+                    return 0.0;
+                };
                 words.push(k);
                 cur.clear();
             }
@@ -696,7 +732,11 @@ mod tests {
                 let (t, c) = (seq[i] / nc, seq[i] % nc);
                 if i < words.len() {
                     let w = words[i];
-                    p *= if lang.word_class[w] == c { lang.emit[t][w] } else { 0.0 };
+                    p *= if lang.word_class[w] == c {
+                        lang.emit[t][w]
+                    } else {
+                        0.0
+                    };
                     let (t2, c2) = (seq[i + 1] / nc, seq[i + 1] % nc);
                     p *= lang.topic_trans[t][t2] * lang.class_trans[c][c2];
                 } else if !cur.is_empty() {
@@ -732,9 +772,18 @@ mod tests {
         let lp = lang.log_probs(bytes);
         for j in 0..bytes.len() {
             let num = brute_prob(&lang, &bytes[..=j]);
-            let den = if j == 0 { 1.0 } else { brute_prob(&lang, &bytes[..j]) };
+            let den = if j == 0 {
+                1.0
+            } else {
+                brute_prob(&lang, &bytes[..j])
+            };
             let want = (num / den).ln();
-            assert!((lp[j] - want).abs() < 1e-9, "byte {j}: forward {} vs brute {}", lp[j], want);
+            assert!(
+                (lp[j] - want).abs() < 1e-9,
+                "byte {j}: forward {} vs brute {}",
+                lp[j],
+                want
+            );
         }
     }
 
@@ -765,8 +814,15 @@ mod tests {
             counts[b as usize] += 1.0;
         }
         let n = text.bytes.len() as f64;
-        let unigram: f64 = counts.iter().filter(|&&c| c > 0.0).map(|&c| -(c / n) * (c / n).ln()).sum();
-        assert!(h > 0.3 && h < unigram - 0.5, "source entropy {h} vs unigram {unigram}");
+        let unigram: f64 = counts
+            .iter()
+            .filter(|&&c| c > 0.0)
+            .map(|&c| -(c / n) * (c / n).ln())
+            .sum();
+        assert!(
+            h > 0.3 && h < unigram - 0.5,
+            "source entropy {h} vs unigram {unigram}"
+        );
     }
 
     #[test]

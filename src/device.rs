@@ -58,7 +58,9 @@ fn can_dlopen(name: &str) -> bool {
         fn dlopen(filename: *const c_char, flag: c_int) -> *mut c_void;
         fn dlclose(handle: *mut c_void) -> c_int;
     }
-    let Ok(c) = CString::new(name) else { return false };
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
     // SAFETY: dlopen/dlclose with a valid NUL-terminated name; RTLD_LAZY = 1.
     unsafe {
         let h = dlopen(c.as_ptr(), 1);
@@ -79,7 +81,12 @@ pub fn check_cuda() -> anyhow::Result<()> {
              Use `--device cpu`, or run on a machine with the NVIDIA driver installed"
         );
     }
-    let nvrtc = ["libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so.11.2"];
+    let nvrtc = [
+        "libnvrtc.so",
+        "libnvrtc.so.13",
+        "libnvrtc.so.12",
+        "libnvrtc.so.11.2",
+    ];
     if !nvrtc.iter().any(|l| can_dlopen(l)) {
         bail_user!(
             "the NVIDIA driver is present but NVRTC (libnvrtc.so) is not: burn-cuda compiles its kernels \
@@ -88,7 +95,9 @@ pub fn check_cuda() -> anyhow::Result<()> {
         );
     }
     let has_headers = std::env::var_os("CUDA_PATH").is_some()
-        || ["/usr/local/cuda", "/opt/cuda", "/usr/bin/nvcc"].iter().any(|p| std::path::Path::new(p).exists());
+        || ["/usr/local/cuda", "/opt/cuda", "/usr/bin/nvcc"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists());
     if !has_headers {
         bail_user!(
             "CUDA headers not found: set CUDA_PATH to the CUDA toolkit folder (the one holding include/cuda.h), \
@@ -130,7 +139,10 @@ mod tests {
     #[test]
     fn parse_devices() {
         assert_eq!(DeviceChoice::parse("cpu").unwrap(), DeviceChoice::Cpu);
-        assert_eq!(DeviceChoice::parse("cuda:3").unwrap(), DeviceChoice::Cuda(3));
+        assert_eq!(
+            DeviceChoice::parse("cuda:3").unwrap(),
+            DeviceChoice::Cuda(3)
+        );
         assert!(DeviceChoice::parse("tpu").is_err());
     }
 }

@@ -142,7 +142,14 @@ fn spec_source(path: Option<PathBuf>) -> anyhow::Result<SpecSource> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { sweep: path, out, device, no_fit, max_runs, plain } => {
+        Command::Run {
+            sweep: path,
+            out,
+            device,
+            no_fit,
+            max_runs,
+            plain,
+        } => {
             let p = sweep::prepare(spec_source(path)?, out, device.as_deref())?;
             let plain = plain || std::env::var_os("CI").is_some();
             let s = sweep::run(&p, &sweep::RunOptions { max_runs, plain })?;
@@ -157,12 +164,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if !no_fit && finished >= s.total {
                 let data = Dataset::from_results(&s.out_dir, 0)?;
                 if data.points.len() >= 6 {
-                    let opts = FitOptions { bootstrap: 200, ..FitOptions::default() };
+                    let opts = FitOptions {
+                        bootstrap: 200,
+                        ..FitOptions::default()
+                    };
                     let report = fit::fit_all(&data, &opts)?;
                     write_fits(&s.out_dir, &report)?;
                     print!("{}", fit::render_text(&report));
                 } else {
-                    eprintln!("scalelab: {} usable runs; a fit needs at least 6, skipping fits.json", data.points.len());
+                    eprintln!(
+                        "scalelab: {} usable runs; a fit needs at least 6, skipping fits.json",
+                        data.points.len()
+                    );
                 }
             }
             Ok(())
@@ -231,23 +244,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench { json, shapes, device, seconds } => {
+        Command::Bench {
+            json,
+            shapes,
+            device,
+            seconds,
+        } => {
             let choice = scalelab::device::DeviceChoice::parse(&device)?;
             choice.ensure_usable()?;
             let all = bench::shapes();
             for s in &shapes {
                 if !all.iter().any(|b| b.name == s) {
-                    return Err(user(format!("--shapes: unknown shape {s:?}; use a, b and/or c")));
+                    return Err(user(format!(
+                        "--shapes: unknown shape {s:?}; use a, b and/or c"
+                    )));
                 }
             }
             let results: Vec<bench::BenchResult> = scalelab::with_backend!(choice, |B, dev| {
-                let peak = bench::matmul_peak::<<B as burn::tensor::backend::AutodiffBackend>::InnerBackend>(&dev, 2.0);
+                let peak = bench::matmul_peak::<
+                    <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
+                >(&dev, 2.0);
                 all.iter()
                     .filter(|b| shapes.iter().any(|s| s == b.name))
                     .map(|b| {
-                        let r = bench::bench_shape::<B>(b, &dev, seconds, peak, &choice.backend_name());
+                        let r =
+                            bench::bench_shape::<B>(b, &dev, seconds, peak, &choice.backend_name());
                         if !json {
-                            eprintln!("scalelab: shape {}: {:.0} tokens/s", r.shape, r.tokens_per_s);
+                            eprintln!(
+                                "scalelab: shape {}: {:.0} tokens/s",
+                                r.shape, r.tokens_per_s
+                            );
                         }
                         r
                     })
@@ -264,7 +290,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn write_fits(dir: &std::path::Path, report: &fit::FitReport) -> anyhow::Result<()> {
-    scalelab::store::write_text_atomic(&dir.join("fits.json"), &serde_json::to_string_pretty(report)?)
+    scalelab::store::write_text_atomic(
+        &dir.join("fits.json"),
+        &serde_json::to_string_pretty(report)?,
+    )
 }
 
 fn main() -> ExitCode {
@@ -276,7 +305,10 @@ fn main() -> ExitCode {
             .cloned()
             .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_else(|| "unknown error".into());
-        let at = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" ({}:{})", l.file(), l.line()))
+            .unwrap_or_default();
         eprintln!("scalelab: internal error: {msg}{at}");
     }));
     let cli = Cli::parse();

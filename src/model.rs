@@ -7,7 +7,9 @@
 //! output projections scaled by 1/√(2·n_layer).
 
 use burn::module::{Initializer, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::module::attention;
@@ -27,7 +29,14 @@ pub struct GptConfig {
 
 impl GptConfig {
     pub fn from_shape(shape: &Shape, vocab_size: usize, context: usize) -> Self {
-        GptConfig::new(vocab_size, context, shape.d_model, shape.n_layer, shape.n_head, shape.d_ff)
+        GptConfig::new(
+            vocab_size,
+            context,
+            shape.d_model,
+            shape.n_layer,
+            shape.n_head,
+            shape.d_ff,
+        )
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> Gpt<B> {
@@ -84,13 +93,22 @@ impl<B: Backend> Block<B> {
         let (h, hd) = (self.n_head, c / self.n_head);
         let qkv = self.qkv.forward(self.ln1.forward(x.clone()));
         let heads = |i: usize| {
-            qkv.clone().slice([0..b, 0..t, i * c..(i + 1) * c]).reshape([b, t, h, hd]).swap_dims(1, 2)
+            qkv.clone()
+                .slice([0..b, 0..t, i * c..(i + 1) * c])
+                .reshape([b, t, h, hd])
+                .swap_dims(1, 2)
         };
-        let opts = AttentionModuleOptions { is_causal: true, ..Default::default() };
+        let opts = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
         let y = attention(heads(0), heads(1), heads(2), None, None, opts);
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
         let x = x + self.proj.forward(y);
-        let m = self.fc_out.forward(self.gelu.forward(self.fc.forward(self.ln2.forward(x.clone()))));
+        let m = self.fc_out.forward(
+            self.gelu
+                .forward(self.fc.forward(self.ln2.forward(x.clone()))),
+        );
         x + m
     }
 }
@@ -122,7 +140,10 @@ impl<B: Backend> Gpt<B> {
     pub fn loss(&self, idx: Tensor<B, 2, Int>, targets: Tensor<B, 2, Int>) -> Tensor<B, 1> {
         let [b, t] = targets.dims();
         let logits = self.forward(idx);
-        log_softmax(logits, 1).gather(1, targets.reshape([b * t, 1])).mean().neg()
+        log_softmax(logits, 1)
+            .gather(1, targets.reshape([b * t, 1]))
+            .mean()
+            .neg()
     }
 }
 
@@ -137,8 +158,14 @@ mod tests {
         let shape = Shape::new(32, 2, 4, None);
         let model = GptConfig::from_shape(&shape, 256, 16).init::<Flex>(&FlexDevice);
         assert_eq!(model.num_params() as u64, shape.total_params(256, 16));
-        let idx = Tensor::<Flex, 2, Int>::from_data(TensorData::new(vec![1i32; 2 * 16], [2, 16]), &FlexDevice);
-        let tgt = Tensor::<Flex, 2, Int>::from_data(TensorData::new(vec![7i32; 2 * 16], [2, 16]), &FlexDevice);
+        let idx = Tensor::<Flex, 2, Int>::from_data(
+            TensorData::new(vec![1i32; 2 * 16], [2, 16]),
+            &FlexDevice,
+        );
+        let tgt = Tensor::<Flex, 2, Int>::from_data(
+            TensorData::new(vec![7i32; 2 * 16], [2, 16]),
+            &FlexDevice,
+        );
         let loss: f32 = model.loss(idx, tgt).into_scalar().elem();
         // Near-uniform predictions at init: loss ≈ ln(256) = 5.55.
         assert!((loss - 5.55).abs() < 0.3, "initial loss {loss}");

@@ -32,7 +32,12 @@ pub struct Shape {
 
 impl Shape {
     pub fn new(d_model: usize, n_layer: usize, n_head: usize, d_ff: Option<usize>) -> Self {
-        Shape { d_model, n_layer, n_head, d_ff: d_ff.unwrap_or(4 * d_model) }
+        Shape {
+            d_model,
+            n_layer,
+            n_head,
+            d_ff: d_ff.unwrap_or(4 * d_model),
+        }
     }
 
     /// Non-embedding parameters (blocks + final LayerNorm).
@@ -204,8 +209,14 @@ pub fn build(
             continue;
         }
         for seed in spec.seed_list() {
-            let warmup = t.warmup_steps.min((t.warmup_fraction * steps as f64).ceil() as usize);
-            let eval_interval = if t.eval_interval > 0 { t.eval_interval } else { steps.div_ceil(10) };
+            let warmup = t
+                .warmup_steps
+                .min((t.warmup_fraction * steps as f64).ceil() as usize);
+            let eval_interval = if t.eval_interval > 0 {
+                t.eval_interval
+            } else {
+                steps.div_ceil(10)
+            };
             let tokens = (steps * batch * ctx) as u64;
             let n = shape.non_embedding_params();
             let mut run = RunPlan {
@@ -257,7 +268,11 @@ pub fn build(
             tokens_per_step as usize
         );
     }
-    Ok(Plan { runs, dropped, budgets })
+    Ok(Plan {
+        runs,
+        dropped,
+        budgets,
+    })
 }
 
 /// Stable id: a hash of everything that determines the run's result.
@@ -295,6 +310,9 @@ mod tests {
         let s = Shape::new(64, 2, 2, None);
         // 12 d^2 + 13 d per layer + 2d final LN.
         assert_eq!(s.non_embedding_params(), 2 * (12 * 64 * 64 + 13 * 64) + 128);
-        assert_eq!(s.total_params(256, 64), s.non_embedding_params() + (256 + 64) * 64);
+        assert_eq!(
+            s.total_params(256, 64),
+            s.non_embedding_params() + (256 + 64) * 64
+        );
     }
 }

@@ -97,7 +97,10 @@ pub struct BuiltinSpec {
 
 impl Default for BuiltinSpec {
     fn default() -> Self {
-        BuiltinSpec { seed: default_corpus_seed(), topics: default_topics() }
+        BuiltinSpec {
+            seed: default_corpus_seed(),
+            topics: default_topics(),
+        }
     }
 }
 
@@ -289,10 +292,13 @@ pub struct SpecSource {
 
 impl SpecSource {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            user(format!("cannot read sweep spec {}: {e}", path.display()))
-        })?;
-        Ok(SpecSource { label: path.display().to_string(), base_dir: PathBuf::from("."), text })
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| user(format!("cannot read sweep spec {}: {e}", path.display())))?;
+        Ok(SpecSource {
+            label: path.display().to_string(),
+            base_dir: PathBuf::from("."),
+            text,
+        })
     }
 
     pub fn builtin_quick() -> Self {
@@ -332,14 +338,19 @@ impl SweepSpec {
 
     /// Output folder.
     pub fn out_dir(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| PathBuf::from("results").join(&self.name))
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("results").join(&self.name))
     }
 
     /// Validation: every problem as "key: what is wrong; fix".
     fn problems(&self, src: &SpecSource) -> Vec<String> {
         let mut p = Vec::new();
         if self.name.trim().is_empty()
-            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
             p.push(format!(
                 "name: {:?} is not a usable folder name; use letters, digits, '-', '_' or '.'",
@@ -360,7 +371,10 @@ impl SweepSpec {
         }
         if let Some(b) = &c.builtin {
             if b.topics == 0 || b.topics > 64 {
-                p.push(format!("corpus.builtin.topics: {} is out of range; use 1..=64", b.topics));
+                p.push(format!(
+                    "corpus.builtin.topics: {} is out of range; use 1..=64",
+                    b.topics
+                ));
             }
         }
         if let Some(t) = &c.text {
@@ -375,7 +389,10 @@ impl SweepSpec {
         if let Some(t) = &c.tokens {
             let f = src.base_dir.join(t);
             if !f.is_file() {
-                p.push(format!("corpus.tokens: file {} does not exist; check the path", f.display()));
+                p.push(format!(
+                    "corpus.tokens: file {} does not exist; check the path",
+                    f.display()
+                ));
             }
             if c.vocab_size.is_none() {
                 p.push("corpus.vocab_size: required with `tokens`; set it to the tokenizer's vocabulary size".into());
@@ -386,25 +403,43 @@ impl SweepSpec {
         }
         if let Some(v) = c.vocab_size {
             if v < 2 || v > 65536 {
-                p.push(format!("corpus.vocab_size: {v} is out of range; u16 tokens allow 2..=65536"));
+                p.push(format!(
+                    "corpus.vocab_size: {v} is out of range; u16 tokens allow 2..=65536"
+                ));
             }
         }
         if !(c.eval_tokens >= 1.0 && c.eval_tokens.is_finite()) {
-            p.push(format!("corpus.eval_tokens: {} must be a positive number of tokens", c.eval_tokens));
+            p.push(format!(
+                "corpus.eval_tokens: {} must be a positive number of tokens",
+                c.eval_tokens
+            ));
         }
         if !(c.eval_fraction > 0.0 && c.eval_fraction < 0.5) {
-            p.push(format!("corpus.eval_fraction: {} must be in (0, 0.5)", c.eval_fraction));
+            p.push(format!(
+                "corpus.eval_fraction: {} must be in (0, 0.5)",
+                c.eval_fraction
+            ));
         }
         // Model.
         let m = &self.model;
         if m.context < 2 || m.context > 8192 {
-            p.push(format!("model.context: {} is out of range; use 2..=8192", m.context));
+            p.push(format!(
+                "model.context: {} is out of range; use 2..=8192",
+                m.context
+            ));
         }
         if m.shapes.is_empty() && m.grid.is_none() {
             p.push("model: no models; add `shapes:` (a list of {d_model, n_layer, n_head}) or `grid:` (widths × depths)".into());
         }
         for (i, s) in m.shapes.iter().enumerate() {
-            check_shape(&mut p, &format!("model.shapes[{i}]"), s.d_model, s.n_layer, s.n_head, s.d_ff);
+            check_shape(
+                &mut p,
+                &format!("model.shapes[{i}]"),
+                s.d_model,
+                s.n_layer,
+                s.n_head,
+                s.d_ff,
+            );
         }
         if let Some(g) = &m.grid {
             if g.widths.is_empty() || g.depths.is_empty() {
@@ -441,12 +476,16 @@ impl SweepSpec {
         }
         for (i, &t) in d.tokens.iter().enumerate() {
             if !(t >= 1.0 && t.is_finite()) {
-                p.push(format!("data.tokens[{i}]: {t} must be a positive number of tokens (e.g. 2e5)"));
+                p.push(format!(
+                    "data.tokens[{i}]: {t} must be a positive number of tokens (e.g. 2e5)"
+                ));
             }
         }
         for (i, &t) in d.tokens_per_param.iter().enumerate() {
             if !(t > 0.0 && t.is_finite()) {
-                p.push(format!("data.tokens_per_param[{i}]: {t} must be positive (e.g. 20)"));
+                p.push(format!(
+                    "data.tokens_per_param[{i}]: {t} must be positive (e.g. 20)"
+                ));
             }
         }
         if let Some(iso) = &d.isoflop {
@@ -455,7 +494,9 @@ impl SweepSpec {
             }
             for (i, &b) in iso.budgets.iter().enumerate() {
                 if !(b > 0.0 && b.is_finite()) {
-                    p.push(format!("data.isoflop.budgets[{i}]: {b} must be a positive number of FLOPs"));
+                    p.push(format!(
+                        "data.isoflop.budgets[{i}]: {b} must be a positive number of FLOPs"
+                    ));
                 }
             }
         }
@@ -476,13 +517,22 @@ impl SweepSpec {
             }
         }
         if !(t.lr > 0.0 && t.lr < 10.0) {
-            p.push(format!("training.lr: {} must be in (0, 10); typical values are 1e-4 to 1e-2", t.lr));
+            p.push(format!(
+                "training.lr: {} must be in (0, 10); typical values are 1e-4 to 1e-2",
+                t.lr
+            ));
         }
         if !(0.0..1.0).contains(&t.warmup_fraction) {
-            p.push(format!("training.warmup_fraction: {} must be in [0, 1)", t.warmup_fraction));
+            p.push(format!(
+                "training.warmup_fraction: {} must be in [0, 1)",
+                t.warmup_fraction
+            ));
         }
         if !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            p.push(format!("training.min_lr_ratio: {} must be in [0, 1]", t.min_lr_ratio));
+            p.push(format!(
+                "training.min_lr_ratio: {} must be in [0, 1]",
+                t.min_lr_ratio
+            ));
         }
         for (k, v) in [("beta1", t.beta1), ("beta2", t.beta2)] {
             if !(0.0..1.0).contains(&v) {
@@ -490,14 +540,23 @@ impl SweepSpec {
             }
         }
         if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            p.push(format!("training.weight_decay: {} must be >= 0", t.weight_decay));
+            p.push(format!(
+                "training.weight_decay: {} must be >= 0",
+                t.weight_decay
+            ));
         }
         if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
-            p.push(format!("training.grad_clip: {} must be >= 0 (0 disables clipping)", t.grad_clip));
+            p.push(format!(
+                "training.grad_clip: {} must be >= 0 (0 disables clipping)",
+                t.grad_clip
+            ));
         }
         // Device.
         if crate::device::DeviceChoice::parse(&self.device).is_err() {
-            p.push(format!("device: {:?} is not a device; use `cpu`, `cuda` or `cuda:K`", self.device));
+            p.push(format!(
+                "device: {:?} is not a device; use `cpu`, `cuda` or `cuda:K`",
+                self.device
+            ));
         }
         p
     }
@@ -519,7 +578,9 @@ fn check_shape(p: &mut Vec<String>, key: &str, d: usize, l: usize, h: usize, dff
         ));
     }
     if dff == Some(0) {
-        p.push(format!("{key}.d_ff: must be positive (default 4 · d_model)"));
+        p.push(format!(
+            "{key}.d_ff: must be positive (default 4 · d_model)"
+        ));
     }
 }
 
@@ -568,11 +629,15 @@ fn key_path_at(text: &str, line: usize, key: &str) -> String {
             t.starts_with(&format!("{key}:"))
         })
         .or_else(|| {
-            lines
-                .iter()
-                .position(|l| l.trim_start().trim_start_matches("- ").starts_with(&format!("{key}:")))
+            lines.iter().position(|l| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .starts_with(&format!("{key}:"))
+            })
         });
-    let Some(pos) = pos else { return key.to_string() };
+    let Some(pos) = pos else {
+        return key.to_string();
+    };
     let indent = |l: &str| l.len() - l.trim_start().len();
     let mut path = vec![key.to_string()];
     let mut cur = indent(lines[pos]);
@@ -583,7 +648,12 @@ fn key_path_at(text: &str, line: usize, key: &str) -> String {
         }
         if indent(l) < cur {
             cur = indent(l);
-            let name = t.trim_start_matches("- ").split(':').next().unwrap_or("").trim();
+            let name = t
+                .trim_start_matches("- ")
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim();
             if !name.is_empty() && t.contains(':') {
                 path.push(name.to_string());
             }

@@ -58,7 +58,11 @@ pub struct RunRecord {
 }
 
 /// Write `df` to `path` atomically with key-value metadata.
-pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame, meta: &[(String, String)]) -> anyhow::Result<()> {
+pub fn write_parquet_atomic(
+    path: &Path,
+    df: &mut DataFrame,
+    meta: &[(String, String)],
+) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
@@ -83,7 +87,11 @@ pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame, meta: &[(String, St
 pub fn write_text_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    ));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
@@ -164,7 +172,10 @@ pub fn read_metadata(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
 
 fn strs(df: &DataFrame, name: &str) -> anyhow::Result<Vec<String>> {
     let c = df.column(name)?.cast(&DataType::String)?;
-    Ok(c.str()?.iter().map(|s| s.unwrap_or("").to_string()).collect())
+    Ok(c.str()?
+        .iter()
+        .map(|s| s.unwrap_or("").to_string())
+        .collect())
 }
 
 fn ints(df: &DataFrame, name: &str) -> anyhow::Result<Vec<i64>> {
@@ -183,17 +194,41 @@ pub fn read_runs(dir: &Path) -> anyhow::Result<Vec<RunRecord>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let df = read_frame(&path)
-        .map_err(|e| anyhow::anyhow!("{} is unreadable ({e}); move it away to start the sweep afresh", path.display()))?;
+    let df = read_frame(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is unreadable ({e}); move it away to start the sweep afresh",
+            path.display()
+        )
+    })?;
     let s = |n| strs(&df, n);
     let i = |n| ints(&df, n);
     let f = |n| floats(&df, n);
-    let (id, status, error, backend, version, sched) =
-        (s("run_id")?, s("status")?, s("error")?, s("backend")?, s("scalelab_version")?, s("schedule")?);
-    let (dm, nl, nh, dff, ctx, voc, bs) =
-        (i("d_model")?, i("n_layer")?, i("n_head")?, i("d_ff")?, i("context")?, i("vocab_size")?, i("batch_size")?);
-    let (steps, done, tok, np, npt, seed, warm) =
-        (i("steps")?, i("steps_done")?, i("tokens")?, i("n_params")?, i("n_params_total")?, i("seed")?, i("warmup_steps")?);
+    let (id, status, error, backend, version, sched) = (
+        s("run_id")?,
+        s("status")?,
+        s("error")?,
+        s("backend")?,
+        s("scalelab_version")?,
+        s("schedule")?,
+    );
+    let (dm, nl, nh, dff, ctx, voc, bs) = (
+        i("d_model")?,
+        i("n_layer")?,
+        i("n_head")?,
+        i("d_ff")?,
+        i("context")?,
+        i("vocab_size")?,
+        i("batch_size")?,
+    );
+    let (steps, done, tok, np, npt, seed, warm) = (
+        i("steps")?,
+        i("steps_done")?,
+        i("tokens")?,
+        i("n_params")?,
+        i("n_params_total")?,
+        i("seed")?,
+        i("warmup_steps")?,
+    );
     let (flops, budget, lr, ftl, el, ebt, tps, mfu, wall) = (
         f("flops")?,
         f("budget")?,
@@ -282,12 +317,18 @@ impl ResultsStore {
     /// Open a folder, loading what an earlier invocation finished.
     pub fn open(dir: &Path, metadata: Vec<(String, String)>) -> anyhow::Result<Self> {
         let runs = read_runs(dir)?;
-        let done: std::collections::HashSet<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+        let done: std::collections::HashSet<&str> =
+            runs.iter().map(|r| r.run_id.as_str()).collect();
         let curves = read_curves(dir)?
             .into_iter()
             .filter(|(id, _)| done.contains(id.as_str()))
             .collect();
-        Ok(ResultsStore { dir: dir.to_path_buf(), runs, curves, metadata })
+        Ok(ResultsStore {
+            dir: dir.to_path_buf(),
+            runs,
+            curves,
+            metadata,
+        })
     }
 
     /// Record a finished run (replacing an earlier `failed` row of the same id) and flush
@@ -296,19 +337,30 @@ impl ResultsStore {
     pub fn add(&mut self, run: RunRecord, curve: Vec<CurveRow>) -> anyhow::Result<()> {
         self.runs.retain(|r| r.run_id != run.run_id);
         self.curves.retain(|(id, _)| *id != run.run_id);
-        self.curves.extend(curve.into_iter().map(|c| (run.run_id.clone(), c)));
+        self.curves
+            .extend(curve.into_iter().map(|c| (run.run_id.clone(), c)));
         self.runs.push(run);
         self.flush()
     }
 
     pub fn flush(&self) -> anyhow::Result<()> {
-        write_parquet_atomic(&self.dir.join(CURVES_FILE), &mut curves_frame(&self.curves)?, &self.metadata)?;
-        write_parquet_atomic(&self.dir.join(RUNS_FILE), &mut runs_frame(&self.runs)?, &self.metadata)?;
+        write_parquet_atomic(
+            &self.dir.join(CURVES_FILE),
+            &mut curves_frame(&self.curves)?,
+            &self.metadata,
+        )?;
+        write_parquet_atomic(
+            &self.dir.join(RUNS_FILE),
+            &mut runs_frame(&self.runs)?,
+            &self.metadata,
+        )?;
         Ok(())
     }
 
     /// Whether a run is finished for good (ok or diverged; failed runs are retried).
     pub fn is_done(&self, id: &str) -> bool {
-        self.runs.iter().any(|r| r.run_id == id && r.status != "failed")
+        self.runs
+            .iter()
+            .any(|r| r.run_id == id && r.status != "failed")
     }
 }

@@ -34,17 +34,29 @@ pub struct Prepared {
 fn corpus_source(spec: &SweepSpec, src: &SpecSource) -> CorpusSource {
     let c = &spec.corpus;
     if let Some(t) = &c.text {
-        CorpusSource::Text { files: corpus::expand_glob(t, &src.base_dir) }
+        CorpusSource::Text {
+            files: corpus::expand_glob(t, &src.base_dir),
+        }
     } else if let Some(t) = &c.tokens {
-        CorpusSource::Tokens { file: src.base_dir.join(t), vocab_size: c.vocab_size.unwrap_or(65536) }
+        CorpusSource::Tokens {
+            file: src.base_dir.join(t),
+            vocab_size: c.vocab_size.unwrap_or(65536),
+        }
     } else {
         let b = c.builtin.clone().unwrap_or_default();
-        CorpusSource::Builtin { seed: b.seed, topics: b.topics }
+        CorpusSource::Builtin {
+            seed: b.seed,
+            topics: b.topics,
+        }
     }
 }
 
 /// Parse, validate, load the corpus and expand the plan. Nothing is written.
-pub fn prepare(src: SpecSource, out: Option<PathBuf>, device: Option<&str>) -> anyhow::Result<Prepared> {
+pub fn prepare(
+    src: SpecSource,
+    out: Option<PathBuf>,
+    device: Option<&str>,
+) -> anyhow::Result<Prepared> {
     let spec = SweepSpec::parse(&src)?;
     let device = DeviceChoice::parse(device.unwrap_or(&spec.device))?;
     let ctx = spec.model.context;
@@ -55,7 +67,13 @@ pub fn prepare(src: SpecSource, out: Option<PathBuf>, device: Option<&str>) -> a
             // The plan needs only the corpus identity; generate exactly what the runs read.
             let fp = corpus::fnv1a(format!("builtin-v1:{seed}:{topics}").as_bytes());
             let plan = plan::build(&spec, &src.label, 256, fp)?;
-            let corpus = corpus::load(&source, ctx, plan.max_tokens() as usize, eval_tokens, spec.corpus.eval_fraction)?;
+            let corpus = corpus::load(
+                &source,
+                ctx,
+                plan.max_tokens() as usize,
+                eval_tokens,
+                spec.corpus.eval_fraction,
+            )?;
             (corpus, plan)
         }
         _ => {
@@ -66,7 +84,15 @@ pub fn prepare(src: SpecSource, out: Option<PathBuf>, device: Option<&str>) -> a
     };
     let out_dir = out.unwrap_or_else(|| spec.out_dir());
     let spec_hash = format!("{:016x}", corpus::fnv1a(src.text.as_bytes()));
-    Ok(Prepared { spec, source: src, corpus, plan, out_dir, device, spec_hash })
+    Ok(Prepared {
+        spec,
+        source: src,
+        corpus,
+        plan,
+        out_dir,
+        device,
+        spec_hash,
+    })
 }
 
 fn human(x: f64) -> String {
@@ -107,8 +133,18 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
         .iter()
         .filter(|r| r.status == "ok" && r.wall_s > 0.0)
         .fold((0.0, 0.0), |acc, r| (acc.0 + r.flops, acc.1 + r.wall_s));
-    let rate = if measured.1 > 0.0 { measured.0 / measured.1 } else { DEFAULT_FLOPS_PER_S };
-    let _ = writeln!(s, "sweep {}: {} runs, corpus: {}", p.spec.name, p.plan.runs.len(), p.corpus.description);
+    let rate = if measured.1 > 0.0 {
+        measured.0 / measured.1
+    } else {
+        DEFAULT_FLOPS_PER_S
+    };
+    let _ = writeln!(
+        s,
+        "sweep {}: {} runs, corpus: {}",
+        p.spec.name,
+        p.plan.runs.len(),
+        p.corpus.description
+    );
     if let Some(f) = p.corpus.floor {
         let _ = writeln!(
             s,
@@ -141,7 +177,9 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
             human(r.tokens as f64),
             format!("{:.2e}", r.flops),
             r.steps,
-            r.budget.map(|b| format!("{b:.2e}")).unwrap_or_else(|| "-".into()),
+            r.budget
+                .map(|b| format!("{b:.2e}"))
+                .unwrap_or_else(|| "-".into()),
             hms(eta),
             status
         );
@@ -155,7 +193,11 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
         p.plan.total_flops(),
         hms(total_eta),
         p.device.backend_name(),
-        if measured.1 > 0.0 { "speed measured from finished runs" } else { "speed assumed; rough" }
+        if measured.1 > 0.0 {
+            "speed measured from finished runs"
+        } else {
+            "speed assumed; rough"
+        }
     );
     s
 }
@@ -179,7 +221,9 @@ pub struct SweepSummary {
 }
 
 fn metadata(p: &Prepared, peak: f64) -> Vec<(String, String)> {
-    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_default();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let mut m = vec![
         ("scalelab.sweep".to_string(), p.spec.name.clone()),
         ("scalelab.spec_hash".into(), p.spec_hash.clone()),
@@ -188,10 +232,16 @@ fn metadata(p: &Prepared, peak: f64) -> Vec<(String, String)> {
         ("scalelab.host".into(), host),
         ("scalelab.corpus".into(), p.corpus.description.clone()),
         ("scalelab.matmul_peak_flops".into(), format!("{peak:.4e}")),
-        ("scalelab.n_convention".into(), "n_params = non-embedding parameters; flops = 6 * n_params * tokens".into()),
+        (
+            "scalelab.n_convention".into(),
+            "n_params = non-embedding parameters; flops = 6 * n_params * tokens".into(),
+        ),
     ];
     if let Some(f) = p.corpus.floor {
-        m.push(("scalelab.floor".into(), serde_json::to_string(&f).unwrap_or_default()));
+        m.push((
+            "scalelab.floor".into(),
+            serde_json::to_string(&f).unwrap_or_default(),
+        ));
     }
     m
 }
@@ -199,18 +249,30 @@ fn metadata(p: &Prepared, peak: f64) -> Vec<(String, String)> {
 /// Train every pending run of a prepared sweep.
 pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     p.device.ensure_usable()?;
-    std::fs::create_dir_all(&p.out_dir)
-        .map_err(|e| crate::error::user(format!("cannot create output folder {}: {e}", p.out_dir.display())))?;
+    std::fs::create_dir_all(&p.out_dir).map_err(|e| {
+        crate::error::user(format!(
+            "cannot create output folder {}: {e}",
+            p.out_dir.display()
+        ))
+    })?;
     // A copy of the spec, and the exact floor, next to the results.
     crate::store::write_text_atomic(&p.out_dir.join("sweep.yaml"), &p.source.text)?;
     if let Some(f) = p.corpus.floor {
-        crate::store::write_text_atomic(&p.out_dir.join("floor.json"), &serde_json::to_string_pretty(&f)?)?;
+        crate::store::write_text_atomic(
+            &p.out_dir.join("floor.json"),
+            &serde_json::to_string_pretty(&f)?,
+        )?;
     }
     let peak = crate::with_backend!(p.device, |B, dev| crate::bench::matmul_peak::<
         <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
     >(&dev, 0.3));
     let mut store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;
-    let pending: Vec<&RunPlan> = p.plan.runs.iter().filter(|r| !store.is_done(&r.id)).collect();
+    let pending: Vec<&RunPlan> = p
+        .plan
+        .runs
+        .iter()
+        .filter(|r| !store.is_done(&r.id))
+        .collect();
     let skipped = p.plan.runs.len() - pending.len();
     for d in &p.plan.dropped {
         eprintln!("scalelab: dropped {}: {}", d.what, d.reason);
@@ -233,11 +295,14 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     let interactive = !mp.is_hidden();
     let sweep_bar = mp.add(ProgressBar::new((total_flops / 1e6).max(1.0) as u64));
     sweep_bar.set_style(
-        ProgressStyle::with_template("{msg:<22} [{elapsed_precise}] {wide_bar:.cyan/blue} ETA {eta_precise}")
-            .unwrap(),
+        ProgressStyle::with_template(
+            "{msg:<22} [{elapsed_precise}] {wide_bar:.cyan/blue} ETA {eta_precise}",
+        )
+        .unwrap(),
     );
     let run_bar = mp.add(ProgressBar::new(1));
-    run_bar.set_style(ProgressStyle::with_template("  {prefix:<28} {pos:>6}/{len:<6} {msg}").unwrap());
+    run_bar
+        .set_style(ProgressStyle::with_template("  {prefix:<28} {pos:>6}/{len:<6} {msg}").unwrap());
     let t_start = Instant::now();
     let mut flops_done = 0.0;
     let mut trained = 0;
@@ -254,7 +319,10 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         let base = flops_done;
         let mut on_step = |s: train::StepInfo| {
             run_bar.set_position(s.step as u64);
-            run_bar.set_message(format!("loss {:.4}  {:.0} tok/s", s.train_loss, s.tokens_per_s));
+            run_bar.set_message(format!(
+                "loss {:.4}  {:.0} tok/s",
+                s.train_loss, s.tokens_per_s
+            ));
             sweep_bar.set_position(((base + flops_per_step * s.step as f64) / 1e6) as u64);
         };
         let outcome = train_guarded(p, r, &mut on_step);
@@ -294,14 +362,26 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     }
     sweep_bar.finish_and_clear();
     run_bar.finish_and_clear();
-    Ok(SweepSummary { total: p.plan.runs.len(), skipped, trained, failed, out_dir: p.out_dir.clone() })
+    Ok(SweepSummary {
+        total: p.plan.runs.len(),
+        skipped,
+        trained,
+        failed,
+        out_dir: p.out_dir.clone(),
+    })
 }
 
 /// Train one run; a panic inside burn becomes a `failed` outcome with its message.
-fn train_guarded(p: &Prepared, r: &RunPlan, on_step: &mut dyn FnMut(train::StepInfo)) -> RunOutcome {
+fn train_guarded(
+    p: &Prepared,
+    r: &RunPlan,
+    on_step: &mut dyn FnMut(train::StepInfo),
+) -> RunOutcome {
     let t0 = Instant::now();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::with_backend!(p.device, |B, dev| train::train_run::<B>(r, &p.corpus, &dev, on_step))
+        crate::with_backend!(p.device, |B, dev| train::train_run::<B>(
+            r, &p.corpus, &dev, on_step
+        ))
     }));
     match result {
         Ok(o) => o,

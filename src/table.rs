@@ -28,7 +28,10 @@ impl Table {
         if !path.is_file() {
             bail_user!("input file {} does not exist", path.display());
         }
-        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
         let t = match ext.as_str() {
             "csv" => read_csv(path)?,
             "parquet" | "pq" => read_parquet(path)?,
@@ -53,7 +56,11 @@ impl Table {
         Err(user(format!(
             "{}: no column `{name}` (from {flag}).{hint} Columns in this file: {}",
             self.path.display(),
-            self.names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+            self.names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )))
     }
 
@@ -63,8 +70,10 @@ impl Table {
         Ok(match &self.columns[i] {
             Values::Num(v) => v.clone(),
             Values::Str(v) => {
-                let parsed: Vec<Option<f64>> =
-                    v.iter().map(|s| s.as_deref().and_then(|s| s.trim().parse().ok())).collect();
+                let parsed: Vec<Option<f64>> = v
+                    .iter()
+                    .map(|s| s.as_deref().and_then(|s| s.trim().parse().ok()))
+                    .collect();
                 if parsed.iter().all(Option::is_none) {
                     bail_user!(
                         "{}: column `{name}` (from {flag}) holds text, not numbers",
@@ -118,7 +127,10 @@ fn read_csv(path: &Path) -> anyhow::Result<Table> {
     let Some(header) = lines.next() else {
         bail_user!("input file {} is empty", path.display());
     };
-    let names: Vec<String> = split_record(header).into_iter().map(|s| s.trim().to_string()).collect();
+    let names: Vec<String> = split_record(header)
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .collect();
     let mut cells: Vec<Vec<Option<String>>> = vec![Vec::new(); names.len()];
     for (k, line) in lines.enumerate() {
         let rec = split_record(line);
@@ -140,8 +152,14 @@ fn read_csv(path: &Path) -> anyhow::Result<Table> {
     let columns = cells
         .into_iter()
         .map(|col| {
-            let nums: Vec<Option<f64>> = col.iter().map(|c| c.as_deref().and_then(parse_num)).collect();
-            let all_num = col.iter().zip(&nums).all(|(c, n)| c.is_none() || n.is_some());
+            let nums: Vec<Option<f64>> = col
+                .iter()
+                .map(|c| c.as_deref().and_then(parse_num))
+                .collect();
+            let all_num = col
+                .iter()
+                .zip(&nums)
+                .all(|(c, n)| c.is_none() || n.is_some());
             if all_num {
                 Values::Num(nums)
             } else {
@@ -149,7 +167,12 @@ fn read_csv(path: &Path) -> anyhow::Result<Table> {
             }
         })
         .collect();
-    Ok(Table { path: path.to_path_buf(), names, columns, rows })
+    Ok(Table {
+        path: path.to_path_buf(),
+        names,
+        columns,
+        rows,
+    })
 }
 
 fn parse_num(s: &str) -> Option<f64> {
@@ -165,9 +188,12 @@ fn read_parquet(path: &Path) -> anyhow::Result<Table> {
     use polars::prelude::*;
     let file = std::fs::File::open(path)
         .map_err(|e| user(format!("cannot open {}: {e}", path.display())))?;
-    let df = ParquetReader::new(file)
-        .finish()
-        .map_err(|e| user(format!("{} is not a readable Parquet file: {e}", path.display())))?;
+    let df = ParquetReader::new(file).finish().map_err(|e| {
+        user(format!(
+            "{} is not a readable Parquet file: {e}",
+            path.display()
+        ))
+    })?;
     let mut names = Vec::new();
     let mut columns = Vec::new();
     for col in df.columns() {
@@ -177,10 +203,17 @@ fn read_parquet(path: &Path) -> anyhow::Result<Table> {
             columns.push(Values::Num(c.f64()?.iter().collect()));
         } else {
             let c = col.cast(&DataType::String)?;
-            columns.push(Values::Str(c.str()?.iter().map(|s| s.map(str::to_string)).collect()));
+            columns.push(Values::Str(
+                c.str()?.iter().map(|s| s.map(str::to_string)).collect(),
+            ));
         }
     }
-    Ok(Table { path: path.to_path_buf(), names, columns, rows: df.height() })
+    Ok(Table {
+        path: path.to_path_buf(),
+        names,
+        columns,
+        rows: df.height(),
+    })
 }
 
 #[cfg(test)]

@@ -138,15 +138,23 @@ struct GradScale<'a, B: AutodiffBackend> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            self.grads.register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.scale));
+            self.grads
+                .register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.scale));
         }
     }
 }
 
 /// Clip the global gradient norm to `max_norm` (as PyTorch's `clip_grad_norm_`); returns the
 /// norm before clipping.
-fn clip_global_norm<B: AutodiffBackend>(model: &Gpt<B>, grads: &mut GradientsParams, max_norm: f64) -> f64 {
-    let mut sq = GradSq::<B> { grads, parts: Vec::new() };
+fn clip_global_norm<B: AutodiffBackend>(
+    model: &Gpt<B>,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
+    let mut sq = GradSq::<B> {
+        grads,
+        parts: Vec::new(),
+    };
     model.visit(&mut sq);
     if sq.parts.is_empty() {
         return 0.0;
@@ -154,7 +162,11 @@ fn clip_global_norm<B: AutodiffBackend>(model: &Gpt<B>, grads: &mut GradientsPar
     let total: f32 = Tensor::cat(sq.parts, 0).sum().into_scalar().elem();
     let norm = (total as f64).sqrt();
     if max_norm > 0.0 && norm > max_norm && norm.is_finite() {
-        let mut sc = GradScale::<B> { grads, scale: max_norm / (norm + 1e-6), _b: Default::default() };
+        let mut sc = GradScale::<B> {
+            grads,
+            scale: max_norm / (norm + 1e-6),
+            _b: Default::default(),
+        };
         model.visit(&mut sc);
     }
     norm
@@ -170,7 +182,8 @@ pub fn train_run<B: AutodiffBackend>(
 ) -> RunOutcome {
     let start = Instant::now();
     B::seed(device, run.seed);
-    let mut model: Gpt<B> = GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context).init(device);
+    let mut model: Gpt<B> =
+        GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context).init(device);
     let mut optim = AdamWConfig::new()
         .with_beta_1(run.beta1 as f32)
         .with_beta_2(run.beta2 as f32)
@@ -191,7 +204,13 @@ pub fn train_run<B: AutodiffBackend>(
         let loss_v = loss_v as f64;
         if !loss_v.is_finite() {
             status = Status::Diverged;
-            curve.push(CurveRow { step, tokens: step as u64 * tokens_per_step, lr: run.lr_at(step), train_loss: loss_v, eval_loss: None });
+            curve.push(CurveRow {
+                step,
+                tokens: step as u64 * tokens_per_step,
+                lr: run.lr_at(step),
+                train_loss: loss_v,
+                eval_loss: None,
+            });
             break;
         }
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -207,8 +226,18 @@ pub fn train_run<B: AutodiffBackend>(
         last_loss = loss_v;
         let tokens = steps_done as u64 * tokens_per_step;
         let is_eval = steps_done % run.eval_interval == 0 || steps_done == run.steps;
-        let eval = if is_eval { Some(eval_loss(&model.valid(), corpus, device)) } else { None };
-        curve.push(CurveRow { step: steps_done, tokens, lr, train_loss: loss_v, eval_loss: eval });
+        let eval = if is_eval {
+            Some(eval_loss(&model.valid(), corpus, device))
+        } else {
+            None
+        };
+        curve.push(CurveRow {
+            step: steps_done,
+            tokens,
+            lr,
+            train_loss: loss_v,
+            eval_loss: eval,
+        });
         on_step(StepInfo {
             step: steps_done,
             steps: run.steps,
@@ -231,5 +260,74 @@ pub fn train_run<B: AutodiffBackend>(
         wall_s: start.elapsed().as_secs_f64(),
         curve,
         error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::{self, CorpusSource};
+    use crate::plan::Shape;
+    use crate::spec::Schedule;
+    use burn::backend::{flex::FlexDevice, Autodiff, Flex};
+
+    fn plan(lr: f64, steps: usize) -> RunPlan {
+        let shape = Shape::new(16, 1, 2, None);
+        RunPlan {
+            id: "t".into(),
+            shape,
+            context: 16,
+            vocab_size: 256,
+            batch_size: 4,
+            steps,
+            tokens: (steps * 64) as u64,
+            n_params: shape.non_embedding_params(),
+            n_params_total: shape.total_params(256, 16),
+            flops: 0.0,
+            budget: None,
+            seed: 1,
+            lr,
+            warmup_steps: 1,
+            schedule: Schedule::Constant,
+            min_lr_ratio: 1.0,
+            beta1: 0.9,
+            beta2: 0.95,
+            weight_decay: 0.0,
+            grad_clip: 0.0,
+            eval_interval: 5,
+        }
+    }
+
+    #[test]
+    fn exploding_lr_is_reported_as_diverged() {
+        let c = corpus::load(
+            &CorpusSource::Builtin { seed: 1, topics: 2 },
+            16,
+            4096,
+            64,
+            0.05,
+        )
+        .unwrap();
+        let out = train_run::<Autodiff<Flex>>(&plan(1e30, 20), &c, &FlexDevice, &mut |_| {});
+        assert_eq!(out.status, Status::Diverged);
+        assert!(out.eval_loss.is_nan());
+    }
+
+    #[test]
+    fn global_clip_keeps_training_stable_and_loss_falls() {
+        let c = corpus::load(
+            &CorpusSource::Builtin { seed: 1, topics: 2 },
+            16,
+            8192,
+            64,
+            0.05,
+        )
+        .unwrap();
+        let mut p = plan(1e-2, 60);
+        p.grad_clip = 1.0;
+        let out = train_run::<Autodiff<Flex>>(&p, &c, &FlexDevice, &mut |_| {});
+        assert_eq!(out.status, Status::Ok);
+        assert!(out.final_train_loss < out.curve[0].train_loss - 1.0);
+        assert!(out.eval_loss.is_finite());
     }
 }

@@ -29,7 +29,12 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn scalelab(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).current_dir(repo()).env("CI", "1").output().expect("run scalelab")
+    Command::new(BIN)
+        .args(args)
+        .current_dir(repo())
+        .env("CI", "1")
+        .output()
+        .expect("run scalelab")
 }
 
 fn stderr(o: &Output) -> String {
@@ -39,11 +44,19 @@ fn stderr(o: &Output) -> String {
 /// Exit code 2, the message names what is expected, and no panic text.
 fn assert_user_error(o: &Output, needles: &[&str]) {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "expected exit 2, got {:?}; stderr:\n{err}", o.status.code());
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected exit 2, got {:?}; stderr:\n{err}",
+        o.status.code()
+    );
     for n in needles {
         assert!(err.contains(n), "stderr lacks {n:?}:\n{err}");
     }
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic text leaked:\n{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic text leaked:\n{err}"
+    );
 }
 
 fn micro_sweep(out: &Path, extra: &[&str]) -> Output {
@@ -62,10 +75,18 @@ fn micro_sweep_end_to_end_and_resume() {
     // Same command again: trains only the other 2.
     let o = micro_sweep(&out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("2 trained, 2 skipped"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 trained, 2 skipped"),
+        "{}",
+        stderr(&o)
+    );
     // And again: trains nothing.
     let o = micro_sweep(&out, &[]);
-    assert!(stderr(&o).contains("0 trained, 4 skipped"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("0 trained, 4 skipped"),
+        "{}",
+        stderr(&o)
+    );
 
     let runs = scalelab::store::read_runs(&out).unwrap();
     assert_eq!(runs.len(), 4);
@@ -79,27 +100,47 @@ fn micro_sweep_end_to_end_and_resume() {
     let curves = scalelab::store::read_curves(&out).unwrap();
     for r in &runs {
         assert_eq!(r.status, "ok");
-        assert!(r.eval_loss.is_finite() && r.eval_loss > floor_nats, "eval {} floor {floor_nats}", r.eval_loss);
+        assert!(
+            r.eval_loss.is_finite() && r.eval_loss > floor_nats,
+            "eval {} floor {floor_nats}",
+            r.eval_loss
+        );
         assert_eq!(r.tokens, r.steps * r.batch_size * r.context);
         assert!((r.flops - 6.0 * r.n_params as f64 * r.tokens as f64).abs() < 1.0);
         assert!(r.tokens_per_s > 0.0 && r.wall_s > 0.0);
-        let c: Vec<_> = curves.iter().filter(|(id, _)| *id == r.run_id).map(|(_, c)| c).collect();
+        let c: Vec<_> = curves
+            .iter()
+            .filter(|(id, _)| *id == r.run_id)
+            .map(|(_, c)| c)
+            .collect();
         assert_eq!(c.len() as i64, r.steps, "one curve row per step");
         let first = c.first().unwrap().train_loss;
-        assert!(r.final_train_loss < first - 1.0, "loss did not fall: {first} -> {}", r.final_train_loss);
+        assert!(
+            r.final_train_loss < first - 1.0,
+            "loss did not fall: {first} -> {}",
+            r.final_train_loss
+        );
         assert!(c.iter().filter(|c| c.eval_loss.is_some()).count() >= 2);
         // Initial loss of a byte-level model is about ln 256.
         assert!((first - 256f64.ln()).abs() < 0.5, "first loss {first}");
     }
     // Larger model, same data: lower loss at the largest D.
     let at = |d: i64| {
-        let mut v: Vec<_> = runs.iter().filter(|r| r.d_model == d && r.tokens == 16384).collect();
+        let mut v: Vec<_> = runs
+            .iter()
+            .filter(|r| r.d_model == d && r.tokens == 16384)
+            .collect();
         v.pop().unwrap().eval_loss
     };
     assert!(at(32) < at(16) + 0.05, "d32 {} vs d16 {}", at(32), at(16));
     // Provenance in the Parquet metadata; spec copy beside the results.
     let meta = scalelab::store::read_metadata(&out.join("runs.parquet")).unwrap();
-    for k in ["scalelab.spec_hash", "scalelab.version", "scalelab.backend", "scalelab.host"] {
+    for k in [
+        "scalelab.spec_hash",
+        "scalelab.version",
+        "scalelab.backend",
+        "scalelab.host",
+    ] {
         assert!(meta.iter().any(|(key, _)| key == k), "metadata lacks {k}");
     }
     assert!(out.join("sweep.yaml").is_file() && out.join("curves.parquet").is_file());
@@ -114,9 +155,16 @@ fn micro_sweep_end_to_end_and_resume() {
         .arg(&out)
         .output()
         .expect("python3 must be installed (see .ci/run)");
-    assert!(py.status.success(), "python readers failed:\n{}", String::from_utf8_lossy(&py.stderr));
+    assert!(
+        py.status.success(),
+        "python readers failed:\n{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
     let said = String::from_utf8_lossy(&py.stdout);
-    assert!(said.contains("pyarrow runs=4") && said.contains("duckdb runs=4"), "{said}");
+    assert!(
+        said.contains("pyarrow runs=4") && said.contains("duckdb runs=4"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -125,7 +173,10 @@ fn plan_prints_table_without_training() {
     let o = scalelab(&["plan", "sweeps/quick.yaml", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = String::from_utf8_lossy(&o.stdout);
-    assert!(s.contains("9 runs") && s.contains("C=6ND") && s.contains("ETA"), "{s}");
+    assert!(
+        s.contains("9 runs") && s.contains("C=6ND") && s.contains("ETA"),
+        "{s}"
+    );
     assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 9);
     assert!(!out.join("runs.parquet").exists());
 }
@@ -143,33 +194,69 @@ fn bad_specs_fail_cleanly_with_exit_2() {
     let dir = tmp("bad");
     let check = |text: &str, needles: &[&str]| {
         let p = write_spec(&dir, text);
-        let o = scalelab(&["run", p.to_str().unwrap(), "--out", dir.join("out").to_str().unwrap()]);
+        let o = scalelab(&[
+            "run",
+            p.to_str().unwrap(),
+            "--out",
+            dir.join("out").to_str().unwrap(),
+        ]);
         assert_user_error(&o, needles);
-        assert!(!dir.join("out").join("runs.parquet").exists(), "trained despite a bad spec");
+        assert!(
+            !dir.join("out").join("runs.parquet").exists(),
+            "trained despite a bad spec"
+        );
     };
     // Unknown key: dotted path, line, nearest valid key.
-    check(&BASE.replace("batch_size: 4", "batch_size: 4\n  lrr: 0.1"), &["bad.yaml", "training.lrr", "line 11", "did you mean `lr`"]);
-    check(&BASE.replace("context: 16", "contxt: 16"), &["model.contxt", "did you mean `context`"]);
+    check(
+        &BASE.replace("batch_size: 4", "batch_size: 4\n  lrr: 0.1"),
+        &["bad.yaml", "training.lrr", "line 11", "did you mean `lr`"],
+    );
+    check(
+        &BASE.replace("context: 16", "contxt: 16"),
+        &["model.contxt", "did you mean `context`"],
+    );
     // d_model not divisible by n_head.
-    check(&BASE.replace("n_head: 2", "n_head: 3"), &["model.shapes[0]", "not divisible by n_head"]);
+    check(
+        &BASE.replace("n_head: 2", "n_head: 3"),
+        &["model.shapes[0]", "not divisible by n_head"],
+    );
     // Zero / negative sizes.
-    check(&BASE.replace("n_layer: 1", "n_layer: 0"), &["model.shapes[0].n_layer"]);
-    check(&BASE.replace("[4096]", "[-5]"), &["data.tokens[0]", "positive"]);
+    check(
+        &BASE.replace("n_layer: 1", "n_layer: 0"),
+        &["model.shapes[0].n_layer"],
+    );
+    check(
+        &BASE.replace("[4096]", "[-5]"),
+        &["data.tokens[0]", "positive"],
+    );
     // Missing corpus file.
-    check(&BASE.replace("name: t\n", "name: t\ncorpus:\n  text: no/such/file.txt\n"), &["corpus.text", "no file matches"]);
+    check(
+        &BASE.replace("name: t\n", "name: t\ncorpus:\n  text: no/such/file.txt\n"),
+        &["corpus.text", "no file matches"],
+    );
     // Budget too small for any model.
     check(
         &BASE.replace("  tokens: [4096]", "  isoflop: {budgets: [1.0e3]}"),
         &["data.isoflop.budgets", "too small for any model"],
     );
     // Wrong type.
-    check(&BASE.replace("context: 16", "context: lots"), &["bad.yaml", "line 3"]);
+    check(
+        &BASE.replace("context: 16", "context: lots"),
+        &["bad.yaml", "line 3"],
+    );
     // Missing file altogether.
     let o = scalelab(&["run", "/no/such/sweep.yaml"]);
     assert_user_error(&o, &["/no/such/sweep.yaml"]);
     // CUDA without the feature (or without a driver): a clear error, no panic.
     let p = write_spec(&dir, BASE);
-    let o = scalelab(&["run", p.to_str().unwrap(), "--device", "cuda", "--out", dir.join("out").to_str().unwrap()]);
+    let o = scalelab(&[
+        "run",
+        p.to_str().unwrap(),
+        "--device",
+        "cuda",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
     assert_user_error(&o, &["cuda"]);
 }
 
@@ -202,12 +289,19 @@ fn chinchilla() -> Dataset {
 fn reproduces_published_chinchilla_refit() {
     let data = chinchilla();
     assert_eq!(data.points.len(), 240);
-    let opts = FitOptions { bootstrap: 0, ..FitOptions::default() };
+    let opts = FitOptions {
+        bootstrap: 0,
+        ..FitOptions::default()
+    };
     let r = fit::fit_all(&data, &opts).unwrap();
     // Independent scipy L-BFGS-B fit: E 1.81722, A 477.83, B 2143.42, α 0.347310, β 0.367173,
     // objective 1.0182740e-3.
     let close = |got: f64, want: f64, rel: f64, what: &str| {
-        assert!((got - want).abs() <= rel * want.abs(), "{what}: got {got}, want {want} (±{}%)", rel * 100.0);
+        assert!(
+            (got - want).abs() <= rel * want.abs(),
+            "{what}: got {got}, want {want} (±{}%)",
+            rel * 100.0
+        );
     };
     close(r.e, 1.81722, 0.001, "E");
     close(r.a, 477.83, 0.01, "A");
@@ -222,15 +316,31 @@ fn reproduces_published_chinchilla_refit() {
 #[test]
 fn chinchilla_bootstrap_covers_published_intervals() {
     let data = chinchilla();
-    let opts = FitOptions { bootstrap: 200, grid_stride: 9, ..FitOptions::default() };
+    let opts = FitOptions {
+        bootstrap: 200,
+        grid_stride: 9,
+        ..FitOptions::default()
+    };
     let r = fit::fit_all(&data, &opts).unwrap();
     let b = r.bootstrap.as_ref().unwrap();
     assert_eq!(b.failed_resamples, 0);
     // Published 95% intervals (Besiroglu et al. repo notebook): E 1.769–1.871,
     // α 0.317–0.373, β 0.331–0.415. 200 resamples: endpoints within a few hundredths.
-    assert!((b.e[0] - 1.769).abs() < 0.03 && (b.e[1] - 1.871).abs() < 0.03, "E {:?}", b.e);
-    assert!((b.alpha[0] - 0.317).abs() < 0.02 && (b.alpha[1] - 0.373).abs() < 0.02, "alpha {:?}", b.alpha);
-    assert!((b.beta[0] - 0.331).abs() < 0.025 && (b.beta[1] - 0.415).abs() < 0.035, "beta {:?}", b.beta);
+    assert!(
+        (b.e[0] - 1.769).abs() < 0.03 && (b.e[1] - 1.871).abs() < 0.03,
+        "E {:?}",
+        b.e
+    );
+    assert!(
+        (b.alpha[0] - 0.317).abs() < 0.02 && (b.alpha[1] - 0.373).abs() < 0.02,
+        "alpha {:?}",
+        b.alpha
+    );
+    assert!(
+        (b.beta[0] - 0.331).abs() < 0.025 && (b.beta[1] - 0.415).abs() < 0.035,
+        "beta {:?}",
+        b.beta
+    );
     assert!(b.a[0] < 0.513 && 0.513 < b.a[1]);
 }
 
@@ -243,7 +353,12 @@ fn synthetic(truth: [f64; 5], noise: f64, seed: u64) -> Vec<Point> {
         for j in 0..8 {
             let d = 1e9 * 10f64.powf(j as f64 * 0.35);
             let l = (e + a / n.powf(al) + b / d.powf(be)) * (1.0 + noise * rng.normal());
-            pts.push(Point { n, d, loss: l, budget: None });
+            pts.push(Point {
+                n,
+                d,
+                loss: l,
+                budget: None,
+            });
         }
     }
     pts
@@ -252,15 +367,41 @@ fn synthetic(truth: [f64; 5], noise: f64, seed: u64) -> Vec<Point> {
 #[test]
 fn recovers_known_chinchilla_law() {
     let truth = [1.7, 400.0, 1800.0, 0.34, 0.28];
-    let data = Dataset { source: "synthetic".into(), points: synthetic(truth, 0.003, 1), dropped_top: 0, curves: vec![] };
-    let r = fit::fit_all(&data, &FitOptions { bootstrap: 100, grid_stride: 3, ..FitOptions::default() }).unwrap();
+    let data = Dataset {
+        source: "synthetic".into(),
+        points: synthetic(truth, 0.003, 1),
+        dropped_top: 0,
+        curves: vec![],
+    };
+    let r = fit::fit_all(
+        &data,
+        &FitOptions {
+            bootstrap: 100,
+            grid_stride: 3,
+            ..FitOptions::default()
+        },
+    )
+    .unwrap();
     assert!((r.e - 1.7).abs() < 0.05, "E {}", r.e);
     assert!((r.alpha - 0.34).abs() < 0.03, "alpha {}", r.alpha);
     assert!((r.beta - 0.28).abs() < 0.03, "beta {}", r.beta);
     let b = r.bootstrap.unwrap();
-    assert!(b.alpha[0] < 0.34 + 0.01 && 0.34 - 0.01 < b.alpha[1], "alpha CI {:?}", b.alpha);
+    assert!(
+        b.alpha[0] < 0.34 + 0.01 && 0.34 - 0.01 < b.alpha[1],
+        "alpha CI {:?}",
+        b.alpha
+    );
     // Fixed E: recovers the exponents with E pinned at the truth.
-    let r2 = fit::fit_all(&data, &FitOptions { bootstrap: 0, grid_stride: 3, fixed_e: Some(1.7), ..FitOptions::default() }).unwrap();
+    let r2 = fit::fit_all(
+        &data,
+        &FitOptions {
+            bootstrap: 0,
+            grid_stride: 3,
+            fixed_e: Some(1.7),
+            ..FitOptions::default()
+        },
+    )
+    .unwrap();
     assert!((r2.e - 1.7).abs() < 1e-12);
     assert!((r2.alpha - 0.34).abs() < 0.02 && (r2.beta - 0.28).abs() < 0.02);
 }
@@ -269,42 +410,84 @@ fn recovers_known_chinchilla_law() {
 fn recovers_kaplan_forms() {
     let mut rng = scalelab::corpus::Rng::new(3);
     let xs: Vec<f64> = (0..30).map(|i| 1e6 * 10f64.powf(i as f64 * 0.15)).collect();
-    let pure: Vec<f64> = xs.iter().map(|x| (8.8e13 / x).powf(0.076) * (1.0 + 0.002 * rng.normal())).collect();
+    let pure: Vec<f64> = xs
+        .iter()
+        .map(|x| (8.8e13 / x).powf(0.076) * (1.0 + 0.002 * rng.normal()))
+        .collect();
     let l = fit::fit_kaplan_single("N", &xs, &pure, false, 1e-3).unwrap();
-    assert!((l.alpha - 0.076).abs() < 0.003 && (l.x_c / 8.8e13).ln().abs() < 0.3, "{l:?}");
-    let with_e: Vec<f64> = xs.iter().map(|x| 1.5 + (1e5 / x).powf(0.3) * (1.0 + 0.001 * rng.normal())).collect();
+    assert!(
+        (l.alpha - 0.076).abs() < 0.003 && (l.x_c / 8.8e13).ln().abs() < 0.3,
+        "{l:?}"
+    );
+    let with_e: Vec<f64> = xs
+        .iter()
+        .map(|x| 1.5 + (1e5 / x).powf(0.3) * (1.0 + 0.001 * rng.normal()))
+        .collect();
     let l = fit::fit_kaplan_single("N", &xs, &with_e, true, 1e-3).unwrap();
-    assert!((l.alpha - 0.3).abs() < 0.03 && (l.e.unwrap() - 1.5).abs() < 0.03, "{l:?}");
+    assert!(
+        (l.alpha - 0.3).abs() < 0.03 && (l.e.unwrap() - 1.5).abs() < 0.03,
+        "{l:?}"
+    );
 }
 
 #[test]
 fn approach2_recovers_isoflop_frontier() {
     // Points from a known law on IsoFLOP slices: vertices follow N_opt ∝ C^(β/(α+β)).
-    let p = scalelab::fit::laws::ChinchillaParams { e: 1.7, a: 400.0, b: 1800.0, alpha: 0.34, beta: 0.28 };
+    let p = scalelab::fit::laws::ChinchillaParams {
+        e: 1.7,
+        a: 400.0,
+        b: 1800.0,
+        alpha: 0.34,
+        beta: 0.28,
+    };
     let mut pts = Vec::new();
     for k in 0..5 {
         let c = 1e19 * 10f64.powi(k);
         let (n_star, _) = p.optimal(c);
         for j in -4..=4 {
             let n = n_star * 2f64.powf(j as f64 * 0.5);
-            pts.push(Point { n, d: c / (6.0 * n), loss: p.predict(n, c / (6.0 * n)), budget: Some(c) });
+            pts.push(Point {
+                n,
+                d: c / (6.0 * n),
+                loss: p.predict(n, c / (6.0 * n)),
+                budget: Some(c),
+            });
         }
     }
     let a2 = scalelab::fit::isoflop::approach2(&pts);
     assert_eq!(a2.used_budgets, 5);
     let a = a2.a.unwrap();
-    assert!((a - p.exponent_a()).abs() < 0.01, "a2 {a} vs {}", p.exponent_a());
+    assert!(
+        (a - p.exponent_a()).abs() < 0.01,
+        "a2 {a} vs {}",
+        p.exponent_a()
+    );
     assert!((a2.b.unwrap() - (1.0 - p.exponent_a())).abs() < 0.01);
     // Holdout of the largest budget predicts it well (noise-free data).
-    let data = Dataset { source: "iso".into(), points: pts, dropped_top: 0, curves: vec![] };
+    let data = Dataset {
+        source: "iso".into(),
+        points: pts,
+        dropped_top: 0,
+        curves: vec![],
+    };
     let r = fit::fit_all(
         &data,
-        &FitOptions { bootstrap: 0, grid_stride: 5, holdout: Holdout::LargestBudget, targets: vec![1e24], ..FitOptions::default() },
+        &FitOptions {
+            bootstrap: 0,
+            grid_stride: 5,
+            holdout: Holdout::LargestBudget,
+            targets: vec![1e24],
+            ..FitOptions::default()
+        },
     )
     .unwrap();
     let h = r.holdout.unwrap();
     assert_eq!(h.held_out_points, 9);
-    assert!(h.mean_abs_pct_error < 0.005, "holdout error {}", h.mean_abs_pct_error);
+    assert!(
+        h.mean_abs_pct_error < 0.005,
+        "holdout error {}",
+        h.mean_abs_pct_error
+    );
     let t = &r.compute_optimal.targets[0];
     assert!((t.n_opt / p.optimal(1e24).0 - 1.0).abs() < 0.05);
 }
@@ -321,11 +504,23 @@ fn marin_isoflop_fit_runs_both_approaches() {
     };
     let data = Dataset::from_table(&path, &cols, 0).unwrap();
     assert_eq!(data.points.len(), 85);
-    let r = fit::fit_all(&data, &FitOptions { bootstrap: 0, grid_stride: 5, ..FitOptions::default() }).unwrap();
+    let r = fit::fit_all(
+        &data,
+        &FitOptions {
+            bootstrap: 0,
+            grid_stride: 5,
+            ..FitOptions::default()
+        },
+    )
+    .unwrap();
     let a2 = r.approach2.a.expect("approach 2 exponent");
     assert!(r.approach2.used_budgets >= 4);
     assert!((0.3..0.7).contains(&a2), "a2 {a2}");
-    assert!((0.3..0.7).contains(&r.compute_optimal.a), "a3 {}", r.compute_optimal.a);
+    assert!(
+        (0.3..0.7).contains(&r.compute_optimal.a),
+        "a3 {}",
+        r.compute_optimal.a
+    );
 }
 
 #[test]
@@ -333,8 +528,24 @@ fn fit_cli_json_and_bad_inputs() {
     let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
     let c = csv.to_str().unwrap();
     let o = scalelab(&[
-        "fit", "--input", c, "--n-col", "Model Size", "--c-col", "Training FLOP", "--loss-col", "loss",
-        "--drop-top", "5", "--json", "--bootstrap", "20", "--grid-stride", "10", "--target-flops", "5.88e23",
+        "fit",
+        "--input",
+        c,
+        "--n-col",
+        "Model Size",
+        "--c-col",
+        "Training FLOP",
+        "--loss-col",
+        "loss",
+        "--drop-top",
+        "5",
+        "--json",
+        "--bootstrap",
+        "20",
+        "--grid-stride",
+        "10",
+        "--target-flops",
+        "5.88e23",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -343,7 +554,10 @@ fn fit_cli_json_and_bad_inputs() {
     }
     let t = &v["compute_optimal"]["targets"][0];
     let n = t["n_opt"].as_f64().unwrap();
-    assert!((n / 7.3e10 - 1.0).abs() < 0.1, "N* at Chinchilla compute {n}");
+    assert!(
+        (n / 7.3e10 - 1.0).abs() < 0.1,
+        "N* at Chinchilla compute {n}"
+    );
 
     let dir = tmp("fitbad");
     let write = |name: &str, text: &str| {
@@ -358,8 +572,21 @@ fn fit_cli_json_and_bad_inputs() {
     };
     let std_cols = ["--n-col", "N", "--d-col", "D", "--loss-col", "L"];
     // Misspelled column: names the columns that exist.
-    let o = run(c, &["--n-col", "Model Sise", "--c-col", "Training FLOP", "--loss-col", "loss"]);
-    assert_user_error(&o, &["Model Sise", "Did you mean `Model Size`", "`Training FLOP`"]);
+    let o = run(
+        c,
+        &[
+            "--n-col",
+            "Model Sise",
+            "--c-col",
+            "Training FLOP",
+            "--loss-col",
+            "loss",
+        ],
+    );
+    assert_user_error(
+        &o,
+        &["Model Sise", "Did you mean `Model Size`", "`Training FLOP`"],
+    );
     // Too few points.
     let f = write("few.csv", "N,D,L\n1e6,1e8,3.0\n2e6,2e8,2.9\n");
     assert_user_error(&run(&f, &std_cols), &["at least 6"]);
@@ -376,5 +603,8 @@ fn fit_cli_json_and_bad_inputs() {
     let f = write("empty.csv", "");
     assert_user_error(&run(&f, &std_cols), &["empty"]);
     // Results folder without runs.
-    assert_user_error(&scalelab(&["fit", dir.to_str().unwrap()]), &["runs.parquet"]);
+    assert_user_error(
+        &scalelab(&["fit", dir.to_str().unwrap()]),
+        &["runs.parquet"],
+    );
 }

@@ -86,11 +86,17 @@ pub fn parabola_fit(x: &[f64], y: &[f64]) -> Option<[f64; 3]> {
 
 fn solve3(a: [[f64; 3]; 3], b: [f64; 3]) -> Option<[f64; 3]> {
     let det = |m: [[f64; 3]; 3]| {
-        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+            - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
             + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
     };
     let d = det(a);
-    let scale = a.iter().flatten().map(|v| v.abs()).fold(0.0, f64::max).powi(3);
+    let scale = a
+        .iter()
+        .flatten()
+        .map(|v| v.abs())
+        .fold(0.0, f64::max)
+        .powi(3);
     if d.abs() <= 1e-14 * scale {
         return None;
     }
@@ -112,7 +118,10 @@ pub fn group_budgets(points: &[Point]) -> (String, Vec<(f64, Vec<usize>)>) {
         let mut groups: Vec<(f64, Vec<usize>)> = Vec::new();
         for (i, p) in points.iter().enumerate() {
             let b = p.budget.unwrap();
-            match groups.iter_mut().find(|(g, _)| (*g - b).abs() <= 1e-9 * b.abs()) {
+            match groups
+                .iter_mut()
+                .find(|(g, _)| (*g - b).abs() <= 1e-9 * b.abs())
+            {
                 Some((_, v)) => v.push(i),
                 None => groups.push((b, vec![i])),
             }
@@ -148,7 +157,11 @@ pub fn approach2(points: &[Point]) -> Approach2 {
     for (budget, idx) in groups {
         let x: Vec<f64> = idx.iter().map(|&i| points[i].n.ln()).collect();
         let y: Vec<f64> = idx.iter().map(|&i| points[i].loss).collect();
-        let (n_min, n_max) = x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (n_min, n_max) = x
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            });
         let mut bf = BudgetFit {
             budget,
             points: idx.len(),
@@ -167,7 +180,9 @@ pub fn approach2(points: &[Point]) -> Approach2 {
             v.len()
         };
         if distinct < 3 {
-            bf.excluded = Some(format!("{distinct} distinct model size(s); a parabola needs 3"));
+            bf.excluded = Some(format!(
+                "{distinct} distinct model size(s); a parabola needs 3"
+            ));
         } else if let Some(p) = parabola_fit(&x, &y) {
             bf.parabola = Some(p);
             if p[0] <= 0.0 {
@@ -246,7 +261,11 @@ pub fn approach1(curves: &[CurvePoint], bins: usize) -> Approach1 {
                 best[b] = Some((lc, n, l));
             }
         }
-        envelope = best.into_iter().flatten().map(|(lc, n, l)| [lc.exp(), n, l]).collect();
+        envelope = best
+            .into_iter()
+            .flatten()
+            .map(|(lc, n, l)| [lc.exp(), n, l])
+            .collect();
     }
     let mut sizes: Vec<f64> = envelope.iter().map(|e| e[1]).collect();
     sizes.sort_by(f64::total_cmp);
@@ -258,7 +277,12 @@ pub fn approach1(curves: &[CurvePoint], bins: usize) -> Approach1 {
     } else {
         None
     };
-    Approach1 { envelope, a: fit.map(|f| f.0), k: fit.map(|f| f.1), distinct_sizes: sizes.len() }
+    Approach1 {
+        envelope,
+        a: fit.map(|f| f.0),
+        k: fit.map(|f| f.1),
+        distinct_sizes: sizes.len(),
+    }
 }
 
 #[cfg(test)]
@@ -270,7 +294,9 @@ mod tests {
         let x: Vec<f64> = (0..7).map(|i| 18.0 + 0.5 * i as f64).collect();
         let y: Vec<f64> = x.iter().map(|v| 0.3 * v * v - 12.0 * v + 125.0).collect();
         let p = parabola_fit(&x, &y).unwrap();
-        assert!((p[0] - 0.3).abs() < 1e-8 && (p[1] + 12.0).abs() < 1e-6 && (p[2] - 125.0).abs() < 1e-4);
+        assert!(
+            (p[0] - 0.3).abs() < 1e-8 && (p[1] + 12.0).abs() < 1e-6 && (p[2] - 125.0).abs() < 1e-4
+        );
     }
 
     #[test]

@@ -101,7 +101,13 @@ pub struct ChinchillaParams {
 
 impl ChinchillaParams {
     pub fn from_log(p: [f64; 5]) -> Self {
-        ChinchillaParams { a: p[0].exp(), b: p[1].exp(), e: p[2].exp(), alpha: p[3], beta: p[4] }
+        ChinchillaParams {
+            a: p[0].exp(),
+            b: p[1].exp(),
+            e: p[2].exp(),
+            alpha: p[3],
+            beta: p[4],
+        }
     }
 
     pub fn to_log(&self) -> [f64; 5] {
@@ -142,7 +148,11 @@ impl Objective for KaplanObjective<'_> {
         let mut w = [0.0; 2];
         for i in 0..self.ln_l.len() {
             let t = x[0] - x[1] * self.ln_x[i];
-            let pred = if self.with_e { lse(&[t, x[2]], &mut w) } else { t };
+            let pred = if self.with_e {
+                lse(&[t, x[2]], &mut w)
+            } else {
+                t
+            };
             if !self.with_e {
                 w[0] = 1.0;
             }
@@ -199,25 +209,52 @@ mod tests {
             xm[i] -= h;
             let mut tmp = vec![0.0; x.len()];
             let num = (obj.eval(&xp, &mut tmp) - obj.eval(&xm, &mut tmp)) / (2.0 * h);
-            assert!((num - g[i]).abs() < 1e-4 * (1.0 + num.abs()), "d/dx{i}: {num} vs {}", g[i]);
+            assert!(
+                (num - g[i]).abs() < 1e-4 * (1.0 + num.abs()),
+                "d/dx{i}: {num} vs {}",
+                g[i]
+            );
         }
     }
 
     #[test]
     fn analytic_gradients_match_finite_differences() {
         let ln_n: Vec<f64> = (0..20).map(|i| 16.0 + 0.3 * i as f64).collect();
-        let ln_d: Vec<f64> = (0..20).map(|i| 19.0 + 0.25 * ((i * 7) % 20) as f64).collect();
-        let ln_l: Vec<f64> = (0..20).map(|i| 1.0 + 0.03 * ((i * 3) % 11) as f64).collect();
+        let ln_d: Vec<f64> = (0..20)
+            .map(|i| 19.0 + 0.25 * ((i * 7) % 20) as f64)
+            .collect();
+        let ln_l: Vec<f64> = (0..20)
+            .map(|i| 1.0 + 0.03 * ((i * 3) % 11) as f64)
+            .collect();
         // A large delta keeps every residual in the smooth quadratic zone.
-        let c = ChinchillaObjective { ln_n: &ln_n, ln_d: &ln_d, ln_l: &ln_l, delta: 10.0, fixed_e: None };
+        let c = ChinchillaObjective {
+            ln_n: &ln_n,
+            ln_d: &ln_d,
+            ln_l: &ln_l,
+            delta: 10.0,
+            fixed_e: None,
+        };
         check_grad(&c, &[6.0, 7.0, 0.5, 0.3, 0.35]);
-        let cf = ChinchillaObjective { fixed_e: Some(0.4), ..c };
+        let cf = ChinchillaObjective {
+            fixed_e: Some(0.4),
+            ..c
+        };
         check_grad(&cf, &[6.0, 7.0, 0.3, 0.35]);
-        let k = KaplanObjective { ln_x: &ln_n, ln_l: &ln_l, delta: 10.0, with_e: true };
+        let k = KaplanObjective {
+            ln_x: &ln_n,
+            ln_l: &ln_l,
+            delta: 10.0,
+            with_e: true,
+        };
         check_grad(&k, &[3.0, 0.1, 0.2]);
         let k0 = KaplanObjective { with_e: false, ..k };
         check_grad(&k0, &[3.0, 0.1]);
-        let nd = KaplanNdObjective { ln_n: &ln_n, ln_d: &ln_d, ln_l: &ln_l, delta: 10.0 };
+        let nd = KaplanNdObjective {
+            ln_n: &ln_n,
+            ln_d: &ln_d,
+            ln_l: &ln_l,
+            delta: 10.0,
+        };
         check_grad(&nd, &[20.0, 1.2, 22.0, 0.1]);
     }
 

@@ -112,13 +112,21 @@ impl Dataset {
             (None, None) => bail_user!("give the data size as --d-col COL, or the compute as --c-col COL (then D = C / 6N)"),
         };
         let budget: Vec<Option<f64>> = match &cols.budget {
-            Some(b) => t.text(b, "--budget-col")?.iter().map(|s| s.as_deref().and_then(first_number)).collect(),
+            Some(b) => t
+                .text(b, "--budget-col")?
+                .iter()
+                .map(|s| s.as_deref().and_then(first_number))
+                .collect(),
             None => vec![None; t.rows],
         };
         let mut points = Vec::new();
         for k in 0..t.rows {
             let (Some(nv), Some(dv), Some(lv)) = (n[k], d[k], loss[k]) else {
-                bail_user!("{}: row {} has an empty N, D or loss cell", path.display(), k + 1);
+                bail_user!(
+                    "{}: row {} has an empty N, D or loss cell",
+                    path.display(),
+                    k + 1
+                );
             };
             for (name, v) in [("N", nv), ("D", dv), ("loss", lv)] {
                 if !v.is_finite() || v <= 0.0 {
@@ -129,9 +137,19 @@ impl Dataset {
                     );
                 }
             }
-            points.push(Point { n: nv, d: dv, loss: lv, budget: budget[k] });
+            points.push(Point {
+                n: nv,
+                d: dv,
+                loss: lv,
+                budget: budget[k],
+            });
         }
-        let mut ds = Dataset { source: path.display().to_string(), points, dropped_top: 0, curves: Vec::new() };
+        let mut ds = Dataset {
+            source: path.display().to_string(),
+            points,
+            dropped_top: 0,
+            curves: Vec::new(),
+        };
         ds.drop_top(drop_top)?;
         Ok(ds)
     }
@@ -149,17 +167,34 @@ impl Dataset {
         let points: Vec<Point> = runs
             .iter()
             .filter(|r| r.status == "ok" && r.eval_loss.is_finite() && r.eval_loss > 0.0)
-            .map(|r| Point { n: r.n_params as f64, d: r.tokens as f64, loss: r.eval_loss, budget: r.budget })
+            .map(|r| Point {
+                n: r.n_params as f64,
+                d: r.tokens as f64,
+                loss: r.eval_loss,
+                budget: r.budget,
+            })
             .collect();
-        let n_of: std::collections::HashMap<&str, f64> =
-            runs.iter().filter(|r| r.status == "ok").map(|r| (r.run_id.as_str(), r.n_params as f64)).collect();
+        let n_of: std::collections::HashMap<&str, f64> = runs
+            .iter()
+            .filter(|r| r.status == "ok")
+            .map(|r| (r.run_id.as_str(), r.n_params as f64))
+            .collect();
         let curves = crate::store::read_curves(dir)?
             .into_iter()
             .filter_map(|(id, c)| {
-                Some(CurvePoint { n: *n_of.get(id.as_str())?, tokens: c.tokens as f64, loss: c.eval_loss? })
+                Some(CurvePoint {
+                    n: *n_of.get(id.as_str())?,
+                    tokens: c.tokens as f64,
+                    loss: c.eval_loss?,
+                })
             })
             .collect();
-        let mut ds = Dataset { source: dir.display().to_string(), points, dropped_top: 0, curves };
+        let mut ds = Dataset {
+            source: dir.display().to_string(),
+            points,
+            dropped_top: 0,
+            curves,
+        };
         ds.drop_top(drop_top)?;
         Ok(ds)
     }
@@ -190,8 +225,15 @@ impl Dataset {
             );
         }
         let l0 = self.points[0].loss;
-        if self.points.iter().all(|p| (p.loss - l0).abs() <= 1e-12 * l0) {
-            bail_user!("{}: every loss equals {l0}; a scaling law cannot be fitted to constant losses", self.source);
+        if self
+            .points
+            .iter()
+            .all(|p| (p.loss - l0).abs() <= 1e-12 * l0)
+        {
+            bail_user!(
+                "{}: every loss equals {l0}; a scaling law cannot be fitted to constant losses",
+                self.source
+            );
         }
         Ok(())
     }
@@ -259,15 +301,30 @@ pub struct Approach3 {
 }
 
 /// Fit Approach 3 from the given starts (each `[a, b, e, α, β]`).
-pub fn fit_chinchilla(points: &[Point], opts: &FitOptions, starts: &[Vec<f64>]) -> anyhow::Result<Approach3> {
+pub fn fit_chinchilla(
+    points: &[Point],
+    opts: &FitOptions,
+    starts: &[Vec<f64>],
+) -> anyhow::Result<Approach3> {
     let t0 = Instant::now();
     let ln_n: Vec<f64> = points.iter().map(|p| p.n.ln()).collect();
     let ln_d: Vec<f64> = points.iter().map(|p| p.d.ln()).collect();
     let ln_l: Vec<f64> = points.iter().map(|p| p.loss.ln()).collect();
     let fixed_e = opts.fixed_e.map(f64::ln);
-    let obj = ChinchillaObjective { ln_n: &ln_n, ln_d: &ln_d, ln_l: &ln_l, delta: opts.delta, fixed_e };
+    let obj = ChinchillaObjective {
+        ln_n: &ln_n,
+        ln_d: &ln_d,
+        ln_l: &ln_l,
+        delta: opts.delta,
+        fixed_e,
+    };
     let starts: Vec<Vec<f64>> = match fixed_e {
-        Some(_) => dedup(starts.iter().map(|s| vec![s[0], s[1], s[3], s[4]]).collect()),
+        Some(_) => dedup(
+            starts
+                .iter()
+                .map(|s| vec![s[0], s[1], s[3], s[4]])
+                .collect(),
+        ),
         None => starts.to_vec(),
     };
     let Some((best, convergence)) = multi_start(&obj, &starts, LbfgsOptions::default()) else {
@@ -286,7 +343,13 @@ pub fn fit_chinchilla(points: &[Point], opts: &FitOptions, starts: &[Vec<f64>]) 
 }
 
 fn dedup(mut v: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
-    v.sort_by(|a, b| a.iter().zip(b).map(|(x, y)| x.total_cmp(y)).find(|o| o.is_ne()).unwrap_or(std::cmp::Ordering::Equal));
+    v.sort_by(|a, b| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.total_cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     v.dedup();
     v
 }
@@ -320,10 +383,21 @@ pub struct Kaplan {
 }
 
 /// Fit one Kaplan single-variable law.
-pub fn fit_kaplan_single(name: &str, x: &[f64], loss: &[f64], with_e: bool, delta: f64) -> Option<KaplanLaw> {
+pub fn fit_kaplan_single(
+    name: &str,
+    x: &[f64],
+    loss: &[f64],
+    with_e: bool,
+    delta: f64,
+) -> Option<KaplanLaw> {
     let ln_x: Vec<f64> = x.iter().map(|v| v.ln()).collect();
     let ln_l: Vec<f64> = loss.iter().map(|v| v.ln()).collect();
-    let obj = KaplanObjective { ln_x: &ln_x, ln_l: &ln_l, delta, with_e };
+    let obj = KaplanObjective {
+        ln_x: &ln_x,
+        ln_l: &ln_l,
+        delta,
+        with_e,
+    };
     let mx = ln_x.iter().sum::<f64>() / ln_x.len() as f64;
     let mean_l = loss.iter().sum::<f64>() / loss.len() as f64;
     let min_l = loss.iter().cloned().fold(f64::INFINITY, f64::min);
@@ -367,7 +441,12 @@ fn fit_kaplan(points: &[Point], delta: f64) -> Kaplan {
     let ln_n: Vec<f64> = points.iter().map(|p| p.n.ln()).collect();
     let ln_d: Vec<f64> = points.iter().map(|p| p.d.ln()).collect();
     let ln_l: Vec<f64> = loss.iter().map(|v| v.ln()).collect();
-    let obj = KaplanNdObjective { ln_n: &ln_n, ln_d: &ln_d, ln_l: &ln_l, delta };
+    let obj = KaplanNdObjective {
+        ln_n: &ln_n,
+        ln_d: &ln_d,
+        ln_l: &ln_l,
+        delta,
+    };
     let mut starts = Vec::new();
     for &q in &[0.5, 1.0, 2.0] {
         for &ad in &[0.05, 0.1, 0.3] {
@@ -508,7 +587,10 @@ fn ci(mut v: Vec<f64>) -> [f64; 2] {
 
 /// The standard grid, thinned by `stride`.
 fn grid(stride: usize) -> Vec<Vec<f64>> {
-    laws::chinchilla_grid().into_iter().step_by(stride.max(1)).collect()
+    laws::chinchilla_grid()
+        .into_iter()
+        .step_by(stride.max(1))
+        .collect()
 }
 
 /// Bootstrap Approach 3.
@@ -520,7 +602,9 @@ pub fn bootstrap(points: &[Point], full: &Approach3, opts: &FitOptions) -> Boots
         .into_par_iter()
         .map(|k| {
             let mut rng = Rng::new(opts.seed.wrapping_mul(0x9E37_79B9).wrapping_add(k as u64));
-            let sample: Vec<Point> = (0..points.len()).map(|_| points[rng.below(points.len())].clone()).collect();
+            let sample: Vec<Point> = (0..points.len())
+                .map(|_| points[rng.below(points.len())].clone())
+                .collect();
             let mut starts = vec![full.log_params.to_vec()];
             for _ in 0..per - 1 {
                 starts.push(g[rng.below(g.len())].clone());
@@ -529,9 +613,18 @@ pub fn bootstrap(points: &[Point], full: &Approach3, opts: &FitOptions) -> Boots
             let ln_d: Vec<f64> = sample.iter().map(|p| p.d.ln()).collect();
             let ln_l: Vec<f64> = sample.iter().map(|p| p.loss.ln()).collect();
             let fixed_e = opts.fixed_e.map(f64::ln);
-            let obj = ChinchillaObjective { ln_n: &ln_n, ln_d: &ln_d, ln_l: &ln_l, delta: opts.delta, fixed_e };
+            let obj = ChinchillaObjective {
+                ln_n: &ln_n,
+                ln_d: &ln_d,
+                ln_l: &ln_l,
+                delta: opts.delta,
+                fixed_e,
+            };
             let starts: Vec<Vec<f64>> = match fixed_e {
-                Some(_) => starts.iter().map(|s| vec![s[0], s[1], s[3], s[4]]).collect(),
+                Some(_) => starts
+                    .iter()
+                    .map(|s| vec![s[0], s[1], s[3], s[4]])
+                    .collect(),
                 None => starts,
             };
             let mut best: Option<optim::LocalMin> = None;
@@ -559,7 +652,10 @@ pub fn bootstrap(points: &[Point], full: &Approach3, opts: &FitOptions) -> Boots
         alpha: col(&|p| p.alpha),
         beta: col(&|p| p.beta),
         a: col(&|p| p.exponent_a()),
-        samples: ok.iter().map(|p| [p.e, p.a, p.b, p.alpha, p.beta]).collect(),
+        samples: ok
+            .iter()
+            .map(|p| [p.e, p.a, p.b, p.alpha, p.beta])
+            .collect(),
     }
 }
 
@@ -568,7 +664,9 @@ fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<Holdout
         Holdout::None => return Ok(None),
         Holdout::LargestBudget => {
             let (grouping, groups) = isoflop::group_budgets(points);
-            let Some((b, idx)) = groups.last() else { return Ok(None) };
+            let Some((b, idx)) = groups.last() else {
+                return Ok(None);
+            };
             let mut h = vec![false; points.len()];
             for &i in idx {
                 h[i] = true;
@@ -577,11 +675,24 @@ fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<Holdout
         }
         Holdout::Fraction(f) => {
             let mut rng = Rng::new(opts.seed ^ 0x401D);
-            (format!("random {:.0}% of points (seed {})", f * 100.0, opts.seed), (0..points.len()).map(|_| rng.next_f64() < f).collect())
+            (
+                format!("random {:.0}% of points (seed {})", f * 100.0, opts.seed),
+                (0..points.len()).map(|_| rng.next_f64() < f).collect(),
+            )
         }
     };
-    let train: Vec<Point> = points.iter().zip(&held).filter(|(_, &h)| !h).map(|(p, _)| p.clone()).collect();
-    let test: Vec<&Point> = points.iter().zip(&held).filter(|(_, &h)| h).map(|(p, _)| p).collect();
+    let train: Vec<Point> = points
+        .iter()
+        .zip(&held)
+        .filter(|(_, &h)| !h)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let test: Vec<&Point> = points
+        .iter()
+        .zip(&held)
+        .filter(|(_, &h)| h)
+        .map(|(p, _)| p)
+        .collect();
     if test.is_empty() || train.len() < 6 {
         bail_user!(
             "--holdout: the rule leaves {} point(s) to fit and {} to check; need at least 6 and 1",
@@ -592,10 +703,18 @@ fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<Holdout
     let fit = fit_chinchilla(&train, opts, &grid(opts.grid_stride))?;
     let pts: Vec<HeldOutPoint> = test
         .iter()
-        .map(|p| HeldOutPoint { n: p.n, d: p.d, loss: p.loss, predicted: fit.params.predict(p.n, p.d) })
+        .map(|p| HeldOutPoint {
+            n: p.n,
+            d: p.d,
+            loss: p.loss,
+            predicted: fit.params.predict(p.n, p.d),
+        })
         .collect();
     let abs: Vec<f64> = pts.iter().map(|p| (p.predicted - p.loss).abs()).collect();
-    let pct: Vec<f64> = pts.iter().map(|p| (p.predicted - p.loss).abs() / p.loss).collect();
+    let pct: Vec<f64> = pts
+        .iter()
+        .map(|p| (p.predicted - p.loss).abs() / p.loss)
+        .collect();
     Ok(Some(HoldoutReport {
         rule,
         fitted_points: train.len(),
@@ -629,13 +748,23 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
                     let sm: Vec<ChinchillaParams> = b
                         .samples
                         .iter()
-                        .map(|s| ChinchillaParams { e: s[0], a: s[1], b: s[2], alpha: s[3], beta: s[4] })
+                        .map(|s| ChinchillaParams {
+                            e: s[0],
+                            a: s[1],
+                            b: s[2],
+                            alpha: s[3],
+                            beta: s[4],
+                        })
                         .collect();
                     let opt: Vec<(f64, f64)> = sm.iter().map(|q| q.optimal(c)).collect();
                     (
                         Some(ci(opt.iter().map(|o| o.0).collect())),
                         Some(ci(opt.iter().map(|o| o.1).collect())),
-                        Some(ci(sm.iter().zip(&opt).map(|(q, o)| q.predict(o.0, o.1)).collect())),
+                        Some(ci(sm
+                            .iter()
+                            .zip(&opt)
+                            .map(|(q, o)| q.predict(o.0, o.1))
+                            .collect())),
                     )
                 }
                 None => (None, None, None),
@@ -662,7 +791,10 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     let approach2 = isoflop::approach2(pts);
     let approach1 = (!data.curves.is_empty()).then(|| isoflop::approach1(&data.curves, 30));
     let holdout = holdout(pts, opts)?;
-    let residuals = pts.iter().map(|q| [q.n, q.d, q.loss, p.predict(q.n, q.d)]).collect();
+    let residuals = pts
+        .iter()
+        .map(|q| [q.n, q.d, q.loss, p.predict(q.n, q.d)])
+        .collect();
     let choices = vec![
         format!("Approach 3: minimise the SUM over points of Huber_delta(log Lhat - log L), delta = {}", opts.delta),
         "Approach 3: parameterised as log Lhat = LSE(a - alpha log N, b - beta log D, e); L-BFGS (argmin, More-Thuente), analytic gradients".into(),
@@ -693,35 +825,72 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     })
 }
 
+/// A number in 4 decimals, or in e-notation when very large or small.
+pub fn num(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-3) {
+        format!("{v:.4e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 /// Human-readable summary.
 pub fn render_text(r: &FitReport) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let b = r.bootstrap.as_ref();
-    let iv = |x: Option<[f64; 2]>| x.map(|v| format!("  [{:.4}, {:.4}]", v[0], v[1])).unwrap_or_default();
-    let _ = writeln!(s, "scaling-law fit of {} ({} points, {} highest dropped)", r.source, r.n_points, r.dropped_top);
-    let _ = writeln!(s, "\nApproach 3  L = E + A/N^alpha + B/D^beta   (95% bootstrap CI)");
-    let _ = writeln!(s, "  E      {:>12.4}{}", r.e, iv(b.map(|b| b.e)));
-    let _ = writeln!(s, "  A      {:>12.4}{}", r.a, iv(b.map(|b| b.a_coef)));
-    let _ = writeln!(s, "  B      {:>12.4}{}", r.b, iv(b.map(|b| b.b_coef)));
-    let _ = writeln!(s, "  alpha  {:>12.4}{}", r.alpha, iv(b.map(|b| b.alpha)));
-    let _ = writeln!(s, "  beta   {:>12.4}{}", r.beta, iv(b.map(|b| b.beta)));
+    let iv = |x: Option<[f64; 2]>| {
+        x.map(|v| format!("  [{}, {}]", num(v[0]), num(v[1])))
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        s,
+        "scaling-law fit of {} ({} points, {} highest dropped)",
+        r.source, r.n_points, r.dropped_top
+    );
+    let _ = writeln!(
+        s,
+        "\nApproach 3  L = E + A/N^alpha + B/D^beta   (95% bootstrap CI)"
+    );
+    let _ = writeln!(s, "  E      {:>12}{}", num(r.e), iv(b.map(|b| b.e)));
+    let _ = writeln!(s, "  A      {:>12}{}", num(r.a), iv(b.map(|b| b.a_coef)));
+    let _ = writeln!(s, "  B      {:>12}{}", num(r.b), iv(b.map(|b| b.b_coef)));
+    let _ = writeln!(s, "  alpha  {:>12}{}", num(r.alpha), iv(b.map(|b| b.alpha)));
+    let _ = writeln!(s, "  beta   {:>12}{}", num(r.beta), iv(b.map(|b| b.beta)));
     let c = &r.approach3.convergence;
     let _ = writeln!(
         s,
         "  objective {:.6e}  ({} starts, {} failed, {} converged; best: {} iters, |grad| {:.1e}; {:.2} s)",
         r.objective, c.starts, c.failed_starts, c.converged_starts, c.best_iterations, c.best_grad_norm, r.approach3.seconds
     );
-    let _ = writeln!(s, "\nCompute-optimal  N_opt ~ C^{:.4}{}  D_opt ~ C^{:.4}", r.compute_optimal.a, iv(b.map(|b| b.a)), r.compute_optimal.b);
+    let _ = writeln!(
+        s,
+        "\nCompute-optimal  N_opt ~ C^{:.4}{}  D_opt ~ C^{:.4}",
+        r.compute_optimal.a,
+        iv(b.map(|b| b.a)),
+        r.compute_optimal.b
+    );
     if let Some(a) = r.approach2.a {
-        let _ = writeln!(s, "  Approach 2 (IsoFLOP, {} budgets used): N_opt ~ C^{:.4}", r.approach2.used_budgets, a);
+        let _ = writeln!(
+            s,
+            "  Approach 2 (IsoFLOP, {} budgets used): N_opt ~ C^{:.4}",
+            r.approach2.used_budgets, a
+        );
     } else {
-        let _ = writeln!(s, "  Approach 2: not enough usable IsoFLOP budgets ({} used)", r.approach2.used_budgets);
+        let _ = writeln!(
+            s,
+            "  Approach 2: not enough usable IsoFLOP budgets ({} used)",
+            r.approach2.used_budgets
+        );
     }
     if let Some(a1) = &r.approach1 {
         match a1.a {
             Some(a) => {
-                let _ = writeln!(s, "  Approach 1 (curve envelope, {} sizes): N_opt ~ C^{:.4}", a1.distinct_sizes, a);
+                let _ = writeln!(
+                    s,
+                    "  Approach 1 (curve envelope, {} sizes): N_opt ~ C^{:.4}",
+                    a1.distinct_sizes, a
+                );
             }
             None => {
                 let _ = writeln!(s, "  Approach 1: envelope spans fewer than 2 model sizes");
@@ -732,13 +901,22 @@ pub fn render_text(r: &FitReport) -> String {
         let _ = writeln!(
             s,
             "  C = {:.2e}: N* = {:.3e}  D* = {:.3e}  ({:.1} tokens/param)  loss {:.4}{}",
-            t.flops, t.n_opt, t.d_opt, t.tokens_per_param, t.loss, iv(t.loss_ci)
+            t.flops,
+            t.n_opt,
+            t.d_opt,
+            t.tokens_per_param,
+            t.loss,
+            iv(t.loss_ci)
         );
     }
     let _ = writeln!(s, "\nKaplan forms");
     for l in &r.kaplan.laws {
         let e = l.e.map(|e| format!(" + E={e:.4}")).unwrap_or_default();
-        let _ = writeln!(s, "  L({}) = ({:.3e}/{})^{:.4}{}", l.variable, l.x_c, l.variable, l.alpha, e);
+        let _ = writeln!(
+            s,
+            "  L({}) = ({:.3e}/{})^{:.4}{}",
+            l.variable, l.x_c, l.variable, l.alpha, e
+        );
     }
     if let Some(j) = &r.kaplan.joint {
         let _ = writeln!(

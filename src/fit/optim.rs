@@ -90,7 +90,12 @@ pub struct LbfgsOptions {
 
 impl Default for LbfgsOptions {
     fn default() -> Self {
-        LbfgsOptions { max_iters: 1000, tol_grad: 1e-10, tol_cost: 1e-16, memory: 10 }
+        LbfgsOptions {
+            max_iters: 1000,
+            tol_grad: 1e-10,
+            tol_cost: 1e-16,
+            memory: 10,
+        }
     }
 }
 
@@ -100,7 +105,10 @@ pub fn local_min<O: Objective>(obj: &O, x0: &[f64], opt: LbfgsOptions) -> Option
     if !obj.eval(x0, &mut g0).is_finite() || g0.iter().any(|v| !v.is_finite()) {
         return None;
     }
-    let problem = Problem { obj, cache: RefCell::new(None) };
+    let problem = Problem {
+        obj,
+        cache: RefCell::new(None),
+    };
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), opt.memory)
         .with_tolerance_grad(opt.tol_grad)
         .ok()?
@@ -123,7 +131,10 @@ pub fn local_min<O: Objective>(obj: &O, x0: &[f64], opt: LbfgsOptions) -> Option
         objective,
         iterations: st.get_iter(),
         grad_norm,
-        converged: matches!(st.get_termination_reason(), Some(TerminationReason::SolverConverged)),
+        converged: matches!(
+            st.get_termination_reason(),
+            Some(TerminationReason::SolverConverged)
+        ),
     })
 }
 
@@ -133,8 +144,10 @@ pub fn multi_start<O: Objective>(
     starts: &[Vec<f64>],
     opt: LbfgsOptions,
 ) -> Option<(LocalMin, Convergence)> {
-    let results: Vec<Option<LocalMin>> =
-        starts.par_iter().map(|x0| local_min(obj, x0, opt)).collect();
+    let results: Vec<Option<LocalMin>> = starts
+        .par_iter()
+        .map(|x0| local_min(obj, x0, opt))
+        .collect();
     let failed = results.iter().filter(|r| r.is_none()).count();
     let converged = results.iter().flatten().filter(|r| r.converged).count();
     let best = results
@@ -195,7 +208,11 @@ mod tests {
     fn lbfgs_finds_rosenbrock_minimum() {
         let starts = vec![vec![-1.2, 1.0], vec![1e200, 1e200], vec![2.0, -1.0]];
         let (best, conv) = multi_start(&Rosenbrock, &starts, LbfgsOptions::default()).unwrap();
-        assert!((best.x[0] - 1.0).abs() < 1e-6 && (best.x[1] - 1.0).abs() < 1e-6, "{:?}", best.x);
+        assert!(
+            (best.x[0] - 1.0).abs() < 1e-6 && (best.x[1] - 1.0).abs() < 1e-6,
+            "{:?}",
+            best.x
+        );
         assert_eq!(conv.failed_starts, 1);
     }
 }
