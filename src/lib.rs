@@ -3,7 +3,7 @@
 //! Data flows one way, one module per stage:
 //! [`spec`] (the YAML sweep) → [`plan`] (concrete runs) → [`sweep`] (the executor) →
 //! [`train`] (one run, on [`model`], over a [`corpus`]) → [`store`] (Parquet) →
-//! [`fit`] (power laws) → report. [`device`] picks the burn backend; [`bench`] measures
+//! [`fit`] (power laws) → [`report`] (plots and documents). [`device`] picks the burn backend; [`bench`] measures
 //! throughput; [`table`] reads CSV/Parquet inputs for the fitter; [`error`] separates bad
 //! input (exit code 2) from internal failures.
 
@@ -14,6 +14,7 @@ pub mod error;
 pub mod fit;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod spec;
 pub mod store;
 pub mod sweep;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use scalelab::error::{is_user_error, user};
 use scalelab::fit::{self, Columns, Dataset, FitOptions, Holdout};
 use scalelab::spec::SpecSource;
-use scalelab::{bench, sweep};
+use scalelab::{bench, report, sweep};
 
 /// Scaling-law experiments on language models: a YAML sweep trains real Transformer LMs
 /// (burn; CPU or CUDA), logs every run to Parquet, and fits power laws to the results.
@@ -17,6 +17,7 @@ use scalelab::{bench, sweep};
 ///   scalelab plan sweeps/quick.yaml      # the runs, their N, D, FLOPs and an ETA
 ///   scalelab run sweeps/quick.yaml       # train (resumes if interrupted), write results/quick/
 ///   scalelab fit results/quick/          # Chinchilla + Kaplan + IsoFLOP fits, fits.json
+///   scalelab report results/quick/       # plots (PNG, SVG), report.md, report.html
 ///
 /// Exit codes: 0 success, 2 bad input (spec, flags, data files), 1 anything else.
 #[derive(Parser)]
@@ -42,9 +43,10 @@ enum Command {
         /// Device: cpu, cuda or cuda:K (overrides the spec's `device`).
         #[arg(long)]
         device: Option<String>,
-        /// Do not fit scaling laws (fits.json) when the sweep finishes.
-        #[arg(long)]
-        no_fit: bool,
+        /// Do not fit scaling laws and write the report (fits.json, plots/, report.md,
+        /// report.html) when the sweep finishes.
+        #[arg(long, alias = "no-fit")]
+        no_report: bool,
         /// Stop after training this many runs (the rest stay pending for the next invocation).
         #[arg(long, value_name = "K")]
         max_runs: Option<usize>,
@@ -68,51 +70,26 @@ enum Command {
     Fit {
         /// A sweep's results folder (with runs.parquet). Writes fits.json into it.
         results: Option<PathBuf>,
-        /// A CSV or Parquet table instead of a results folder.
-        #[arg(long, value_name = "FILE")]
-        input: Option<PathBuf>,
-        /// Column holding the parameter count N.
-        #[arg(long, value_name = "COL")]
-        n_col: Option<String>,
-        /// Column holding the training tokens D.
-        #[arg(long, value_name = "COL")]
-        d_col: Option<String>,
-        /// Column holding the compute C (then D = C / 6N).
-        #[arg(long, value_name = "COL")]
-        c_col: Option<String>,
-        /// Column holding the loss.
-        #[arg(long, value_name = "COL")]
-        loss_col: Option<String>,
-        /// Column holding the IsoFLOP budget (text cells: the first number, e.g. `isoflop-6e+19-...`).
-        #[arg(long, value_name = "COL")]
-        budget_col: Option<String>,
-        /// Drop the K highest-loss points before fitting.
-        #[arg(long, value_name = "K", default_value_t = 0)]
-        drop_top: usize,
+        #[command(flatten)]
+        args: FitArgs,
         /// Print one JSON object (top-level keys E, A, B, alpha, beta, objective, ...).
         #[arg(long)]
         json: bool,
-        /// Bootstrap resamples for the intervals (0 disables).
-        #[arg(long, value_name = "K", default_value_t = 1000)]
-        bootstrap: usize,
-        /// Seed for the bootstrap and random hold-outs.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Huber delta on log-loss residuals.
-        #[arg(long, value_name = "DELTA", default_value_t = 1e-3)]
-        huber_delta: f64,
-        /// Fix the irreducible loss E instead of fitting it.
-        #[arg(long, value_name = "E")]
-        fix_e: Option<f64>,
-        /// Held-out check: `largest-budget`, or a fraction such as 0.2.
-        #[arg(long, value_name = "RULE")]
-        holdout: Option<String>,
-        /// Compute budgets (FLOPs) for the compute-optimal table, comma separated.
-        #[arg(long, value_name = "C,C,...", value_delimiter = ',')]
-        target_flops: Vec<f64>,
-        /// Use every K-th start of the standard grid (1 = all 4,500).
-        #[arg(long, value_name = "K", default_value_t = 1)]
-        grid_stride: usize,
+    },
+    /// Scaling plots (PNG and SVG) and a report (report.md and a self-contained report.html)
+    /// with the fitted laws, their intervals, the agreement of Approaches 1-3, the held-out
+    /// prediction error and an extrapolation table. Writes fits.json with the same numbers.
+    Report {
+        /// A sweep's results folder; the report is written into it.
+        results: Option<PathBuf>,
+        #[command(flatten)]
+        args: FitArgs,
+        /// Plot formats, comma separated.
+        #[arg(long, default_value = "png,svg")]
+        format: String,
+        /// Output folder (default: the results folder; required with --input).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Benchmark training throughput (tokens/s) and MFU against the measured matmul peak,
     /// for three fixed shapes: a (d64 L2 h2 ctx64 batch32), b (d128 L4 h4 ctx128 b16),
@@ -133,6 +110,133 @@ enum Command {
     },
 }
 
+/// Input and fitting options shared by `fit` and `report`.
+#[derive(clap::Args)]
+struct FitArgs {
+    /// A CSV or Parquet table instead of a results folder.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Column holding the parameter count N.
+    #[arg(long, value_name = "COL")]
+    n_col: Option<String>,
+    /// Column holding the training tokens D.
+    #[arg(long, value_name = "COL")]
+    d_col: Option<String>,
+    /// Column holding the compute C (then D = C / 6N).
+    #[arg(long, value_name = "COL")]
+    c_col: Option<String>,
+    /// Column holding the loss.
+    #[arg(long, value_name = "COL")]
+    loss_col: Option<String>,
+    /// Column holding the IsoFLOP budget (text cells: the first number, e.g. `isoflop-6e+19-...`).
+    #[arg(long, value_name = "COL")]
+    budget_col: Option<String>,
+    /// Drop the K highest-loss points before fitting.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    drop_top: usize,
+    /// Bootstrap resamples for the intervals (0 disables).
+    #[arg(long, value_name = "K", default_value_t = 1000)]
+    bootstrap: usize,
+    /// Seed for the bootstrap and random hold-outs.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Huber delta on log-loss residuals.
+    #[arg(long, value_name = "DELTA", default_value_t = 1e-3)]
+    huber_delta: f64,
+    /// Fix the irreducible loss E instead of fitting it.
+    #[arg(long, value_name = "E")]
+    fix_e: Option<f64>,
+    /// Held-out check: `largest-budget`, `none`, or a fraction such as 0.2
+    /// (default: none for `fit`, largest-budget for `report`).
+    #[arg(long, value_name = "RULE")]
+    holdout: Option<String>,
+    /// Compute budgets (FLOPs) for the compute-optimal table, comma separated
+    /// (default for a results folder: the sweep's `target_flops`).
+    #[arg(long, value_name = "C,C,...", value_delimiter = ',')]
+    target_flops: Vec<f64>,
+    /// Use every K-th start of the standard grid (1 = all 4,500).
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    grid_stride: usize,
+}
+
+impl FitArgs {
+    /// The dataset: a results folder or a table.
+    fn dataset(&self, results: Option<&PathBuf>) -> anyhow::Result<Dataset> {
+        match (results, &self.input) {
+            (Some(dir), None) => Dataset::from_results(dir, self.drop_top),
+            (None, Some(file)) => {
+                let (Some(n), Some(loss)) = (&self.n_col, &self.loss_col) else {
+                    return Err(user(
+                        "--input needs --n-col COL and --loss-col COL (and --d-col or --c-col)",
+                    ));
+                };
+                let cols = Columns {
+                    n: n.clone(),
+                    d: self.d_col.clone(),
+                    c: self.c_col.clone(),
+                    loss: loss.clone(),
+                    budget: self.budget_col.clone(),
+                };
+                Dataset::from_table(file, &cols, self.drop_top)
+            }
+            (Some(_), Some(_)) => Err(user("give a results folder or --input FILE, not both")),
+            (None, None) => Err(user(
+                "nothing to fit: give a results folder (e.g. results/quick/) or --input FILE",
+            )),
+        }
+    }
+
+    fn options(
+        &self,
+        results: Option<&PathBuf>,
+        default_holdout: Holdout,
+    ) -> anyhow::Result<FitOptions> {
+        let holdout = match self.holdout.as_deref() {
+            Some(h) => Holdout::parse(h)?,
+            None => default_holdout,
+        };
+        if let Some(e) = self.fix_e {
+            if !(e > 0.0) {
+                return Err(user("--fix-e must be a positive loss"));
+            }
+        }
+        if self
+            .target_flops
+            .iter()
+            .any(|c| !(*c > 0.0 && c.is_finite()))
+        {
+            return Err(user(
+                "--target-flops: every budget must be a positive number of FLOPs, e.g. 1e21,1e23",
+            ));
+        }
+        let mut targets = self.target_flops.clone();
+        if targets.is_empty() {
+            if let Some(dir) = results {
+                targets = sweep_targets(dir);
+            }
+        }
+        Ok(FitOptions {
+            delta: self.huber_delta,
+            fixed_e: self.fix_e,
+            bootstrap: self.bootstrap,
+            seed: self.seed,
+            holdout,
+            targets,
+            grid_stride: self.grid_stride.max(1),
+        })
+    }
+}
+
+/// `target_flops` from the copy of the sweep spec in a results folder.
+fn sweep_targets(dir: &std::path::Path) -> Vec<f64> {
+    let p = dir.join("sweep.yaml");
+    SpecSource::from_file(&p)
+        .ok()
+        .and_then(|src| serde_saphyr::from_str::<scalelab::spec::SweepSpec>(&src.text).ok())
+        .map(|s| s.target_flops)
+        .unwrap_or_default()
+}
+
 fn spec_source(path: Option<PathBuf>) -> anyhow::Result<SpecSource> {
     match path {
         Some(p) => SpecSource::from_file(&p),
@@ -146,7 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sweep: path,
             out,
             device,
-            no_fit,
+            no_report,
             max_runs,
             plain,
         } => {
@@ -160,23 +264,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 s.failed,
                 s.out_dir.display()
             );
-            let finished = scalelab::store::read_runs(&s.out_dir)?.len();
-            if !no_fit && finished >= s.total {
-                let data = Dataset::from_results(&s.out_dir, 0)?;
-                if data.points.len() >= 6 {
-                    let opts = FitOptions {
-                        bootstrap: 200,
-                        ..FitOptions::default()
-                    };
-                    let report = fit::fit_all(&data, &opts)?;
-                    write_fits(&s.out_dir, &report)?;
-                    print!("{}", fit::render_text(&report));
-                } else {
-                    eprintln!(
-                        "scalelab: {} usable runs; a fit needs at least 6, skipping fits.json",
-                        data.points.len()
-                    );
+            if !no_report {
+                let opts = FitOptions {
+                    bootstrap: 200,
+                    holdout: Holdout::LargestBudget,
+                    targets: p.spec.target_flops.clone(),
+                    ..FitOptions::default()
+                };
+                let data = report::ReportData::from_results(&s.out_dir, &opts)?;
+                if let Some(f) = &data.fit {
+                    print!("{}", fit::render_text(f));
                 }
+                write_report(
+                    &data,
+                    &s.out_dir,
+                    &[report::plots::Format::Png, report::plots::Format::Svg],
+                )?;
             }
             Ok(())
         }
@@ -188,51 +291,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Fit {
             results,
-            input,
-            n_col,
-            d_col,
-            c_col,
-            loss_col,
-            budget_col,
-            drop_top,
+            args,
             json,
-            bootstrap,
-            seed,
-            huber_delta,
-            fix_e,
-            holdout,
-            target_flops,
-            grid_stride,
         } => {
-            let data = match (&results, &input) {
-                (Some(dir), None) => Dataset::from_results(dir, drop_top)?,
-                (None, Some(file)) => {
-                    let (Some(n), Some(loss)) = (n_col, loss_col) else {
-                        return Err(user("--input needs --n-col COL and --loss-col COL (and --d-col or --c-col)"));
-                    };
-                    Dataset::from_table(file, &Columns { n, d: d_col, c: c_col, loss, budget: budget_col }, drop_top)?
-                }
-                (Some(_), Some(_)) => return Err(user("give a results folder or --input FILE, not both")),
-                (None, None) => return Err(user("nothing to fit: give a results folder (scalelab fit results/NAME/) or --input FILE")),
-            };
-            let holdout = match holdout.as_deref() {
-                Some(h) => Holdout::parse(h)?,
-                None => Holdout::None,
-            };
-            if let Some(e) = fix_e {
-                if !(e > 0.0) {
-                    return Err(user("--fix-e must be a positive loss"));
-                }
-            }
-            let opts = FitOptions {
-                delta: huber_delta,
-                fixed_e: fix_e,
-                bootstrap,
-                seed,
-                holdout,
-                targets: target_flops,
-                grid_stride,
-            };
+            let data = args.dataset(results.as_ref())?;
+            let opts = args.options(results.as_ref(), Holdout::None)?;
             let report = fit::fit_all(&data, &opts)?;
             if let Some(dir) = &results {
                 write_fits(dir, &report)?;
@@ -243,6 +306,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", fit::render_text(&report));
             }
             Ok(())
+        }
+        Command::Report {
+            results,
+            args,
+            format,
+            out,
+        } => {
+            let formats = report::plots::Format::parse_list(&format)?;
+            let opts = args.options(results.as_ref(), Holdout::LargestBudget)?;
+            let (data, out) = match (&results, out) {
+                (Some(dir), out) => (
+                    report::ReportData::from_results(dir, &opts)?,
+                    out.unwrap_or(dir.clone()),
+                ),
+                (None, Some(out)) => (
+                    report::ReportData::from_dataset(args.dataset(None)?, &opts),
+                    out,
+                ),
+                (None, None) => {
+                    args.dataset(None)?;
+                    return Err(user(
+                        "report --input needs --out DIR for the plots and documents",
+                    ));
+                }
+            };
+            write_report(&data, &out, &formats)
         }
         Command::Bench {
             json,
@@ -287,6 +376,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn write_report(
+    data: &report::ReportData,
+    out: &std::path::Path,
+    formats: &[report::plots::Format],
+) -> anyhow::Result<()> {
+    let w = report::write(data, out, formats)?;
+    for (fig, why) in &w.skipped {
+        eprintln!("scalelab: report: skipped the {} plot: {why}", fig.name());
+    }
+    eprintln!(
+        "scalelab: report: {} plots, {} in {}",
+        w.drawn.len(),
+        if data.fit.is_some() {
+            "fits.json, report.md, report.html"
+        } else {
+            "report.md, report.html (no fit)"
+        },
+        out.display()
+    );
+    Ok(())
 }
 
 fn write_fits(dir: &std::path::Path, report: &fit::FitReport) -> anyhow::Result<()> {

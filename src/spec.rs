@@ -37,6 +37,9 @@ pub struct SweepSpec {
     /// `cpu` (default), `cuda` or `cuda:K`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Compute budgets (FLOPs) the report extrapolates to.
+    #[serde(default)]
+    pub target_flops: Vec<f64>,
 }
 
 fn default_device() -> String {
@@ -550,6 +553,13 @@ impl SweepSpec {
                 "training.grad_clip: {} must be >= 0 (0 disables clipping)",
                 t.grad_clip
             ));
+        }
+        for (i, &c) in self.target_flops.iter().enumerate() {
+            if !(c > 0.0 && c.is_finite()) {
+                p.push(format!(
+                    "target_flops[{i}]: {c} must be a positive number of FLOPs (e.g. 1e21)"
+                ));
+            }
         }
         // Device.
         if crate::device::DeviceChoice::parse(&self.device).is_err() {

@@ -327,7 +327,11 @@ pub fn fit_chinchilla(
         ),
         None => starts.to_vec(),
     };
-    let Some((best, convergence)) = multi_start(&obj, &starts, LbfgsOptions::default()) else {
+    // A, B, E = exp(a), exp(b), exp(e) must stay finite.
+    let finite = |x: &[f64]| obj.full(x).iter().take(3).all(|v| v.abs() < 700.0);
+    let Some((best, convergence)) =
+        optim::multi_start_valid(&obj, &starts, LbfgsOptions::default(), finite)
+    else {
         anyhow::bail!("every one of the {} L-BFGS starts failed", starts.len());
     };
     let full = obj.full(&best.x);
@@ -566,9 +570,13 @@ pub struct FitReport {
     pub approach2: Approach2,
     pub approach1: Option<Approach1>,
     pub holdout: Option<HoldoutReport>,
+    /// Why a requested hold-out check could not be done.
+    pub holdout_note: Option<String>,
     /// Per-point predictions of the Approach-3 fit: (N, D, loss, predicted).
     pub residuals: Vec<[f64; 4]>,
     pub choices: Vec<String>,
+    /// Signs that the data do not pin the law down.
+    pub warnings: Vec<String>,
 }
 
 fn percentile(v: &mut [f64], q: f64) -> f64 {
@@ -629,7 +637,9 @@ pub fn bootstrap(points: &[Point], full: &Approach3, opts: &FitOptions) -> Boots
             };
             let mut best: Option<optim::LocalMin> = None;
             for s in &starts {
-                if let Some(m) = optim::local_min(&obj, s, LbfgsOptions::default()) {
+                let m = optim::local_min(&obj, s, LbfgsOptions::default())
+                    .filter(|m| obj.full(&m.x).iter().take(3).all(|v| v.abs() < 700.0));
+                if let Some(m) = m {
                     if best.as_ref().is_none_or(|b| m.objective < b.objective) {
                         best = Some(m);
                     }
@@ -695,7 +705,7 @@ fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<Holdout
         .collect();
     if test.is_empty() || train.len() < 6 {
         bail_user!(
-            "--holdout: the rule leaves {} point(s) to fit and {} to check; need at least 6 and 1",
+            "hold-out ({rule}) leaves {} point(s) to fit and {} to check; need at least 6 and 1",
             train.len(),
             test.len()
         );
@@ -790,7 +800,10 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     let kaplan = fit_kaplan(pts, opts.delta);
     let approach2 = isoflop::approach2(pts);
     let approach1 = (!data.curves.is_empty()).then(|| isoflop::approach1(&data.curves, 30));
-    let holdout = holdout(pts, opts)?;
+    let (holdout, holdout_note) = match holdout(pts, opts) {
+        Ok(h) => (h, None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let residuals = pts
         .iter()
         .map(|q| [q.n, q.d, q.loss, p.predict(q.n, q.d)])
@@ -803,7 +816,25 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         "compute-optimal: C = 6 N D, closed form from Approach 3".into(),
         "Approach 2: per-budget least-squares parabola of loss in ln N; budgets with < 3 sizes or an out-of-range vertex are excluded; ln N_opt regressed on ln C".into(),
     ];
+    let mut warnings = Vec::new();
+    for (name, v, var) in [("alpha", p.alpha, "N"), ("beta", p.beta, "D")] {
+        if !(0.02..=3.0).contains(&v) {
+            warnings.push(format!(
+                "{name} = {} is outside the plausible range 0.02-3: the points do not constrain the {var} term; widen the range of {var} or add points",
+                num(v)
+            ));
+        }
+    }
+    if p.e < 1e-3 * pts.iter().map(|q| q.loss).fold(f64::INFINITY, f64::min) {
+        warnings.push("E is near 0: the points resolve no irreducible loss (the fit extrapolates to zero loss); larger N and D are needed to see the floor".into());
+    }
+    if let Some(b) = &boot {
+        if b.alpha[1] > 3.0 * b.alpha[0].max(1e-3) || b.beta[1] > 3.0 * b.beta[0].max(1e-3) {
+            warnings.push("the bootstrap intervals of alpha or beta span more than a factor 3: treat extrapolations with caution".into());
+        }
+    }
     Ok(FitReport {
+        warnings,
         e: p.e,
         a: p.a,
         b: p.b,
@@ -820,6 +851,7 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         approach2,
         approach1,
         holdout,
+        holdout_note,
         residuals,
         choices,
     })
@@ -857,6 +889,9 @@ pub fn render_text(r: &FitReport) -> String {
     let _ = writeln!(s, "  B      {:>12}{}", num(r.b), iv(b.map(|b| b.b_coef)));
     let _ = writeln!(s, "  alpha  {:>12}{}", num(r.alpha), iv(b.map(|b| b.alpha)));
     let _ = writeln!(s, "  beta   {:>12}{}", num(r.beta), iv(b.map(|b| b.beta)));
+    for w in &r.warnings {
+        let _ = writeln!(s, "  warning: {w}");
+    }
     let c = &r.approach3.convergence;
     let _ = writeln!(
         s,
@@ -924,6 +959,9 @@ pub fn render_text(r: &FitReport) -> String {
             "  L(N,D) = [({:.3e}/N)^({:.4}/{:.4}) + {:.3e}/D]^{:.4}",
             j.n_c, j.alpha_n, j.alpha_d, j.d_c, j.alpha_d
         );
+    }
+    if let Some(note) = &r.holdout_note {
+        let _ = writeln!(s, "\nHeld out: not done: {note}");
     }
     if let Some(h) = &r.holdout {
         let _ = writeln!(

@@ -144,9 +144,20 @@ pub fn multi_start<O: Objective>(
     starts: &[Vec<f64>],
     opt: LbfgsOptions,
 ) -> Option<(LocalMin, Convergence)> {
+    multi_start_valid(obj, starts, opt, |_| true)
+}
+
+/// As [`multi_start`], counting a local minimum whose parameters fail `valid` (e.g. overflow
+/// in natural units) as a failed start.
+pub fn multi_start_valid<O: Objective>(
+    obj: &O,
+    starts: &[Vec<f64>],
+    opt: LbfgsOptions,
+    valid: impl Fn(&[f64]) -> bool + Sync,
+) -> Option<(LocalMin, Convergence)> {
     let results: Vec<Option<LocalMin>> = starts
         .par_iter()
-        .map(|x0| local_min(obj, x0, opt))
+        .map(|x0| local_min(obj, x0, opt).filter(|m| valid(&m.x)))
         .collect();
     let failed = results.iter().filter(|r| r.is_none()).count();
     let converged = results.iter().flatten().filter(|r| r.converged).count();

@@ -1,0 +1,885 @@
+//! Scaling plots with plotters, each drawn once per format (PNG and SVG) from the same code.
+//! Text uses DejaVu Sans embedded in the binary, so no system fonts are needed.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+
+use super::ReportData;
+use crate::fit::laws::ChinchillaParams;
+
+pub const WIDTH: u32 = 900;
+pub const HEIGHT: u32 = 620;
+const FONT: &str = "sans-serif";
+
+static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES);
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Svg,
+}
+
+impl Format {
+    pub fn ext(&self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Svg => "svg",
+        }
+    }
+
+    pub fn parse_list(s: &str) -> anyhow::Result<Vec<Format>> {
+        s.split(',')
+            .map(|f| match f.trim().to_ascii_lowercase().as_str() {
+                "png" => Ok(Format::Png),
+                "svg" => Ok(Format::Svg),
+                other => Err(crate::error::user(format!(
+                    "--format: unknown format {other:?}; use png, svg or png,svg"
+                ))),
+            })
+            .collect()
+    }
+}
+
+/// The figures, in report order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fig {
+    LossVsCompute,
+    Isoflop,
+    OptimalAllocation,
+    LossVsN,
+    LossVsD,
+    Residuals,
+    Bootstrap,
+    Curves,
+}
+
+impl Fig {
+    pub const ALL: [Fig; 8] = [
+        Fig::LossVsCompute,
+        Fig::Isoflop,
+        Fig::OptimalAllocation,
+        Fig::LossVsN,
+        Fig::LossVsD,
+        Fig::Residuals,
+        Fig::Bootstrap,
+        Fig::Curves,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fig::LossVsCompute => "loss_vs_compute",
+            Fig::Isoflop => "isoflop",
+            Fig::OptimalAllocation => "optimal_allocation",
+            Fig::LossVsN => "loss_vs_n",
+            Fig::LossVsD => "loss_vs_d",
+            Fig::Residuals => "residuals",
+            Fig::Bootstrap => "bootstrap",
+            Fig::Curves => "training_curves",
+        }
+    }
+
+    pub fn title(&self) -> &'static str {
+        match self {
+            Fig::LossVsCompute => "Loss vs compute, with the compute-optimal frontier",
+            Fig::Isoflop => "IsoFLOP profiles",
+            Fig::OptimalAllocation => "Compute-optimal model size and data",
+            Fig::LossVsN => "Loss vs parameters, per data size",
+            Fig::LossVsD => "Loss vs tokens, per model size",
+            Fig::Residuals => "Predicted vs observed loss",
+            Fig::Bootstrap => "Bootstrap distributions",
+            Fig::Curves => "Training curves",
+        }
+    }
+
+    /// Why this figure cannot be drawn from the data, if it cannot.
+    pub fn skip_reason(&self, d: &ReportData) -> Option<String> {
+        let no_fit = || {
+            d.fit.is_none().then(|| {
+                format!(
+                    "no scaling-law fit ({})",
+                    d.fit_error.as_deref().unwrap_or("no fit")
+                )
+            })
+        };
+        match self {
+            Fig::LossVsCompute | Fig::LossVsN | Fig::LossVsD => {
+                if d.points.is_empty() {
+                    Some("no finished runs with a finite loss".into())
+                } else {
+                    None
+                }
+            }
+            Fig::Isoflop => {
+                let Some(f) = d.fit.as_ref() else {
+                    return no_fit();
+                };
+                if f.approach2.budgets.iter().any(|b| b.parabola.is_some()) {
+                    None
+                } else {
+                    Some("no IsoFLOP budget with at least 3 model sizes".into())
+                }
+            }
+            Fig::OptimalAllocation | Fig::Residuals => no_fit(),
+            Fig::Bootstrap => no_fit().or_else(|| {
+                d.fit
+                    .as_ref()
+                    .unwrap()
+                    .bootstrap
+                    .is_none()
+                    .then(|| "bootstrap disabled (--bootstrap 0)".into())
+            }),
+            Fig::Curves => d
+                .curves
+                .is_empty()
+                .then(|| "no training curves (table input, or no finished runs)".into()),
+        }
+    }
+}
+
+/// Render one figure in every format; returns the written files.
+pub fn render(
+    fig: Fig,
+    d: &ReportData,
+    dir: &Path,
+    formats: &[Format],
+) -> anyhow::Result<Vec<PathBuf>> {
+    register_font();
+    std::fs::create_dir_all(dir)?;
+    let mut out = Vec::new();
+    for f in formats {
+        let path = dir.join(format!("{}.{}", fig.name(), f.ext()));
+        match f {
+            Format::Png => {
+                let root = BitMapBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+                draw(fig, d, &root)?;
+                root.present().map_err(pe)?;
+            }
+            Format::Svg => {
+                let root = SVGBackend::new(&path, (WIDTH, HEIGHT)).into_drawing_area();
+                draw(fig, d, &root)?;
+                root.present().map_err(pe)?;
+            }
+        }
+        out.push(path);
+    }
+    Ok(out)
+}
+
+fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("plot error: {e:?}")
+}
+
+fn log_range(vals: impl Iterator<Item = f64>) -> Range<f64> {
+    let (lo, hi) = vals
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return 1.0..10.0;
+    }
+    let (lo, hi) = if hi / lo < 1.5 {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        (lo, hi)
+    };
+    lo / 1.25..hi * 1.25
+}
+
+fn lin_range(vals: impl Iterator<Item = f64>) -> Range<f64> {
+    let (lo, hi) = vals
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.08).max(1e-3 * hi.abs().max(1e-9));
+    lo - pad..hi + pad
+}
+
+fn logspace(r: &Range<f64>, n: usize) -> Vec<f64> {
+    let (a, b) = (r.start.ln(), r.end.ln());
+    (0..n)
+        .map(|i| (a + (b - a) * i as f64 / (n - 1) as f64).exp())
+        .collect()
+}
+
+fn viridis(v: f64, lo: f64, hi: f64) -> RGBColor {
+    let t = if hi > lo {
+        ((v - lo) / (hi - lo)).clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    // Stop before the pale yellow end so points stay visible on white.
+    ViridisRGB.get_color((0.9 * t) as f32)
+}
+
+fn sci(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let e = v.abs().log10().floor() as i32;
+    if (-2..=3).contains(&e) {
+        return format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string();
+    }
+    let m = v / 10f64.powi(e);
+    if (m - 1.0).abs() < 0.05 {
+        format!("1e{e}")
+    } else {
+        format!("{m:.1}e{e}")
+    }
+}
+
+fn caption<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    fig: Fig,
+) -> anyhow::Result<DrawingArea<DB, Shift>> {
+    root.fill(&WHITE).map_err(pe)?;
+    root.titled(fig.title(), (FONT, 22)).map_err(pe)
+}
+
+/// A colour-scale legend for log10 of a quantity, drawn at the right edge.
+fn color_note<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    label: &str,
+    lo: f64,
+    hi: f64,
+) -> anyhow::Result<()> {
+    let (w, _) = area.dim_in_pixel();
+    let x0 = w as i32 - 150;
+    let steps = 6;
+    for i in 0..steps {
+        let v = lo + (hi - lo) * i as f64 / (steps - 1) as f64;
+        let y = 60 + i * 18;
+        area.draw(&Circle::new((x0, y), 5, viridis(v, lo, hi).filled()))
+            .map_err(pe)?;
+        area.draw(&Text::new(sci(10f64.powf(v)), (x0 + 10, y - 7), (FONT, 13)))
+            .map_err(pe)?;
+    }
+    area.draw(&Text::new(label.to_string(), (x0 - 6, 36), (FONT, 14)))
+        .map_err(pe)?;
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(
+    fig: Fig,
+    d: &ReportData,
+    root: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let area = caption(root, fig)?;
+    match fig {
+        Fig::LossVsCompute => loss_vs_compute(d, &area),
+        Fig::Isoflop => isoflop(d, &area),
+        Fig::OptimalAllocation => optimal_allocation(d, &area),
+        Fig::LossVsN => loss_vs_var(d, &area, true),
+        Fig::LossVsD => loss_vs_var(d, &area, false),
+        Fig::Residuals => residuals(d, &area),
+        Fig::Bootstrap => bootstrap(d, &area),
+        Fig::Curves => curves(d, &area),
+    }
+}
+
+macro_rules! chart {
+    ($area:expr, $x:expr, $y:expr, $xdesc:expr, $ydesc:expr) => {{
+        let mut c = ChartBuilder::on($area)
+            .margin(12)
+            .margin_right(170)
+            .x_label_area_size(48)
+            .y_label_area_size(70)
+            .build_cartesian_2d($x, $y)
+            .map_err(pe)?;
+        c.configure_mesh()
+            .x_desc($xdesc)
+            .y_desc($ydesc)
+            .x_label_formatter(&|v| sci(*v))
+            .y_label_formatter(&|v| sci(*v))
+            .label_style((FONT, 13))
+            .axis_desc_style((FONT, 15))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(pe)?;
+        c
+    }};
+}
+
+fn legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(
+    c: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+) -> anyhow::Result<()> {
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(pe)
+}
+
+fn loss_vs_compute<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let pts = &d.points;
+    let mut cs: Vec<f64> = pts.iter().map(|p| p.c()).collect();
+    if let Some(f) = &d.fit {
+        cs.extend(f.compute_optimal.targets.iter().map(|t| t.flops));
+    }
+    let xr = log_range(cs.into_iter());
+    let mut losses: Vec<f64> = pts.iter().map(|p| p.loss).collect();
+    let frontier: Vec<(f64, f64)> = match &d.fit {
+        Some(f) => {
+            let p = f.approach3.params;
+            logspace(&xr, 80)
+                .into_iter()
+                .map(|c| {
+                    (c, {
+                        let (n, dd) = p.optimal(c);
+                        p.predict(n, dd)
+                    })
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    losses.extend(frontier.iter().map(|f| f.1));
+    let yr = log_range(losses.into_iter());
+    let mut c = chart!(
+        area,
+        xr.log_scale(),
+        yr.clone().log_scale(),
+        "compute C = 6ND (FLOPs)",
+        "loss (nats/token)"
+    );
+    let (lo, hi) = n_log_range(d);
+    c.draw_series(
+        pts.iter()
+            .map(|p| Circle::new((p.c(), p.loss), 5, viridis(p.n.log10(), lo, hi).filled())),
+    )
+    .map_err(pe)?
+    .label("runs (colour = N)")
+    .legend(|(x, y)| Circle::new((x + 10, y), 5, viridis(0.5, 0.0, 1.0).filled()));
+    if !frontier.is_empty() {
+        c.draw_series(LineSeries::new(frontier, BLACK.stroke_width(2)))
+            .map_err(pe)?
+            .label("Approach 3 compute-optimal frontier")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    }
+    if let Some(a1) = d.fit.as_ref().and_then(|f| f.approach1.as_ref()) {
+        let env: Vec<(f64, f64)> = a1
+            .envelope
+            .iter()
+            .map(|e| (e[0], e[2]))
+            .filter(|e| yr.contains(&e.1))
+            .collect();
+        c.draw_series(
+            env.iter()
+                .map(|&(x, y)| Cross::new((x, y), 4, RED.stroke_width(2))),
+        )
+        .map_err(pe)?
+        .label("Approach 1 envelope (curves)")
+        .legend(|(x, y)| Cross::new((x + 10, y), 4, RED.stroke_width(2)));
+    }
+    legend(&mut c)?;
+    color_note(area, "N (params)", lo, hi)
+}
+
+fn n_log_range(d: &ReportData) -> (f64, f64) {
+    let v: Vec<f64> = d.points.iter().map(|p| p.n.log10()).collect();
+    (
+        v.iter().cloned().fold(f64::INFINITY, f64::min),
+        v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
+fn isoflop<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let f = d.fit.as_ref().unwrap();
+    let budgets: Vec<_> = f
+        .approach2
+        .budgets
+        .iter()
+        .filter(|b| b.parabola.is_some())
+        .collect();
+    let (_, groups) = crate::fit::isoflop::group_budgets(&d.points);
+    let xr = log_range(budgets.iter().flat_map(|b| [b.n_min, b.n_max]));
+    let member = |b: f64| {
+        groups
+            .iter()
+            .find(|g| (g.0 - b).abs() <= 1e-6 * b)
+            .map(|g| g.1.clone())
+            .unwrap_or_default()
+    };
+    let ys: Vec<f64> = budgets
+        .iter()
+        .flat_map(|b| member(b.budget).into_iter().map(|i| d.points[i].loss))
+        .collect();
+    let yr = lin_range(ys.into_iter());
+    let mut c = chart!(
+        area,
+        xr.clone().log_scale(),
+        yr.clone(),
+        "parameters N",
+        "loss (nats/token)"
+    );
+    let (lo, hi) = (0.0, (budgets.len().max(2) - 1) as f64);
+    for (k, b) in budgets.iter().enumerate() {
+        let col = viridis(k as f64, lo, hi);
+        let idx = member(b.budget);
+        c.draw_series(
+            idx.iter()
+                .map(|&i| Circle::new((d.points[i].n, d.points[i].loss), 5, col.filled())),
+        )
+        .map_err(pe)?
+        .label(format!(
+            "C = {}{}",
+            sci(b.budget),
+            if b.excluded.is_some() {
+                " (excluded)"
+            } else {
+                ""
+            }
+        ))
+        .legend(move |(x, y)| Circle::new((x + 10, y), 5, col.filled()));
+        let p = b.parabola.unwrap();
+        let line: Vec<(f64, f64)> = logspace(&(b.n_min / 1.3..b.n_max * 1.3), 60)
+            .into_iter()
+            .map(|n| (n, p[0] * n.ln().powi(2) + p[1] * n.ln() + p[2]))
+            .filter(|(_, y)| yr.contains(y))
+            .collect();
+        let style = if b.excluded.is_some() {
+            col.mix(0.4).stroke_width(1)
+        } else {
+            col.stroke_width(2)
+        };
+        c.draw_series(LineSeries::new(line, style)).map_err(pe)?;
+        if let (Some(n), Some(l), None) = (b.n_opt, b.loss_at_opt, &b.excluded) {
+            if xr.contains(&n) && yr.contains(&l) {
+                c.draw_series(std::iter::once(TriangleMarker::new(
+                    (n, l),
+                    8,
+                    BLACK.filled(),
+                )))
+                .map_err(pe)?;
+            }
+        }
+    }
+    c.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+        .map_err(pe)?
+        .label("parabola minimum")
+        .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, BLACK.filled()));
+    legend(&mut c)
+}
+
+fn optimal_allocation<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let f = d.fit.as_ref().unwrap();
+    let p = f.approach3.params;
+    let mut cs: Vec<f64> = d.points.iter().map(|q| q.c()).collect();
+    cs.extend(f.compute_optimal.targets.iter().map(|t| t.flops));
+    let xr = log_range(cs.into_iter());
+    let grid = logspace(&xr, 60);
+    let opt: Vec<(f64, f64, f64)> = grid
+        .iter()
+        .map(|&c| {
+            let (n, dd) = p.optimal(c);
+            (c, n, dd)
+        })
+        .collect();
+    // Bootstrap bands.
+    let bands: Option<Vec<(f64, [f64; 2], [f64; 2])>> = f.bootstrap.as_ref().map(|b| {
+        let sm: Vec<ChinchillaParams> = b
+            .samples
+            .iter()
+            .map(|s| ChinchillaParams {
+                e: s[0],
+                a: s[1],
+                b: s[2],
+                alpha: s[3],
+                beta: s[4],
+            })
+            .collect();
+        grid.iter()
+            .map(|&c| {
+                let (mut ns, mut ds): (Vec<f64>, Vec<f64>) = sm
+                    .iter()
+                    .map(|q| q.optimal(c))
+                    .filter(|o| o.0.is_finite() && o.1.is_finite())
+                    .unzip();
+                (c, pct(&mut ns), pct(&mut ds))
+            })
+            .collect()
+    });
+    let mut ys: Vec<f64> = opt.iter().flat_map(|o| [o.1, o.2]).collect();
+    for b in f.approach2.budgets.iter().filter(|b| b.excluded.is_none()) {
+        ys.extend([b.n_opt.unwrap(), b.d_opt.unwrap()]);
+    }
+    if let Some(bs) = &bands {
+        // Keep the axis on the central band, clipping extreme bootstrap tails.
+        let (lo, hi) = (
+            ys.iter().cloned().fold(f64::INFINITY, f64::min),
+            ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+        );
+        ys.extend(
+            bs.iter()
+                .flat_map(|b| [b.1[0], b.1[1], b.2[0], b.2[1]])
+                .map(|v| v.clamp(lo / 100.0, hi * 100.0)),
+        );
+    }
+    let yr = log_range(ys.into_iter());
+    let mut c = chart!(
+        area,
+        xr.clone().log_scale(),
+        yr.clone().log_scale(),
+        "compute C (FLOPs)",
+        "N_opt (parameters), D_opt (tokens)"
+    );
+    let clip = |v: f64| v.clamp(yr.start, yr.end);
+    if let Some(bs) = &bands {
+        for (k, col) in [(0usize, BLUE), (1, RED)] {
+            let mut poly: Vec<(f64, f64)> = bs
+                .iter()
+                .map(|b| (b.0, clip(if k == 0 { b.1[0] } else { b.2[0] })))
+                .collect();
+            poly.extend(
+                bs.iter()
+                    .rev()
+                    .map(|b| (b.0, clip(if k == 0 { b.1[1] } else { b.2[1] }))),
+            );
+            c.draw_series(std::iter::once(Polygon::new(poly, col.mix(0.15).filled())))
+                .map_err(pe)?;
+        }
+    }
+    c.draw_series(LineSeries::new(
+        opt.iter().map(|o| (o.0, o.1)),
+        BLUE.stroke_width(2),
+    ))
+    .map_err(pe)?
+    .label(format!("N_opt (Approach 3) ~ C^{:.3}", f.compute_optimal.a))
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    c.draw_series(LineSeries::new(
+        opt.iter().map(|o| (o.0, o.2)),
+        RED.stroke_width(2),
+    ))
+    .map_err(pe)?
+    .label(format!("D_opt (Approach 3) ~ C^{:.3}", f.compute_optimal.b))
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    let used: Vec<_> = f
+        .approach2
+        .budgets
+        .iter()
+        .filter(|b| b.excluded.is_none())
+        .collect();
+    if !used.is_empty() {
+        c.draw_series(
+            used.iter()
+                .map(|b| TriangleMarker::new((b.budget, clip(b.n_opt.unwrap())), 7, BLUE.filled())),
+        )
+        .map_err(pe)?
+        .label("Approach 2 (IsoFLOP) N_opt, D_opt")
+        .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, BLACK.filled()));
+        c.draw_series(
+            used.iter()
+                .map(|b| TriangleMarker::new((b.budget, clip(b.d_opt.unwrap())), 7, RED.filled())),
+        )
+        .map_err(pe)?;
+    }
+    if let Some(a1) = &f.approach1 {
+        c.draw_series(
+            a1.envelope
+                .iter()
+                .filter(|e| yr.contains(&e[1]))
+                .map(|e| Cross::new((e[0], e[1]), 4, BLUE.mix(0.6))),
+        )
+        .map_err(pe)?
+        .label("Approach 1 envelope N")
+        .legend(|(x, y)| Cross::new((x + 10, y), 4, BLUE.mix(0.6)));
+    }
+    if !f.compute_optimal.targets.is_empty() {
+        c.draw_series(f.compute_optimal.targets.iter().flat_map(|t| {
+            [
+                Circle::new((t.flops, clip(t.n_opt)), 6, BLACK.stroke_width(2)),
+                Circle::new((t.flops, clip(t.d_opt)), 6, BLACK.stroke_width(2)),
+            ]
+        }))
+        .map_err(pe)?
+        .label("target budgets (extrapolated)")
+        .legend(|(x, y)| Circle::new((x + 10, y), 6, BLACK.stroke_width(2)));
+    }
+    legend(&mut c)
+}
+
+fn pct(v: &mut [f64]) -> [f64; 2] {
+    if v.is_empty() {
+        return [f64::NAN, f64::NAN];
+    }
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    [at(0.025), at(0.975)]
+}
+
+/// Group values into at most `k` representative levels (quantiles of the distinct values).
+fn levels(vals: &[f64], k: usize) -> Vec<f64> {
+    let mut v: Vec<f64> = vals.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.dedup_by(|a, b| (*a / *b - 1.0).abs() < 0.02);
+    if v.len() <= k {
+        return v;
+    }
+    (0..k).map(|i| v[i * (v.len() - 1) / (k - 1)]).collect()
+}
+
+fn loss_vs_var<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+    by_n: bool,
+) -> anyhow::Result<()> {
+    let pts = &d.points;
+    let x = |p: &crate::fit::Point| if by_n { p.n } else { p.d };
+    let other = |p: &crate::fit::Point| if by_n { p.d } else { p.n };
+    let xr = log_range(pts.iter().map(x));
+    let yr = log_range(pts.iter().map(|p| p.loss));
+    let (xdesc, odesc) = if by_n {
+        ("parameters N", "D (tokens)")
+    } else {
+        ("training tokens D", "N (params)")
+    };
+    let mut c = chart!(
+        area,
+        xr.clone().log_scale(),
+        yr.clone().log_scale(),
+        xdesc,
+        "loss (nats/token)"
+    );
+    let ov: Vec<f64> = pts.iter().map(|p| other(p).log10()).collect();
+    let (lo, hi) = (
+        ov.iter().cloned().fold(f64::INFINITY, f64::min),
+        ov.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    );
+    c.draw_series(pts.iter().map(|p| {
+        Circle::new(
+            (x(p), p.loss),
+            5,
+            viridis(other(p).log10(), lo, hi).filled(),
+        )
+    }))
+    .map_err(pe)?
+    .label(if by_n {
+        "runs (colour = D)"
+    } else {
+        "runs (colour = N)"
+    })
+    .legend(|(x, y)| Circle::new((x + 10, y), 5, viridis(0.5, 0.0, 1.0).filled()));
+    if let Some(f) = &d.fit {
+        let p = f.approach3.params;
+        let lv = levels(&pts.iter().map(other).collect::<Vec<_>>(), 6);
+        for (k, o) in lv.iter().enumerate() {
+            let col = viridis(o.log10(), lo, hi);
+            let line: Vec<(f64, f64)> = logspace(&xr, 60)
+                .into_iter()
+                .map(|xv| {
+                    (
+                        xv,
+                        if by_n {
+                            p.predict(xv, *o)
+                        } else {
+                            p.predict(*o, xv)
+                        },
+                    )
+                })
+                .filter(|(_, y)| yr.contains(y))
+                .collect();
+            let s = c
+                .draw_series(LineSeries::new(line, col.stroke_width(2)))
+                .map_err(pe)?;
+            if k == 0 {
+                s.label("fitted law L(N, D) at each level")
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
+                    });
+            }
+        }
+    }
+    legend(&mut c)?;
+    color_note(area, odesc, lo, hi)
+}
+
+fn residuals<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let f = d.fit.as_ref().unwrap();
+    let mut all: Vec<f64> = f.residuals.iter().flat_map(|r| [r[2], r[3]]).collect();
+    if let Some(h) = &f.holdout {
+        all.extend(h.points.iter().flat_map(|p| [p.loss, p.predicted]));
+    }
+    let r = lin_range(all.into_iter());
+    let mut c = chart!(
+        area,
+        r.clone(),
+        r.clone(),
+        "observed loss (nats/token)",
+        "predicted loss, Approach 3"
+    );
+    c.draw_series(LineSeries::new(
+        vec![(r.start, r.start), (r.end, r.end)],
+        BLACK.mix(0.5),
+    ))
+    .map_err(pe)?
+    .label("predicted = observed")
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+    c.draw_series(
+        f.residuals
+            .iter()
+            .map(|q| Circle::new((q[2], q[3]), 4, BLUE.mix(0.7).filled())),
+    )
+    .map_err(pe)?
+    .label("fitted points (full fit)")
+    .legend(|(x, y)| Circle::new((x + 10, y), 4, BLUE.filled()));
+    if let Some(h) = &f.holdout {
+        c.draw_series(
+            h.points
+                .iter()
+                .map(|p| TriangleMarker::new((p.loss, p.predicted), 8, RED.filled())),
+        )
+        .map_err(pe)?
+        .label(format!("held out ({}), fit without them", h.rule))
+        .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, RED.filled()));
+    }
+    legend(&mut c)
+}
+
+fn bootstrap<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let f = d.fit.as_ref().unwrap();
+    let b = f.bootstrap.as_ref().unwrap();
+    let panels = area.split_evenly((2, 2));
+    let p = f.approach3.params;
+    let specs: [(&str, Vec<f64>, f64); 4] = [
+        ("alpha", b.samples.iter().map(|s| s[3]).collect(), p.alpha),
+        ("beta", b.samples.iter().map(|s| s[4]).collect(), p.beta),
+        ("E", b.samples.iter().map(|s| s[0]).collect(), p.e),
+        (
+            "a = beta/(alpha+beta)",
+            b.samples.iter().map(|s| s[4] / (s[3] + s[4])).collect(),
+            p.exponent_a(),
+        ),
+    ];
+    for (panel, (name, mut vals, point)) in panels.iter().zip(specs) {
+        vals.retain(|v| v.is_finite());
+        if vals.is_empty() {
+            continue;
+        }
+        vals.sort_by(f64::total_cmp);
+        // Histogram over the central 99% so a few wild resamples do not flatten it.
+        let lo = vals[(vals.len() as f64 * 0.005) as usize];
+        let hi = vals[((vals.len() - 1) as f64 * 0.995) as usize];
+        let (lo, hi) = if hi > lo {
+            (lo, hi)
+        } else {
+            (lo - 0.5, hi + 0.5)
+        };
+        let nb = 30;
+        let w = (hi - lo) / nb as f64;
+        let mut counts = vec![0usize; nb];
+        for v in &vals {
+            if *v >= lo && *v <= hi {
+                counts[(((v - lo) / w) as usize).min(nb - 1)] += 1;
+            }
+        }
+        let ymax = *counts.iter().max().unwrap() as f64 * 1.15;
+        let mut c = ChartBuilder::on(panel)
+            .margin(10)
+            .caption(
+                format!("{name}  (point {}, 95% CI shaded)", crate::fit::num(point)),
+                (FONT, 14),
+            )
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(lo - w..hi + w, 0.0..ymax)
+            .map_err(pe)?;
+        c.configure_mesh()
+            .label_style((FONT, 11))
+            .x_label_formatter(&|v| sci(*v))
+            .y_desc("resamples")
+            .axis_desc_style((FONT, 12))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(pe)?;
+        let ci = pct(&mut vals.clone());
+        c.draw_series(std::iter::once(Rectangle::new(
+            [(ci[0], 0.0), (ci[1], ymax)],
+            BLUE.mix(0.08).filled(),
+        )))
+        .map_err(pe)?;
+        c.draw_series(counts.iter().enumerate().map(|(i, &k)| {
+            let x0 = lo + i as f64 * w;
+            Rectangle::new([(x0, 0.0), (x0 + w, k as f64)], BLUE.mix(0.6).filled())
+        }))
+        .map_err(pe)?;
+        c.draw_series(std::iter::once(PathElement::new(
+            vec![(point, 0.0), (point, ymax)],
+            RED.stroke_width(2),
+        )))
+        .map_err(pe)?;
+    }
+    Ok(())
+}
+
+fn curves<DB: DrawingBackend>(d: &ReportData, area: &DrawingArea<DB, Shift>) -> anyhow::Result<()> {
+    let xr = log_range(d.curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)));
+    let yr = log_range(d.curves.iter().flat_map(|c| c.points.iter().map(|p| p.1)));
+    let mut c = chart!(
+        area,
+        xr.log_scale(),
+        yr.log_scale(),
+        "tokens seen",
+        "train loss (nats/token)"
+    );
+    let ns: Vec<f64> = d.curves.iter().map(|c| c.n.log10()).collect();
+    let (lo, hi) = (
+        ns.iter().cloned().fold(f64::INFINITY, f64::min),
+        ns.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    );
+    for cv in &d.curves {
+        let col = viridis(cv.n.log10(), lo, hi);
+        c.draw_series(LineSeries::new(
+            cv.points.iter().map(|p| (p.0, p.1)),
+            col.mix(0.8).stroke_width(1),
+        ))
+        .map_err(pe)?;
+        c.draw_series(
+            cv.eval
+                .iter()
+                .map(|p| Circle::new((p.0, p.1), 3, col.filled())),
+        )
+        .map_err(pe)?;
+    }
+    c.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+        .map_err(pe)?
+        .label("train loss (lines), eval loss (dots); colour = N")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], viridis(0.5, 0.0, 1.0)));
+    legend(&mut c)?;
+    color_note(area, "N (params)", lo, hi)
+}
