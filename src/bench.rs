@@ -128,6 +128,13 @@ pub fn bench_shape<B: AutodiffBackend>(
         weight_decay: 0.1,
         grad_clip: 1.0,
         eval_interval: usize::MAX,
+        cooldown_fraction: 0.2,
+        cooldown_shape: crate::spec::CooldownShape::Linear,
+        lr_multiplier: 1.0,
+        point_id: String::new(),
+        parent: None,
+        branch_step: 0,
+        flops_spent: 0.0,
     };
     // Calibrate the step count from a short run, then time a run of ~`seconds`.
     let warm = crate::train::train_run::<B>(&run, &corpus, device, &mut |_| {});

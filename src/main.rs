@@ -229,10 +229,7 @@ impl FitArgs {
 
 /// `target_flops` from the copy of the sweep spec in a results folder.
 fn sweep_targets(dir: &std::path::Path) -> Vec<f64> {
-    let p = dir.join("sweep.yaml");
-    SpecSource::from_file(&p)
-        .ok()
-        .and_then(|src| serde_saphyr::from_str::<scalelab::spec::SweepSpec>(&src.text).ok())
+    scalelab::spec::SweepSpec::from_results_dir(dir)
         .map(|s| s.target_flops)
         .unwrap_or_default()
 }

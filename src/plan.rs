@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::corpus::fnv1a;
-use crate::spec::{Schedule, SweepSpec};
+use crate::spec::{CooldownShape, LrRule, Schedule, SweepSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Shape {
@@ -94,20 +94,51 @@ pub struct RunPlan {
     pub weight_decay: f64,
     pub grad_clip: f64,
     pub eval_interval: usize,
+    pub cooldown_fraction: f64,
+    pub cooldown_shape: CooldownShape,
+    /// The LR-sweep multiplier this run used (1 without an LR sweep).
+    pub lr_multiplier: f64,
+    /// Id of the (shape, D, seed) point, shared by the runs of an LR sweep.
+    pub point_id: String,
+    /// For a cooldown branch: the id of its stable-phase parent.
+    pub parent: Option<String>,
+    /// For a cooldown branch: the step where it leaves the stable run.
+    pub branch_step: usize,
+    /// FLOPs this row itself costs (a branch: its cooldown; a parent: the stable phase).
+    pub flops_spent: f64,
 }
 
 impl RunPlan {
-    /// Learning rate at `step` (0-based): linear warmup, then cosine (or constant).
+    /// First step of the WSD cooldown.
+    pub fn decay_start(&self) -> usize {
+        let cool =
+            ((self.cooldown_fraction * self.steps as f64).round() as usize).clamp(1, self.steps);
+        self.steps - cool
+    }
+
+    /// Learning rate at `step` (0-based): linear warmup, then cosine, constant or WSD.
     pub fn lr_at(&self, step: usize) -> f64 {
         if step < self.warmup_steps {
             return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
         }
+        let floor = self.lr * self.min_lr_ratio;
         match self.schedule {
             Schedule::Constant => self.lr,
+            Schedule::Wsd => {
+                let start = self.decay_start().max(self.warmup_steps);
+                if step < start {
+                    return self.lr;
+                }
+                let p = ((step - start + 1) as f64 / (self.steps - start).max(1) as f64).min(1.0);
+                let f = match self.cooldown_shape {
+                    CooldownShape::Linear => 1.0 - p,
+                    CooldownShape::Sqrt => 1.0 - p.sqrt(),
+                };
+                floor + (self.lr - floor) * f
+            }
             Schedule::Cosine => {
                 let span = (self.steps - self.warmup_steps).max(1) as f64;
                 let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
-                let floor = self.lr * self.min_lr_ratio;
                 floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         }
@@ -122,7 +153,10 @@ pub struct Dropped {
 }
 
 pub struct Plan {
+    /// Every data point's run (cooldown branches included).
     pub runs: Vec<RunPlan>,
+    /// Stable-phase parents of cooldown branches (not data points themselves).
+    pub parents: Vec<RunPlan>,
     pub dropped: Vec<Dropped>,
     /// The sweep's IsoFLOP budgets, if any.
     pub budgets: Vec<f64>,
@@ -134,8 +168,18 @@ impl Plan {
         self.runs.iter().map(|r| r.tokens).max().unwrap_or(0)
     }
 
+    /// C = 6ND summed over the data points (what separate runs would cost).
     pub fn total_flops(&self) -> f64 {
         self.runs.iter().map(|r| r.flops).sum()
+    }
+
+    /// FLOPs the sweep actually spends (branches share their parent's stable phase).
+    pub fn flops_spent(&self) -> f64 {
+        self.runs
+            .iter()
+            .chain(&self.parents)
+            .map(|r| r.flops_spent)
+            .sum()
     }
 }
 
@@ -192,7 +236,6 @@ pub fn build(
             targets.push((*s, r * s.non_embedding_params() as f64, None));
         }
     }
-    let mut seen = BTreeSet::new();
     for (shape, d, budget) in targets {
         let steps = (d / tokens_per_step).round() as usize;
         if steps < min_steps {
@@ -208,44 +251,102 @@ pub fn build(
             });
             continue;
         }
+        let multipliers = if t.lr_multipliers.is_empty() {
+            vec![1.0]
+        } else {
+            t.lr_multipliers.clone()
+        };
         for seed in spec.seed_list() {
-            let warmup = t
-                .warmup_steps
-                .min((t.warmup_fraction * steps as f64).ceil() as usize);
-            let eval_interval = if t.eval_interval > 0 {
-                t.eval_interval
-            } else {
-                steps.div_ceil(10)
-            };
-            let tokens = (steps * batch * ctx) as u64;
-            let n = shape.non_embedding_params();
-            let mut run = RunPlan {
-                id: String::new(),
-                shape,
-                context: ctx,
-                vocab_size,
-                batch_size: batch,
-                steps,
-                tokens,
-                n_params: n,
-                n_params_total: shape.total_params(vocab_size, ctx),
-                flops: 6.0 * n as f64 * tokens as f64,
-                budget,
-                seed,
-                lr: t.lr,
-                warmup_steps: warmup,
-                schedule: t.schedule,
-                min_lr_ratio: t.min_lr_ratio,
-                beta1: t.beta1,
-                beta2: t.beta2,
-                weight_decay: t.weight_decay,
-                grad_clip: t.grad_clip,
-                eval_interval,
-            };
-            run.id = run_id(&run, corpus_fingerprint, spec.corpus.eval_tokens);
-            if seen.insert(run.id.clone()) {
+            for &mult in &multipliers {
+                let tokens = (steps * batch * ctx) as u64;
+                let n = shape.non_embedding_params();
+                let flops = 6.0 * n as f64 * tokens as f64;
+                let base_lr = match &t.lr_scaling {
+                    None => t.lr,
+                    Some(ls) => match ls.rule {
+                        LrRule::Width => t.lr * ls.base_width as f64 / shape.d_model as f64,
+                        LrRule::Compute => ls.k.unwrap_or(t.lr) * flops.powf(ls.p.unwrap_or(0.0)),
+                    },
+                };
+                let mut run = RunPlan {
+                    id: String::new(),
+                    shape,
+                    context: ctx,
+                    vocab_size,
+                    batch_size: batch,
+                    steps,
+                    tokens,
+                    n_params: n,
+                    n_params_total: shape.total_params(vocab_size, ctx),
+                    flops,
+                    budget,
+                    seed,
+                    lr: base_lr * mult,
+                    warmup_steps: t
+                        .warmup_steps
+                        .min((t.warmup_fraction * steps as f64).ceil() as usize),
+                    schedule: t.schedule,
+                    min_lr_ratio: t.min_lr_ratio,
+                    beta1: t.beta1,
+                    beta2: t.beta2,
+                    weight_decay: t.weight_decay,
+                    grad_clip: t.grad_clip,
+                    eval_interval: if t.eval_interval > 0 {
+                        t.eval_interval
+                    } else {
+                        steps.div_ceil(10)
+                    },
+                    cooldown_fraction: t.cooldown_fraction,
+                    cooldown_shape: t.cooldown_shape,
+                    lr_multiplier: mult,
+                    point_id: String::new(),
+                    parent: None,
+                    branch_step: 0,
+                    flops_spent: flops,
+                };
+                run.point_id = format!(
+                    "{:016x}",
+                    fnv1a(
+                        format!(
+                            "point|{corpus_fingerprint:x}|{:?}|{steps}|{batch}|{seed}|{budget:?}",
+                            shape
+                        )
+                        .as_bytes()
+                    )
+                );
                 runs.push(run);
             }
+        }
+    }
+    let parents = if spec.data.branches {
+        make_branches(&mut runs, tokens_per_step)
+    } else {
+        Vec::new()
+    };
+    let mut seen = BTreeSet::new();
+    for r in runs.iter_mut() {
+        r.id = run_id(r, corpus_fingerprint, spec.corpus.eval_tokens);
+    }
+    runs.retain(|r| seen.insert(r.id.clone()));
+    let parent_ids: std::collections::HashMap<String, String> = parents
+        .iter()
+        .map(|p| {
+            (
+                p.point_id.clone(),
+                run_id(p, corpus_fingerprint, spec.corpus.eval_tokens),
+            )
+        })
+        .collect();
+    let parents: Vec<RunPlan> = parents
+        .into_iter()
+        .map(|mut p| {
+            p.id = parent_ids[&p.point_id].clone();
+            p
+        })
+        .collect();
+    for r in runs.iter_mut() {
+        if let Some(key) = &r.parent {
+            r.parent = Some(parent_ids[key].clone());
         }
     }
     if let Some(iso) = &spec.data.isoflop {
@@ -270,9 +371,61 @@ pub fn build(
     }
     Ok(Plan {
         runs,
+        parents,
         dropped,
         budgets,
     })
+}
+
+/// Group runs by (shape, seed, LR) into cooldown branches of one stable-phase parent each.
+/// Every branch of a group gets the warmup of the group's shortest run, so the stable phase
+/// is the same for all of them (and identical to a separate WSD run of that D).
+fn make_branches(runs: &mut [RunPlan], tokens_per_step: f64) -> Vec<RunPlan> {
+    let mut keys: Vec<(Shape, u64, u64)> = runs
+        .iter()
+        .map(|r| (r.shape, r.seed, r.lr.to_bits()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut parents = Vec::new();
+    for key in keys {
+        let members: Vec<usize> = (0..runs.len())
+            .filter(|&i| (runs[i].shape, runs[i].seed, runs[i].lr.to_bits()) == key)
+            .collect();
+        let min_steps = members.iter().map(|&i| runs[i].steps).min().unwrap();
+        let warmup = members
+            .iter()
+            .map(|&i| runs[i].warmup_steps)
+            .min()
+            .unwrap()
+            .min(min_steps);
+        let mut stable_steps = 0;
+        for &i in &members {
+            runs[i].warmup_steps = warmup;
+            runs[i].branch_step = runs[i].decay_start().max(warmup);
+            runs[i].flops_spent = 6.0
+                * runs[i].n_params as f64
+                * (runs[i].steps - runs[i].branch_step) as f64
+                * tokens_per_step;
+            stable_steps = stable_steps.max(runs[i].branch_step);
+        }
+        let first = &runs[members[0]];
+        let mut parent = first.clone();
+        let group_key = format!("stable|{}|{}", first.point_id, stable_steps);
+        parent.point_id = format!("{:016x}", fnv1a(group_key.as_bytes()));
+        parent.schedule = Schedule::Constant;
+        parent.steps = stable_steps;
+        parent.tokens = (stable_steps as f64 * tokens_per_step) as u64;
+        parent.flops = 6.0 * parent.n_params as f64 * parent.tokens as f64;
+        parent.flops_spent = parent.flops;
+        parent.budget = None;
+        parent.eval_interval = stable_steps.div_ceil(10).max(1);
+        for &i in &members {
+            runs[i].parent = Some(parent.point_id.clone());
+        }
+        parents.push(parent);
+    }
+    parents
 }
 
 /// Stable id: a hash of everything that determines the run's result.
@@ -297,6 +450,20 @@ fn run_id(r: &RunPlan, corpus_fp: u64, eval_tokens: f64) -> String {
         r.grad_clip,
         r.seed,
         r.eval_interval,
+    ) + &format!(
+        "|{}|{:?}|{}|{}",
+        if r.schedule == Schedule::Wsd {
+            r.cooldown_fraction
+        } else {
+            0.0
+        },
+        if r.schedule == Schedule::Wsd {
+            Some(r.cooldown_shape)
+        } else {
+            None
+        },
+        r.parent.is_some(),
+        r.branch_step
     );
     format!("{:016x}", fnv1a(key.as_bytes()))
 }
@@ -304,6 +471,118 @@ fn run_id(r: &RunPlan, corpus_fp: u64, eval_tokens: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::spec::{SpecSource, SweepSpec};
+
+    fn spec(extra_training: &str, data: &str) -> SweepSpec {
+        let text = format!(
+            "name: t\nmodel:\n  context: 16\n  shapes:\n    - {{d_model: 16, n_layer: 1, n_head: 2}}\n    - {{d_model: 32, n_layer: 1, n_head: 2}}\n\
+             data:\n{data}\n  min_steps: 2\ntraining:\n  batch_size: 4\n  lr: 0.01\n  warmup_steps: 4\n{extra_training}"
+        );
+        let src = SpecSource {
+            label: "t.yaml".into(),
+            base_dir: ".".into(),
+            text,
+        };
+        SweepSpec::parse(&src).unwrap()
+    }
+
+    fn run_with(schedule: Schedule, shape: CooldownShape) -> RunPlan {
+        let s = spec("", "  tokens: [6400]");
+        let mut r = build(&s, "t", 256, 1).unwrap().runs[0].clone();
+        r.schedule = schedule;
+        r.cooldown_shape = shape;
+        r.min_lr_ratio = 0.1;
+        r
+    }
+
+    #[test]
+    fn schedule_shapes() {
+        // 6400 tokens / (4 x 16) = 100 steps; warmup min(4, 10) = 4.
+        let c = run_with(Schedule::Cosine, CooldownShape::Linear);
+        assert_eq!((c.steps, c.warmup_steps), (100, 4));
+        assert!((c.lr_at(0) - 0.0025).abs() < 1e-12);
+        assert!((c.lr_at(3) - 0.01).abs() < 1e-12);
+        assert!((c.lr_at(4) - 0.01).abs() < 1e-12);
+        // Half-way through the decay: (peak + floor) / 2.
+        assert!((c.lr_at(52) - 0.0055).abs() < 1e-12);
+        assert!((c.lr_at(99) - 0.001).abs() < 1e-5);
+        let w = run_with(Schedule::Wsd, CooldownShape::Linear);
+        assert_eq!(w.decay_start(), 80);
+        assert_eq!(w.lr_at(79), 0.01);
+        // Cooldown steps 80..100: progress (step - 80 + 1) / 20.
+        assert!((w.lr_at(89) - (0.001 + 0.009 * 0.5)).abs() < 1e-12);
+        assert!((w.lr_at(99) - 0.001).abs() < 1e-12);
+        let q = run_with(Schedule::Wsd, CooldownShape::Sqrt);
+        assert!((q.lr_at(89) - (0.001 + 0.009 * (1.0 - 0.5f64.sqrt()))).abs() < 1e-12);
+        let k = run_with(Schedule::Constant, CooldownShape::Linear);
+        assert_eq!(k.lr_at(99), 0.01);
+    }
+
+    #[test]
+    fn flop_formulas_against_hand_counts() {
+        let s = Shape::new(64, 2, 2, None);
+        assert_eq!(s.non_embedding_params(), 100_096);
+        assert_eq!(s.total_params(256, 64), 120_576);
+        // 6 (N + vocab d) + 12 L ctx d = 6 (100096 + 16384) + 12 * 2 * 64 * 64.
+        assert_eq!(s.flops_per_token_full(256, 64), 797_184.0);
+    }
+
+    #[test]
+    fn lr_scaling_rules() {
+        let w = spec(
+            "  lr_scaling: {rule: width, base_width: 16}\n",
+            "  tokens: [6400]",
+        );
+        let p = build(&w, "t", 256, 1).unwrap();
+        let lr = |d: usize| p.runs.iter().find(|r| r.shape.d_model == d).unwrap().lr;
+        assert!((lr(16) - 0.01).abs() < 1e-15 && (lr(32) - 0.005).abs() < 1e-15);
+        let c = spec(
+            "  lr_scaling: {rule: compute, k: 2.0, p: -0.1}\n",
+            "  tokens: [6400]",
+        );
+        let p = build(&c, "t", 256, 1).unwrap();
+        for r in &p.runs {
+            assert!((r.lr - 2.0 * r.flops.powf(-0.1)).abs() < 1e-12);
+        }
+        let m = spec("  lr_multipliers: [0.5, 1, 2]\n", "  tokens: [6400]");
+        let p = build(&m, "t", 256, 1).unwrap();
+        assert_eq!(p.runs.len(), 6);
+        let ids: BTreeSet<&str> = p.runs.iter().map(|r| r.point_id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "an LR sweep shares the point id");
+    }
+
+    #[test]
+    fn branch_bookkeeping() {
+        let s = spec(
+            "  schedule: wsd\n  cooldown_fraction: 0.2\n",
+            "  tokens: [1600, 3200, 6400, 12800]\n  branches: true",
+        );
+        let p = build(&s, "t", 256, 1).unwrap();
+        assert_eq!(p.parents.len(), 2);
+        assert_eq!(p.runs.len(), 8);
+        for parent in &p.parents {
+            let kids: Vec<&RunPlan> = p
+                .runs
+                .iter()
+                .filter(|r| r.parent.as_ref() == Some(&parent.id))
+                .collect();
+            assert_eq!(kids.len(), 4);
+            // Steps 25, 50, 100, 200: branch at 80% of each; the parent runs to the last branch point.
+            let mut bs: Vec<usize> = kids.iter().map(|k| k.branch_step).collect();
+            bs.sort();
+            assert_eq!(bs, vec![20, 40, 80, 160]);
+            assert_eq!(parent.steps, 160);
+            assert!(kids.iter().all(|k| k.warmup_steps == parent.warmup_steps));
+            for k in &kids {
+                let cool_tokens = ((k.steps - k.branch_step) * 64) as f64;
+                assert!((k.flops_spent - 6.0 * k.n_params as f64 * cool_tokens).abs() < 1e-6);
+            }
+        }
+        // (0.8 * 12800 + 0.2 * (1600 + 3200 + 6400 + 12800)) / 24000 = 0.6267 per shape.
+        let ratio = p.flops_spent() / p.total_flops();
+        assert!((ratio - 15040.0 / 24000.0).abs() < 1e-9, "ratio {ratio}");
+    }
 
     #[test]
     fn param_count_matches_formula() {

@@ -40,6 +40,9 @@ pub struct SweepSpec {
     /// Compute budgets (FLOPs) the report extrapolates to.
     #[serde(default)]
     pub target_flops: Vec<f64>,
+    /// Which N the fit uses.
+    #[serde(default)]
+    pub fit: FitSpec,
 }
 
 fn default_device() -> String {
@@ -167,6 +170,10 @@ pub struct DataSpec {
     /// Runs with fewer optimizer steps are dropped (with a printed reason).
     #[serde(default = "default_min_steps")]
     pub min_steps: usize,
+    /// WSD cooldown branches: one stable-phase run per shape and seed; each data size is a
+    /// branch that cools down from the stable run's state (needs `training.schedule: wsd`).
+    #[serde(default)]
+    pub branches: bool,
 }
 
 fn default_min_steps() -> usize {
@@ -187,6 +194,62 @@ pub enum Schedule {
     Cosine,
     /// Linear warmup, then constant.
     Constant,
+    /// Warmup-stable-decay: warmup, constant at the peak, then a cooldown over the last
+    /// `cooldown_fraction` of the run to `min_lr_ratio · lr`.
+    Wsd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CooldownShape {
+    /// lr falls linearly.
+    Linear,
+    /// lr falls as 1 − sqrt(progress) (Hägele et al. 2024).
+    Sqrt,
+}
+
+/// How the peak LR follows the model size.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrScaling {
+    /// `width`: lr · base_width / d_model. `compute`: k · C^p with C = 6ND of the run.
+    pub rule: LrRule,
+    #[serde(default = "default_base_width")]
+    pub base_width: usize,
+    #[serde(default)]
+    pub k: Option<f64>,
+    #[serde(default)]
+    pub p: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrRule {
+    Width,
+    Compute,
+}
+
+fn default_base_width() -> usize {
+    64
+}
+
+/// Which parameter count and which compute the fit uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NChoice {
+    /// Non-embedding parameters (Kaplan).
+    #[default]
+    NonEmbedding,
+    /// All parameters, embeddings and the (tied) head included.
+    Total,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitSpec {
+    /// `non_embedding` (default) or `total`.
+    #[serde(default)]
+    pub n: NChoice,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -223,6 +286,26 @@ pub struct TrainingSpec {
     /// Evaluate every this many steps (and always at the end). 0: about 10 evals per run.
     #[serde(default)]
     pub eval_interval: usize,
+    /// WSD: fraction of the run spent cooling down.
+    #[serde(default = "default_cooldown_fraction")]
+    pub cooldown_fraction: f64,
+    /// WSD: `linear` or `sqrt` (1 − sqrt).
+    #[serde(default = "default_cooldown_shape")]
+    pub cooldown_shape: CooldownShape,
+    /// Peak LR as a function of width or compute (applied to every run).
+    #[serde(default)]
+    pub lr_scaling: Option<LrScaling>,
+    /// LR sweep: train every point with each of these peak LRs (multipliers of the scaled
+    /// LR); all are logged, the best per point is `selected` and used by the fit.
+    #[serde(default)]
+    pub lr_multipliers: Vec<f64>,
+}
+
+fn default_cooldown_fraction() -> f64 {
+    0.2
+}
+fn default_cooldown_shape() -> CooldownShape {
+    CooldownShape::Linear
 }
 
 impl Default for TrainingSpec {
@@ -240,6 +323,10 @@ impl Default for TrainingSpec {
             weight_decay: default_weight_decay(),
             grad_clip: default_grad_clip(),
             eval_interval: 0,
+            cooldown_fraction: default_cooldown_fraction(),
+            cooldown_shape: default_cooldown_shape(),
+            lr_scaling: None,
+            lr_multipliers: Vec::new(),
         }
     }
 }
@@ -328,6 +415,12 @@ impl SweepSpec {
             return Err(user(msg));
         }
         Ok(spec)
+    }
+
+    /// The spec copied into a results folder (`sweep.yaml`), parsed without validation.
+    pub fn from_results_dir(dir: &Path) -> Option<SweepSpec> {
+        let text = std::fs::read_to_string(dir.join("sweep.yaml")).ok()?;
+        serde_saphyr::from_str(&text).ok()
     }
 
     /// Every seed a point is trained with.
@@ -560,6 +653,37 @@ impl SweepSpec {
                     "target_flops[{i}]: {c} must be a positive number of FLOPs (e.g. 1e21)"
                 ));
             }
+        }
+        if !(t.cooldown_fraction > 0.0 && t.cooldown_fraction < 1.0) {
+            p.push(format!(
+                "training.cooldown_fraction: {} must be in (0, 1)",
+                t.cooldown_fraction
+            ));
+        }
+        for (i, &m) in t.lr_multipliers.iter().enumerate() {
+            if !(m > 0.0 && m.is_finite()) {
+                p.push(format!(
+                    "training.lr_multipliers[{i}]: {m} must be positive (e.g. [0.5, 1, 2])"
+                ));
+            }
+        }
+        if let Some(ls) = &t.lr_scaling {
+            match ls.rule {
+                LrRule::Width if ls.base_width == 0 => p.push("training.lr_scaling.base_width: must be positive".into()),
+                LrRule::Compute if ls.k.is_none() || ls.p.is_none() => p.push(
+                    "training.lr_scaling: rule `compute` needs `k` and `p` (lr = k · C^p, e.g. k: 0.3, p: -0.125)".into(),
+                ),
+                _ => {}
+            }
+        }
+        if d.branches && t.schedule != Schedule::Wsd {
+            p.push("data.branches: cooldown branches need `training.schedule: wsd`".into());
+        }
+        if d.branches && d.isoflop.is_some() {
+            p.push(
+                "data.branches: not available in IsoFLOP mode; use `tokens` or `tokens_per_param`"
+                    .into(),
+            );
         }
         // Device.
         if crate::device::DeviceChoice::parse(&self.device).is_err() {

@@ -55,6 +55,36 @@ pub struct RunRecord {
     pub wall_s: f64,
     pub backend: String,
     pub scalelab_version: String,
+    /// C with all parameters: 6 · n_params_total · tokens.
+    pub flops_total: f64,
+    /// PaLM-style count: (6·(N + vocab·d) + 12·n_layer·context·d) · tokens.
+    pub flops_full: f64,
+    /// FLOPs this row itself cost (a cooldown branch: its cooldown only).
+    pub flops_spent: f64,
+    /// Stable-phase parent of a cooldown branch ("" otherwise).
+    pub parent: String,
+    pub branch_step: i64,
+    pub lr_multiplier: f64,
+    /// (shape, D, seed) point; the runs of an LR sweep share it.
+    pub point_id: String,
+    /// The run the fit uses for its point (the best LR of an LR sweep).
+    pub selected: bool,
+}
+
+/// Mark, for every point, the `ok` run with the lowest eval loss as selected.
+pub fn mark_selected(runs: &mut [RunRecord]) {
+    let mut best: std::collections::HashMap<String, (usize, f64)> = Default::default();
+    for (i, r) in runs.iter().enumerate() {
+        if r.status == "ok" && r.eval_loss.is_finite() {
+            let e = best.entry(r.point_id.clone()).or_insert((i, r.eval_loss));
+            if r.eval_loss < e.1 {
+                *e = (i, r.eval_loss);
+            }
+        }
+    }
+    for (i, r) in runs.iter_mut().enumerate() {
+        r.selected = best.get(&r.point_id).is_some_and(|b| b.0 == i);
+    }
 }
 
 /// Write `df` to `path` atomically with key-value metadata.
@@ -138,6 +168,14 @@ pub fn runs_frame(rows: &[RunRecord]) -> anyhow::Result<DataFrame> {
         col!("wall_s", rows, |r| r.wall_s),
         col!("backend", rows, |r| r.backend.clone()),
         col!("scalelab_version", rows, |r| r.scalelab_version.clone()),
+        col!("flops_total", rows, |r| r.flops_total),
+        col!("flops_full", rows, |r| r.flops_full),
+        col!("flops_spent", rows, |r| r.flops_spent),
+        col!("parent", rows, |r| r.parent.clone()),
+        col!("branch_step", rows, |r| r.branch_step),
+        col!("lr_multiplier", rows, |r| r.lr_multiplier),
+        col!("point_id", rows, |r| r.point_id.clone()),
+        col!("selected", rows, |r| r.selected),
     ])?)
 }
 
@@ -240,6 +278,18 @@ pub fn read_runs(dir: &Path) -> anyhow::Result<Vec<RunRecord>> {
         f("mfu")?,
         f("wall_s")?,
     );
+    let (ftot, ffull, fspent, lrm) = (
+        f("flops_total")?,
+        f("flops_full")?,
+        f("flops_spent")?,
+        f("lr_multiplier")?,
+    );
+    let (parent, point) = (s("parent")?, s("point_id")?);
+    let bstep = i("branch_step")?;
+    let sel: Vec<bool> = {
+        let c = df.column("selected")?.cast(&DataType::Boolean)?;
+        c.bool()?.iter().map(|v| v.unwrap_or(false)).collect()
+    };
     let nan = |v: Option<f64>| v.unwrap_or(f64::NAN);
     Ok((0..df.height())
         .map(|k| RunRecord {
@@ -272,6 +322,14 @@ pub fn read_runs(dir: &Path) -> anyhow::Result<Vec<RunRecord>> {
             wall_s: nan(wall[k]),
             backend: backend[k].clone(),
             scalelab_version: version[k].clone(),
+            flops_total: nan(ftot[k]),
+            flops_full: nan(ffull[k]),
+            flops_spent: nan(fspent[k]),
+            parent: parent[k].clone(),
+            branch_step: bstep[k],
+            lr_multiplier: nan(lrm[k]),
+            point_id: point[k].clone(),
+            selected: sel[k],
         })
         .collect())
 }
@@ -335,15 +393,23 @@ impl ResultsStore {
     /// both files: curves first, then runs, so a crash in between leaves curve rows that
     /// the next load ignores rather than a run without its curve.
     pub fn add(&mut self, run: RunRecord, curve: Vec<CurveRow>) -> anyhow::Result<()> {
-        self.runs.retain(|r| r.run_id != run.run_id);
-        self.curves.retain(|(id, _)| *id != run.run_id);
-        self.curves
-            .extend(curve.into_iter().map(|c| (run.run_id.clone(), c)));
-        self.runs.push(run);
+        self.add_many(vec![(run, curve)])
+    }
+
+    /// Record several runs with one flush (a stable parent and its branches).
+    pub fn add_many(&mut self, rows: Vec<(RunRecord, Vec<CurveRow>)>) -> anyhow::Result<()> {
+        for (run, curve) in rows {
+            self.runs.retain(|r| r.run_id != run.run_id);
+            self.curves.retain(|(id, _)| *id != run.run_id);
+            self.curves
+                .extend(curve.into_iter().map(|c| (run.run_id.clone(), c)));
+            self.runs.push(run);
+        }
         self.flush()
     }
 
-    pub fn flush(&self) -> anyhow::Result<()> {
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        mark_selected(&mut self.runs);
         write_parquet_atomic(
             &self.dir.join(CURVES_FILE),
             &mut curves_frame(&self.curves)?,

@@ -187,6 +187,17 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
     for d in &p.plan.dropped {
         let _ = writeln!(s, "dropped {}: {}", d.what, d.reason);
     }
+    if !p.plan.parents.is_empty() {
+        let _ = writeln!(
+            s,
+            "cooldown branches: {} stable-phase runs feed {} branches; the sweep spends {:.3e} FLOPs where separate runs would cost {:.3e} ({:.2}x)",
+            p.plan.parents.len(),
+            p.plan.runs.iter().filter(|r| r.parent.is_some()).count(),
+            p.plan.flops_spent(),
+            p.plan.total_flops(),
+            p.plan.flops_spent() / p.plan.total_flops()
+        );
+    }
     let _ = writeln!(
         s,
         "total {:.3e} FLOPs; pending runs ETA ~{} on {} ({})",
@@ -267,13 +278,9 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
     >(&dev, 0.3));
     let mut store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;
-    let pending: Vec<&RunPlan> = p
-        .plan
-        .runs
-        .iter()
-        .filter(|r| !store.is_done(&r.id))
-        .collect();
-    let skipped = p.plan.runs.len() - pending.len();
+    let units = units(&p.plan, &store);
+    let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
+    let skipped = p.plan.runs.len() - pending_runs;
     for d in &p.plan.dropped {
         eprintln!("scalelab: dropped {}: {}", d.what, d.reason);
     }
@@ -282,11 +289,19 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         p.spec.name,
         p.plan.runs.len(),
         skipped,
-        pending.len(),
+        pending_runs,
         p.device.backend_name(),
         p.out_dir.display()
     );
-    let total_flops: f64 = pending.iter().map(|r| r.flops).sum();
+    if !p.plan.parents.is_empty() {
+        eprintln!(
+            "scalelab: cooldown branches: the sweep spends {:.3e} FLOPs where separate runs would cost {:.3e} ({:.2}x)",
+            p.plan.flops_spent(),
+            p.plan.total_flops(),
+            p.plan.flops_spent() / p.plan.total_flops()
+        );
+    }
+    let total_flops: f64 = units.iter().map(|u| u.flops()).sum();
     let mp = MultiProgress::with_draw_target(if opts.plain {
         ProgressDrawTarget::hidden()
     } else {
@@ -307,58 +322,83 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     let mut flops_done = 0.0;
     let mut trained = 0;
     let mut failed = 0;
-    for (k, r) in pending.iter().enumerate() {
+    for u in &units {
         if opts.max_runs.is_some_and(|m| trained >= m) {
             break;
         }
-        sweep_bar.set_message(format!("runs {}/{}", skipped + k, p.plan.runs.len()));
-        run_bar.set_length(r.steps as u64);
+        sweep_bar.set_message(format!("runs {}/{}", skipped + trained, p.plan.runs.len()));
+        let steps: usize = u.steps();
+        run_bar.set_length(steps as u64);
         run_bar.set_position(0);
-        run_bar.set_prefix(format!("{} D={}", r.shape.label(), human(r.tokens as f64)));
-        let flops_per_step = r.flops / r.steps as f64;
+        let lead = u.members[0];
+        run_bar.set_prefix(match u.parent {
+            Some(_) => format!("{} {} branches", lead.shape.label(), u.members.len()),
+            None => format!("{} D={}", lead.shape.label(), human(lead.tokens as f64)),
+        });
+        let flops_per_step = u.flops() / steps.max(1) as f64;
         let base = flops_done;
+        let mut done_steps = 0usize;
+        let mut last_step = 0usize;
         let mut on_step = |s: train::StepInfo| {
-            run_bar.set_position(s.step as u64);
+            // Steps restart at each branch: count progress as steps seen.
+            done_steps += if s.step > last_step {
+                s.step - last_step
+            } else {
+                1
+            };
+            last_step = s.step;
+            run_bar.set_position(done_steps as u64);
             run_bar.set_message(format!(
                 "loss {:.4}  {:.0} tok/s",
                 s.train_loss, s.tokens_per_s
             ));
-            sweep_bar.set_position(((base + flops_per_step * s.step as f64) / 1e6) as u64);
+            sweep_bar.set_position(((base + flops_per_step * done_steps as f64) / 1e6) as u64);
         };
-        let outcome = train_guarded(p, r, &mut on_step);
-        flops_done += r.flops;
+        let outcomes: Vec<(&RunPlan, RunOutcome)> = train_unit(p, u, &mut on_step);
+        flops_done += u.flops();
         sweep_bar.set_position((flops_done / 1e6) as u64);
-        trained += 1;
-        if outcome.status == Status::Failed {
-            failed += 1;
+        let mut rows = Vec::new();
+        for (r, outcome) in outcomes {
+            let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
+            let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
+            let mfu = (peak > 0.0 && outcome.tokens_per_s.is_finite())
+                .then(|| outcome.tokens_per_s * full_flops_per_token / peak);
+            let mut rec = record(p, r, &outcome, mfu);
+            if is_parent && rec.status == "ok" {
+                rec.status = "stable".into();
+            }
+            if !is_parent {
+                trained += 1;
+                if outcome.status == Status::Failed {
+                    failed += 1;
+                }
+                let line = format!(
+                    "[{}/{}] {} D={} N={}{}: {} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
+                    skipped + trained,
+                    p.plan.runs.len(),
+                    r.shape.label(),
+                    human(r.tokens as f64),
+                    human(r.n_params as f64),
+                    if r.lr_multiplier != 1.0 { format!(" lr={:.2e}", r.lr) } else { String::new() },
+                    rec.status,
+                    rec.eval_loss,
+                    rec.final_train_loss,
+                    rec.tokens_per_s,
+                    rec.wall_s,
+                    hms(t_start.elapsed().as_secs_f64() / flops_done.max(1.0) * (total_flops - flops_done))
+                );
+                if interactive {
+                    mp.println(&line).ok();
+                } else {
+                    eprintln!("scalelab: {line}");
+                }
+            }
+            if let Some(e) = &outcome.error {
+                eprintln!("scalelab: run {} failed: {e}", r.id);
+            }
+            rows.push((rec, outcome.curve));
         }
-        let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
-        let mfu = (peak > 0.0 && outcome.tokens_per_s.is_finite())
-            .then(|| outcome.tokens_per_s * full_flops_per_token / peak);
-        let rec = record(p, r, &outcome, mfu);
-        let line = format!(
-            "[{}/{}] {} D={} N={}: {} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
-            skipped + k + 1,
-            p.plan.runs.len(),
-            r.shape.label(),
-            human(r.tokens as f64),
-            human(r.n_params as f64),
-            rec.status,
-            rec.eval_loss,
-            rec.final_train_loss,
-            rec.tokens_per_s,
-            rec.wall_s,
-            hms(t_start.elapsed().as_secs_f64() / flops_done.max(1.0) * (total_flops - flops_done))
-        );
-        if interactive {
-            mp.println(&line).ok();
-        } else {
-            eprintln!("scalelab: {line}");
-        }
-        if let Some(e) = &outcome.error {
-            eprintln!("scalelab: run {} failed: {e}", r.id);
-        }
-        store.add(rec, outcome.curve)?;
+        store.add_many(rows)?;
     }
     sweep_bar.finish_and_clear();
     run_bar.finish_and_clear();
@@ -371,38 +411,129 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     })
 }
 
-/// Train one run; a panic inside burn becomes a `failed` outcome with its message.
-fn train_guarded(
+/// A unit of training: one run, or a stable parent with its pending branches.
+struct Unit<'a> {
+    parent: Option<&'a RunPlan>,
+    members: Vec<&'a RunPlan>,
+}
+
+impl Unit<'_> {
+    fn flops(&self) -> f64 {
+        self.members.iter().map(|r| r.flops_spent).sum::<f64>()
+            + self.parent.map_or(0.0, |p| p.flops_spent)
+    }
+
+    fn steps(&self) -> usize {
+        match self.parent {
+            Some(p) => {
+                p.steps
+                    + self
+                        .members
+                        .iter()
+                        .map(|r| r.steps - r.branch_step)
+                        .sum::<usize>()
+            }
+            None => self.members[0].steps,
+        }
+    }
+}
+
+/// Pending work, smallest first. A branch group is retrained whole when any branch is missing.
+fn units<'a>(plan: &'a Plan, store: &ResultsStore) -> Vec<Unit<'a>> {
+    let mut out = Vec::new();
+    for r in plan
+        .runs
+        .iter()
+        .filter(|r| r.parent.is_none() && !store.is_done(&r.id))
+    {
+        out.push(Unit {
+            parent: None,
+            members: vec![r],
+        });
+    }
+    for parent in &plan.parents {
+        let branches: Vec<&RunPlan> = plan
+            .runs
+            .iter()
+            .filter(|r| r.parent.as_deref() == Some(&parent.id))
+            .collect();
+        if branches.iter().any(|b| !store.is_done(&b.id)) {
+            out.push(Unit {
+                parent: Some(parent),
+                members: branches,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.flops().total_cmp(&b.flops()));
+    out
+}
+
+/// Train a unit; every member (and the parent) gets an outcome.
+fn train_unit<'a>(
     p: &Prepared,
-    r: &RunPlan,
+    u: &Unit<'a>,
     on_step: &mut dyn FnMut(train::StepInfo),
-) -> RunOutcome {
-    let t0 = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::with_backend!(p.device, |B, dev| train::train_run::<B>(
-            r, &p.corpus, &dev, on_step
-        ))
-    }));
-    match result {
-        Ok(o) => o,
-        Err(e) => {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            RunOutcome {
-                status: Status::Failed,
-                steps_done: 0,
-                final_train_loss: f64::NAN,
-                eval_loss: f64::NAN,
-                tokens_per_s: f64::NAN,
-                wall_s: t0.elapsed().as_secs_f64(),
-                curve: Vec::new(),
-                error: Some(msg),
+) -> Vec<(&'a RunPlan, RunOutcome)> {
+    match u.parent {
+        None => {
+            let r = u.members[0];
+            vec![(
+                r,
+                guarded(|| {
+                    crate::with_backend!(p.device, |B, dev| train::train_run::<B>(
+                        r, &p.corpus, &dev, on_step
+                    ))
+                }),
+            )]
+        }
+        Some(parent) => {
+            let t0 = Instant::now();
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::with_backend!(p.device, |B, dev| train::train_branched::<B>(
+                    parent, &u.members, &p.corpus, &dev, on_step
+                ))
+            }));
+            match res {
+                Ok((po, bo)) => std::iter::once((parent, po))
+                    .chain(u.members.iter().copied().zip(bo))
+                    .collect(),
+                Err(e) => {
+                    let f = failed(panic_message(&e), t0.elapsed().as_secs_f64());
+                    std::iter::once(parent)
+                        .chain(u.members.iter().copied())
+                        .map(|r| (r, f.clone()))
+                        .collect()
+                }
             }
         }
     }
+}
+
+fn panic_message(e: &Box<dyn std::any::Any + Send>) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+fn failed(msg: String, wall_s: f64) -> RunOutcome {
+    RunOutcome {
+        status: Status::Failed,
+        steps_done: 0,
+        final_train_loss: f64::NAN,
+        eval_loss: f64::NAN,
+        tokens_per_s: f64::NAN,
+        wall_s,
+        curve: Vec::new(),
+        error: Some(msg),
+    }
+}
+
+/// Run `f`; a panic inside burn becomes a `failed` outcome with its message.
+fn guarded(f: impl FnOnce() -> RunOutcome) -> RunOutcome {
+    let t0 = Instant::now();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|e| failed(panic_message(&e), t0.elapsed().as_secs_f64()))
 }
 
 fn record(p: &Prepared, r: &RunPlan, o: &RunOutcome, mfu: Option<f64>) -> RunRecord {
@@ -436,6 +567,14 @@ fn record(p: &Prepared, r: &RunPlan, o: &RunOutcome, mfu: Option<f64>) -> RunRec
         wall_s: o.wall_s,
         backend: p.device.backend_name(),
         scalelab_version: VERSION.into(),
+        flops_total: 6.0 * r.n_params_total as f64 * r.tokens as f64,
+        flops_full: r.shape.flops_per_token_full(r.vocab_size, r.context) * r.tokens as f64,
+        flops_spent: r.flops_spent,
+        parent: r.parent.clone().unwrap_or_default(),
+        branch_step: r.branch_step as i64,
+        lr_multiplier: r.lr_multiplier,
+        point_id: r.point_id.clone(),
+        selected: false,
     }
 }
 

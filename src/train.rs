@@ -172,6 +172,130 @@ fn clip_global_norm<B: AutodiffBackend>(
     norm
 }
 
+/// Fresh model and AdamW optimizer for a run (seeded).
+fn init<B: AutodiffBackend>(
+    run: &RunPlan,
+    corpus: &Corpus,
+    device: &B::Device,
+) -> (Gpt<B>, impl Optimizer<Gpt<B>, B>) {
+    B::seed(device, run.seed);
+    let model: Gpt<B> =
+        GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context).init(device);
+    let optim = AdamWConfig::new()
+        .with_beta_1(run.beta1 as f32)
+        .with_beta_2(run.beta2 as f32)
+        .with_epsilon(1e-8)
+        .with_weight_decay(run.weight_decay as f32)
+        .init::<B, Gpt<B>>();
+    (model, optim)
+}
+
+/// Progress of one training segment.
+struct Segment {
+    status: Status,
+    last_loss: f64,
+    steps_done: usize,
+    train_time: f64,
+    curve: Vec<CurveRow>,
+}
+
+/// Train steps `from..to` of `run` (LR from `run`'s schedule), evaluating at the run's eval
+/// interval and at its last step.
+#[allow(clippy::too_many_arguments)]
+fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+    mut model: Gpt<B>,
+    optim: &mut O,
+    run: &RunPlan,
+    from: usize,
+    to: usize,
+    corpus: &Corpus,
+    device: &B::Device,
+    on_step: &mut dyn FnMut(StepInfo),
+) -> (Gpt<B>, Segment) {
+    let tokens_per_step = (run.batch_size * run.context) as u64;
+    let mut seg = Segment {
+        status: Status::Ok,
+        last_loss: f64::NAN,
+        steps_done: from,
+        train_time: 0.0,
+        curve: Vec::new(),
+    };
+    for step in from..to {
+        let t0 = Instant::now();
+        let (x, y) = batch::<B>(run, &corpus.train, step, device);
+        let loss = model.loss(x, y);
+        let loss_v: f32 = loss.clone().into_scalar().elem();
+        let loss_v = loss_v as f64;
+        let lr = run.lr_at(step);
+        if !loss_v.is_finite() {
+            seg.status = Status::Diverged;
+            seg.curve.push(CurveRow {
+                step,
+                tokens: step as u64 * tokens_per_step,
+                lr,
+                train_loss: loss_v,
+                eval_loss: None,
+            });
+            break;
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let norm = clip_global_norm(&model, &mut grads, run.grad_clip);
+        if !norm.is_finite() {
+            seg.status = Status::Diverged;
+            break;
+        }
+        model = optim.step(lr, model, grads);
+        seg.train_time += t0.elapsed().as_secs_f64();
+        seg.steps_done = step + 1;
+        seg.last_loss = loss_v;
+        let tokens = seg.steps_done as u64 * tokens_per_step;
+        let is_eval = seg.steps_done % run.eval_interval == 0 || seg.steps_done == run.steps;
+        let eval = if is_eval {
+            Some(eval_loss(&model.valid(), corpus, device))
+        } else {
+            None
+        };
+        seg.curve.push(CurveRow {
+            step: seg.steps_done,
+            tokens,
+            lr,
+            train_loss: loss_v,
+            eval_loss: eval,
+        });
+        on_step(StepInfo {
+            step: seg.steps_done,
+            steps: run.steps,
+            train_loss: loss_v,
+            tokens_per_s: (seg.steps_done - from) as f64 * tokens_per_step as f64
+                / seg.train_time.max(1e-9),
+        });
+    }
+    (model, seg)
+}
+
+fn outcome(seg: Segment, run: &RunPlan, from: usize, wall_s: f64) -> RunOutcome {
+    let eval = if seg.status == Status::Ok {
+        seg.curve
+            .iter()
+            .rev()
+            .find_map(|c| c.eval_loss)
+            .unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    };
+    let tokens = (seg.steps_done - from) as f64 * (run.batch_size * run.context) as f64;
+    RunOutcome {
+        status: seg.status,
+        steps_done: seg.steps_done,
+        final_train_loss: seg.last_loss,
+        eval_loss: eval,
+        tokens_per_s: tokens / seg.train_time.max(1e-9),
+        wall_s,
+        curve: seg.curve,
+        error: None,
+    }
+}
+
 /// Train one run. Never panics on a numerical problem: a non-finite loss ends the run as
 /// `Diverged`.
 pub fn train_run<B: AutodiffBackend>(
@@ -181,86 +305,85 @@ pub fn train_run<B: AutodiffBackend>(
     on_step: &mut dyn FnMut(StepInfo),
 ) -> RunOutcome {
     let start = Instant::now();
-    B::seed(device, run.seed);
-    let mut model: Gpt<B> =
-        GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context).init(device);
-    let mut optim = AdamWConfig::new()
-        .with_beta_1(run.beta1 as f32)
-        .with_beta_2(run.beta2 as f32)
-        .with_epsilon(1e-8)
-        .with_weight_decay(run.weight_decay as f32)
-        .init::<B, Gpt<B>>();
-    let tokens_per_step = (run.batch_size * run.context) as u64;
-    let mut curve = Vec::new();
-    let mut last_loss = f64::NAN;
-    let mut status = Status::Ok;
-    let mut steps_done = 0;
-    let mut train_time = 0.0;
-    for step in 0..run.steps {
-        let t0 = Instant::now();
-        let (x, y) = batch::<B>(run, &corpus.train, step, device);
-        let loss = model.loss(x, y);
-        let loss_v: f32 = loss.clone().into_scalar().elem();
-        let loss_v = loss_v as f64;
-        if !loss_v.is_finite() {
-            status = Status::Diverged;
-            curve.push(CurveRow {
-                step,
-                tokens: step as u64 * tokens_per_step,
-                lr: run.lr_at(step),
-                train_loss: loss_v,
-                eval_loss: None,
-            });
-            break;
-        }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let norm = clip_global_norm(&model, &mut grads, run.grad_clip);
-        if !norm.is_finite() {
-            status = Status::Diverged;
-            break;
-        }
-        let lr = run.lr_at(step);
-        model = optim.step(lr, model, grads);
-        train_time += t0.elapsed().as_secs_f64();
-        steps_done = step + 1;
-        last_loss = loss_v;
-        let tokens = steps_done as u64 * tokens_per_step;
-        let is_eval = steps_done % run.eval_interval == 0 || steps_done == run.steps;
-        let eval = if is_eval {
-            Some(eval_loss(&model.valid(), corpus, device))
-        } else {
-            None
-        };
-        curve.push(CurveRow {
-            step: steps_done,
-            tokens,
-            lr,
-            train_loss: loss_v,
-            eval_loss: eval,
-        });
-        on_step(StepInfo {
-            step: steps_done,
-            steps: run.steps,
-            train_loss: loss_v,
-            tokens_per_s: tokens as f64 / train_time.max(1e-9),
-        });
-    }
-    let eval = if status == Status::Ok {
-        curve.last().and_then(|c| c.eval_loss).unwrap_or(f64::NAN)
-    } else {
-        f64::NAN
+    let (model, mut optim) = init::<B>(run, corpus, device);
+    let (_, seg) = run_steps(
+        model, &mut optim, run, 0, run.steps, corpus, device, on_step,
+    );
+    outcome(seg, run, 0, start.elapsed().as_secs_f64())
+}
+
+/// Train a stable-phase parent and its cooldown branches (WSD). The parent trains once; at
+/// each branch's `branch_step` the model and optimizer state are cloned and the branch cools
+/// down to its own length. Returns the parent's outcome (its stable phase) and one outcome
+/// per branch, in the order given. A branch's wall time and tokens/s cover its cooldown only.
+pub fn train_branched<B: AutodiffBackend>(
+    parent: &RunPlan,
+    branches: &[&RunPlan],
+    corpus: &Corpus,
+    device: &B::Device,
+    on_step: &mut dyn FnMut(StepInfo),
+) -> (RunOutcome, Vec<RunOutcome>) {
+    let start = Instant::now();
+    let (mut model, mut optim) = init::<B>(parent, corpus, device);
+    let mut order: Vec<usize> = (0..branches.len()).collect();
+    order.sort_by_key(|&i| branches[i].branch_step);
+    let mut outs: Vec<Option<RunOutcome>> = vec![None; branches.len()];
+    let mut stable = Segment {
+        status: Status::Ok,
+        last_loss: f64::NAN,
+        steps_done: 0,
+        train_time: 0.0,
+        curve: Vec::new(),
     };
-    let tokens = steps_done as u64 * tokens_per_step;
-    RunOutcome {
-        status,
-        steps_done,
-        final_train_loss: last_loss,
-        eval_loss: eval,
-        tokens_per_s: tokens as f64 / train_time.max(1e-9),
-        wall_s: start.elapsed().as_secs_f64(),
-        curve,
-        error: None,
+    for &i in &order {
+        let b = branches[i];
+        let to = b.branch_step.min(parent.steps);
+        if stable.status == Status::Ok && stable.steps_done < to {
+            let (m, seg) = run_steps(
+                model,
+                &mut optim,
+                parent,
+                stable.steps_done,
+                to,
+                corpus,
+                device,
+                on_step,
+            );
+            model = m;
+            stable.status = seg.status;
+            stable.last_loss = seg.last_loss;
+            stable.steps_done = seg.steps_done;
+            stable.train_time += seg.train_time;
+            stable.curve.extend(seg.curve);
+        }
+        let t0 = Instant::now();
+        let out = if stable.status == Status::Ok {
+            let mut branch_optim = optim.clone();
+            let (_, seg) = run_steps(
+                model.clone(),
+                &mut branch_optim,
+                b,
+                to,
+                b.steps,
+                corpus,
+                device,
+                on_step,
+            );
+            outcome(seg, b, to, t0.elapsed().as_secs_f64())
+        } else {
+            let seg = Segment {
+                status: Status::Diverged,
+                last_loss: f64::NAN,
+                steps_done: to,
+                train_time: 0.0,
+                curve: Vec::new(),
+            };
+            outcome(seg, b, to, 0.0)
+        };
+        outs[i] = Some(out);
     }
+    let parent_out = outcome(stable, parent, 0, start.elapsed().as_secs_f64());
+    (parent_out, outs.into_iter().map(|o| o.unwrap()).collect())
 }
 
 #[cfg(test)]
@@ -295,6 +418,13 @@ mod tests {
             weight_decay: 0.0,
             grad_clip: 0.0,
             eval_interval: 5,
+            cooldown_fraction: 0.2,
+            cooldown_shape: crate::spec::CooldownShape::Linear,
+            lr_multiplier: 1.0,
+            point_id: "p".into(),
+            parent: None,
+            branch_step: 0,
+            flops_spent: 0.0,
         }
     }
 

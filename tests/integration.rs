@@ -177,7 +177,7 @@ fn plan_prints_table_without_training() {
         s.contains("9 runs") && s.contains("C=6ND") && s.contains("ETA"),
         "{s}"
     );
-    assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 9);
+    assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 12);
     assert!(!out.join("runs.parquet").exists());
 }
 
@@ -783,4 +783,127 @@ fn report_from_csv_and_degenerate_inputs() {
             && stderr(&o).contains("skipped the bootstrap plot")
     );
     check_pngs(&out1, &["loss_vs_compute", "training_curves"]);
+}
+
+// ---------------------------------------------------------------- training fidelity
+
+const WSD: &str = "name: wsd\ncorpus:\n  builtin: {seed: 5, topics: 2}\n  eval_tokens: 1024\nmodel:\n  context: 32\n  shapes:\n    - {d_model: 16, n_layer: 1, n_head: 2}\ndata:\n  tokens: [6400, 12800, 25600]\n  min_steps: 10\nBRANCHES\ntraining:\n  batch_size: 8\n  lr: 1.0e-2\n  warmup_steps: 5\n  schedule: wsd\n  cooldown_fraction: 0.2\n  cooldown_shape: sqrt\n";
+
+#[test]
+fn wsd_cooldown_branches_match_separate_runs() {
+    let dir = tmp("wsd");
+    let branched = dir.join("branched.yaml");
+    std::fs::write(&branched, WSD.replace("BRANCHES", "  branches: true")).unwrap();
+    let separate = dir.join("separate.yaml");
+    std::fs::write(&separate, WSD.replace("BRANCHES\n", "")).unwrap();
+    let (ob, os) = (dir.join("b"), dir.join("s"));
+    let o = scalelab(&["plan", branched.to_str().unwrap()]);
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        plan.contains("cooldown branches: 1 stable-phase runs feed 3 branches"),
+        "{plan}"
+    );
+    let o = scalelab(&[
+        "run",
+        branched.to_str().unwrap(),
+        "--out",
+        ob.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("separate runs would cost"),
+        "{}",
+        stderr(&o)
+    );
+    let o = scalelab(&[
+        "run",
+        separate.to_str().unwrap(),
+        "--out",
+        os.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rb = scalelab::store::read_runs(&ob).unwrap();
+    let rs = scalelab::store::read_runs(&os).unwrap();
+    let stable: Vec<_> = rb.iter().filter(|r| r.status == "stable").collect();
+    assert_eq!(stable.len(), 1);
+    let branches: Vec<_> = rb.iter().filter(|r| r.status == "ok").collect();
+    assert_eq!(branches.len(), 3);
+    for b in &branches {
+        assert_eq!(b.parent, stable[0].run_id);
+        assert_eq!(
+            b.branch_step,
+            b.steps - (b.steps as f64 * 0.2).round() as i64
+        );
+        assert!(b.flops_spent < b.flops);
+        // The same D trained as a separate WSD run: the stable phase is identical by
+        // construction (same seed, data order and warmup), so the losses agree to within
+        // floating-point noise. Tolerance: 0.01 nats.
+        let s = rs.iter().find(|r| r.tokens == b.tokens).unwrap();
+        assert!(
+            (b.eval_loss - s.eval_loss).abs() < 0.01,
+            "branch {} vs separate {}",
+            b.eval_loss,
+            s.eval_loss
+        );
+    }
+    let spent: f64 = rb.iter().map(|r| r.flops_spent).sum();
+    let separate_cost: f64 = rs.iter().map(|r| r.flops).sum();
+    // (0.8 * 25600 + 0.2 * (6400 + 12800 + 25600)) / 44800 = 0.657.
+    assert!(
+        (spent / separate_cost - 0.657).abs() < 0.01,
+        "ratio {}",
+        spent / separate_cost
+    );
+    // Resume: nothing left to train.
+    let o = scalelab(&[
+        "run",
+        branched.to_str().unwrap(),
+        "--out",
+        ob.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(
+        stderr(&o).contains("0 trained, 3 skipped"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn lr_sweep_selects_best_and_fit_uses_chosen_n() {
+    let dir = tmp("lrsweep");
+    let spec = dir.join("lr.yaml");
+    std::fs::write(
+        &spec,
+        BASE.replace("batch_size: 4", "batch_size: 4\n  lr_multipliers: [0.3, 3]")
+            + "fit: {n: total}\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = scalelab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = scalelab::store::read_runs(&out).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs.iter().filter(|r| r.selected).count(), 1);
+    let best = runs
+        .iter()
+        .filter(|r| r.status == "ok")
+        .min_by(|a, b| a.eval_loss.total_cmp(&b.eval_loss))
+        .unwrap();
+    assert!(best.selected);
+    assert!(runs
+        .iter()
+        .all(|r| r.flops_total > r.flops && r.flops_full > r.flops_total));
+    let data = Dataset::from_results(&out, 0).unwrap();
+    assert_eq!(data.points.len(), 1, "only the selected run is a fit point");
+    assert_eq!(data.points[0].n, best.n_params_total as f64);
+    assert!(data.source.contains("all parameters"));
 }

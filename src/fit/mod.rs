@@ -164,11 +164,17 @@ impl Dataset {
             );
         }
         let runs = crate::store::read_runs(dir)?;
+        let total_n = crate::spec::SweepSpec::from_results_dir(dir)
+            .is_some_and(|s| s.fit.n == crate::spec::NChoice::Total);
+        let n_of_run = |r: &crate::store::RunRecord| if total_n { r.n_params_total } else { r.n_params } as f64;
+        // The fit uses `ok` runs, one per point (the best LR of an LR sweep).
         let points: Vec<Point> = runs
             .iter()
-            .filter(|r| r.status == "ok" && r.eval_loss.is_finite() && r.eval_loss > 0.0)
+            .filter(|r| {
+                r.status == "ok" && r.selected && r.eval_loss.is_finite() && r.eval_loss > 0.0
+            })
             .map(|r| Point {
-                n: r.n_params as f64,
+                n: n_of_run(r),
                 d: r.tokens as f64,
                 loss: r.eval_loss,
                 budget: r.budget,
@@ -177,7 +183,7 @@ impl Dataset {
         let n_of: std::collections::HashMap<&str, f64> = runs
             .iter()
             .filter(|r| r.status == "ok")
-            .map(|r| (r.run_id.as_str(), r.n_params as f64))
+            .map(|r| (r.run_id.as_str(), n_of_run(r)))
             .collect();
         let curves = crate::store::read_curves(dir)?
             .into_iter()
@@ -189,8 +195,13 @@ impl Dataset {
                 })
             })
             .collect();
+        let source = format!(
+            "{} (N = {} parameters)",
+            dir.display(),
+            if total_n { "all" } else { "non-embedding" }
+        );
         let mut ds = Dataset {
-            source: dir.display().to_string(),
+            source,
             points,
             dropped_top: 0,
             curves,
