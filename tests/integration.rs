@@ -174,7 +174,7 @@ fn plan_prints_table_without_training() {
     assert!(o.status.success(), "{}", stderr(&o));
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(
-        s.contains("9 runs") && s.contains("C=6ND") && s.contains("ETA"),
+        s.contains("12 runs") && s.contains("C=6ND") && s.contains("ETA"),
         "{s}"
     );
     assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 12);
