@@ -87,6 +87,8 @@ pub struct BenchResult {
     pub matmul_peak_flops: f64,
     pub mfu: f64,
     pub backend: String,
+    /// `fused` (burn's attention op) or `explicit` (matmul, mask, softmax, matmul).
+    pub attention: String,
 }
 
 /// Time `steps` training steps (after 3 warm-up steps) of one shape.
@@ -96,6 +98,7 @@ pub fn bench_shape<B: AutodiffBackend>(
     seconds: f64,
     peak: f64,
     backend: &str,
+    fused_attention: bool,
 ) -> BenchResult {
     let tokens_needed = 4_000_000usize.min(s.batch * s.context * 2000);
     let corpus = corpus::load(
@@ -137,10 +140,13 @@ pub fn bench_shape<B: AutodiffBackend>(
         flops_spent: 0.0,
     };
     // Calibrate the step count from a short run, then time a run of ~`seconds`.
-    let warm = crate::train::train_run::<B>(&run, &corpus, device, &mut |_| {});
+    let train = |run: &RunPlan| {
+        crate::train::train_run_with::<B>(run, &corpus, device, fused_attention, &mut |_| {})
+    };
+    let warm = train(&run);
     let per_step = warm.wall_s / 3.0;
     run.steps = ((seconds / per_step.max(1e-6)) as usize).clamp(5, 2000);
-    let out = crate::train::train_run::<B>(&run, &corpus, device, &mut |_| {});
+    let out = train(&run);
     let fpt = s.shape.flops_per_token_full(256, s.context);
     BenchResult {
         shape: s.name.into(),
@@ -157,6 +163,7 @@ pub fn bench_shape<B: AutodiffBackend>(
         matmul_peak_flops: peak,
         mfu: out.tokens_per_s * fpt / peak,
         backend: backend.into(),
+        attention: if fused_attention { "fused" } else { "explicit" }.into(),
     }
 }
 
@@ -174,13 +181,24 @@ pub fn table(results: &[BenchResult]) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12} {:>10} {:>7}",
-        "shape", "d", "L", "h", "ctx", "batch", "N", "steps", "tokens/s", "GFLOP/s", "MFU"
+        "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12} {:>10} {:>7}  {}",
+        "shape",
+        "d",
+        "L",
+        "h",
+        "ctx",
+        "batch",
+        "N",
+        "steps",
+        "tokens/s",
+        "GFLOP/s",
+        "MFU",
+        "attention"
     );
     for r in results {
         let _ = writeln!(
             s,
-            "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12.0} {:>10.2} {:>6.1}%",
+            "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12.0} {:>10.2} {:>6.1}%  {}",
             r.shape,
             r.d_model,
             r.n_layer,
@@ -191,7 +209,8 @@ pub fn table(results: &[BenchResult]) -> String {
             r.steps,
             r.tokens_per_s,
             r.achieved_flops / 1e9,
-            100.0 * r.mfu
+            100.0 * r.mfu,
+            r.attention
         );
     }
     s

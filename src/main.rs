@@ -107,6 +107,10 @@ enum Command {
         /// Seconds of timed training per shape.
         #[arg(long, default_value_t = 8.0)]
         seconds: f64,
+        /// Attention implementation: fused (burn's attention op, what training uses),
+        /// explicit (matmul, mask, softmax, matmul), or both (a before/after table).
+        #[arg(long, default_value = "fused", value_parser = ["fused", "explicit", "both"])]
+        attention: String,
     },
 }
 
@@ -335,6 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             shapes,
             device,
             seconds,
+            attention,
         } => {
             let choice = scalelab::device::DeviceChoice::parse(&device)?;
             choice.ensure_usable()?;
@@ -350,11 +355,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let peak = bench::matmul_peak::<
                     <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
                 >(&dev, 2.0);
+                let modes: Vec<bool> = match attention.as_str() {
+                    "both" => vec![false, true],
+                    "explicit" => vec![false],
+                    _ => vec![true],
+                };
                 all.iter()
                     .filter(|b| shapes.iter().any(|s| s == b.name))
-                    .map(|b| {
-                        let r =
-                            bench::bench_shape::<B>(b, &dev, seconds, peak, &choice.backend_name());
+                    .flat_map(|b| modes.iter().map(move |&m| (b, m)))
+                    .map(|(b, fused)| {
+                        let name = choice.backend_name();
+                        let r = bench::bench_shape::<B>(b, &dev, seconds, peak, &name, fused);
                         if !json {
                             eprintln!(
                                 "scalelab: shape {}: {:.0} tokens/s",

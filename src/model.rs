@@ -11,7 +11,7 @@ use burn::nn::{
     Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -25,6 +25,9 @@ pub struct GptConfig {
     pub n_layer: usize,
     pub n_head: usize,
     pub d_ff: usize,
+    /// burn's fused attention op (true) or the explicit matmul / mask / softmax / matmul.
+    #[config(default = true)]
+    pub fused_attention: bool,
 }
 
 impl GptConfig {
@@ -64,6 +67,7 @@ impl GptConfig {
                 fc_out: linear(self.d_ff, self.d_model, resid_std),
                 gelu: Gelu::new(),
                 n_head: self.n_head,
+                fused: self.fused_attention,
             })
             .collect();
         Gpt {
@@ -85,6 +89,7 @@ pub struct Block<B: Backend> {
     fc_out: Linear<B>,
     gelu: Gelu,
     n_head: usize,
+    fused: bool,
 }
 
 impl<B: Backend> Block<B> {
@@ -98,11 +103,21 @@ impl<B: Backend> Block<B> {
                 .reshape([b, t, h, hd])
                 .swap_dims(1, 2)
         };
-        let opts = AttentionModuleOptions {
-            is_causal: true,
-            ..Default::default()
+        let y = if self.fused {
+            let opts = AttentionModuleOptions {
+                is_causal: true,
+                ..Default::default()
+            };
+            attention(heads(0), heads(1), heads(2), None, None, opts)
+        } else {
+            let att = heads(0)
+                .matmul(heads(1).transpose())
+                .div_scalar((hd as f32).sqrt());
+            let mask = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &att.device())
+                .unsqueeze::<4>()
+                .expand([b, h, t, t]);
+            softmax(att.mask_fill(mask, f32::NEG_INFINITY), 3).matmul(heads(2))
         };
-        let y = attention(heads(0), heads(1), heads(2), None, None, opts);
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
         let x = x + self.proj.forward(y);
         let m = self.fc_out.forward(
@@ -152,6 +167,69 @@ mod tests {
     use super::*;
     use burn::backend::flex::FlexDevice;
     use burn::backend::Flex;
+
+    fn ids(last: Option<i32>) -> Vec<i32> {
+        let mut v: Vec<i32> = (0..32).map(|i| (i * 37 % 256) as i32).collect();
+        if let Some(t) = last {
+            v[15] = t;
+            v[31] = t;
+        }
+        v
+    }
+
+    fn logits<B: Backend>(m: &Gpt<B>, last: Option<i32>) -> Vec<f32> {
+        let idx = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(ids(last), [2, 16]),
+            &Default::default(),
+        );
+        m.forward(idx)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn fused_and_explicit_attention_agree() {
+        use burn::backend::Autodiff;
+        let shape = Shape::new(32, 2, 4, None);
+        let cfg = GptConfig::from_shape(&shape, 256, 16);
+        <Flex as Backend>::seed(&FlexDevice, 3);
+        let fused = cfg.init::<Flex>(&FlexDevice);
+        // burn initialises parameters lazily: touch them before cloning, or each clone would
+        // draw its own weights.
+        let a = logits(&fused, None);
+        let mut explicit = fused.clone();
+        for b in explicit.blocks.iter_mut() {
+            b.fused = false;
+        }
+        // Training runs on the autodiff backend (burn's decomposed attention), eval on the
+        // inner backend (flex's native kernel): all must compute the same function.
+        let ad: Gpt<Autodiff<Flex>> = fused.clone().train();
+        let (b, c) = (logits(&explicit, None), logits(&ad, None));
+        // Causality: changing the last token must not move earlier positions' logits.
+        for (name, base) in [("fused", &a), ("explicit", &b)] {
+            let m = if name == "fused" { &fused } else { &explicit };
+            let moved = logits(m, Some(3));
+            let d = max_diff(&base[..15 * 256], &moved[..15 * 256]);
+            assert!(
+                d < 1e-5,
+                "{name} attention is not causal: earlier logits moved by {d}"
+            );
+        }
+        let (d_ab, d_cb) = (max_diff(&a, &b), max_diff(&c, &b));
+        assert!(
+            d_ab < 1e-4 && d_cb < 1e-4,
+            "fused (flex kernel) vs explicit {d_ab}; fused (autodiff) vs explicit {d_cb}"
+        );
+    }
 
     #[test]
     fn param_count_matches_plan_accounting() {

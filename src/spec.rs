@@ -244,12 +244,26 @@ pub enum NChoice {
     Total,
 }
 
+/// Which compute the fit's C-based views use (IsoFLOP grouping without budgets, loss vs C).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CChoice {
+    /// C = 6 · N · D with the chosen N.
+    #[default]
+    SixNd,
+    /// (6·(N + vocab·d) + 12·n_layer·context·d) · D: unembedding and attention included.
+    Full,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FitSpec {
     /// `non_embedding` (default) or `total`.
     #[serde(default)]
     pub n: NChoice,
+    /// `six_nd` (default) or `full`.
+    #[serde(default)]
+    pub c: CChoice,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

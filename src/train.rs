@@ -177,10 +177,12 @@ fn init<B: AutodiffBackend>(
     run: &RunPlan,
     corpus: &Corpus,
     device: &B::Device,
+    fused_attention: bool,
 ) -> (Gpt<B>, impl Optimizer<Gpt<B>, B>) {
     B::seed(device, run.seed);
-    let model: Gpt<B> =
-        GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context).init(device);
+    let model: Gpt<B> = GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context)
+        .with_fused_attention(fused_attention)
+        .init(device);
     let optim = AdamWConfig::new()
         .with_beta_1(run.beta1 as f32)
         .with_beta_2(run.beta2 as f32)
@@ -304,8 +306,19 @@ pub fn train_run<B: AutodiffBackend>(
     device: &B::Device,
     on_step: &mut dyn FnMut(StepInfo),
 ) -> RunOutcome {
+    train_run_with::<B>(run, corpus, device, true, on_step)
+}
+
+/// [`train_run`] with a choice of attention implementation (for benchmarks).
+pub fn train_run_with<B: AutodiffBackend>(
+    run: &RunPlan,
+    corpus: &Corpus,
+    device: &B::Device,
+    fused_attention: bool,
+    on_step: &mut dyn FnMut(StepInfo),
+) -> RunOutcome {
     let start = Instant::now();
-    let (model, mut optim) = init::<B>(run, corpus, device);
+    let (model, mut optim) = init::<B>(run, corpus, device, fused_attention);
     let (_, seg) = run_steps(
         model, &mut optim, run, 0, run.steps, corpus, device, on_step,
     );
@@ -324,7 +337,7 @@ pub fn train_branched<B: AutodiffBackend>(
     on_step: &mut dyn FnMut(StepInfo),
 ) -> (RunOutcome, Vec<RunOutcome>) {
     let start = Instant::now();
-    let (mut model, mut optim) = init::<B>(parent, corpus, device);
+    let (mut model, mut optim) = init::<B>(parent, corpus, device, true);
     let mut order: Vec<usize> = (0..branches.len()).collect();
     order.sort_by_key(|&i| branches[i].branch_step);
     let mut outs: Vec<Option<RunOutcome>> = vec![None; branches.len()];

@@ -358,6 +358,7 @@ fn synthetic(truth: [f64; 5], noise: f64, seed: u64) -> Vec<Point> {
                 d,
                 loss: l,
                 budget: None,
+                c: None,
             });
         }
     }
@@ -451,6 +452,7 @@ fn approach2_recovers_isoflop_frontier() {
                 d: c / (6.0 * n),
                 loss: p.predict(n, c / (6.0 * n)),
                 budget: Some(c),
+                c: None,
             });
         }
     }
@@ -878,7 +880,7 @@ fn lr_sweep_selects_best_and_fit_uses_chosen_n() {
     std::fs::write(
         &spec,
         BASE.replace("batch_size: 4", "batch_size: 4\n  lr_multipliers: [0.3, 3]")
-            + "fit: {n: total}\n",
+            + "fit: {n: total, c: full}\n",
     )
     .unwrap();
     let out = dir.join("out");
@@ -905,5 +907,6 @@ fn lr_sweep_selects_best_and_fit_uses_chosen_n() {
     let data = Dataset::from_results(&out, 0).unwrap();
     assert_eq!(data.points.len(), 1, "only the selected run is a fit point");
     assert_eq!(data.points[0].n, best.n_params_total as f64);
-    assert!(data.source.contains("all parameters"));
+    assert!(data.source.contains("all parameters") && data.source.contains("C = full"));
+    assert_eq!(data.points[0].c(), best.flops_full);
 }

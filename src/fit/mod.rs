@@ -39,11 +39,15 @@ pub struct Point {
     pub d: f64,
     pub loss: f64,
     pub budget: Option<f64>,
+    /// Compute, when it is not 6ND.
+    pub c: Option<f64>,
 }
 
 impl Point {
+    /// Training compute: the recorded value when there is one (e.g. the fuller PaLM count
+    /// chosen with `fit: {c: full}`), else C = 6ND.
     pub fn c(&self) -> f64 {
-        6.0 * self.n * self.d
+        self.c.unwrap_or(6.0 * self.n * self.d)
     }
 }
 
@@ -142,6 +146,7 @@ impl Dataset {
                 d: dv,
                 loss: lv,
                 budget: budget[k],
+                c: None,
             });
         }
         let mut ds = Dataset {
@@ -164,8 +169,11 @@ impl Dataset {
             );
         }
         let runs = crate::store::read_runs(dir)?;
-        let total_n = crate::spec::SweepSpec::from_results_dir(dir)
-            .is_some_and(|s| s.fit.n == crate::spec::NChoice::Total);
+        let fit_spec = crate::spec::SweepSpec::from_results_dir(dir)
+            .map(|s| s.fit)
+            .unwrap_or_default();
+        let total_n = fit_spec.n == crate::spec::NChoice::Total;
+        let full_c = fit_spec.c == crate::spec::CChoice::Full;
         let n_of_run = |r: &crate::store::RunRecord| if total_n { r.n_params_total } else { r.n_params } as f64;
         // The fit uses `ok` runs, one per point (the best LR of an LR sweep).
         let points: Vec<Point> = runs
@@ -178,6 +186,7 @@ impl Dataset {
                 d: r.tokens as f64,
                 loss: r.eval_loss,
                 budget: r.budget,
+                c: full_c.then_some(r.flops_full),
             })
             .collect();
         let n_of: std::collections::HashMap<&str, f64> = runs
@@ -196,9 +205,14 @@ impl Dataset {
             })
             .collect();
         let source = format!(
-            "{} (N = {} parameters)",
+            "{} (N = {} parameters; C = {})",
             dir.display(),
-            if total_n { "all" } else { "non-embedding" }
+            if total_n { "all" } else { "non-embedding" },
+            if full_c {
+                "full count incl. attention and unembedding"
+            } else {
+                "6ND"
+            }
         );
         let mut ds = Dataset {
             source,
