@@ -311,14 +311,14 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     let sweep_bar = mp.add(ProgressBar::new((total_flops / 1e6).max(1.0) as u64));
     sweep_bar.set_style(
         ProgressStyle::with_template(
-            "{msg:<22} [{elapsed_precise}] {wide_bar:.cyan/blue} ETA {eta_precise}",
+            "{prefix:<12} [{elapsed_precise}] {wide_bar:.cyan/blue} {msg}",
         )
         .unwrap(),
     );
+    let mut eta = Eta::default();
     let run_bar = mp.add(ProgressBar::new(1));
     run_bar
         .set_style(ProgressStyle::with_template("  {prefix:<28} {pos:>6}/{len:<6} {msg}").unwrap());
-    let t_start = Instant::now();
     let mut flops_done = 0.0;
     let mut trained = 0;
     let mut failed = 0;
@@ -326,8 +326,12 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         if opts.max_runs.is_some_and(|m| trained >= m) {
             break;
         }
-        sweep_bar.set_message(format!("runs {}/{}", skipped + trained, p.plan.runs.len()));
+        sweep_bar.set_prefix(format!("runs {}/{}", skipped + trained, p.plan.runs.len()));
+        let later = eta.seconds(units.iter().skip_while(|x| !std::ptr::eq(*x, u)).skip(1));
         let steps: usize = u.steps();
+        let own = eta.unit_seconds(u);
+        sweep_bar.set_message(eta_text(own.zip(later).map(|(a, b)| a + b)));
+        let t_unit = Instant::now();
         run_bar.set_length(steps as u64);
         run_bar.set_position(0);
         let lead = u.members[0];
@@ -348,6 +352,11 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
             };
             last_step = s.step;
             run_bar.set_position(done_steps as u64);
+            if done_steps % 10 == 0 {
+                let per_step = t_unit.elapsed().as_secs_f64() / done_steps.max(1) as f64;
+                let left = per_step * steps.saturating_sub(done_steps) as f64;
+                sweep_bar.set_message(eta_text(later.map(|l| l + left)));
+            }
             run_bar.set_message(format!(
                 "loss {:.4}  {:.0} tok/s",
                 s.train_loss, s.tokens_per_s
@@ -355,6 +364,7 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
             sweep_bar.set_position(((base + flops_per_step * done_steps as f64) / 1e6) as u64);
         };
         let outcomes: Vec<(&RunPlan, RunOutcome)> = train_unit(p, u, &mut on_step);
+        eta.record(u, t_unit.elapsed().as_secs_f64());
         flops_done += u.flops();
         sweep_bar.set_position((flops_done / 1e6) as u64);
         let mut rows = Vec::new();
@@ -385,7 +395,9 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                     rec.final_train_loss,
                     rec.tokens_per_s,
                     rec.wall_s,
-                    hms(t_start.elapsed().as_secs_f64() / flops_done.max(1.0) * (total_flops - flops_done))
+                    eta.seconds(units.iter().skip_while(|x| !std::ptr::eq(*x, u)).skip(1))
+                        .map(hms)
+                        .unwrap_or_else(|| "?".into())
                 );
                 if interactive {
                     mp.println(&line).ok();
@@ -409,6 +421,57 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         failed,
         out_dir: p.out_dir.clone(),
     })
+}
+
+fn eta_text(secs: Option<f64>) -> String {
+    match secs {
+        Some(s) => format!("ETA {}", hms(s)),
+        None => "ETA (after the first run)".into(),
+    }
+}
+
+/// Time estimates for pending work from the runs finished in this invocation: a shape that
+/// has trained runs at its measured seconds per step; an unseen shape at the full-FLOPs rate
+/// measured on the largest shape seen so far (larger shapes use the CPU better, so this errs
+/// long).
+#[derive(Default)]
+struct Eta {
+    per_step: std::collections::HashMap<crate::plan::Shape, f64>,
+    /// (full FLOPs per second, non-embedding N) of the largest shape measured.
+    rate: Option<(f64, u64)>,
+}
+
+impl Eta {
+    fn record(&mut self, u: &Unit<'_>, secs: f64) {
+        let r = u.members[0];
+        let steps = u.steps().max(1);
+        let per = secs / steps as f64;
+        self.per_step.insert(r.shape, per);
+        let flops = r.shape.flops_per_token_full(r.vocab_size, r.context)
+            * (r.batch_size * r.context) as f64;
+        if self.rate.is_none_or(|(_, n)| r.n_params >= n) {
+            self.rate = Some((flops / per, r.n_params));
+        }
+    }
+
+    fn step_seconds(&self, r: &RunPlan) -> Option<f64> {
+        self.per_step.get(&r.shape).copied().or_else(|| {
+            let (rate, _) = self.rate?;
+            Some(
+                r.shape.flops_per_token_full(r.vocab_size, r.context)
+                    * (r.batch_size * r.context) as f64
+                    / rate,
+            )
+        })
+    }
+
+    fn unit_seconds(&self, u: &Unit<'_>) -> Option<f64> {
+        Some(self.step_seconds(u.members[0])? * u.steps() as f64)
+    }
+
+    fn seconds<'a, 'b: 'a>(&self, units: impl Iterator<Item = &'a Unit<'b>>) -> Option<f64> {
+        units.map(|u| self.unit_seconds(u)).sum()
+    }
 }
 
 /// A unit of training: one run, or a stable parent with its pending branches.
