@@ -20,5 +20,5 @@ cargo check --release --locked --features cuda --lib --bins
 
 # The notebook re-fits the committed example results with scipy and checks fits.json.
 pip_install -r requirements-notebook.txt
-jupyter nbconvert --to notebook --execute notebooks/explore.ipynb --output "$(mktemp -d)/explore.ipynb"
+python3 -m jupyter nbconvert --to notebook --execute notebooks/explore.ipynb --output "$(mktemp -d)/explore.ipynb"
 echo "notebook: 1 passed, 0 failed"
