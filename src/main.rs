@@ -138,6 +138,9 @@ struct FitArgs {
     /// Drop the K highest-loss points before fitting.
     #[arg(long, value_name = "K", default_value_t = 0)]
     drop_top: usize,
+    /// Drop rows where any text cell contains TEXT (e.g. `validation-optimal`).
+    #[arg(long, value_name = "TEXT")]
+    drop_matching: Option<String>,
     /// Bootstrap resamples for the intervals (0 disables).
     #[arg(long, value_name = "K", default_value_t = 1000)]
     bootstrap: usize,
@@ -180,6 +183,7 @@ impl FitArgs {
                     c: self.c_col.clone(),
                     loss: loss.clone(),
                     budget: self.budget_col.clone(),
+                    drop_matching: self.drop_matching.clone(),
                 };
                 Dataset::from_table(file, &cols, self.drop_top)
             }

@@ -94,6 +94,19 @@ impl Table {
         })
     }
 
+    /// Rows where any text cell contains `needle`.
+    pub fn rows_matching(&self, needle: &str) -> Vec<bool> {
+        let mut out = vec![false; self.rows];
+        for col in &self.columns {
+            if let Values::Str(v) = col {
+                for (o, cell) in out.iter_mut().zip(v) {
+                    *o |= cell.as_deref().is_some_and(|c| c.contains(needle));
+                }
+            }
+        }
+        out
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.names.iter().any(|n| n == name)
     }

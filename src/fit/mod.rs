@@ -68,37 +68,54 @@ pub struct Columns {
     pub d: Option<String>,
     pub c: Option<String>,
     pub loss: String,
-    /// IsoFLOP budget column; text cells use the first number in them (e.g. `isoflop-6e+19-…`).
+    /// IsoFLOP budget column; text cells use the number in them (e.g. `isoflop-6e+19-…`).
     pub budget: Option<String>,
+    /// Drop rows where any text cell contains this (e.g. `validation-optimal`).
+    pub drop_matching: Option<String>,
 }
 
-fn first_number(s: &str) -> Option<f64> {
+/// Numbers written in a text cell, in order, with whether each used an exponent.
+fn numbers_in(s: &str) -> Vec<(f64, bool)> {
     let b = s.as_bytes();
+    let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i].is_ascii_digit() {
-            let mut j = i;
-            while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
-                j += 1;
-            }
-            if j < b.len() && (b[j] == b'e' || b[j] == b'E') {
-                let mut k = j + 1;
-                if k < b.len() && (b[k] == b'+' || b[k] == b'-') {
-                    k += 1;
-                }
-                let s2 = k;
-                while k < b.len() && b[k].is_ascii_digit() {
-                    k += 1;
-                }
-                if k > s2 {
-                    j = k;
-                }
-            }
-            return s[i..j].parse().ok();
+        if !b[i].is_ascii_digit() {
+            i += 1;
+            continue;
         }
-        i += 1;
+        let mut j = i;
+        while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
+            j += 1;
+        }
+        let mut sci = false;
+        if j < b.len() && (b[j] == b'e' || b[j] == b'E') {
+            let mut k = j + 1;
+            if k < b.len() && (b[k] == b'+' || b[k] == b'-') {
+                k += 1;
+            }
+            let digits = k;
+            while k < b.len() && b[k].is_ascii_digit() {
+                k += 1;
+            }
+            if k > digits {
+                j = k;
+                sci = true;
+            }
+        }
+        if let Ok(v) = s[i..j].parse() {
+            out.push((v, sci));
+        }
+        i = j.max(i + 1);
     }
-    None
+    out
+}
+
+/// The budget written in a text cell such as a run name: the first number in scientific
+/// notation (`exp2166-ladder-3e+19-x` → 3e19), else the first number.
+fn budget_number(s: &str) -> Option<f64> {
+    let nums = numbers_in(s);
+    nums.iter().find(|n| n.1).or(nums.first()).map(|n| n.0)
 }
 
 impl Dataset {
@@ -119,12 +136,16 @@ impl Dataset {
             Some(b) => t
                 .text(b, "--budget-col")?
                 .iter()
-                .map(|s| s.as_deref().and_then(first_number))
+                .map(|s| s.as_deref().and_then(budget_number))
                 .collect(),
             None => vec![None; t.rows],
         };
+        let dropped_rows = match &cols.drop_matching {
+            Some(m) => t.rows_matching(m),
+            None => vec![false; t.rows],
+        };
         let mut points = Vec::new();
-        for k in 0..t.rows {
+        for k in (0..t.rows).filter(|&k| !dropped_rows[k]) {
             let (Some(nv), Some(dv), Some(lv)) = (n[k], d[k], loss[k]) else {
                 bail_user!(
                     "{}: row {} has an empty N, D or loss cell",
@@ -1007,9 +1028,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn first_number_in_run_names() {
-        assert_eq!(first_number("isoflop-6e+19-d2304-L23"), Some(6e19));
-        assert_eq!(first_number("x1.5"), Some(1.5));
-        assert_eq!(first_number("none"), None);
+    fn budget_numbers_in_run_names() {
+        assert_eq!(budget_number("isoflop-6e+19-d2304-L23"), Some(6e19));
+        assert_eq!(
+            budget_number("exp2166-scaling-ladder-comma-validation-optimal-3e+19-5b04fb"),
+            Some(3e19)
+        );
+        assert_eq!(budget_number("x1.5"), Some(1.5));
+        assert_eq!(budget_number("none"), None);
     }
 }
