@@ -358,11 +358,12 @@ fn loss_vs_compute<DB: DrawingBackend>(
         None => Vec::new(),
     };
     losses.extend(frontier.iter().map(|f| f.1));
-    let yr = log_range(losses.into_iter());
+    // Losses rarely span a decade: a linear axis keeps readable tick labels.
+    let yr = lin_range(losses.into_iter());
     let mut c = chart!(
         area,
         xr.log_scale(),
-        yr.clone().log_scale(),
+        yr.clone(),
         "compute C = 6ND (FLOPs)",
         "loss (nats/token)"
     );
@@ -657,19 +658,13 @@ fn loss_vs_var<DB: DrawingBackend>(
     let x = |p: &crate::fit::Point| if by_n { p.n } else { p.d };
     let other = |p: &crate::fit::Point| if by_n { p.d } else { p.n };
     let xr = log_range(pts.iter().map(x));
-    let yr = log_range(pts.iter().map(|p| p.loss));
+    let yr = lin_range(pts.iter().map(|p| p.loss));
     let (xdesc, odesc) = if by_n {
         ("parameters N", "D (tokens)")
     } else {
         ("training tokens D", "N (params)")
     };
-    let mut c = chart!(
-        area,
-        xr.clone().log_scale(),
-        yr.clone().log_scale(),
-        xdesc,
-        "loss (nats/token)"
-    );
+    let mut c = chart!(area, xr.clone().log_scale(), yr.clone(), xdesc, "loss (nats/token)");
     let ov: Vec<f64> = pts.iter().map(|p| other(p).log10()).collect();
     let (lo, hi) = (
         ov.iter().cloned().fold(f64::INFINITY, f64::min),
@@ -849,11 +844,11 @@ fn bootstrap<DB: DrawingBackend>(
 
 fn curves<DB: DrawingBackend>(d: &ReportData, area: &DrawingArea<DB, Shift>) -> anyhow::Result<()> {
     let xr = log_range(d.curves.iter().flat_map(|c| c.points.iter().map(|p| p.0)));
-    let yr = log_range(d.curves.iter().flat_map(|c| c.points.iter().map(|p| p.1)));
+    let yr = lin_range(d.curves.iter().flat_map(|c| c.points.iter().map(|p| p.1)));
     let mut c = chart!(
         area,
         xr.log_scale(),
-        yr.log_scale(),
+        yr.clone(),
         "tokens seen",
         "train loss (nats/token)"
     );
