@@ -358,11 +358,12 @@ fn loss_vs_compute<DB: DrawingBackend>(
         None => Vec::new(),
     };
     losses.extend(frontier.iter().map(|f| f.1));
+    losses.extend(d.floor.map(|f| f.nats_per_token));
     // Losses rarely span a decade: a linear axis keeps readable tick labels.
     let yr = lin_range(losses.into_iter());
     let mut c = chart!(
         area,
-        xr.log_scale(),
+        xr.clone().log_scale(),
         yr.clone(),
         "compute C = 6ND (FLOPs)",
         "loss (nats/token)"
@@ -380,6 +381,18 @@ fn loss_vs_compute<DB: DrawingBackend>(
             .map_err(pe)?
             .label("Approach 3 compute-optimal frontier")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+    }
+    if let Some(f) = d.floor {
+        let y = f.nats_per_token;
+        c.draw_series(DashedLineSeries::new(
+            vec![(xr.start, y), (xr.end, y)],
+            8,
+            6,
+            BLACK.mix(0.6).stroke_width(1),
+        ))
+        .map_err(pe)?
+        .label(format!("exact loss floor of the eval set ({y:.3})"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.6)));
     }
     if let Some(a1) = d.fit.as_ref().and_then(|f| f.approach1.as_ref()) {
         let env: Vec<(f64, f64)> = a1
@@ -664,7 +677,13 @@ fn loss_vs_var<DB: DrawingBackend>(
     } else {
         ("training tokens D", "N (params)")
     };
-    let mut c = chart!(area, xr.clone().log_scale(), yr.clone(), xdesc, "loss (nats/token)");
+    let mut c = chart!(
+        area,
+        xr.clone().log_scale(),
+        yr.clone(),
+        xdesc,
+        "loss (nats/token)"
+    );
     let ov: Vec<f64> = pts.iter().map(|p| other(p).log10()).collect();
     let (lo, hi) = (
         ov.iter().cloned().fold(f64::INFINITY, f64::min),
