@@ -625,6 +625,22 @@ pub struct FitReport {
     pub warnings: Vec<String>,
 }
 
+impl Bootstrap {
+    /// Every resample's fitted law.
+    pub fn params(&self) -> Vec<ChinchillaParams> {
+        self.samples
+            .iter()
+            .map(|s| ChinchillaParams {
+                e: s[0],
+                a: s[1],
+                b: s[2],
+                alpha: s[3],
+                beta: s[4],
+            })
+            .collect()
+    }
+}
+
 fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let pos = q * (v.len() - 1) as f64;
@@ -663,35 +679,9 @@ pub fn bootstrap(points: &[Point], full: &Approach3, opts: &FitOptions) -> Boots
             for _ in 0..per - 1 {
                 starts.push(g[rng.below(g.len())].clone());
             }
-            let ln_n: Vec<f64> = sample.iter().map(|p| p.n.ln()).collect();
-            let ln_d: Vec<f64> = sample.iter().map(|p| p.d.ln()).collect();
-            let ln_l: Vec<f64> = sample.iter().map(|p| p.loss.ln()).collect();
-            let fixed_e = opts.fixed_e.map(f64::ln);
-            let obj = ChinchillaObjective {
-                ln_n: &ln_n,
-                ln_d: &ln_d,
-                ln_l: &ln_l,
-                delta: opts.delta,
-                fixed_e,
-            };
-            let starts: Vec<Vec<f64>> = match fixed_e {
-                Some(_) => starts
-                    .iter()
-                    .map(|s| vec![s[0], s[1], s[3], s[4]])
-                    .collect(),
-                None => starts,
-            };
-            let mut best: Option<optim::LocalMin> = None;
-            for s in &starts {
-                let m = optim::local_min(&obj, s, LbfgsOptions::default())
-                    .filter(|m| obj.full(&m.x).iter().take(3).all(|v| v.abs() < 700.0));
-                if let Some(m) = m {
-                    if best.as_ref().is_none_or(|b| m.objective < b.objective) {
-                        best = Some(m);
-                    }
-                }
-            }
-            best.map(|b| ChinchillaParams::from_log(obj.full(&b.x)))
+            fit_chinchilla(&sample, opts, &starts)
+                .ok()
+                .map(|a| a.params)
         })
         .collect();
     let ok: Vec<ChinchillaParams> = results.iter().flatten().copied().collect();
@@ -801,17 +791,7 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
             let (n, d) = p.optimal(c);
             let (n_ci, d_ci, l_ci) = match &boot {
                 Some(b) => {
-                    let sm: Vec<ChinchillaParams> = b
-                        .samples
-                        .iter()
-                        .map(|s| ChinchillaParams {
-                            e: s[0],
-                            a: s[1],
-                            b: s[2],
-                            alpha: s[3],
-                            beta: s[4],
-                        })
-                        .collect();
+                    let sm = b.params();
                     let opt: Vec<(f64, f64)> = sm.iter().map(|q| q.optimal(c)).collect();
                     (
                         Some(ci(opt.iter().map(|o| o.0).collect())),

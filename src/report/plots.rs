@@ -10,7 +10,6 @@ use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
 use super::ReportData;
-use crate::fit::laws::ChinchillaParams;
 
 pub const WIDTH: u32 = 900;
 pub const HEIGHT: u32 = 620;
@@ -521,17 +520,7 @@ fn optimal_allocation<DB: DrawingBackend>(
         .collect();
     // Bootstrap bands.
     let bands: Option<Vec<(f64, [f64; 2], [f64; 2])>> = f.bootstrap.as_ref().map(|b| {
-        let sm: Vec<ChinchillaParams> = b
-            .samples
-            .iter()
-            .map(|s| ChinchillaParams {
-                e: s[0],
-                a: s[1],
-                b: s[2],
-                alpha: s[3],
-                beta: s[4],
-            })
-            .collect();
+        let sm = b.params();
         grid.iter()
             .map(|&c| {
                 let (mut ns, mut ds): (Vec<f64>, Vec<f64>) = sm
