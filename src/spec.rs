@@ -61,7 +61,7 @@ pub struct CorpusSpec {
     /// Raw little-endian u16 token file (nanoGPT `.bin`).
     #[serde(default)]
     pub tokens: Option<String>,
-    /// Vocabulary size for a `tokens` corpus (default: largest id + 1, rounded up to 64).
+    /// Vocabulary size for a `tokens` corpus (required; every token id must be below it).
     #[serde(default)]
     pub vocab_size: Option<usize>,
     /// Scored eval tokens, shared by every run (rounded up to whole windows).

@@ -921,3 +921,209 @@ fn lr_sweep_selects_best_and_fit_uses_chosen_n() {
     assert!(data.source.contains("all parameters") && data.source.contains("C = full"));
     assert_eq!(data.points[0].c(), best.flops_full);
 }
+
+// ---------------------------------------------------------------- corpora and crashes
+
+#[test]
+fn text_and_token_file_corpora_train() {
+    let dir = tmp("corpora");
+    // A text corpus (a glob over two files) and the same bytes as a u16 token file.
+    let lang = scalelab::corpus::SynthLang::builtin(9, 2);
+    let text = lang.generate(1, 40_000).bytes;
+    std::fs::write(dir.join("a.txt"), &text[..20_000]).unwrap();
+    std::fs::write(dir.join("b.txt"), &text[20_000..]).unwrap();
+    let tokens: Vec<u8> = text
+        .iter()
+        .flat_map(|&b| (b as u16).to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("tok.bin"), tokens).unwrap();
+    for (name, corpus) in [
+        ("text", "  text: \"*.txt\"\n"),
+        ("tokens", "  tokens: tok.bin\n  vocab_size: 256\n"),
+    ] {
+        let spec = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &spec,
+            BASE.replace(
+                "name: t\n",
+                &format!("name: t\ncorpus:\n{corpus}  eval_tokens: 512\n"),
+            ),
+        )
+        .unwrap();
+        let out = dir.join(format!("out-{name}"));
+        // Relative corpus paths resolve against the current directory: run from `dir`.
+        let o = Command::new(BIN)
+            .args([
+                "run",
+                spec.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--no-report",
+            ])
+            .current_dir(&dir)
+            .env("CI", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let runs = scalelab::store::read_runs(&out).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, "ok");
+        assert!(
+            runs[0].eval_loss < 5.0,
+            "{name}: eval {}",
+            runs[0].eval_loss
+        );
+    }
+    // Bad corpus files: not UTF-8, and a token id above vocab_size.
+    std::fs::write(dir.join("bad.txt"), [b'o', b'k', 0xff, 0xfe]).unwrap();
+    let spec = dir.join("badtext.yaml");
+    std::fs::write(
+        &spec,
+        BASE.replace("name: t\n", "name: t\ncorpus:\n  text: bad.txt\n"),
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["run", spec.to_str().unwrap()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_user_error(&o, &["bad.txt", "not UTF-8", "offset 2"]);
+    let spec = dir.join("badtok.yaml");
+    std::fs::write(
+        &spec,
+        BASE.replace(
+            "name: t\n",
+            "name: t\ncorpus:\n  tokens: tok.bin\n  vocab_size: 100\n",
+        ),
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["run", spec.to_str().unwrap()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_user_error(&o, &["tok.bin", "vocab_size"]);
+}
+
+#[test]
+fn kill_9_mid_sweep_then_rerun_resumes() {
+    let dir = tmp("kill");
+    let spec = dir.join("k.yaml");
+    // Four runs of a few seconds each.
+    std::fs::write(
+        &spec,
+        "name: k\ncorpus:\n  builtin: {seed: 2, topics: 2}\n  eval_tokens: 512\nmodel:\n  context: 32\n  shapes:\n    - {d_model: 32, n_layer: 2, n_head: 2}\ndata:\n  tokens: [40000, 60000, 80000, 100000]\ntraining:\n  batch_size: 8\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let mut child = Command::new(BIN)
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-report",
+        ])
+        .env("CI", "1")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first run is stored, then SIGKILL in the middle of the next one.
+    let t0 = std::time::Instant::now();
+    while scalelab::store::read_runs(&out)
+        .map(|r| r.len())
+        .unwrap_or(0)
+        < 1
+    {
+        assert!(t0.elapsed().as_secs() < 120, "first run never finished");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = scalelab::store::read_runs(&out).unwrap();
+    assert!(
+        !before.is_empty() && before.len() < 4,
+        "{} runs before the kill",
+        before.len()
+    );
+    // The same command again trains only what is missing; every run ends up there once.
+    let o = scalelab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("{} already finished", before.len())),
+        "{}",
+        stderr(&o)
+    );
+    let after = scalelab::store::read_runs(&out).unwrap();
+    let mut ids: Vec<&str> = after.iter().map(|r| r.run_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((after.len(), ids.len()), (4, 4));
+    for r in &before {
+        let same = after.iter().find(|a| a.run_id == r.run_id).unwrap();
+        assert_eq!(same.eval_loss, r.eval_loss, "a finished run was retrained");
+    }
+    let curves = scalelab::store::read_curves(&out).unwrap();
+    assert_eq!(
+        curves.len() as i64,
+        after.iter().map(|r| r.steps).sum::<i64>(),
+        "one curve row per step, no leftovers"
+    );
+}
+
+#[test]
+fn kaplan_joint_law_and_random_holdout() {
+    // L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D with Kaplan et al.'s constants.
+    let (nc, dc, an, ad) = (8.8e13f64, 5.4e13f64, 0.076f64, 0.095f64);
+    let mut rng = scalelab::corpus::Rng::new(5);
+    let mut pts = Vec::new();
+    for i in 0..8 {
+        for j in 0..8 {
+            let n = 1e6 * 10f64.powf(i as f64 * 0.5);
+            let d = 1e8 * 10f64.powf(j as f64 * 0.4);
+            let l = ((nc / n).powf(an / ad) + dc / d).powf(ad) * (1.0 + 0.001 * rng.normal());
+            pts.push(Point {
+                n,
+                d,
+                loss: l,
+                budget: None,
+                c: None,
+            });
+        }
+    }
+    let data = Dataset {
+        source: "kaplan".into(),
+        points: pts,
+        dropped_top: 0,
+        curves: vec![],
+    };
+    let r = fit::fit_all(
+        &data,
+        &FitOptions {
+            bootstrap: 0,
+            grid_stride: 9,
+            holdout: Holdout::Fraction(0.25),
+            ..FitOptions::default()
+        },
+    )
+    .unwrap();
+    let j = r.kaplan.joint.unwrap();
+    assert!(
+        (j.alpha_n - an).abs() < 0.005 && (j.alpha_d - ad).abs() < 0.005,
+        "{j:?}"
+    );
+    assert!(
+        (j.n_c / nc).ln().abs() < 0.5 && (j.d_c / dc).ln().abs() < 0.5,
+        "{j:?}"
+    );
+    let h = r.holdout.unwrap();
+    assert!(h.held_out_points > 5 && h.fitted_points + h.held_out_points == 64);
+    assert!(h.rule.contains("random 25%"));
+}
