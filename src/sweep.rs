@@ -214,12 +214,24 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
 }
 
 /// Options for [`run`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Stop after training this many runs (for testing interruption).
     pub max_runs: Option<usize>,
     /// Force the plain (non-terminal) progress output.
     pub plain: bool,
+    /// Runs trained at once; the CPU threads are split between them.
+    pub workers: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            max_runs: None,
+            plain: false,
+            workers: 1,
+        }
+    }
 }
 
 /// What a sweep invocation did.
@@ -315,105 +327,156 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         )
         .unwrap(),
     );
+    let workers = opts.workers.clamp(1, units.len().max(1));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let threads_per_worker = (cores / workers).max(1);
+    let limit = opts
+        .max_runs
+        .map(|m| m.min(units.len()))
+        .unwrap_or(units.len());
+    // Work queue: with several workers the longest units go first, so the sweep ends sooner.
+    let mut order: Vec<usize> = (0..limit).collect();
+    if workers > 1 {
+        order.sort_by(|&a, &b| units[b].flops().total_cmp(&units[a].flops()));
+    }
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(order.clone()));
+    let style = ProgressStyle::with_template("  {prefix:<28} {pos:>6}/{len:<6} {msg}").unwrap();
+    let bars: Vec<ProgressBar> = (0..workers)
+        .map(|_| {
+            let b = mp.add(ProgressBar::new(1));
+            b.set_style(style.clone());
+            b
+        })
+        .collect();
     let mut eta = Eta::default();
-    let run_bar = mp.add(ProgressBar::new(1));
-    run_bar
-        .set_style(ProgressStyle::with_template("  {prefix:<28} {pos:>6}/{len:<6} {msg}").unwrap());
     let mut flops_done = 0.0;
     let mut trained = 0;
     let mut failed = 0;
-    for u in &units {
-        if opts.max_runs.is_some_and(|m| trained >= m) {
-            break;
-        }
-        sweep_bar.set_prefix(format!("runs {}/{}", skipped + trained, p.plan.runs.len()));
-        let later = eta.seconds(units.iter().skip_while(|x| !std::ptr::eq(*x, u)).skip(1));
-        let steps: usize = u.steps();
-        let own = eta.unit_seconds(u);
-        sweep_bar.set_message(eta_text(own.zip(later).map(|(a, b)| a + b)));
-        let t_unit = Instant::now();
-        run_bar.set_length(steps as u64);
-        run_bar.set_position(0);
-        let lead = u.members[0];
-        run_bar.set_prefix(match u.parent {
-            Some(_) => format!("{} {} branches", lead.shape.label(), u.members.len()),
-            None => format!("{} D={}", lead.shape.label(), human(lead.tokens as f64)),
-        });
-        let flops_per_step = u.flops() / steps.max(1) as f64;
-        let base = flops_done;
-        let mut done_steps = 0usize;
-        let mut last_step = 0usize;
-        let mut on_step = |s: train::StepInfo| {
-            // Steps restart at each branch: count progress as steps seen.
-            done_steps += if s.step > last_step {
-                s.step - last_step
-            } else {
-                1
-            };
-            last_step = s.step;
-            run_bar.set_position(done_steps as u64);
-            if done_steps % 10 == 0 {
-                let per_step = t_unit.elapsed().as_secs_f64() / done_steps.max(1) as f64;
-                let left = per_step * steps.saturating_sub(done_steps) as f64;
-                sweep_bar.set_message(eta_text(later.map(|l| l + left)));
-            }
-            run_bar.set_message(format!(
-                "loss {:.4}  {:.0} tok/s",
-                s.train_loss, s.tokens_per_s
-            ));
-            sweep_bar.set_position(((base + flops_per_step * done_steps as f64) / 1e6) as u64);
-        };
-        let outcomes: Vec<(&RunPlan, RunOutcome)> = train_unit(p, u, &mut on_step);
-        eta.record(u, t_unit.elapsed().as_secs_f64());
-        flops_done += u.flops();
-        sweep_bar.set_position((flops_done / 1e6) as u64);
-        let mut rows = Vec::new();
-        for (r, outcome) in outcomes {
-            let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
-            let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
-            let mfu = (peak > 0.0 && outcome.tokens_per_s.is_finite())
-                .then(|| outcome.tokens_per_s * full_flops_per_token / peak);
-            let mut rec = record(p, r, &outcome, mfu);
-            if is_parent && rec.status == "ok" {
-                rec.status = "stable".into();
-            }
-            if !is_parent {
-                trained += 1;
-                if outcome.status == Status::Failed {
-                    failed += 1;
+    let mut pending: std::collections::BTreeSet<usize> = order.iter().copied().collect();
+    sweep_bar.set_message(eta_text(None));
+    let result: anyhow::Result<()> = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, f64, Vec<(&RunPlan, RunOutcome)>)>();
+        for bar in bars.iter().cloned() {
+            let tx = tx.clone();
+            let queue = &queue;
+            let units = &units;
+            scope.spawn(move || {
+                let pool = (workers > 1).then(|| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads_per_worker)
+                        .build()
+                        .ok()
+                });
+                loop {
+                    let Some(i) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+                    else {
+                        break;
+                    };
+                    let u = &units[i];
+                    let steps = u.steps();
+                    bar.set_length(steps as u64);
+                    bar.set_position(0);
+                    let lead = u.members[0];
+                    bar.set_prefix(match u.parent {
+                        Some(_) => format!("{} {} branches", lead.shape.label(), u.members.len()),
+                        None => format!("{} D={}", lead.shape.label(), human(lead.tokens as f64)),
+                    });
+                    let t_unit = Instant::now();
+                    let (mut done_steps, mut last_step) = (0usize, 0usize);
+                    let mut on_step = |st: train::StepInfo| {
+                        // Steps restart at each branch: count progress as steps seen.
+                        done_steps += if st.step > last_step {
+                            st.step - last_step
+                        } else {
+                            1
+                        };
+                        last_step = st.step;
+                        bar.set_position(done_steps as u64);
+                        bar.set_message(format!(
+                            "loss {:.4}  {:.0} tok/s",
+                            st.train_loss, st.tokens_per_s
+                        ));
+                    };
+                    let outcomes = match pool.as_ref().and_then(|p| p.as_ref()) {
+                        Some(pool) => pool.install(|| train_unit(p, u, &mut on_step)),
+                        None => train_unit(p, u, &mut on_step),
+                    };
+                    if tx
+                        .send((i, t_unit.elapsed().as_secs_f64(), outcomes))
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
-                let line = format!(
-                    "[{}/{}] {} D={} N={}{}: {} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
-                    skipped + trained,
-                    p.plan.runs.len(),
-                    r.shape.label(),
-                    human(r.tokens as f64),
-                    human(r.n_params as f64),
-                    if r.lr_multiplier != 1.0 { format!(" lr={:.2e}", r.lr) } else { String::new() },
-                    rec.status,
-                    rec.eval_loss,
-                    rec.final_train_loss,
-                    rec.tokens_per_s,
-                    rec.wall_s,
-                    eta.seconds(units.iter().skip_while(|x| !std::ptr::eq(*x, u)).skip(1))
-                        .map(hms)
-                        .unwrap_or_else(|| "?".into())
-                );
-                if interactive {
-                    mp.println(&line).ok();
-                } else {
-                    eprintln!("scalelab: {line}");
-                }
-            }
-            if let Some(e) = &outcome.error {
-                eprintln!("scalelab: run {} failed: {e}", r.id);
-            }
-            rows.push((rec, outcome.curve));
+                bar.finish_and_clear();
+            });
         }
-        store.add_many(rows)?;
-    }
+        drop(tx);
+        for (i, secs, outcomes) in rx {
+            let u = &units[i];
+            pending.remove(&i);
+            eta.record(u, secs);
+            flops_done += u.flops();
+            sweep_bar.set_position((flops_done / 1e6) as u64);
+            let left = eta
+                .seconds(pending.iter().map(|&k| &units[k]))
+                .map(|t| t / workers as f64);
+            sweep_bar.set_message(eta_text(left));
+            let mut rows = Vec::new();
+            for (r, outcome) in outcomes {
+                let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
+                let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
+                let mfu = (peak > 0.0 && outcome.tokens_per_s.is_finite())
+                    .then(|| outcome.tokens_per_s * full_flops_per_token / peak);
+                let mut rec = record(p, r, &outcome, mfu);
+                if is_parent && rec.status == "ok" {
+                    rec.status = "stable".into();
+                }
+                if !is_parent {
+                    trained += 1;
+                    if outcome.status == Status::Failed {
+                        failed += 1;
+                    }
+                    sweep_bar.set_prefix(format!(
+                        "runs {}/{}",
+                        skipped + trained,
+                        p.plan.runs.len()
+                    ));
+                    let line = format!(
+                        "[{}/{}] {} D={} N={}{}: {} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
+                        skipped + trained,
+                        p.plan.runs.len(),
+                        r.shape.label(),
+                        human(r.tokens as f64),
+                        human(r.n_params as f64),
+                        if r.lr_multiplier != 1.0 { format!(" lr={:.2e}", r.lr) } else { String::new() },
+                        rec.status,
+                        rec.eval_loss,
+                        rec.final_train_loss,
+                        rec.tokens_per_s,
+                        rec.wall_s,
+                        left.map(hms).unwrap_or_else(|| "?".into())
+                    );
+                    if interactive {
+                        mp.println(&line).ok();
+                    } else {
+                        eprintln!("scalelab: {line}");
+                    }
+                }
+                if let Some(e) = &outcome.error {
+                    eprintln!("scalelab: run {} failed: {e}", r.id);
+                }
+                rows.push((rec, outcome.curve));
+            }
+            // Only this thread writes the results files.
+            store.add_many(rows)?;
+        }
+        Ok(())
+    });
+    result?;
     sweep_bar.finish_and_clear();
-    run_bar.finish_and_clear();
     Ok(SweepSummary {
         total: p.plan.runs.len(),
         skipped,

@@ -179,10 +179,20 @@ fn init<B: AutodiffBackend>(
     device: &B::Device,
     fused_attention: bool,
 ) -> (Gpt<B>, impl Optimizer<Gpt<B>, B>) {
-    B::seed(device, run.seed);
-    let model: Gpt<B> = GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context)
-        .with_fused_attention(fused_attention)
-        .init(device);
+    // burn's CPU backend keeps one global RNG and draws parameters lazily, on first use: seed
+    // and touch every parameter under a lock, so concurrent runs (`--workers`) stay
+    // deterministic.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let model: Gpt<B> = {
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        B::seed(device, run.seed);
+        let model: Gpt<B> = GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context)
+            .with_fused_attention(fused_attention)
+            .init(device);
+        let one = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), device);
+        let _ = model.forward(one);
+        model
+    };
     let optim = AdamWConfig::new()
         .with_beta_1(run.beta1 as f32)
         .with_beta_2(run.beta2 as f32)
