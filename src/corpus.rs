@@ -454,10 +454,6 @@ impl Corpus {
         self.eval.len() / (self.context + 1)
     }
 
-    /// Unique training tokens available.
-    pub fn train_tokens(&self) -> usize {
-        self.train.len()
-    }
 }
 
 /// FNV-1a, for stable fingerprints and run ids.

@@ -107,9 +107,6 @@ impl Table {
         out
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name)
-    }
 }
 
 /// Split one CSV record (RFC 4180: quoted fields, doubled quotes).

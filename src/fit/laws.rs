@@ -110,9 +110,6 @@ impl ChinchillaParams {
         }
     }
 
-    pub fn to_log(&self) -> [f64; 5] {
-        [self.a.ln(), self.b.ln(), self.e.ln(), self.alpha, self.beta]
-    }
 
     pub fn predict(&self, n: f64, d: f64) -> f64 {
         self.e + self.a / n.powf(self.alpha) + self.b / d.powf(self.beta)
