@@ -100,11 +100,9 @@ pub fn bench_shape<B: AutodiffBackend>(
     backend: &str,
     fused_attention: bool,
 ) -> BenchResult {
-    let tokens_needed = 4_000_000usize.min(s.batch * s.context * 2000);
     let corpus = corpus::load(
         &CorpusSource::Builtin { seed: 1, topics: 8 },
         s.context,
-        tokens_needed,
         s.context,
         0.05,
     )

@@ -434,12 +434,82 @@ pub enum CorpusSource {
     Tokens { file: PathBuf, vocab_size: usize },
 }
 
+/// Tokens of a chunk of the built-in training stream.
+pub const SYNTH_CHUNK: usize = 1 << 24;
+
+/// A corpus's training stream.
+pub enum TrainStream {
+    /// Tokens held in memory (file corpora); read in order, wrapping around (repeated epochs).
+    Tokens(Vec<u16>),
+    /// The built-in language, generated on demand in chunks of [`SYNTH_CHUNK`] tokens, so a
+    /// sweep of any size needs no memory for its data and never repeats it. Chunk 0 is the
+    /// stream `generate(seed)`, chunk k the stream `generate(seed + k·φ)`; each is generated
+    /// only as far as it is read (a longer prefix of a generated stream is the same stream).
+    Synth { lang: Box<SynthLang>, seed: u64 },
+}
+
+impl TrainStream {
+    /// A reader with its own chunk cache (one per training segment).
+    pub fn reader(&self) -> StreamReader<'_> {
+        StreamReader {
+            stream: self,
+            cache: None,
+        }
+    }
+}
+
+/// Sequential reads from a [`TrainStream`].
+pub struct StreamReader<'a> {
+    stream: &'a TrainStream,
+    /// (chunk index, generated prefix of that chunk).
+    cache: Option<(usize, Vec<u16>)>,
+}
+
+impl StreamReader<'_> {
+    /// Append the `len` tokens at stream position `pos` to `out`. In-memory streams wrap
+    /// around (position modulo the tokens that fit a whole window).
+    pub fn read(&mut self, pos: usize, len: usize, out: &mut Vec<u16>) {
+        match self.stream {
+            TrainStream::Tokens(v) => {
+                let start = pos % (v.len() - len);
+                out.extend_from_slice(&v[start..start + len]);
+            }
+            TrainStream::Synth { lang, seed } => {
+                let (mut pos, mut left) = (pos, len);
+                while left > 0 {
+                    let (k, off) = (pos / SYNTH_CHUNK, pos % SYNTH_CHUNK);
+                    let take = left.min(SYNTH_CHUNK - off);
+                    let need = off + take;
+                    let stale = !matches!(&self.cache, Some((c, v)) if *c == k && v.len() >= need);
+                    if stale {
+                        // Grow the prefix geometrically so sequential reads stay linear.
+                        let have = match &self.cache {
+                            Some((c, v)) if *c == k => v.len(),
+                            _ => 0,
+                        };
+                        let n = need.max(2 * have).max(1 << 16).min(SYNTH_CHUNK);
+                        let chunk_seed =
+                            seed.wrapping_add((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                        let text = lang.generate(chunk_seed, n);
+                        let v: Vec<u16> = text.bytes[..n].iter().map(|&b| b as u16).collect();
+                        self.cache = Some((k, v));
+                    }
+                    let v = &self.cache.as_ref().unwrap().1;
+                    out.extend_from_slice(&v[off..off + take]);
+                    pos += take;
+                    left -= take;
+                }
+            }
+        }
+    }
+}
+
 /// The data every run of a sweep shares.
 pub struct Corpus {
     pub description: String,
     pub vocab_size: usize,
     /// Training stream; a run with D tokens reads the first D (+1) tokens in order.
-    pub train: Vec<u16>,
+    pub train: TrainStream,
     /// Eval windows of `context + 1` tokens each, flattened.
     pub eval: Vec<u16>,
     pub context: usize,
@@ -453,7 +523,6 @@ impl Corpus {
     pub fn n_eval_windows(&self) -> usize {
         self.eval.len() / (self.context + 1)
     }
-
 }
 
 /// FNV-1a, for stable fingerprints and run ids.
@@ -477,12 +546,11 @@ fn fingerprint_u16(tokens: &[u16]) -> u64 {
     h
 }
 
-/// Load or generate a corpus. `train_needed` is the largest number of training tokens any
-/// run reads (+1 for the shifted targets); `eval_tokens` the scored eval tokens.
+/// Load a corpus (the built-in one generates its training tokens on demand);
+/// `eval_tokens` is the number of scored eval tokens.
 pub fn load(
     source: &CorpusSource,
     context: usize,
-    train_needed: usize,
     eval_tokens: usize,
     eval_fraction: f64,
 ) -> anyhow::Result<Corpus> {
@@ -490,7 +558,6 @@ pub fn load(
     match source {
         CorpusSource::Builtin { seed, topics } => {
             let lang = SynthLang::builtin(*seed, *topics);
-            let train = lang.generate(*seed, train_needed + context + 1);
             let eval_text =
                 lang.generate(seed ^ 0xE7A1_0000_0000_0001, n_windows * (context + 40) * 2);
             let mut eval = Vec::with_capacity(n_windows * (context + 1));
@@ -518,7 +585,10 @@ pub fn load(
             // Skip the first 20,000 bytes so the estimate reflects long history.
             let tail = &lp[20_000..];
             let rate = -tail.iter().sum::<f64>() / tail.len() as f64;
-            let train: Vec<u16> = train.bytes.iter().map(|&b| b as u16).collect();
+            let train = TrainStream::Synth {
+                lang: Box::new(lang),
+                seed: *seed,
+            };
             Ok(Corpus {
                 description: format!("built-in synthetic language (seed {seed}, {topics} topics)"),
                 vocab_size: 256,
@@ -620,7 +690,7 @@ fn split_stream(
     Ok(Corpus {
         description,
         vocab_size,
-        train,
+        train: TrainStream::Tokens(train),
         eval,
         context,
         floor: None,
@@ -829,6 +899,34 @@ mod tests {
             assert!(w[0] < w[1]);
             assert!(!w[1].starts_with(&w[0]));
         }
+    }
+
+    #[test]
+    fn synthetic_stream_reads_across_chunks() {
+        let lang = SynthLang::builtin(4, 2);
+        let direct = lang.generate(4, 100_000).bytes;
+        let stream = TrainStream::Synth {
+            lang: Box::new(lang.clone()),
+            seed: 4,
+        };
+        let mut r = stream.reader();
+        // Chunk 0 is the plain generated stream, whatever the read pattern.
+        let mut a = Vec::new();
+        r.read(0, 1000, &mut a);
+        r.read(90_000, 500, &mut a);
+        assert!(a[..1000].iter().zip(&direct).all(|(x, &y)| *x == y as u16));
+        assert!(a[1000..]
+            .iter()
+            .zip(&direct[90_000..])
+            .all(|(x, &y)| *x == y as u16));
+        // A window across the chunk boundary is chunk 0's tail then chunk 1's head.
+        let mut w = Vec::new();
+        r.read(SYNTH_CHUNK - 3, 8, &mut w);
+        let mut tail = Vec::new();
+        stream.reader().read(SYNTH_CHUNK - 3, 3, &mut tail);
+        let mut head = Vec::new();
+        stream.reader().read(SYNTH_CHUNK, 5, &mut head);
+        assert_eq!(w, [tail, head].concat());
     }
 
     #[test]

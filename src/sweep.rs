@@ -64,20 +64,14 @@ pub fn prepare(
     let source = corpus_source(&spec, &src);
     let (corpus, plan) = match &source {
         CorpusSource::Builtin { seed, topics } => {
-            // The plan needs only the corpus identity; generate exactly what the runs read.
+            // The plan needs only the corpus identity.
             let fp = corpus::fnv1a(format!("builtin-v1:{seed}:{topics}").as_bytes());
             let plan = plan::build(&spec, &src.label, 256, fp)?;
-            let corpus = corpus::load(
-                &source,
-                ctx,
-                plan.max_tokens() as usize,
-                eval_tokens,
-                spec.corpus.eval_fraction,
-            )?;
+            let corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
             (corpus, plan)
         }
         _ => {
-            let corpus = corpus::load(&source, ctx, 0, eval_tokens, spec.corpus.eval_fraction)?;
+            let corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
             let plan = plan::build(&spec, &src.label, corpus.vocab_size, corpus.fingerprint)?;
             (corpus, plan)
         }
@@ -111,6 +105,9 @@ fn human(x: f64) -> String {
 }
 
 fn hms(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "?".into();
+    }
     let s = secs.max(0.0).round() as u64;
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
@@ -134,10 +131,13 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
         .iter()
         .filter(|r| r.status == "ok" && r.wall_s > 0.0)
         .fold((0.0, 0.0), |acc, r| (acc.0 + r.flops, acc.1 + r.wall_s));
+    // No measured speed on a GPU: the CPU default would be meaningless there.
     let rate = if measured.1 > 0.0 {
         measured.0 / measured.1
-    } else {
+    } else if p.device == DeviceChoice::Cpu {
         DEFAULT_FLOPS_PER_S
+    } else {
+        f64::NAN
     };
     let _ = writeln!(
         s,
@@ -207,6 +207,8 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
         p.device.backend_name(),
         if measured.1 > 0.0 {
             "speed measured from finished runs"
+        } else if rate.is_nan() {
+            "unknown until a run on this device finishes"
         } else {
             "speed assumed; rough"
         }

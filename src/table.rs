@@ -106,7 +106,6 @@ impl Table {
         }
         out
     }
-
 }
 
 /// Split one CSV record (RFC 4180: quoted fields, doubled quotes).

@@ -12,7 +12,7 @@ use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::corpus::Corpus;
+use crate::corpus::{Corpus, StreamReader};
 use crate::model::{Gpt, GptConfig};
 use crate::plan::RunPlan;
 
@@ -70,18 +70,19 @@ pub struct StepInfo {
 /// Token batch `[batch, context]` inputs and shifted targets for `step`.
 fn batch<B: Backend>(
     run: &RunPlan,
-    train: &[u16],
+    train: &mut StreamReader<'_>,
     step: usize,
     device: &B::Device,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let (b, t) = (run.batch_size, run.context);
-    let span = train.len() - t - 1;
     let mut x = Vec::with_capacity(b * t);
     let mut y = Vec::with_capacity(b * t);
+    let mut window = Vec::with_capacity(t + 1);
     for i in 0..b {
-        let start = ((step * b + i) * t) % span;
-        x.extend(train[start..start + t].iter().map(|&v| v as i32));
-        y.extend(train[start + 1..start + t + 1].iter().map(|&v| v as i32));
+        window.clear();
+        train.read((step * b + i) * t, t + 1, &mut window);
+        x.extend(window[..t].iter().map(|&v| v as i32));
+        y.extend(window[1..].iter().map(|&v| v as i32));
     }
     (
         Tensor::from_data(TensorData::new(x, [b, t]), device),
@@ -225,6 +226,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
     on_step: &mut dyn FnMut(StepInfo),
 ) -> (Gpt<B>, Segment) {
     let tokens_per_step = (run.batch_size * run.context) as u64;
+    let mut reader = corpus.train.reader();
     let mut seg = Segment {
         status: Status::Ok,
         last_loss: f64::NAN,
@@ -234,7 +236,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
     };
     for step in from..to {
         let t0 = Instant::now();
-        let (x, y) = batch::<B>(run, &corpus.train, step, device);
+        let (x, y) = batch::<B>(run, &mut reader, step, device);
         let loss = model.loss(x, y);
         let loss_v: f32 = loss.clone().into_scalar().elem();
         let loss_v = loss_v as f64;
@@ -453,14 +455,7 @@ mod tests {
 
     #[test]
     fn exploding_lr_is_reported_as_diverged() {
-        let c = corpus::load(
-            &CorpusSource::Builtin { seed: 1, topics: 2 },
-            16,
-            4096,
-            64,
-            0.05,
-        )
-        .unwrap();
+        let c = corpus::load(&CorpusSource::Builtin { seed: 1, topics: 2 }, 16, 64, 0.05).unwrap();
         let out = train_run::<Autodiff<Flex>>(&plan(1e30, 20), &c, &FlexDevice, &mut |_| {});
         assert_eq!(out.status, Status::Diverged);
         assert!(out.eval_loss.is_nan());
@@ -468,14 +463,7 @@ mod tests {
 
     #[test]
     fn global_clip_keeps_training_stable_and_loss_falls() {
-        let c = corpus::load(
-            &CorpusSource::Builtin { seed: 1, topics: 2 },
-            16,
-            8192,
-            64,
-            0.05,
-        )
-        .unwrap();
+        let c = corpus::load(&CorpusSource::Builtin { seed: 1, topics: 2 }, 16, 64, 0.05).unwrap();
         let mut p = plan(1e-2, 60);
         p.grad_clip = 1.0;
         let out = train_run::<Autodiff<Flex>>(&p, &c, &FlexDevice, &mut |_| {});

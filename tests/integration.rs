@@ -1149,3 +1149,21 @@ fn two_workers_give_identical_results() {
     }
     assert_user_error(&micro_sweep(&b, &["--workers", "0"]), &["--workers"]);
 }
+
+#[test]
+fn plan_of_a_gpu_sized_sweep_needs_no_data_in_memory() {
+    // 10M-300M parameters, up to 2.6e11 training tokens: the stream is generated on demand.
+    let t0 = std::time::Instant::now();
+    let o = scalelab(&["plan", "sweeps/gpu-overnight.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        s.lines().filter(|l| l.ends_with("pending")).count() >= 40,
+        "{s}"
+    );
+    assert!(
+        s.contains("unknown until a run on this device finishes"),
+        "{s}"
+    );
+    assert!(t0.elapsed().as_secs() < 30);
+}

@@ -110,7 +110,6 @@ impl ChinchillaParams {
         }
     }
 
-
     pub fn predict(&self, n: f64, d: f64) -> f64 {
         self.e + self.a / n.powf(self.alpha) + self.b / d.powf(self.beta)
     }
