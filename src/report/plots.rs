@@ -181,11 +181,7 @@ fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
 }
 
 fn log_range(vals: impl Iterator<Item = f64>) -> Range<f64> {
-    let (lo, hi) = vals
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
+    let (lo, hi) = min_max(vals.filter(|v| v.is_finite() && *v > 0.0));
     if !lo.is_finite() {
         return 1.0..10.0;
     }
@@ -198,11 +194,7 @@ fn log_range(vals: impl Iterator<Item = f64>) -> Range<f64> {
 }
 
 fn lin_range(vals: impl Iterator<Item = f64>) -> Range<f64> {
-    let (lo, hi) = vals
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-            (a.min(v), b.max(v))
-        });
+    let (lo, hi) = min_max(vals.filter(|v| v.is_finite()));
     if !lo.is_finite() {
         return 0.0..1.0;
     }
@@ -412,12 +404,16 @@ fn loss_vs_compute<DB: DrawingBackend>(
     color_note(area, "N (params)", lo, hi)
 }
 
+/// (min, max) of some values.
+fn min_max(v: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    v.into_iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
 fn n_log_range(d: &ReportData) -> (f64, f64) {
-    let v: Vec<f64> = d.points.iter().map(|p| p.n.log10()).collect();
-    (
-        v.iter().cloned().fold(f64::INFINITY, f64::min),
-        v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-    )
+    min_max(d.points.iter().map(|p| p.n.log10()))
 }
 
 fn isoflop<DB: DrawingBackend>(
@@ -538,10 +534,7 @@ fn optimal_allocation<DB: DrawingBackend>(
     }
     if let Some(bs) = &bands {
         // Keep the axis on the central band, clipping extreme bootstrap tails.
-        let (lo, hi) = (
-            ys.iter().cloned().fold(f64::INFINITY, f64::min),
-            ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-        );
+        let (lo, hi) = min_max(ys.iter().copied());
         ys.extend(
             bs.iter()
                 .flat_map(|b| [b.1[0], b.1[1], b.2[0], b.2[1]])
@@ -673,11 +666,7 @@ fn loss_vs_var<DB: DrawingBackend>(
         xdesc,
         "loss (nats/token)"
     );
-    let ov: Vec<f64> = pts.iter().map(|p| other(p).log10()).collect();
-    let (lo, hi) = (
-        ov.iter().cloned().fold(f64::INFINITY, f64::min),
-        ov.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-    );
+    let (lo, hi) = min_max(pts.iter().map(|p| other(p).log10()));
     c.draw_series(pts.iter().map(|p| {
         Circle::new(
             (x(p), p.loss),
@@ -860,11 +849,7 @@ fn curves<DB: DrawingBackend>(d: &ReportData, area: &DrawingArea<DB, Shift>) -> 
         "tokens seen",
         "train loss (nats/token)"
     );
-    let ns: Vec<f64> = d.curves.iter().map(|c| c.n.log10()).collect();
-    let (lo, hi) = (
-        ns.iter().cloned().fold(f64::INFINITY, f64::min),
-        ns.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-    );
+    let (lo, hi) = min_max(d.curves.iter().map(|c| c.n.log10()));
     for cv in &d.curves {
         let col = viridis(cv.n.log10(), lo, hi);
         c.draw_series(LineSeries::new(
