@@ -139,7 +139,7 @@ pub fn bench_shape<B: AutodiffBackend>(
     };
     // Calibrate the step count from a short run, then time a run of ~`seconds`.
     let train = |run: &RunPlan| {
-        crate::train::train_run_with::<B>(run, &corpus, device, fused_attention, &mut |_| {})
+        crate::train::train_run_with::<B>(run, &corpus, device, fused_attention, None, &mut |_| {})
     };
     let warm = train(&run);
     let per_step = warm.wall_s / 3.0;

@@ -26,6 +26,14 @@ impl DeviceChoice {
         }
     }
 
+    /// `cpu` or `cuda:K`.
+    pub fn short_name(&self) -> String {
+        match self {
+            DeviceChoice::Cpu => "cpu".into(),
+            DeviceChoice::Cuda(k) => format!("cuda:{k}"),
+        }
+    }
+
     /// Backend name recorded with results.
     pub fn backend_name(&self) -> String {
         match self {

@@ -1,7 +1,7 @@
 //! scalelab: scaling-law experiments on language models.
 //!
 //! Data flows one way, one module per stage:
-//! [`spec`] (the YAML sweep) → [`plan`] (concrete runs) → [`sweep`] (the executor) →
+//! [`spec`] (the YAML sweep) → [`plan`] (concrete runs) → [`sweep`] (the local executor; [`slurm`] the cluster one) →
 //! [`train`] (one run, on [`model`], over a [`corpus`]) → [`store`] (Parquet) →
 //! [`fit`] (power laws) → [`report`] (plots and documents). [`device`] picks the burn backend; [`bench`] measures
 //! throughput; [`table`] reads CSV/Parquet inputs for the fitter; [`error`] separates bad
@@ -15,6 +15,7 @@ pub mod fit;
 pub mod model;
 pub mod plan;
 pub mod report;
+pub mod slurm;
 pub mod spec;
 pub mod store;
 pub mod sweep;

@@ -58,6 +58,92 @@ enum Command {
         /// sweep of small models. Results are identical to --workers 1.
         #[arg(long, value_name = "K", default_value_t = 1)]
         workers: usize,
+        /// One worker per device, e.g. `cuda:0,cuda:1,cuda:2,cuda:3` (overrides --workers and
+        /// --device). Longest runs go first; the progress display shows every device.
+        #[arg(long, value_name = "DEV,DEV,...", value_delimiter = ',')]
+        devices: Vec<String>,
+        #[command(flatten)]
+        ckpt: CheckpointArgs,
+        /// Continue a results folder that was started from a different version of the spec
+        /// (finished runs whose settings are unchanged are kept). Without it, a changed spec
+        /// is an error and nothing is written.
+        #[arg(long)]
+        update_spec: bool,
+    },
+    /// Submit the sweep's pending runs to Slurm as one job array (one task per run; a
+    /// cooldown-branch group is one task). Each task runs `scalelab run-one` and writes its
+    /// own result file; tasks are requeueable and resume from their last checkpoint.
+    /// Options come from the spec's `slurm:` section; flags override it.
+    Submit {
+        /// Sweep spec (YAML). Default: the embedded quick sweep.
+        sweep: Option<PathBuf>,
+        /// Output folder (overrides the spec's `out` and results/<name>/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Slurm account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Time limit per task (HH:MM:SS or D-HH:MM:SS).
+        #[arg(long)]
+        time: Option<String>,
+        /// GPUs per task (the task then trains on cuda).
+        #[arg(long, value_name = "G")]
+        gpus_per_task: Option<u32>,
+        /// CPU cores per task.
+        #[arg(long, value_name = "K")]
+        cpus_per_task: Option<u32>,
+        /// Memory per task, e.g. 16G.
+        #[arg(long)]
+        mem: Option<String>,
+        /// Array tasks running at once (`--array=0-N%K`).
+        #[arg(long, value_name = "K")]
+        max_parallel: Option<usize>,
+        /// Do not requeue preempted tasks.
+        #[arg(long)]
+        no_requeue: bool,
+        /// Print the sbatch script and submit nothing (writes nothing).
+        #[arg(long)]
+        dry_run: bool,
+        /// Accept a results folder started from a different spec (see `run --update-spec`).
+        #[arg(long)]
+        update_spec: bool,
+    },
+    /// Train one unit of a sweep in this process and write its own result files
+    /// (runs/<run-id>.parquet, curves/<run-id>.parquet). This is what each Slurm array task
+    /// runs; a finished unit, or one another process is training, is left alone.
+    RunOne {
+        /// The sweep's results folder (its sweep.yaml is the spec).
+        results: PathBuf,
+        /// The run id to train (for a branch group: its stable parent's id).
+        #[arg(long, conflicts_with_all = ["tasks", "task"])]
+        run: Option<String>,
+        /// Task list written by `submit` (one unit id per line) ...
+        #[arg(long, value_name = "FILE", requires = "task")]
+        tasks: Option<PathBuf>,
+        /// ... and the line to train (0-based; SLURM_ARRAY_TASK_ID).
+        #[arg(long, value_name = "K", requires = "tasks")]
+        task: Option<usize>,
+        /// Device: cpu, cuda or cuda:K (overrides the spec's `device`).
+        #[arg(long)]
+        device: Option<String>,
+        #[command(flatten)]
+        ckpt: CheckpointArgs,
+    },
+    /// State of every run of a sweep: done, diverged, failed, running, queued or pending
+    /// (with checkpoint progress), from the result files, checkpoints and locks, and from
+    /// squeue/sacct for submitted job arrays when they are available.
+    Status {
+        /// The sweep's results folder.
+        results: PathBuf,
+    },
+    /// Merge the per-run result files (runs/*.parquet, curves/*.parquet) into runs.parquet
+    /// and curves.parquet: every run once, the newest result of a retried run kept.
+    Collect {
+        /// The sweep's results folder.
+        results: PathBuf,
     },
     /// Dry run: print the table of runs (shape, N, D, C = 6ND, steps, budget, ETA,
     /// status) without training anything.
@@ -117,6 +203,18 @@ enum Command {
         #[arg(long, default_value = "fused", value_parser = ["fused", "explicit", "both"])]
         attention: String,
     },
+}
+
+/// Checkpoint options shared by `run` and `run-one`.
+#[derive(clap::Args)]
+struct CheckpointArgs {
+    /// Save model + optimizer + schedule state every M steps (0: never; default: the spec's
+    /// `checkpoint.every`, 500). A killed or preempted run resumes from it.
+    #[arg(long, value_name = "M")]
+    checkpoint_every: Option<usize>,
+    /// Keep each run's last checkpoint after it finishes (default: delete it).
+    #[arg(long)]
+    keep_checkpoints: bool,
 }
 
 /// Input and fitting options shared by `fit` and `report`.
@@ -254,6 +352,18 @@ fn spec_source(path: Option<PathBuf>) -> anyhow::Result<SpecSource> {
     }
 }
 
+/// A results folder's sweep, from the copy of its spec (`sweep.yaml`).
+fn prepare_results(dir: &std::path::Path, device: Option<&str>) -> anyhow::Result<sweep::Prepared> {
+    let spec = dir.join("sweep.yaml");
+    if !spec.is_file() {
+        return Err(user(format!(
+            "{} is not a sweep's results folder: it has no sweep.yaml (written by `run` and `submit`)",
+            dir.display()
+        )));
+    }
+    sweep::prepare(SpecSource::from_file(&spec)?, Some(dir.to_path_buf()), device)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
@@ -264,10 +374,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             max_runs,
             plain,
             workers,
+            devices,
+            ckpt,
+            update_spec,
         } => {
             if workers == 0 {
                 return Err(user("--workers must be at least 1"));
             }
+            let devices = devices
+                .iter()
+                .map(|d| scalelab::device::DeviceChoice::parse(d))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let p = sweep::prepare(spec_source(path)?, out, device.as_deref())?;
             let plain = plain || std::env::var_os("CI").is_some();
             let s = sweep::run(
@@ -276,13 +393,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     max_runs,
                     plain,
                     workers,
+                    devices,
+                    checkpoint_every: ckpt.checkpoint_every,
+                    keep_checkpoints: ckpt.keep_checkpoints,
+                    update_spec,
                 },
             )?;
             eprintln!(
-                "scalelab: {} trained, {} skipped (already finished), {} failed; results in {}",
+                "scalelab: {} trained, {} skipped (already finished), {} failed{}; results in {}",
                 s.trained,
                 s.skipped,
                 s.failed,
+                if s.busy > 0 {
+                    format!(", {} left to the other process training them", s.busy)
+                } else {
+                    String::new()
+                },
                 s.out_dir.display()
             );
             if !no_report {
@@ -302,6 +428,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     &[report::plots::Format::Png, report::plots::Format::Svg],
                 )?;
             }
+            Ok(())
+        }
+        Command::Submit {
+            sweep: path,
+            out,
+            partition,
+            account,
+            time,
+            gpus_per_task,
+            cpus_per_task,
+            mem,
+            max_parallel,
+            no_requeue,
+            dry_run,
+            update_spec,
+        } => {
+            let p = sweep::prepare(spec_source(path)?, out, None)?;
+            let o = scalelab::slurm::SubmitOptions {
+                slurm: scalelab::spec::SlurmSpec {
+                    partition,
+                    account,
+                    time,
+                    gpus_per_task,
+                    cpus_per_task,
+                    mem,
+                    max_parallel,
+                    requeue: no_requeue.then_some(false),
+                    extra: Vec::new(),
+                },
+                dry_run,
+                update_spec,
+            };
+            print!("{}", scalelab::slurm::submit(&p, &o)?);
+            Ok(())
+        }
+        Command::RunOne {
+            results,
+            run,
+            tasks,
+            task,
+            device,
+            ckpt,
+        } => {
+            let task = match (run, tasks, task) {
+                (Some(id), _, _) => sweep::TaskRef::Run(id),
+                (None, Some(file), Some(index)) => sweep::TaskRef::Line { file, index },
+                _ => return Err(user("run-one needs --run ID, or --tasks FILE --task K")),
+            };
+            let p = prepare_results(&results, device.as_deref())?;
+            let opts = sweep::RunOptions {
+                checkpoint_every: ckpt.checkpoint_every,
+                keep_checkpoints: ckpt.keep_checkpoints,
+                ..Default::default()
+            };
+            let msg = sweep::run_one(&p, &task, &opts)?;
+            eprintln!("scalelab: run-one: {msg}");
+            Ok(())
+        }
+        Command::Status { results } => {
+            let p = prepare_results(&results, None)?;
+            print!("{}", scalelab::slurm::status(&p)?);
+            Ok(())
+        }
+        Command::Collect { results } => {
+            print!("{}", scalelab::slurm::collect(&results)?);
             Ok(())
         }
         Command::Plan { sweep: path, out } => {

@@ -43,6 +43,75 @@ pub struct SweepSpec {
     /// Which N the fit uses.
     #[serde(default)]
     pub fit: FitSpec,
+    /// Training checkpoints (resume after a crash, kill or Slurm preemption).
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+    /// Defaults for `scalelab submit` (flags override them).
+    #[serde(default)]
+    pub slurm: SlurmSpec,
+}
+
+/// `checkpoint:` — model + optimizer + schedule state saved every `every` steps.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Steps between checkpoints (0 turns checkpoints off).
+    #[serde(default = "default_checkpoint_every")]
+    pub every: usize,
+    /// Keep a run's last checkpoint after it finishes (default: delete it).
+    #[serde(default)]
+    pub keep: bool,
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        CheckpointSpec {
+            every: default_checkpoint_every(),
+            keep: false,
+        }
+    }
+}
+
+fn default_checkpoint_every() -> usize {
+    500
+}
+
+/// `slurm:` — sbatch options for `scalelab submit`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    /// Wall-clock limit per task, `HH:MM:SS` or `D-HH:MM:SS`.
+    pub time: Option<String>,
+    pub gpus_per_task: Option<u32>,
+    pub cpus_per_task: Option<u32>,
+    /// Memory per task, e.g. `8G`.
+    pub mem: Option<String>,
+    /// Array tasks running at once (`--array=0-N%K`).
+    pub max_parallel: Option<usize>,
+    /// Requeue preempted or failed-node tasks (default true).
+    pub requeue: Option<bool>,
+    /// Extra `#SBATCH` lines, verbatim (e.g. `--qos=high`).
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+/// Whether `s` is a Slurm time limit we accept: `MM`, `HH:MM:SS` or `D-HH:MM:SS`.
+pub fn valid_slurm_time(s: &str) -> bool {
+    let (days, rest) = match s.split_once('-') {
+        Some((d, r)) => (Some(d), r),
+        None => (None, s),
+    };
+    if days.is_some_and(|d| d.is_empty() || !d.chars().all(|c| c.is_ascii_digit())) {
+        return false;
+    }
+    let parts: Vec<&str> = rest.split(':').collect();
+    !parts.is_empty()
+        && parts.len() <= 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 fn default_device() -> String {
@@ -705,6 +774,21 @@ impl SweepSpec {
                 "device: {:?} is not a device; use `cpu`, `cuda` or `cuda:K`",
                 self.device
             ));
+        }
+        // Slurm defaults.
+        let sl = &self.slurm;
+        if let Some(t) = &sl.time {
+            if !valid_slurm_time(t) {
+                p.push(format!(
+                    "slurm.time: {t:?} is not a Slurm time limit; write HH:MM:SS or D-HH:MM:SS, e.g. \"04:00:00\""
+                ));
+            }
+        }
+        if sl.max_parallel == Some(0) {
+            p.push("slurm.max_parallel: must be at least 1 (tasks running at once)".into());
+        }
+        if sl.cpus_per_task == Some(0) {
+            p.push("slurm.cpus_per_task: must be at least 1".into());
         }
         p
     }

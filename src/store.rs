@@ -3,8 +3,14 @@
 //!
 //! Owns the column layout, atomic writes (temp file in the same folder, fsync, rename: a crash
 //! never leaves a half-written file), provenance in the Parquet key-value metadata, and
-//! reading both files back (for resume and for the fitter). `runs.parquet` is the source of
-//! truth for which runs are finished; curve rows of runs not in it are dropped on load.
+//! reading them back (for resume and for the fitter).
+//!
+//! Every finished run is first written as its own pair of files, `curves/<run-id>.parquet`
+//! then `runs/<run-id>.parquet` (the run file is the commit point), so processes that finish
+//! at the same moment (local workers, Slurm array tasks) never write the same file. The
+//! merged `runs.parquet` / `curves.parquet` are rebuilt from them by the local executor after
+//! every run and by `scalelab collect`; every reader ([`load`]) overlays the per-run files on
+//! the merged ones, so a run is never lost or counted twice, whichever step a crash hit.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,72 @@ use crate::train::CurveRow;
 
 pub const RUNS_FILE: &str = "runs.parquet";
 pub const CURVES_FILE: &str = "curves.parquet";
+/// Per-run result files: `runs/<run-id>.parquet` (one row) ...
+pub const RUN_FILES_DIR: &str = "runs";
+/// ... and `curves/<run-id>.parquet` (its loss curve).
+pub const CURVE_FILES_DIR: &str = "curves";
+
+/// Test hook for crash-safety tests: when the environment variable `SCALELAB_FAILPOINT`
+/// equals `name`, the process kills itself with SIGKILL right here (no unwinding, no
+/// destructors: exactly what `kill -9` or a node failure does).
+pub fn failpoint(name: &str) {
+    if std::env::var_os("SCALELAB_FAILPOINT").is_some_and(|v| v == name) {
+        extern "C" {
+            fn kill(pid: i32, sig: i32) -> i32;
+        }
+        // SAFETY: sending SIGKILL (9) to our own pid.
+        unsafe {
+            kill(std::process::id() as i32, 9);
+        }
+    }
+}
+
+/// Failpoints `before-rename:<file name>` and `before-rename:*.<extension>`: the new
+/// content is written and synced, the old file still in place.
+fn failpoint_rename(path: &Path) {
+    if std::env::var_os("SCALELAB_FAILPOINT").is_none() {
+        return;
+    }
+    failpoint(&format!(
+        "before-rename:{}",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    if let Some(ext) = path.extension() {
+        failpoint(&format!("before-rename:*.{}", ext.to_string_lossy()));
+    }
+}
+
+/// Temp-file name beside `path`, unique per process and call.
+fn temp_path(path: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    dir.join(format!(
+        ".{}.tmp-{}-{}",
+        path.file_name().unwrap().to_string_lossy(),
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
+}
+
+/// Remove temp files that a killed process left behind (older than ten minutes, so a live
+/// writer on another node is never disturbed).
+pub fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 600);
+        if name.starts_with('.') && name.contains(".tmp-") && old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
 
 /// One finished (ok / diverged / failed) run.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,11 +167,7 @@ pub fn write_parquet_atomic(
 ) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = temp_path(path);
     {
         let mut f = std::fs::File::create(&tmp)?;
         ParquetWriter::new(&mut f)
@@ -109,24 +177,27 @@ pub fn write_parquet_atomic(
         f.flush()?;
         f.sync_all()?;
     }
+    failpoint_rename(path);
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
 
 /// Write a small text file atomically.
 pub fn write_text_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    write_bytes_atomic(path, text.as_bytes())
+}
+
+/// Write bytes atomically (temp file in the same folder, fsync, rename).
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap().to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = temp_path(path);
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
+    failpoint_rename(path);
     std::fs::rename(&tmp, path)?;
     Ok(())
 }
@@ -195,7 +266,8 @@ fn read_frame(path: &Path) -> anyhow::Result<DataFrame> {
     Ok(ParquetReader::new(f).finish()?)
 }
 
-/// Key-value metadata of a Parquet file.
+/// scalelab's key-value metadata of a Parquet file (`scalelab.*` keys; not the writer's
+/// own `ARROW:schema`, which must never be copied to another file).
 pub fn read_metadata(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut r = ParquetReader::new(std::fs::File::open(path)?);
     let md = r.get_metadata()?;
@@ -204,6 +276,7 @@ pub fn read_metadata(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         .clone()
         .unwrap_or_default()
         .into_iter()
+        .filter(|kv| kv.key.starts_with("scalelab."))
         .map(|kv| (kv.key, kv.value.unwrap_or_default()))
         .collect())
 }
@@ -226,13 +299,22 @@ fn floats(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<f64>>> {
     Ok(c.f64()?.iter().collect())
 }
 
-/// Read `runs.parquet` (empty when the file does not exist).
+/// A sweep's finished runs: `runs.parquet` overlaid with the per-run files (see [`load`]).
 pub fn read_runs(dir: &Path) -> anyhow::Result<Vec<RunRecord>> {
-    let path = dir.join(RUNS_FILE);
+    Ok(load(dir)?.runs)
+}
+
+/// The loss curves of [`read_runs`]'s runs.
+pub fn read_curves(dir: &Path) -> anyhow::Result<Vec<(String, CurveRow)>> {
+    Ok(load(dir)?.curves)
+}
+
+/// Rows of one runs-table file (empty when the file does not exist).
+fn read_runs_file(path: &Path) -> anyhow::Result<Vec<RunRecord>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let df = read_frame(&path).map_err(|e| {
+    let df = read_frame(path).map_err(|e| {
         anyhow::anyhow!(
             "{} is unreadable ({e}); move it away to start the sweep afresh",
             path.display()
@@ -334,13 +416,12 @@ pub fn read_runs(dir: &Path) -> anyhow::Result<Vec<RunRecord>> {
         .collect())
 }
 
-/// Read `curves.parquet` (empty when absent).
-pub fn read_curves(dir: &Path) -> anyhow::Result<Vec<(String, CurveRow)>> {
-    let path = dir.join(CURVES_FILE);
+/// Rows of one curves file (empty when absent).
+fn read_curves_file(path: &Path) -> anyhow::Result<Vec<(String, CurveRow)>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let df = read_frame(&path)?;
+    let df = read_frame(path)?;
     let id = strs(&df, "run_id")?;
     let step = ints(&df, "step")?;
     let tokens = ints(&df, "tokens")?;
@@ -363,41 +444,219 @@ pub fn read_curves(dir: &Path) -> anyhow::Result<Vec<(String, CurveRow)>> {
         .collect())
 }
 
+/// A results folder as readers see it.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub runs: Vec<RunRecord>,
+    pub curves: Vec<(String, CurveRow)>,
+    /// Per-run files read (whether or not `runs.parquet` already held them).
+    pub run_files: usize,
+    /// Per-run files that could not be read (named, with the reason); their runs count as
+    /// not finished.
+    pub unreadable: Vec<String>,
+}
+
+/// `*.parquet` files of a folder (no temp files), sorted.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let name = p.file_name().unwrap_or_default().to_string_lossy();
+                    !name.starts_with('.') && name.ends_with(".parquet")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Read a results folder: `runs.parquet` and `curves.parquet`, overlaid with every per-run
+/// file (a per-run file is at least as new as the merged row of the same run, so it wins);
+/// curve rows of runs that are not there are dropped; `selected` is recomputed.
+pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
+    let mut runs = read_runs_file(&dir.join(RUNS_FILE))?;
+    let mut curves: std::collections::HashMap<String, Vec<CurveRow>> = Default::default();
+    if !runs.is_empty() {
+        let path = dir.join(CURVES_FILE);
+        let rows = read_curves_file(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is unreadable ({e}); move it away to start the sweep afresh",
+                path.display()
+            )
+        })?;
+        for (id, c) in rows {
+            curves.entry(id).or_default().push(c);
+        }
+    }
+    let mut out = Loaded::default();
+    for path in parquet_files(&dir.join(RUN_FILES_DIR)) {
+        let rec = match read_runs_file(&path) {
+            Ok(mut v) if v.len() == 1 => v.pop().unwrap(),
+            Ok(v) => {
+                out.unreadable.push(format!("{}: {} rows, expected 1", path.display(), v.len()));
+                continue;
+            }
+            Err(e) => {
+                out.unreadable.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        out.run_files += 1;
+        let cpath = dir
+            .join(CURVE_FILES_DIR)
+            .join(format!("{}.parquet", rec.run_id));
+        if let Ok(rows) = read_curves_file(&cpath) {
+            if !rows.is_empty() || !curves.contains_key(&rec.run_id) {
+                curves.insert(rec.run_id.clone(), rows.into_iter().map(|r| r.1).collect());
+            }
+        }
+        match runs.iter_mut().find(|r| r.run_id == rec.run_id) {
+            Some(slot) => *slot = rec,
+            None => runs.push(rec),
+        }
+    }
+    mark_selected(&mut runs);
+    out.curves = runs
+        .iter()
+        .flat_map(|r| {
+            curves
+                .remove(&r.run_id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| (r.run_id.clone(), c))
+        })
+        .collect();
+    out.runs = runs;
+    Ok(out)
+}
+
+/// Run ids in the merged `runs.parquet` alone (what `collect` has merged so far).
+pub fn merged_run_ids(dir: &Path) -> anyhow::Result<Vec<String>> {
+    Ok(read_runs_file(&dir.join(RUNS_FILE))?
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect())
+}
+
+/// Write one finished run's own files: its curve first, then its row (the commit point).
+pub fn write_run_file(
+    dir: &Path,
+    run: &RunRecord,
+    curve: &[CurveRow],
+    meta: &[(String, String)],
+) -> anyhow::Result<()> {
+    let rows: Vec<(String, CurveRow)> = curve.iter().map(|c| (run.run_id.clone(), *c)).collect();
+    write_parquet_atomic(
+        &dir.join(CURVE_FILES_DIR)
+            .join(format!("{}.parquet", run.run_id)),
+        &mut curves_frame(&rows)?,
+        meta,
+    )?;
+    failpoint("between-curve-and-run-file");
+    write_parquet_atomic(
+        &dir.join(RUN_FILES_DIR).join(format!("{}.parquet", run.run_id)),
+        &mut runs_frame(std::slice::from_ref(run))?,
+        meta,
+    )
+}
+
+/// An exclusive lock on one unit of work (`locks/<run-id>.lock`, `flock`), held while a
+/// process trains it, so two processes (two `run`s, a `run` and an array task, a requeued
+/// task and its stale predecessor) never train the same run at once. Released on drop or
+/// when the process dies.
+pub struct UnitLock {
+    _file: std::fs::File,
+}
+
+impl UnitLock {
+    /// Whether some process holds the lock of `id` now (creates nothing).
+    pub fn is_held(dir: &Path, id: &str) -> bool {
+        use std::os::fd::AsRawFd;
+        extern "C" {
+            fn flock(fd: i32, op: i32) -> i32;
+        }
+        let Ok(f) = std::fs::File::open(dir.join("locks").join(format!("{id}.lock"))) else {
+            return false;
+        };
+        // LOCK_SH | LOCK_NB; released when `f` closes.
+        // SAFETY: flock on a file descriptor we own.
+        unsafe { flock(f.as_raw_fd(), 1 | 4) != 0 }
+    }
+
+    /// `Ok(None)` when another process holds the lock.
+    pub fn try_acquire(dir: &Path, id: &str) -> anyhow::Result<Option<UnitLock>> {
+        use std::os::fd::AsRawFd;
+        extern "C" {
+            fn flock(fd: i32, op: i32) -> i32;
+        }
+        let locks = dir.join("locks");
+        std::fs::create_dir_all(&locks)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(locks.join(format!("{id}.lock")))?;
+        // LOCK_EX | LOCK_NB
+        // SAFETY: flock on a file descriptor we own.
+        let rc = unsafe { flock(f.as_raw_fd(), 2 | 4) };
+        if rc == 0 {
+            Ok(Some(UnitLock { _file: f }))
+        } else {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                // A file system without flock (some NFS mounts): Slurm's array bookkeeping
+                // already gives each task its own run.
+                Ok(Some(UnitLock { _file: f }))
+            }
+        }
+    }
+}
+
 /// The results of one sweep folder, kept in memory and flushed after every run.
 pub struct ResultsStore {
     pub dir: PathBuf,
     pub runs: Vec<RunRecord>,
     pub curves: Vec<(String, CurveRow)>,
     pub metadata: Vec<(String, String)>,
+    /// What [`load`] found when the store was opened.
+    pub run_files: usize,
+    pub unreadable: Vec<String>,
 }
 
 impl ResultsStore {
-    /// Open a folder, loading what an earlier invocation finished.
+    /// Open a folder, loading what earlier invocations (and other processes) finished.
     pub fn open(dir: &Path, metadata: Vec<(String, String)>) -> anyhow::Result<Self> {
-        let runs = read_runs(dir)?;
-        let done: std::collections::HashSet<&str> =
-            runs.iter().map(|r| r.run_id.as_str()).collect();
-        let curves = read_curves(dir)?
-            .into_iter()
-            .filter(|(id, _)| done.contains(id.as_str()))
-            .collect();
+        for sub in ["", RUN_FILES_DIR, CURVE_FILES_DIR, "checkpoints"] {
+            remove_stale_temp_files(&dir.join(sub));
+        }
+        let l = load(dir)?;
         Ok(ResultsStore {
             dir: dir.to_path_buf(),
-            runs,
-            curves,
+            runs: l.runs,
+            curves: l.curves,
             metadata,
+            run_files: l.run_files,
+            unreadable: l.unreadable,
         })
     }
 
-    /// Record a finished run (replacing an earlier `failed` row of the same id) and flush
-    /// both files: curves first, then runs, so a crash in between leaves curve rows that
-    /// the next load ignores rather than a run without its curve.
+    /// Record a finished run (replacing an earlier `failed` row of the same id): its own
+    /// files, then the merged files.
     pub fn add(&mut self, run: RunRecord, curve: Vec<CurveRow>) -> anyhow::Result<()> {
         self.add_many(vec![(run, curve)])
     }
 
     /// Record several runs with one flush (a stable parent and its branches).
     pub fn add_many(&mut self, rows: Vec<(RunRecord, Vec<CurveRow>)>) -> anyhow::Result<()> {
+        for (run, curve) in &rows {
+            write_run_file(&self.dir, run, curve, &self.metadata)?;
+        }
+        failpoint("before-merge");
         for (run, curve) in rows {
             self.runs.retain(|r| r.run_id != run.run_id);
             self.curves.retain(|(id, _)| *id != run.run_id);
@@ -408,6 +667,8 @@ impl ResultsStore {
         self.flush()
     }
 
+    /// Rewrite `curves.parquet` then `runs.parquet` from memory. A crash in between leaves
+    /// curve rows that readers ignore, never a run without its curve.
     pub fn flush(&mut self) -> anyhow::Result<()> {
         mark_selected(&mut self.runs);
         write_parquet_atomic(

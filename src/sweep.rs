@@ -225,6 +225,14 @@ pub struct RunOptions {
     pub plain: bool,
     /// Runs trained at once; the CPU threads are split between them.
     pub workers: usize,
+    /// One worker per device (overrides `workers` and the spec's device when not empty).
+    pub devices: Vec<DeviceChoice>,
+    /// Checkpoint interval in steps (None: the spec's `checkpoint.every`).
+    pub checkpoint_every: Option<usize>,
+    /// Keep checkpoints of finished runs.
+    pub keep_checkpoints: bool,
+    /// Accept a results folder started from a different spec (see [`check_results_folder`]).
+    pub update_spec: bool,
 }
 
 impl Default for RunOptions {
@@ -233,8 +241,57 @@ impl Default for RunOptions {
             max_runs: None,
             plain: false,
             workers: 1,
+            devices: Vec::new(),
+            checkpoint_every: None,
+            keep_checkpoints: false,
+            update_spec: false,
         }
     }
+}
+
+impl RunOptions {
+    fn checkpointing(&self, p: &Prepared) -> train::Checkpointing {
+        train::Checkpointing {
+            dir: p.out_dir.join("checkpoints"),
+            every: self.checkpoint_every.unwrap_or(p.spec.checkpoint.every),
+            keep: self.keep_checkpoints || p.spec.checkpoint.keep,
+        }
+    }
+}
+
+/// The spec text without comments, blank lines and trailing spaces: two specs that differ
+/// only there describe the same sweep.
+fn normalized_spec(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(|l| l.trim_end())
+        .filter(|l| !l.is_empty() && !l.trim_start().starts_with('#'))
+        .collect()
+}
+
+/// Refuse to write into a results folder that was started from a different spec (its
+/// `sweep.yaml`), unless `update_spec`. Nothing is written either way.
+pub fn check_results_folder(p: &Prepared, update_spec: bool) -> anyhow::Result<()> {
+    let path = p.out_dir.join("sweep.yaml");
+    let Ok(old) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let (a, b) = (normalized_spec(&old), normalized_spec(&p.source.text));
+    if a == b || update_spec {
+        return Ok(());
+    }
+    let k = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let show = |v: &[&str]| v.get(k).map_or("<end of spec>".to_string(), |l| format!("`{}`", l.trim()));
+    crate::bail_user!(
+        "{} holds results of a different sweep spec: {} differs from {} (first difference: {} vs {}). \
+         Nothing was changed. Fix: write to a new folder with --out DIR (or give the sweep a new `name:`), \
+         or pass --update-spec to continue this folder with the new spec (finished runs whose settings \
+         are unchanged are kept: a run id hashes every setting of its run)",
+        p.out_dir.display(),
+        path.display(),
+        p.source.label,
+        show(&a),
+        show(&b)
+    )
 }
 
 /// What a sweep invocation did.
@@ -243,6 +300,8 @@ pub struct SweepSummary {
     pub skipped: usize,
     pub trained: usize,
     pub failed: usize,
+    /// Pending runs skipped because another process was training them.
+    pub busy: usize,
     pub out_dir: PathBuf,
 }
 
@@ -274,7 +333,16 @@ fn metadata(p: &Prepared, peak: f64) -> Vec<(String, String)> {
 
 /// Train every pending run of a prepared sweep.
 pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
-    p.device.ensure_usable()?;
+    let devices = if opts.devices.is_empty() {
+        vec![p.device]
+    } else {
+        opts.devices.clone()
+    };
+    for d in &devices {
+        d.ensure_usable()?;
+    }
+    check_results_folder(p, opts.update_spec)?;
+    let ckpt = opts.checkpointing(p);
     std::fs::create_dir_all(&p.out_dir).map_err(|e| {
         crate::error::user(format!(
             "cannot create output folder {}: {e}",
@@ -289,10 +357,11 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
             &serde_json::to_string_pretty(&f)?,
         )?;
     }
-    let peak = crate::with_backend!(p.device, |B, dev| crate::bench::matmul_peak::<
-        <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
-    >(&dev, 0.3));
+    let peak = measured_peak(devices[0]);
     let mut store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;
+    for u in &store.unreadable {
+        eprintln!("scalelab: warning: unreadable result file {u}; its run will be retrained");
+    }
     let units = units(&p.plan, &store);
     let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
     let skipped = p.plan.runs.len() - pending_runs;
@@ -330,7 +399,12 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         )
         .unwrap(),
     );
-    let workers = opts.workers.clamp(1, units.len().max(1));
+    let workers = if opts.devices.is_empty() {
+        opts.workers
+    } else {
+        devices.len()
+    }
+    .clamp(1, units.len().max(1));
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -357,14 +431,22 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     let mut flops_done = 0.0;
     let mut trained = 0;
     let mut failed = 0;
+    let mut busy = 0;
     let mut pending: std::collections::BTreeSet<usize> = order.iter().copied().collect();
     sweep_bar.set_message(eta_text(None));
     let result: anyhow::Result<()> = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel::<(usize, f64, Vec<(&RunPlan, RunOutcome)>)>();
-        for bar in bars.iter().cloned() {
+        for (k, bar) in bars.iter().cloned().enumerate() {
             let tx = tx.clone();
             let queue = &queue;
             let units = &units;
+            let device = devices[k % devices.len()];
+            let ckpt = &ckpt;
+            let tag = if devices.len() > 1 {
+                format!("{} ", device.short_name())
+            } else {
+                String::new()
+            };
             scope.spawn(move || {
                 let pool = (workers > 1).then(|| {
                     rayon::ThreadPoolBuilder::new()
@@ -378,13 +460,21 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                         break;
                     };
                     let u = &units[i];
+                    // Another process (a second `run`, a Slurm task) may be training it.
+                    let Ok(Some(_lock)) = crate::store::UnitLock::try_acquire(&p.out_dir, u.lead_id())
+                    else {
+                        if tx.send((i, 0.0, Vec::new())).is_err() {
+                            break;
+                        }
+                        continue;
+                    };
                     let steps = u.steps();
                     bar.set_length(steps as u64);
                     bar.set_position(0);
                     let lead = u.members[0];
                     bar.set_prefix(match u.parent {
-                        Some(_) => format!("{} {} branches", lead.shape.label(), u.members.len()),
-                        None => format!("{} D={}", lead.shape.label(), human(lead.tokens as f64)),
+                        Some(_) => format!("{tag}{} {} branches", lead.shape.label(), u.members.len()),
+                        None => format!("{tag}{} D={}", lead.shape.label(), human(lead.tokens as f64)),
                     });
                     let t_unit = Instant::now();
                     let (mut done_steps, mut last_step) = (0usize, 0usize);
@@ -403,8 +493,8 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                         ));
                     };
                     let outcomes = match pool.as_ref().and_then(|p| p.as_ref()) {
-                        Some(pool) => pool.install(|| train_unit(p, u, &mut on_step)),
-                        None => train_unit(p, u, &mut on_step),
+                        Some(pool) => pool.install(|| train_unit(p, u, device, ckpt, &mut on_step)),
+                        None => train_unit(p, u, device, ckpt, &mut on_step),
                     };
                     if tx
                         .send((i, t_unit.elapsed().as_secs_f64(), outcomes))
@@ -420,6 +510,14 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         for (i, secs, outcomes) in rx {
             let u = &units[i];
             pending.remove(&i);
+            if outcomes.is_empty() {
+                busy += 1;
+                eprintln!(
+                    "scalelab: {} is being trained by another process; skipped",
+                    u.lead_id()
+                );
+                continue;
+            }
             eta.record(u, secs);
             flops_done += u.flops();
             sweep_bar.set_position((flops_done / 1e6) as u64);
@@ -427,17 +525,11 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                 .seconds(pending.iter().map(|&k| &units[k]))
                 .map(|t| t / workers as f64);
             sweep_bar.set_message(eta_text(left));
-            let mut rows = Vec::new();
-            for (r, outcome) in outcomes {
+            let rows = unit_records(p, u, &outcomes, peak);
+            for (r, outcome) in &outcomes {
                 let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
-                let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
-                let mfu = (peak > 0.0 && outcome.tokens_per_s.is_finite())
-                    .then(|| outcome.tokens_per_s * full_flops_per_token / peak);
-                let mut rec = record(p, r, &outcome, mfu);
-                if is_parent && rec.status == "ok" {
-                    rec.status = "stable".into();
-                }
                 if !is_parent {
+                    let rec = &rows.iter().find(|x| x.0.run_id == r.id).unwrap().0;
                     trained += 1;
                     if outcome.status == Status::Failed {
                         failed += 1;
@@ -471,7 +563,6 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                 if let Some(e) = &outcome.error {
                     eprintln!("scalelab: run {} failed: {e}", r.id);
                 }
-                rows.push((rec, outcome.curve));
             }
             // Only this thread writes the results files.
             store.add_many(rows)?;
@@ -485,8 +576,141 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         skipped,
         trained,
         failed,
+        busy,
         out_dir: p.out_dir.clone(),
     })
+}
+
+/// Matmul peak of a device (FLOP/s), for MFU.
+fn measured_peak(device: DeviceChoice) -> f64 {
+    crate::with_backend!(device, |B, dev| crate::bench::matmul_peak::<
+        <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
+    >(&dev, 0.3))
+}
+
+/// Result rows (record and curve) for a trained unit; a stable parent's row has status
+/// `stable`.
+fn unit_records(
+    p: &Prepared,
+    u: &Unit<'_>,
+    outcomes: &[(&RunPlan, RunOutcome)],
+    peak: f64,
+) -> Vec<(RunRecord, Vec<train::CurveRow>)> {
+    outcomes
+        .iter()
+        .map(|(r, outcome)| {
+            let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
+            let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
+            let mfu = (peak > 0.0 && outcome.tokens_per_s.is_finite())
+                .then(|| outcome.tokens_per_s * full_flops_per_token / peak);
+            let mut rec = record(p, r, outcome, mfu);
+            if is_parent && rec.status == "ok" {
+                rec.status = "stable".into();
+            }
+            (rec, outcome.curve.clone())
+        })
+        .collect()
+}
+
+/// Lead ids of the pending units, longest first (the order a job array runs them).
+pub fn pending_unit_ids(p: &Prepared) -> anyhow::Result<Vec<String>> {
+    let store = ResultsStore::open(&p.out_dir, Vec::new())?;
+    let mut u = units(&p.plan, &store);
+    u.sort_by(|a, b| b.flops().total_cmp(&a.flops()));
+    Ok(u.iter().map(|u| u.lead_id().to_string()).collect())
+}
+
+/// Planned runs that are finished (ok or diverged).
+pub fn finished_count(p: &Prepared) -> anyhow::Result<usize> {
+    let runs = crate::store::read_runs(&p.out_dir)?;
+    Ok(p
+        .plan
+        .runs
+        .iter()
+        .filter(|r| runs.iter().any(|x| x.run_id == r.id && x.status != "failed"))
+        .count())
+}
+
+/// Which unit of work `scalelab run-one` trains.
+pub enum TaskRef {
+    /// A run id (for a branch group: its stable parent's id).
+    Run(String),
+    /// Line K of a task list written by `submit` (K = SLURM_ARRAY_TASK_ID).
+    Line { file: PathBuf, index: usize },
+}
+
+/// Train one unit in this process and write only its own result files
+/// (`runs/<id>.parquet`, `curves/<id>.parquet`); `collect` merges them. This is what each
+/// Slurm array task runs. A unit that is already finished, or being trained by another
+/// process, is left alone (exit 0), so requeued and duplicate tasks are harmless.
+pub fn run_one(p: &Prepared, task: &TaskRef, opts: &RunOptions) -> anyhow::Result<String> {
+    let id = match task {
+        TaskRef::Run(id) => id.clone(),
+        TaskRef::Line { file, index } => {
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                crate::error::user(format!("cannot read task list {}: {e}", file.display()))
+            })?;
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            match lines.get(*index) {
+                Some(l) => l.trim().to_string(),
+                None => crate::bail_user!(
+                    "task {index} is out of range: {} lists {} tasks (0..{})",
+                    file.display(),
+                    lines.len(),
+                    lines.len()
+                ),
+            }
+        }
+    };
+    let all = p
+        .plan
+        .runs
+        .iter()
+        .any(|r| r.id == id || r.parent.as_deref() == Some(id.as_str()));
+    if !all {
+        crate::bail_user!(
+            "run {id} is not in the plan of {} (see `scalelab status {}`)",
+            p.out_dir.display(),
+            p.out_dir.display()
+        );
+    }
+    p.device.ensure_usable()?;
+    let peak = measured_peak(p.device);
+    let store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;
+    let units = units(&p.plan, &store);
+    let Some(u) = units.iter().find(|u| u.lead_id() == id) else {
+        return Ok(format!("{id}: already finished"));
+    };
+    let Some(_lock) = crate::store::UnitLock::try_acquire(&p.out_dir, &id)? else {
+        return Ok(format!("{id}: being trained by another process; nothing to do"));
+    };
+    let ckpt = opts.checkpointing(p);
+    let t0 = Instant::now();
+    let mut last_print = Instant::now();
+    let mut on_step = |st: train::StepInfo| {
+        if last_print.elapsed().as_secs_f64() > 30.0 {
+            last_print = Instant::now();
+            eprintln!(
+                "scalelab: {id} step {}/{} loss {:.4} {:.0} tok/s",
+                st.step, st.steps, st.train_loss, st.tokens_per_s
+            );
+        }
+    };
+    let outcomes = train_unit(p, u, p.device, &ckpt, &mut on_step);
+    let rows = unit_records(p, u, &outcomes, peak);
+    for (rec, curve) in &rows {
+        crate::store::write_run_file(&p.out_dir, rec, curve, &store.metadata)?;
+    }
+    let summary: Vec<String> = rows
+        .iter()
+        .filter(|(r, _)| r.status != "stable")
+        .map(|(r, _)| format!("{} {} eval {:.4}", r.run_id, r.status, r.eval_loss))
+        .collect();
+    Ok(format!(
+        "{} in {:.1}s",
+        summary.join("; "),
+        t0.elapsed().as_secs_f64()
+    ))
 }
 
 fn eta_text(secs: Option<f64>) -> String {
@@ -547,6 +771,11 @@ struct Unit<'a> {
 }
 
 impl Unit<'_> {
+    /// The id a unit is known by: its run, or its stable parent.
+    fn lead_id(&self) -> &str {
+        self.parent.map_or(&self.members[0].id, |p| &p.id)
+    }
+
     fn flops(&self) -> f64 {
         self.members.iter().map(|r| r.flops_spent).sum::<f64>()
             + self.parent.map_or(0.0, |p| p.flops_spent)
@@ -601,6 +830,8 @@ fn units<'a>(plan: &'a Plan, store: &ResultsStore) -> Vec<Unit<'a>> {
 fn train_unit<'a>(
     p: &Prepared,
     u: &Unit<'a>,
+    device: DeviceChoice,
+    ckpt: &train::Checkpointing,
     on_step: &mut dyn FnMut(train::StepInfo),
 ) -> Vec<(&'a RunPlan, RunOutcome)> {
     match u.parent {
@@ -609,8 +840,8 @@ fn train_unit<'a>(
             vec![(
                 r,
                 guarded(|| {
-                    crate::with_backend!(p.device, |B, dev| train::train_run::<B>(
-                        r, &p.corpus, &dev, on_step
+                    crate::with_backend!(device, |B, dev| train::train_run_checkpointed::<B>(
+                        r, &p.corpus, &dev, ckpt, on_step
                     ))
                 }),
             )]
@@ -618,7 +849,7 @@ fn train_unit<'a>(
         Some(parent) => {
             let t0 = Instant::now();
             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::with_backend!(p.device, |B, dev| train::train_branched::<B>(
+                crate::with_backend!(device, |B, dev| train::train_branched::<B>(
                     parent, &u.members, &p.corpus, &dev, on_step
                 ))
             }));

@@ -3,14 +3,19 @@
 //! Owns the training loop (sequential batches from the shared stream, AdamW with a
 //! global-norm gradient clip, the LR schedule from [`RunPlan::lr_at`]), the eval loss on
 //! the sweep's fixed eval windows, divergence detection (NaN/inf loss → `diverged`), and the
-//! loss curve. It knows nothing about files: the executor stores what it returns.
+//! loss curve, and checkpoints (model + optimizer + schedule position, every M steps, so a
+//! killed or preempted run resumes where it stopped). Apart from its own checkpoint file it
+//! knows nothing about files: the executor stores what it returns.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
 
 use crate::corpus::{Corpus, StreamReader};
 use crate::model::{Gpt, GptConfig};
@@ -35,7 +40,7 @@ impl Status {
 }
 
 /// One row of a loss curve.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CurveRow {
     pub step: usize,
     pub tokens: u64,
@@ -204,7 +209,7 @@ fn init<B: AutodiffBackend>(
 }
 
 /// Progress of one training segment.
-struct Segment {
+pub struct Segment {
     status: Status,
     last_loss: f64,
     steps_done: usize,
@@ -224,6 +229,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
     corpus: &Corpus,
     device: &B::Device,
     on_step: &mut dyn FnMut(StepInfo),
+    save: &mut dyn FnMut(&Gpt<B>, &O, &Segment),
 ) -> (Gpt<B>, Segment) {
     let tokens_per_step = (run.batch_size * run.context) as u64;
     let mut reader = corpus.train.reader();
@@ -283,6 +289,9 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
             tokens_per_s: (seg.steps_done - from) as f64 * tokens_per_step as f64
                 / seg.train_time.max(1e-9),
         });
+        if seg.steps_done < to {
+            save(&model, optim, &seg);
+        }
     }
     (model, seg)
 }
@@ -318,7 +327,21 @@ pub fn train_run<B: AutodiffBackend>(
     device: &B::Device,
     on_step: &mut dyn FnMut(StepInfo),
 ) -> RunOutcome {
-    train_run_with::<B>(run, corpus, device, true, on_step)
+    train_run_with::<B>(run, corpus, device, true, None, on_step)
+}
+
+/// Train one run with checkpoints: resume from `<run-id>.ckpt` when one exists, save every
+/// `every` steps, delete the checkpoint at the end (unless `keep`). Resuming continues the
+/// exact computation (same parameters, AdamW moments, step counter, LR schedule position and
+/// data order), so the final loss matches an uninterrupted run's (the tests assert 1e-4).
+pub fn train_run_checkpointed<B: AutodiffBackend>(
+    run: &RunPlan,
+    corpus: &Corpus,
+    device: &B::Device,
+    ckpt: &Checkpointing,
+    on_step: &mut dyn FnMut(StepInfo),
+) -> RunOutcome {
+    train_run_with::<B>(run, corpus, device, true, Some(ckpt), on_step)
 }
 
 /// [`train_run`] with a choice of attention implementation (for benchmarks).
@@ -327,14 +350,77 @@ pub fn train_run_with<B: AutodiffBackend>(
     corpus: &Corpus,
     device: &B::Device,
     fused_attention: bool,
+    ckpt: Option<&Checkpointing>,
     on_step: &mut dyn FnMut(StepInfo),
 ) -> RunOutcome {
     let start = Instant::now();
-    let (model, mut optim) = init::<B>(run, corpus, device, fused_attention);
-    let (_, seg) = run_steps(
-        model, &mut optim, run, 0, run.steps, corpus, device, on_step,
+    let (mut model, mut optim) = init::<B>(run, corpus, device, fused_attention);
+    let path = ckpt.map(|c| c.path(&run.id));
+    let mut prior = CheckpointMeta {
+        run_id: run.id.clone(),
+        step: 0,
+        train_time: 0.0,
+        wall_s: 0.0,
+        last_loss: f64::NAN,
+        curve: Vec::new(),
+    };
+    if let Some(p) = path.as_ref().filter(|p| p.exists()) {
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            load_checkpoint(p, model.clone(), optim.clone(), device)
+        }));
+        match loaded {
+            Ok(Ok((m, o, meta))) if meta.run_id == run.id && meta.step < run.steps => {
+                eprintln!(
+                    "scalelab: run {} resumes from its checkpoint at step {}/{}",
+                    run.id, meta.step, run.steps
+                );
+                (model, optim, prior) = (m, o, meta);
+            }
+            Ok(Err(e)) => eprintln!(
+                "scalelab: ignoring unreadable checkpoint {} ({e}); run {} starts afresh",
+                p.display(),
+                run.id
+            ),
+            _ => eprintln!(
+                "scalelab: ignoring checkpoint {} (does not match run {}); it starts afresh",
+                p.display(),
+                run.id
+            ),
+        }
+    }
+    let every = ckpt.map_or(0, |c| c.every);
+    let mut save = |m: &Gpt<B>, o: &_, seg: &Segment| {
+        let (Some(p), true) = (path.as_ref(), every > 0 && seg.steps_done % every == 0) else {
+            return;
+        };
+        let mut curve = prior.curve.clone();
+        curve.extend_from_slice(&seg.curve);
+        let meta = CheckpointMeta {
+            run_id: run.id.clone(),
+            step: seg.steps_done,
+            train_time: prior.train_time + seg.train_time,
+            wall_s: prior.wall_s + start.elapsed().as_secs_f64(),
+            last_loss: seg.last_loss,
+            curve,
+        };
+        if let Err(e) = save_checkpoint(p, m, o, &meta) {
+            eprintln!("scalelab: could not write checkpoint {}: {e}", p.display());
+        }
+        crate::store::failpoint("checkpoint-saved");
+    };
+    let from = prior.step;
+    let (_, mut seg) = run_steps(
+        model, &mut optim, run, from, run.steps, corpus, device, on_step, &mut save,
     );
-    outcome(seg, run, 0, start.elapsed().as_secs_f64())
+    let mut curve = std::mem::take(&mut prior.curve);
+    curve.append(&mut seg.curve);
+    seg.curve = curve;
+    if let (Some(p), Some(c)) = (&path, ckpt) {
+        if !c.keep {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    outcome(seg, run, from, prior.wall_s + start.elapsed().as_secs_f64())
 }
 
 /// Train a stable-phase parent and its cooldown branches (WSD). The parent trains once; at
@@ -373,6 +459,7 @@ pub fn train_branched<B: AutodiffBackend>(
                 corpus,
                 device,
                 on_step,
+                &mut |_, _, _| {},
             );
             model = m;
             stable.status = seg.status;
@@ -393,6 +480,7 @@ pub fn train_branched<B: AutodiffBackend>(
                 corpus,
                 device,
                 on_step,
+                &mut |_, _, _| {},
             );
             outcome(seg, b, to, t0.elapsed().as_secs_f64())
         } else {
@@ -409,6 +497,98 @@ pub fn train_branched<B: AutodiffBackend>(
     }
     let parent_out = outcome(stable, parent, 0, start.elapsed().as_secs_f64());
     (parent_out, outs.into_iter().map(|o| o.unwrap()).collect())
+}
+
+/// Where a run keeps its checkpoint and how often it writes it.
+#[derive(Debug, Clone)]
+pub struct Checkpointing {
+    /// Folder of `<run-id>.ckpt` files (`<results>/checkpoints/`).
+    pub dir: PathBuf,
+    /// Steps between checkpoints (0: never).
+    pub every: usize,
+    /// Keep the checkpoint after the run finishes.
+    pub keep: bool,
+}
+
+impl Checkpointing {
+    pub fn path(&self, run_id: &str) -> PathBuf {
+        self.dir.join(format!("{run_id}.ckpt"))
+    }
+}
+
+const CKPT_MAGIC: &[u8; 8] = b"SLCKPT1\n";
+
+/// Everything but the tensors: where the run is and what it has logged so far.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub run_id: String,
+    /// Optimizer steps done; training resumes at this step (the LR schedule and the data
+    /// order are functions of the step).
+    pub step: usize,
+    pub train_time: f64,
+    pub wall_s: f64,
+    pub last_loss: f64,
+    pub curve: Vec<CurveRow>,
+}
+
+/// Read just the metadata of a checkpoint (for `status`).
+pub fn checkpoint_meta(path: &Path) -> Option<CheckpointMeta> {
+    let bytes = std::fs::read(path).ok()?;
+    split_checkpoint(&bytes).ok().map(|(m, _, _)| m)
+}
+
+fn split_checkpoint(bytes: &[u8]) -> anyhow::Result<(CheckpointMeta, &[u8], &[u8])> {
+    let take = |at: usize, n: usize| -> anyhow::Result<&[u8]> {
+        bytes
+            .get(at..at + n)
+            .ok_or_else(|| anyhow::anyhow!("truncated checkpoint"))
+    };
+    anyhow::ensure!(take(0, 8)? == CKPT_MAGIC, "not a scalelab checkpoint");
+    let len = |at| -> anyhow::Result<usize> {
+        Ok(u64::from_le_bytes(take(at, 8)?.try_into().unwrap()) as usize)
+    };
+    let ml = len(8)?;
+    let meta: CheckpointMeta = serde_json::from_slice(take(16, ml)?)?;
+    let wl = len(16 + ml)?;
+    let model = take(24 + ml, wl)?;
+    let ol = len(24 + ml + wl)?;
+    let optim = take(32 + ml + wl, ol)?;
+    anyhow::ensure!(32 + ml + wl + ol == bytes.len(), "trailing bytes in checkpoint");
+    Ok((meta, model, optim))
+}
+
+fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+    path: &Path,
+    model: &Gpt<B>,
+    optim: &O,
+    meta: &CheckpointMeta,
+) -> anyhow::Result<()> {
+    let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let m = Recorder::<B>::record(&rec, model.clone().into_record(), ())?;
+    let o = Recorder::<B>::record(&rec, optim.to_record(), ())?;
+    let j = serde_json::to_vec(meta)?;
+    let mut out = Vec::with_capacity(32 + j.len() + m.len() + o.len());
+    out.extend_from_slice(CKPT_MAGIC);
+    for part in [&j, &m, &o] {
+        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        out.extend_from_slice(part);
+    }
+    crate::store::write_bytes_atomic(path, &out)
+}
+
+/// Load model and optimizer state from a checkpoint into freshly built ones.
+fn load_checkpoint<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+    path: &Path,
+    model: Gpt<B>,
+    optim: O,
+    device: &B::Device,
+) -> anyhow::Result<(Gpt<B>, O, CheckpointMeta)> {
+    let bytes = std::fs::read(path)?;
+    let (meta, m, o) = split_checkpoint(&bytes)?;
+    let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+    let mr = Recorder::<B>::load(&rec, m.to_vec(), device)?;
+    let or = Recorder::<B>::load(&rec, o.to_vec(), device)?;
+    Ok((model.load_record(mr), optim.load_record(or), meta))
 }
 
 #[cfg(test)]

@@ -1,0 +1,474 @@
+//! The Slurm executor: `submit`, `status` and `collect`.
+//!
+//! Owns turning a sweep's pending work into one sbatch job array (one task per pending unit:
+//! a run, or a stable parent with its cooldown branches), each task running
+//! `scalelab run-one` for its unit and writing only its own result files; reporting the state
+//! of every run from the result files, checkpoints, locks and (when present) `squeue` and
+//! `sacct`; and merging the per-run files into `runs.parquet` / `curves.parquet`.
+//! Slurm does the scheduling, requeueing and accounting; scalelab schedules nothing itself.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::bail_user;
+use crate::spec::{valid_slurm_time, SlurmSpec};
+use crate::store::{self, ResultsStore};
+use crate::sweep::{self, Prepared};
+
+/// `submit` flags; each overrides the spec's `slurm:` key of the same name.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    pub slurm: SlurmSpec,
+    pub dry_run: bool,
+    pub update_spec: bool,
+}
+
+/// Single-quote a string for bash.
+fn sh(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Whether `prog` is an executable on PATH.
+pub fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            let f = d.join(prog);
+            f.is_file()
+                && std::fs::metadata(&f).is_ok_and(|m| {
+                    use std::os::unix::fs::PermissionsExt;
+                    m.permissions().mode() & 0o111 != 0
+                })
+        })
+    })
+}
+
+fn merged(flags: &SlurmSpec, spec: &SlurmSpec) -> SlurmSpec {
+    SlurmSpec {
+        partition: flags.partition.clone().or(spec.partition.clone()),
+        account: flags.account.clone().or(spec.account.clone()),
+        time: flags.time.clone().or(spec.time.clone()),
+        gpus_per_task: flags.gpus_per_task.or(spec.gpus_per_task),
+        cpus_per_task: flags.cpus_per_task.or(spec.cpus_per_task),
+        mem: flags.mem.clone().or(spec.mem.clone()),
+        max_parallel: flags.max_parallel.or(spec.max_parallel),
+        requeue: flags.requeue.or(spec.requeue),
+        extra: [spec.extra.clone(), flags.extra.clone()].concat(),
+    }
+}
+
+/// The sbatch script for `n` tasks listed in `tasks`.
+fn script(p: &Prepared, s: &SlurmSpec, n: usize, tasks: &Path, out: &Path) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let cwd = std::env::current_dir()?;
+    let mut t = String::from("#!/bin/bash\n");
+    t += &format!(
+        "# Written by `scalelab submit`: one array task per pending unit of sweep {}.\n",
+        p.spec.name
+    );
+    t += &format!("#SBATCH --job-name=scalelab-{}\n", p.spec.name);
+    let throttle = s.max_parallel.map(|k| format!("%{k}")).unwrap_or_default();
+    t += &format!("#SBATCH --array=0-{}{throttle}\n", n - 1);
+    t += &format!(
+        "#SBATCH --output={}/slurm/logs/%A_%a.out\n",
+        out.display()
+    );
+    t += "#SBATCH --open-mode=append\n";
+    t += &format!("#SBATCH --chdir={}\n", cwd.display());
+    t += "#SBATCH --ntasks=1\n";
+    if s.requeue.unwrap_or(true) {
+        t += "#SBATCH --requeue\n";
+    } else {
+        t += "#SBATCH --no-requeue\n";
+    }
+    let opt = |t: &mut String, k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            *t += &format!("#SBATCH --{k}={v}\n");
+        }
+    };
+    opt(&mut t, "partition", &s.partition);
+    opt(&mut t, "account", &s.account);
+    opt(&mut t, "time", &s.time);
+    opt(&mut t, "mem", &s.mem);
+    opt(&mut t, "cpus-per-task", &s.cpus_per_task.map(|c| c.to_string()));
+    let gpus = s.gpus_per_task.unwrap_or(0);
+    if gpus > 0 {
+        t += &format!("#SBATCH --gpus-per-task={gpus}\n");
+    }
+    for e in &s.extra {
+        t += &format!("#SBATCH {}\n", e.trim());
+    }
+    t += "set -euo pipefail\n";
+    t += "# One CPU thread per allocated core (burn's CPU backend uses rayon).\n";
+    t += "export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n";
+    // Inside the allocation, the task's GPU is cuda:0.
+    let device = if gpus > 0 {
+        "cuda".to_string()
+    } else {
+        p.device.short_name()
+    };
+    t += &format!(
+        "exec {} run-one {} --tasks {} --task \"$SLURM_ARRAY_TASK_ID\" --device {}\n",
+        sh(&exe.display().to_string()),
+        sh(&out.display().to_string()),
+        sh(&tasks.display().to_string()),
+        device
+    );
+    Ok(t)
+}
+
+fn partitions() -> Option<Vec<String>> {
+    let o = Command::new("sinfo").args(["-h", "-o", "%R"]).output().ok()?;
+    o.status.success().then(|| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.trim().trim_end_matches('*').to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    })
+}
+
+/// Submit every pending unit as one job array; returns what to print.
+pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
+    sweep::check_results_folder(p, o.update_spec)?;
+    let s = merged(&o.slurm, &p.spec.slurm);
+    if let Some(t) = &s.time {
+        if !valid_slurm_time(t) {
+            bail_user!("--time {t:?} is not a Slurm time limit; write HH:MM:SS or D-HH:MM:SS");
+        }
+    }
+    if s.max_parallel == Some(0) {
+        bail_user!("--max-parallel must be at least 1");
+    }
+    let ids = sweep::pending_unit_ids(p)?;
+    if ids.is_empty() {
+        return Ok(format!(
+            "nothing to submit: all {} runs of {} are finished (see `scalelab status {}`)\n",
+            p.plan.runs.len(),
+            p.out_dir.display(),
+            p.out_dir.display()
+        ));
+    }
+    let out = std::path::absolute(&p.out_dir)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let slurm_dir = out.join("slurm");
+    let tasks = slurm_dir.join(format!("tasks-{stamp}.txt"));
+    let text = script(p, &s, ids.len(), &tasks, &out)?;
+    if o.dry_run {
+        return Ok(format!(
+            "{text}# dry run: nothing submitted or written; {} tasks would be listed in {}\n",
+            ids.len(),
+            tasks.display()
+        ));
+    }
+    if !on_path("sbatch") {
+        bail_user!(
+            "`sbatch` was not found on PATH: `scalelab submit` needs a Slurm client on this machine. \
+             Run it on the cluster's login node, use `--dry-run` to print the job script, or train \
+             locally with `scalelab run`"
+        );
+    }
+    if let (Some(part), Some(known)) = (&s.partition, partitions()) {
+        if !known.iter().any(|k| k == part) {
+            bail_user!(
+                "unknown Slurm partition {part:?} (--partition or slurm.partition); this cluster has: {}",
+                known.join(", ")
+            );
+        }
+    }
+    std::fs::create_dir_all(slurm_dir.join("logs"))?;
+    store::write_text_atomic(&out.join("sweep.yaml"), &p.source.text)?;
+    if let Some(f) = p.corpus.floor {
+        store::write_text_atomic(&out.join("floor.json"), &serde_json::to_string_pretty(&f)?)?;
+    }
+    store::write_text_atomic(&tasks, &(ids.join("\n") + "\n"))?;
+    let script_path = slurm_dir.join(format!("job-{stamp}.sbatch"));
+    store::write_text_atomic(&script_path, &text)?;
+    let res = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(&script_path)
+        .output()?;
+    if !res.status.success() {
+        let _ = std::fs::remove_file(&tasks);
+        let _ = std::fs::remove_file(&script_path);
+        bail_user!(
+            "sbatch rejected the job array ({}): {}. Nothing was submitted; finished results are untouched",
+            res.status,
+            String::from_utf8_lossy(&res.stderr).trim()
+        );
+    }
+    let job = String::from_utf8_lossy(&res.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let mut jobs = std::fs::read_to_string(slurm_dir.join("jobs.tsv")).unwrap_or_default();
+    jobs += &format!("{job}\t{}\t{}\n", tasks.display(), ids.len());
+    store::write_text_atomic(&slurm_dir.join("jobs.tsv"), &jobs)?;
+    Ok(format!(
+        "submitted job array {job}: {} tasks ({} of {} runs pending) from {}\n\
+         follow it with `scalelab status {}`; merge the results with `scalelab collect {}`\n",
+        ids.len(),
+        p.plan.runs.len() - sweep::finished_count(p)?,
+        p.plan.runs.len(),
+        script_path.display(),
+        p.out_dir.display(),
+        p.out_dir.display()
+    ))
+}
+
+/// Submitted arrays: (job id, task list).
+fn jobs(dir: &Path) -> Vec<(String, Vec<String>)> {
+    let text = std::fs::read_to_string(dir.join("slurm/jobs.tsv")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (job, file) = (f.next()?, f.next()?);
+            let tasks = std::fs::read_to_string(file)
+                .ok()?
+                .lines()
+                .map(|s| s.trim().to_string())
+                .collect();
+            Some((job.to_string(), tasks))
+        })
+        .collect()
+}
+
+/// Expand `12_[0-3,5%2]` / `12_7` into (job, index) pairs.
+fn array_tasks(id: &str) -> Vec<(String, usize)> {
+    let Some((job, rest)) = id.split_once('_') else {
+        return Vec::new();
+    };
+    let rest = rest.trim_start_matches('[').trim_end_matches(']');
+    let rest = rest.split('%').next().unwrap_or("");
+    let mut out = Vec::new();
+    for part in rest.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+            out.extend((a..=b.min(a + 100_000)).map(|k| (job.to_string(), k)));
+        }
+    }
+    out
+}
+
+/// Slurm's view of the submitted tasks: lead unit id → state (from squeue, then sacct).
+fn slurm_states(dir: &Path) -> (HashMap<String, String>, Vec<String>) {
+    let jobs = jobs(dir);
+    let mut states = HashMap::new();
+    let mut notes = Vec::new();
+    if jobs.is_empty() {
+        return (states, notes);
+    }
+    let ids: Vec<&str> = jobs.iter().map(|j| j.0.as_str()).collect();
+    let lead = |job: &str, k: usize| {
+        jobs.iter()
+            .find(|j| j.0 == job)
+            .and_then(|j| j.1.get(k).cloned())
+    };
+    // sacct first (finished tasks: FAILED, TIMEOUT, PREEMPTED ...), then squeue (live state).
+    match Command::new("sacct")
+        .args(["-n", "-P", "-X", "-o", "JobID,State", "-j", &ids.join(",")])
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            for l in String::from_utf8_lossy(&o.stdout).lines() {
+                let Some((id, st)) = l.split_once('|') else {
+                    continue;
+                };
+                for (job, k) in array_tasks(id) {
+                    if let Some(u) = lead(&job, k) {
+                        states.insert(u, st.split_whitespace().next().unwrap_or(st).to_lowercase());
+                    }
+                }
+            }
+        }
+        _ => notes.push("sacct unavailable (no accounting database): finished tasks are known from their result files".into()),
+    }
+    match Command::new("squeue")
+        .args(["-h", "-r", "-o", "%i|%T", "-j", &ids.join(",")])
+        .output()
+    {
+        Ok(o) => {
+            for l in String::from_utf8_lossy(&o.stdout).lines() {
+                let Some((id, st)) = l.split_once('|') else {
+                    continue;
+                };
+                for (job, k) in array_tasks(id.trim()) {
+                    if let Some(u) = lead(&job, k) {
+                        states.insert(u, st.trim().to_lowercase());
+                    }
+                }
+            }
+        }
+        Err(_) => notes.push("squeue not found: states come from the result files only".into()),
+    }
+    (states, notes)
+}
+
+/// One line per run: pending / queued / running / done / failed / diverged.
+pub fn status(p: &Prepared) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let loaded = store::load(&p.out_dir)?;
+    let merged_ids: std::collections::HashSet<String> =
+        store::read_metadata(&p.out_dir.join(store::RUNS_FILE))
+            .ok()
+            .map(|_| {
+                crate::store::merged_run_ids(&p.out_dir)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect()
+            })
+            .unwrap_or_default();
+    let (slurm, notes) = slurm_states(&p.out_dir);
+    let ckpt_dir = p.out_dir.join("checkpoints");
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<16} {:<14} {:>10} {:<10} detail",
+        "run_id", "shape", "D", "state"
+    );
+    for r in &p.plan.runs {
+        let lead = r.parent.clone().unwrap_or_else(|| r.id.clone());
+        let done = loaded.runs.iter().find(|x| x.run_id == r.id);
+        let ckpt = crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id)));
+        let (state, detail) = match (done, slurm.get(&lead)) {
+            (Some(d), _) if d.status == "ok" => (
+                "done".to_string(),
+                format!(
+                    "eval {:.4}{}",
+                    d.eval_loss,
+                    if merged_ids.contains(&r.id) { "" } else { " (not collected yet)" }
+                ),
+            ),
+            (Some(d), _) if d.status == "diverged" => ("diverged".into(), String::new()),
+            (_, Some(st)) if st == "running" || st == "pending" || st == "requeued" || st == "completing" => {
+                let st = if st == "pending" { "queued" } else { st.as_str() };
+                (
+                    st.to_string(),
+                    ckpt.map(|c| format!("checkpoint at step {}/{}", c.step, r.steps))
+                        .unwrap_or_default(),
+                )
+            }
+            (Some(d), _) => ("failed".into(), d.error.chars().take(80).collect()),
+            (None, Some(st)) if st != "completed" => (
+                "failed".into(),
+                format!("slurm: {st}; resubmit to retry"),
+            ),
+            (None, _) if store::UnitLock::is_held(&p.out_dir, &lead) => (
+                "running".into(),
+                ckpt.map(|c| format!("checkpoint at step {}/{}", c.step, r.steps))
+                    .unwrap_or_default(),
+            ),
+            (None, _) => (
+                "pending".into(),
+                ckpt.map(|c| format!("interrupted; resumes from step {}/{}", c.step, r.steps))
+                    .unwrap_or_default(),
+            ),
+        };
+        *counts.entry(state.clone()).or_default() += 1;
+        let _ = writeln!(
+            s,
+            "{:<16} {:<14} {:>10} {:<10} {}",
+            r.id,
+            r.shape.label(),
+            r.tokens,
+            state,
+            detail
+        );
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let _ = writeln!(s, "{} runs: {}", p.plan.runs.len(), summary.join(", "));
+    for n in notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    for u in &loaded.unreadable {
+        let _ = writeln!(s, "warning: unreadable result file {u}");
+    }
+    Ok(s)
+}
+
+/// Merge per-run result files into `runs.parquet` and `curves.parquet`.
+pub fn collect(dir: &Path) -> anyhow::Result<String> {
+    let any_file = store::parquet_files(&dir.join(store::RUN_FILES_DIR));
+    let meta_from = if dir.join(store::RUNS_FILE).exists() {
+        Some(dir.join(store::RUNS_FILE))
+    } else {
+        any_file.first().cloned()
+    };
+    let Some(meta_from) = meta_from else {
+        bail_user!(
+            "no results in {}: expected runs.parquet or runs/<run-id>.parquet files (is this a sweep's results folder?)",
+            dir.display()
+        );
+    };
+    let meta = store::read_metadata(&meta_from).unwrap_or_default();
+    let mut st = ResultsStore::open(dir, meta)?;
+    st.flush()?;
+    let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
+    for r in &st.runs {
+        *by.entry(r.status.as_str()).or_default() += 1;
+    }
+    let mut msg = format!(
+        "collected {} runs from {} per-run files into {} and {}: {}\n",
+        st.runs.len(),
+        st.run_files,
+        dir.join(store::RUNS_FILE).display(),
+        store::CURVES_FILE,
+        by.iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for u in &st.unreadable {
+        msg += &format!("warning: skipped unreadable file {u}\n");
+    }
+    Ok(msg)
+}
+
+/// The results folder a task list belongs to (for messages).
+pub fn results_dir_of(tasks: &Path) -> Option<PathBuf> {
+    tasks.parent()?.parent().map(Path::to_path_buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_squeue_array_ids() {
+        assert_eq!(
+            array_tasks("12_[0-2,5%2]"),
+            vec![
+                ("12".to_string(), 0),
+                ("12".into(), 1),
+                ("12".into(), 2),
+                ("12".into(), 5)
+            ]
+        );
+        assert_eq!(array_tasks("7_3"), vec![("7".to_string(), 3)]);
+        assert!(array_tasks("7").is_empty());
+    }
+
+    #[test]
+    fn flags_override_spec_and_quote_paths() {
+        let spec = SlurmSpec {
+            partition: Some("a".into()),
+            time: Some("01:00:00".into()),
+            extra: vec!["--qos=x".into()],
+            ..Default::default()
+        };
+        let flags = SlurmSpec {
+            partition: Some("b".into()),
+            ..Default::default()
+        };
+        let m = merged(&flags, &spec);
+        assert_eq!(m.partition.as_deref(), Some("b"));
+        assert_eq!(m.time.as_deref(), Some("01:00:00"));
+        assert_eq!(sh("it's"), r"'it'\''s'");
+    }
+}
