@@ -12,6 +12,10 @@ pip_install() {
 # Python readers for the Parquet interop test (pyarrow, DuckDB).
 pip_install -r requirements-ci.txt
 
+# A real single-node Slurm cluster on localhost (Debian's slurm-wlm + munge), for the
+# job-array test. Idempotent: a no-op when it already runs.
+bash scripts/slurm-local.sh
+
 # One profile: release (dependencies and the crate are optimised; tests are fast).
 cargo test --release --locked
 

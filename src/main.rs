@@ -361,7 +361,11 @@ fn prepare_results(dir: &std::path::Path, device: Option<&str>) -> anyhow::Resul
             dir.display()
         )));
     }
-    sweep::prepare(SpecSource::from_file(&spec)?, Some(dir.to_path_buf()), device)
+    sweep::prepare(
+        SpecSource::from_file(&spec)?,
+        Some(dir.to_path_buf()),
+        device,
+    )
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -58,7 +58,13 @@ fn merged(flags: &SlurmSpec, spec: &SlurmSpec) -> SlurmSpec {
 }
 
 /// The sbatch script for `n` tasks listed in `tasks`.
-fn script(p: &Prepared, s: &SlurmSpec, n: usize, tasks: &Path, out: &Path) -> anyhow::Result<String> {
+fn script(
+    p: &Prepared,
+    s: &SlurmSpec,
+    n: usize,
+    tasks: &Path,
+    out: &Path,
+) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
     let cwd = std::env::current_dir()?;
     let mut t = String::from("#!/bin/bash\n");
@@ -69,10 +75,7 @@ fn script(p: &Prepared, s: &SlurmSpec, n: usize, tasks: &Path, out: &Path) -> an
     t += &format!("#SBATCH --job-name=scalelab-{}\n", p.spec.name);
     let throttle = s.max_parallel.map(|k| format!("%{k}")).unwrap_or_default();
     t += &format!("#SBATCH --array=0-{}{throttle}\n", n - 1);
-    t += &format!(
-        "#SBATCH --output={}/slurm/logs/%A_%a.out\n",
-        out.display()
-    );
+    t += &format!("#SBATCH --output={}/slurm/logs/%A_%a.out\n", out.display());
     t += "#SBATCH --open-mode=append\n";
     t += &format!("#SBATCH --chdir={}\n", cwd.display());
     t += "#SBATCH --ntasks=1\n";
@@ -90,7 +93,11 @@ fn script(p: &Prepared, s: &SlurmSpec, n: usize, tasks: &Path, out: &Path) -> an
     opt(&mut t, "account", &s.account);
     opt(&mut t, "time", &s.time);
     opt(&mut t, "mem", &s.mem);
-    opt(&mut t, "cpus-per-task", &s.cpus_per_task.map(|c| c.to_string()));
+    opt(
+        &mut t,
+        "cpus-per-task",
+        &s.cpus_per_task.map(|c| c.to_string()),
+    );
     let gpus = s.gpus_per_task.unwrap_or(0);
     if gpus > 0 {
         t += &format!("#SBATCH --gpus-per-task={gpus}\n");
@@ -118,7 +125,10 @@ fn script(p: &Prepared, s: &SlurmSpec, n: usize, tasks: &Path, out: &Path) -> an
 }
 
 fn partitions() -> Option<Vec<String>> {
-    let o = Command::new("sinfo").args(["-h", "-o", "%R"]).output().ok()?;
+    let o = Command::new("sinfo")
+        .args(["-h", "-o", "%R"])
+        .output()
+        .ok()?;
     o.status.success().then(|| {
         String::from_utf8_lossy(&o.stdout)
             .lines()
@@ -342,12 +352,22 @@ pub fn status(p: &Prepared) -> anyhow::Result<String> {
                 format!(
                     "eval {:.4}{}",
                     d.eval_loss,
-                    if merged_ids.contains(&r.id) { "" } else { " (not collected yet)" }
+                    if merged_ids.contains(&r.id) {
+                        ""
+                    } else {
+                        " (not collected yet)"
+                    }
                 ),
             ),
             (Some(d), _) if d.status == "diverged" => ("diverged".into(), String::new()),
-            (_, Some(st)) if st == "running" || st == "pending" || st == "requeued" || st == "completing" => {
-                let st = if st == "pending" { "queued" } else { st.as_str() };
+            (_, Some(st))
+                if st == "running" || st == "pending" || st == "requeued" || st == "completing" =>
+            {
+                let st = if st == "pending" {
+                    "queued"
+                } else {
+                    st.as_str()
+                };
                 (
                     st.to_string(),
                     ckpt.map(|c| format!("checkpoint at step {}/{}", c.step, r.steps))
@@ -355,10 +375,9 @@ pub fn status(p: &Prepared) -> anyhow::Result<String> {
                 )
             }
             (Some(d), _) => ("failed".into(), d.error.chars().take(80).collect()),
-            (None, Some(st)) if st != "completed" => (
-                "failed".into(),
-                format!("slurm: {st}; resubmit to retry"),
-            ),
+            (None, Some(st)) if st != "completed" => {
+                ("failed".into(), format!("slurm: {st}; resubmit to retry"))
+            }
             (None, _) if store::UnitLock::is_held(&p.out_dir, &lead) => (
                 "running".into(),
                 ckpt.map(|c| format!("checkpoint at step {}/{}", c.step, r.steps))

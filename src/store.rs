@@ -496,7 +496,8 @@ pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
         let rec = match read_runs_file(&path) {
             Ok(mut v) if v.len() == 1 => v.pop().unwrap(),
             Ok(v) => {
-                out.unreadable.push(format!("{}: {} rows, expected 1", path.display(), v.len()));
+                out.unreadable
+                    .push(format!("{}: {} rows, expected 1", path.display(), v.len()));
                 continue;
             }
             Err(e) => {
@@ -557,7 +558,8 @@ pub fn write_run_file(
     )?;
     failpoint("between-curve-and-run-file");
     write_parquet_atomic(
-        &dir.join(RUN_FILES_DIR).join(format!("{}.parquet", run.run_id)),
+        &dir.join(RUN_FILES_DIR)
+            .join(format!("{}.parquet", run.run_id)),
         &mut runs_frame(std::slice::from_ref(run))?,
         meta,
     )

@@ -280,7 +280,10 @@ pub fn check_results_folder(p: &Prepared, update_spec: bool) -> anyhow::Result<(
         return Ok(());
     }
     let k = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let show = |v: &[&str]| v.get(k).map_or("<end of spec>".to_string(), |l| format!("`{}`", l.trim()));
+    let show = |v: &[&str]| {
+        v.get(k)
+            .map_or("<end of spec>".to_string(), |l| format!("`{}`", l.trim()))
+    };
     crate::bail_user!(
         "{} holds results of a different sweep spec: {} differs from {} (first difference: {} vs {}). \
          Nothing was changed. Fix: write to a new folder with --out DIR (or give the sweep a new `name:`), \
@@ -461,7 +464,8 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                     };
                     let u = &units[i];
                     // Another process (a second `run`, a Slurm task) may be training it.
-                    let Ok(Some(_lock)) = crate::store::UnitLock::try_acquire(&p.out_dir, u.lead_id())
+                    let Ok(Some(_lock)) =
+                        crate::store::UnitLock::try_acquire(&p.out_dir, u.lead_id())
                     else {
                         if tx.send((i, 0.0, Vec::new())).is_err() {
                             break;
@@ -473,8 +477,14 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                     bar.set_position(0);
                     let lead = u.members[0];
                     bar.set_prefix(match u.parent {
-                        Some(_) => format!("{tag}{} {} branches", lead.shape.label(), u.members.len()),
-                        None => format!("{tag}{} D={}", lead.shape.label(), human(lead.tokens as f64)),
+                        Some(_) => {
+                            format!("{tag}{} {} branches", lead.shape.label(), u.members.len())
+                        }
+                        None => format!(
+                            "{tag}{} D={}",
+                            lead.shape.label(),
+                            human(lead.tokens as f64)
+                        ),
                     });
                     let t_unit = Instant::now();
                     let (mut done_steps, mut last_step) = (0usize, 0usize);
@@ -623,11 +633,13 @@ pub fn pending_unit_ids(p: &Prepared) -> anyhow::Result<Vec<String>> {
 /// Planned runs that are finished (ok or diverged).
 pub fn finished_count(p: &Prepared) -> anyhow::Result<usize> {
     let runs = crate::store::read_runs(&p.out_dir)?;
-    Ok(p
-        .plan
+    Ok(p.plan
         .runs
         .iter()
-        .filter(|r| runs.iter().any(|x| x.run_id == r.id && x.status != "failed"))
+        .filter(|r| {
+            runs.iter()
+                .any(|x| x.run_id == r.id && x.status != "failed")
+        })
         .count())
 }
 
@@ -682,7 +694,9 @@ pub fn run_one(p: &Prepared, task: &TaskRef, opts: &RunOptions) -> anyhow::Resul
         return Ok(format!("{id}: already finished"));
     };
     let Some(_lock) = crate::store::UnitLock::try_acquire(&p.out_dir, &id)? else {
-        return Ok(format!("{id}: being trained by another process; nothing to do"));
+        return Ok(format!(
+            "{id}: being trained by another process; nothing to do"
+        ));
     };
     let ckpt = opts.checkpointing(p);
     let t0 = Instant::now();

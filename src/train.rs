@@ -553,7 +553,10 @@ fn split_checkpoint(bytes: &[u8]) -> anyhow::Result<(CheckpointMeta, &[u8], &[u8
     let model = take(24 + ml, wl)?;
     let ol = len(24 + ml + wl)?;
     let optim = take(32 + ml + wl, ol)?;
-    anyhow::ensure!(32 + ml + wl + ol == bytes.len(), "trailing bytes in checkpoint");
+    anyhow::ensure!(
+        32 + ml + wl + ol == bytes.len(),
+        "trailing bytes in checkpoint"
+    );
     Ok((meta, model, optim))
 }
 

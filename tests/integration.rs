@@ -1167,3 +1167,423 @@ fn plan_of_a_gpu_sized_sweep_needs_no_data_in_memory() {
     );
     assert!(t0.elapsed().as_secs() < 30);
 }
+
+// ---------------------------------------------------------------------------------------
+// Executors: checkpoints, crash safety, concurrent tasks, Slurm.
+
+/// A one-shape sweep whose runs take a second or two, checkpointing every 20 steps.
+const CKPT_SPEC: &str = "name: ck\ncorpus:\n  builtin: {seed: 2, topics: 2}\n  eval_tokens: 512\nmodel:\n  context: 32\n  shapes:\n    - {d_model: 32, n_layer: 2, n_head: 2}\ndata:\n  tokens: [20000, 40000]\ntraining:\n  batch_size: 8\ncheckpoint:\n  every: 20\n";
+
+fn run_with_failpoint(spec: &Path, out: &Path, failpoint: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-report",
+    ];
+    args.extend_from_slice(extra);
+    Command::new(BIN)
+        .args(&args)
+        .current_dir(repo())
+        .env("CI", "1")
+        .env("SCALELAB_FAILPOINT", failpoint)
+        .output()
+        .unwrap()
+}
+
+/// Every planned run exactly once, every file readable, one curve row per step.
+fn assert_complete(out: &Path, n: usize) -> Vec<scalelab::store::RunRecord> {
+    let runs = scalelab::store::read_runs(out).unwrap();
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((runs.len(), ids.len()), (n, n), "each run exactly once");
+    assert!(runs.iter().all(|r| r.status == "ok"));
+    let curves = scalelab::store::read_curves(out).unwrap();
+    assert_eq!(
+        curves.len() as i64,
+        runs.iter().map(|r| r.steps).sum::<i64>(),
+        "one curve row per step, no leftovers"
+    );
+    // The merged files alone (what pandas/DuckDB users read) hold every run once, too.
+    let merged = scalelab::store::merged_run_ids(out).unwrap();
+    assert_eq!(merged.len(), n, "runs.parquet");
+    runs
+}
+
+#[test]
+fn checkpoint_resume_matches_an_uninterrupted_run() {
+    let dir = tmp("ckpt");
+    let spec = dir.join("ck.yaml");
+    std::fs::write(&spec, CKPT_SPEC).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let o = scalelab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // SIGKILL right after the first checkpoint of the first run (step 20 of 78).
+    let o = run_with_failpoint(&spec, &b, "checkpoint-saved", &[]);
+    assert_eq!(o.status.code(), None, "killed by a signal");
+    let ckpts: Vec<_> = std::fs::read_dir(b.join("checkpoints")).unwrap().collect();
+    assert_eq!(ckpts.len(), 1, "one checkpoint on disk");
+    let st = scalelab(&["status", b.to_str().unwrap()]);
+    let st_out = String::from_utf8_lossy(&st.stdout);
+    assert!(st_out.contains("resumes from step 20/"), "{st_out}");
+    // Same command again: resumes at step 20, and the result is the uninterrupted one.
+    let o = scalelab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resumes from its checkpoint at step 20/"),
+        "{}",
+        stderr(&o)
+    );
+    let (ra, rb) = (assert_complete(&a, 2), assert_complete(&b, 2));
+    for r in &ra {
+        let s = rb.iter().find(|x| x.run_id == r.run_id).unwrap();
+        // Stated tolerance 1e-4 nats; on the CPU backend the resumed run is bit-identical.
+        assert!(
+            (r.eval_loss - s.eval_loss).abs() < 1e-4,
+            "{} vs {}",
+            r.eval_loss,
+            s.eval_loss
+        );
+    }
+    let (ca, cb) = (
+        scalelab::store::read_curves(&a).unwrap(),
+        scalelab::store::read_curves(&b).unwrap(),
+    );
+    for ((ia, x), (ib, y)) in ca.iter().zip(&cb) {
+        assert_eq!((ia, x.step), (ib, y.step));
+        assert!(
+            (x.train_loss - y.train_loss).abs() < 1e-4,
+            "curve differs at step {}",
+            x.step
+        );
+    }
+    // Checkpoints of finished runs are deleted ...
+    assert_eq!(std::fs::read_dir(b.join("checkpoints")).unwrap().count(), 0);
+    // ... unless asked to keep them.
+    let c = dir.join("c");
+    let o = scalelab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        c.to_str().unwrap(),
+        "--no-report",
+        "--keep-checkpoints",
+        "--max-runs",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(c.join("checkpoints")).unwrap().count(), 1);
+}
+
+#[test]
+fn sigkill_at_every_write_point_loses_nothing() {
+    let dir = tmp("failpoints");
+    let spec = dir.join("ck.yaml");
+    std::fs::write(&spec, CKPT_SPEC).unwrap();
+    for (k, fp) in [
+        "checkpoint-saved",
+        "before-rename:*.ckpt",
+        "between-curve-and-run-file",
+        "before-merge",
+        "before-rename:curves.parquet",
+        "before-rename:runs.parquet",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = dir.join(format!("o{k}"));
+        // First run: killed at this point (while writing the first run's results, or its
+        // first checkpoint) ...
+        let o = run_with_failpoint(&spec, &out, fp, &[]);
+        assert_eq!(o.status.code(), None, "{fp}: not killed\n{}", stderr(&o));
+        // ... every file on disk is still readable ...
+        scalelab::store::read_runs(&out).unwrap_or_else(|e| panic!("{fp}: {e}"));
+        // ... and the same command again finishes the sweep: each run once.
+        let o = scalelab(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-report",
+        ]);
+        assert!(o.status.success(), "{fp}: {}", stderr(&o));
+        assert_complete(&out, 2);
+        for sub in ["", "runs", "curves"] {
+            for e in std::fs::read_dir(out.join(sub)).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "parquet") {
+                    assert!(
+                        scalelab::store::read_metadata(&p).is_ok(),
+                        "{fp}: corrupt {}",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_tasks_and_a_changed_spec_lose_nothing() {
+    let out = tmp("concurrent");
+    // Folder set up with nothing trained.
+    let o = micro_sweep(&out, &["--max-runs", "0", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let src = scalelab::spec::SpecSource::from_file(&repo().join("sweeps/micro.yaml")).unwrap();
+    let p = scalelab::sweep::prepare(src, Some(out.clone()), None).unwrap();
+    let ids = scalelab::sweep::pending_unit_ids(&p).unwrap();
+    assert_eq!(ids.len(), 4);
+    // Four tasks plus a duplicate of the first, all at once (as array tasks finishing at the
+    // same moment, and a requeued task racing its predecessor).
+    let spawn = |id: &str| {
+        Command::new(BIN)
+            .args(["run-one", out.to_str().unwrap(), "--run", id])
+            .current_dir(repo())
+            .output()
+    };
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = ids
+            .iter()
+            .chain(std::iter::once(&ids[0]))
+            .map(|id| s.spawn(move || spawn(id).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    // Before collect, readers already see every run (the per-run files).
+    assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 4);
+    let o = scalelab(&["collect", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("collected 4 runs"));
+    assert_complete(&out, 4);
+    // Collect twice: the same 4 rows.
+    let o = scalelab(&["collect", out.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert_complete(&out, 4);
+    // A run that is not in the plan, and a folder without results.
+    assert_user_error(
+        &scalelab(&["run-one", out.to_str().unwrap(), "--run", "nosuchrun"]),
+        &["nosuchrun", "not in the plan"],
+    );
+    let empty = tmp("empty-collect");
+    assert_user_error(
+        &scalelab(&["collect", empty.to_str().unwrap()]),
+        &["no results"],
+    );
+    assert_user_error(
+        &scalelab(&["status", empty.to_str().unwrap()]),
+        &["sweep.yaml"],
+    );
+
+    // The same folder with a different spec: refused, nothing written.
+    let before = std::fs::read(out.join("runs.parquet")).unwrap();
+    let changed = out.join("changed.yaml");
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string(repo().join("sweeps/micro.yaml"))
+            .unwrap()
+            .replace("lr: 1.0e-2", "lr: 2.0e-2"),
+    )
+    .unwrap();
+    for cmd in ["run", "submit"] {
+        let o = scalelab(&[
+            cmd,
+            changed.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_user_error(&o, &["different sweep spec", "lr: 2.0e-2", "--update-spec"]);
+    }
+    assert_eq!(std::fs::read(out.join("runs.parquet")).unwrap(), before);
+    // A comment-only change is the same sweep.
+    let commented = out.join("commented.yaml");
+    std::fs::write(
+        &commented,
+        format!(
+            "# a note\n{}",
+            std::fs::read_to_string(repo().join("sweeps/micro.yaml")).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = scalelab(&[
+        "run",
+        commented.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(
+        stderr(&o).contains("0 trained, 4 skipped"),
+        "{}",
+        stderr(&o)
+    );
+    // --update-spec continues the folder: the changed LR means 4 new runs.
+    let o = scalelab(&[
+        "run",
+        changed.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-report",
+        "--update-spec",
+        "--max-runs",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 5);
+
+    // Devices that cannot be used: a clear error before anything runs.
+    let o = micro_sweep(&tmp("devices"), &["--devices", "cuda:0,cuda:1"]);
+    assert_user_error(&o, &["cuda"]);
+    let o = micro_sweep(&tmp("devices2"), &["--devices", "tpu:0"]);
+    assert_user_error(&o, &["unknown device"]);
+}
+
+fn slurm_ready() {
+    assert!(
+        Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success()),
+        "no Slurm cluster answers: run scripts/slurm-local.sh first (the test command scripts/test.sh does)"
+    );
+}
+
+#[test]
+fn slurm_job_array_submit_status_collect() {
+    slurm_ready();
+    let out = tmp("slurm");
+    let o_str = out.to_str().unwrap();
+    // Bad input first: nothing may be written.
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--partition",
+        "nosuchpart",
+    ]);
+    assert_user_error(&o, &["unknown Slurm partition", "nosuchpart", "debug"]);
+    let o = Command::new(BIN)
+        .args(["submit", "sweeps/micro.yaml", "--out", o_str])
+        .current_dir(repo())
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_user_error(&o, &["sbatch", "not found on PATH", "--dry-run"]);
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--time",
+        "soon",
+    ]);
+    assert_user_error(&o, &["--time", "HH:MM:SS"]);
+    assert!(
+        !out.join("sweep.yaml").exists() && !out.join("slurm").exists(),
+        "bad submit wrote files"
+    );
+    // Dry run: the script, nothing written.
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--dry-run",
+        "--max-parallel",
+        "2",
+        "--time",
+        "00:10:00",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --requeue",
+        "#SBATCH --time=00:10:00",
+        "run-one",
+        "SLURM_ARRAY_TASK_ID",
+    ] {
+        assert!(script.contains(needle), "script lacks {needle}:\n{script}");
+    }
+    assert!(!out.join("slurm").exists());
+    // For real: a 4-task array on the local cluster, 2 at a time.
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--max-parallel",
+        "2",
+        "--cpus-per-task",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    let job = said
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    assert!(job.parse::<u64>().is_ok(), "{said}");
+    let t0 = std::time::Instant::now();
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-j", &job])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 240,
+            "job array {job} did not finish in 240 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let st = scalelab(&["status", o_str]);
+    let st_out = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(
+        st_out.contains("4 runs: 4 done"),
+        "{st_out}\nlogs: {:?}",
+        std::fs::read_dir(out.join("slurm/logs")).map(|d| d.count())
+    );
+    assert!(st_out.contains("not collected yet"), "{st_out}");
+    let o = scalelab(&["collect", o_str]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_complete(&out, 4);
+    // Each task logged its run; everything is finished, so a second submit submits nothing.
+    let logs = std::fs::read_dir(out.join("slurm/logs")).unwrap().count();
+    assert_eq!(logs, 4);
+    let o = scalelab(&["submit", "sweeps/micro.yaml", "--out", o_str]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nothing to submit"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The results fit and report like a local sweep's (pyarrow/DuckDB read them too).
+    let py = Command::new("python3")
+        .arg(repo().join("tests/read_parquet.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&py.stdout).contains("duckdb runs=4"),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+}
