@@ -428,10 +428,19 @@ pub struct Floor {
 pub enum CorpusSource {
     /// The built-in synthetic language.
     Builtin { seed: u64, topics: usize },
-    /// UTF-8 text files, byte-level tokens (vocab 256).
-    Text { files: Vec<PathBuf> },
+    /// UTF-8 text files: byte-level tokens (vocab 256), or byte-level BPE with `bpe_vocab`
+    /// tokens trained on the training split (cached next to the corpus).
+    Text {
+        files: Vec<PathBuf>,
+        bpe_vocab: Option<usize>,
+        split_seed: u64,
+    },
     /// Raw little-endian u16 tokens (nanoGPT `.bin`).
-    Tokens { file: PathBuf, vocab_size: usize },
+    Tokens {
+        file: PathBuf,
+        vocab_size: usize,
+        split_seed: u64,
+    },
 }
 
 /// Tokens of a chunk of the built-in training stream.
@@ -517,11 +526,54 @@ pub struct Corpus {
     pub floor: Option<Floor>,
     /// Stable identity of the corpus contents (feeds the run ids).
     pub fingerprint: u64,
+    /// Mean bytes of text per scored eval token (1 for byte-level corpora): converts nats
+    /// per token to bits per byte, so runs with different tokenizers compare.
+    pub eval_bytes_per_token: f64,
+    /// Unique training tokens (None: the built-in stream, which never repeats).
+    pub unique_train_tokens: Option<u64>,
+    /// The BPE tokenizer (`tokenizer.json`), when the corpus has one.
+    pub tokenizer_json: Option<String>,
+    /// The token cache used, and whether it was already there.
+    pub cache: Option<(PathBuf, bool)>,
 }
 
 impl Corpus {
     pub fn n_eval_windows(&self) -> usize {
         self.eval.len() / (self.context + 1)
+    }
+
+    /// Bits per byte of a loss in nats per token on the eval windows.
+    pub fn bits_per_byte(&self, nats_per_token: f64) -> f64 {
+        nats_per_token / std::f64::consts::LN_2 / self.eval_bytes_per_token
+    }
+
+    /// Keep only the first `u` training tokens: longer runs repeat them (epochs > 1).
+    pub fn cap_unique_tokens(&mut self, u: usize, context: usize) -> anyhow::Result<()> {
+        if u < 2 * (context + 1) {
+            bail_user!(
+                "corpus.train_tokens: {u} is too few; a training window needs {} tokens",
+                context + 1
+            );
+        }
+        let have = self.unique_train_tokens.map_or(usize::MAX, |n| n as usize);
+        if u >= have {
+            return Ok(());
+        }
+        let mut v = Vec::with_capacity(u);
+        self.train.reader().read(0, u, &mut v);
+        self.train = TrainStream::Tokens(v);
+        self.unique_train_tokens = Some(u as u64);
+        self.fingerprint ^= fnv1a(format!("cap:{u}").as_bytes()).rotate_left(7);
+        self.description += &format!("; capped at {u} unique training tokens");
+        Ok(())
+    }
+
+    /// Training tokens that are new to a run of `d` tokens, and its epochs over them.
+    pub fn unique_and_epochs(&self, d: u64) -> (u64, f64) {
+        match self.unique_train_tokens {
+            Some(u) if d > u => (u, d as f64 / u as f64),
+            _ => (d, 1.0),
+        }
     }
 }
 
@@ -601,35 +653,38 @@ pub fn load(
                     bits_per_byte: nats / std::f64::consts::LN_2,
                     entropy_rate_bits_per_byte: rate / std::f64::consts::LN_2,
                 }),
+                eval_bytes_per_token: 1.0,
+                unique_train_tokens: None,
+                tokenizer_json: None,
+                cache: None,
             })
         }
-        CorpusSource::Text { files } => {
-            let mut bytes = Vec::new();
-            for f in files {
-                let data = std::fs::read(f)
-                    .map_err(|e| crate::error::user(format!("corpus file {}: {e}", f.display())))?;
-                if let Err(e) = std::str::from_utf8(&data) {
-                    bail_user!(
-                        "corpus file {} is not UTF-8 text (invalid byte at offset {}); \
-                         convert it to UTF-8 or use a `tokens:` corpus",
-                        f.display(),
-                        e.valid_up_to()
-                    );
+        CorpusSource::Text {
+            files,
+            bpe_vocab,
+            split_seed,
+        } => {
+            let bytes = read_text_files(files)?;
+            match bpe_vocab {
+                None => {
+                    let tokens: Vec<u16> = bytes.iter().map(|&b| b as u16).collect();
+                    split_stream(
+                        tokens,
+                        256,
+                        context,
+                        n_windows,
+                        *split_seed,
+                        format!("{} text file(s), {} bytes, byte-level", files.len(), bytes.len()),
+                    )
                 }
-                bytes.extend_from_slice(&data);
-                bytes.push(b'\n');
+                Some(v) => bpe_corpus(files, bytes, *v, *split_seed, eval_fraction, context, n_windows),
             }
-            let tokens: Vec<u16> = bytes.iter().map(|&b| b as u16).collect();
-            split_stream(
-                tokens,
-                256,
-                context,
-                n_windows,
-                eval_fraction,
-                format!("{} text file(s), byte-level", files.len()),
-            )
         }
-        CorpusSource::Tokens { file, vocab_size } => {
+        CorpusSource::Tokens {
+            file,
+            vocab_size,
+            split_seed,
+        } => {
             let data = std::fs::read(file)
                 .map_err(|e| crate::error::user(format!("corpus file {}: {e}", file.display())))?;
             if data.len() % 2 != 0 {
@@ -655,52 +710,248 @@ pub fn load(
                 *vocab_size,
                 context,
                 n_windows,
-                eval_fraction,
+                *split_seed,
                 format!("u16 tokens from {}", file.display()),
             )
         }
     }
 }
 
-/// Split a token stream: the last `eval_fraction` (at least the needed windows) is the eval
-/// split, cut into consecutive windows; the rest is the training stream.
+/// Split a token stream: a block of exactly the eval windows, placed by `split_seed`, is
+/// held out; the tokens before and after it are the training stream.
 fn split_stream(
     tokens: Vec<u16>,
     vocab_size: usize,
     context: usize,
     n_windows: usize,
-    eval_fraction: f64,
+    split_seed: u64,
     description: String,
 ) -> anyhow::Result<Corpus> {
     let w = context + 1;
-    let eval_len = (n_windows * w).max((tokens.len() as f64 * eval_fraction) as usize / w * w);
-    let eval_len = eval_len.min(n_windows * w);
+    let eval_len = n_windows * w;
     if tokens.len() < eval_len + 2 * w {
         bail_user!(
-            "corpus has {} tokens, too few for {n_windows} eval window(s) of {w} tokens plus training data; \
-             use a larger corpus or lower corpus.eval_tokens / model.context",
-            tokens.len()
+            "corpus has {} tokens, too few for {n_windows} eval window(s) of {w} tokens plus training data \
+             (at least {} tokens); use a larger corpus or lower corpus.eval_tokens / model.context",
+            tokens.len(),
+            eval_len + 2 * w
         );
     }
-    let split = tokens.len() - eval_len;
-    let eval = tokens[split..].to_vec();
+    let start = Rng::new(split_seed ^ 0x5EED_5B17).below(tokens.len() - eval_len + 1);
+    let eval = tokens[start..start + eval_len].to_vec();
     let mut train = tokens;
-    train.truncate(split);
+    train.drain(start..start + eval_len);
     let fingerprint = fingerprint_u16(&train) ^ fingerprint_u16(&eval).rotate_left(1);
+    let n_train = train.len();
     Ok(Corpus {
-        description,
+        description: format!(
+            "{description}; held out {eval_len} eval tokens ({n_windows} windows) at token {start} \
+             (split_seed {split_seed}); {n_train} training tokens"
+        ),
         vocab_size,
         train: TrainStream::Tokens(train),
         eval,
         context,
         floor: None,
         fingerprint,
+        eval_bytes_per_token: 1.0,
+        unique_train_tokens: Some(n_train as u64),
+        tokenizer_json: None,
+        cache: None,
     })
 }
 
-/// Expand a path that may contain `*` / `?` in its file-name part.
+/// Read and concatenate text files (sorted; a newline after each), checking UTF-8.
+fn read_text_files(files: &[PathBuf]) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    for f in files {
+        let data = std::fs::read(f)
+            .map_err(|e| crate::error::user(format!("corpus file {}: {e}", f.display())))?;
+        if let Err(e) = std::str::from_utf8(&data) {
+            bail_user!(
+                "corpus file {} is not UTF-8 text (invalid byte at offset {}); \
+                 convert it to UTF-8 or use a `tokens:` corpus",
+                f.display(),
+                e.valid_up_to()
+            );
+        }
+        bytes.extend_from_slice(&data);
+        bytes.push(b'\n');
+    }
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        bail_user!(
+            "corpus.text: the corpus is empty ({} file(s), no text in {})",
+            files.len(),
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(bytes)
+}
+
+/// A token cache file: a JSON header line, then raw little-endian u16 tokens (training
+/// stream, then held-out stream).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CacheHeader {
+    train_len: usize,
+    heldout_len: usize,
+    heldout_bytes: usize,
+    heldout_start_byte: usize,
+    total_bytes: usize,
+}
+
+fn write_cache(path: &Path, h: &CacheHeader, train: &[u16], held: &[u16]) -> anyhow::Result<()> {
+    let mut out = serde_json::to_vec(h)?;
+    out.push(b'\n');
+    out.reserve(2 * (train.len() + held.len()));
+    for t in train.iter().chain(held) {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    crate::store::write_bytes_atomic(path, &out)
+}
+
+fn read_cache(path: &Path) -> Option<(CacheHeader, Vec<u16>, Vec<u16>)> {
+    let bytes = std::fs::read(path).ok()?;
+    let nl = bytes.iter().position(|&b| b == b'\n')?;
+    let h: CacheHeader = serde_json::from_slice(&bytes[..nl]).ok()?;
+    let body = &bytes[nl + 1..];
+    if body.len() != 2 * (h.train_len + h.heldout_len) {
+        return None;
+    }
+    let all: Vec<u16> = body
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let held = all[h.train_len..].to_vec();
+    let mut train = all;
+    train.truncate(h.train_len);
+    Some((h, train, held))
+}
+
+/// A text corpus with a byte-level BPE tokenizer trained on its training split. The held-out
+/// block (`eval_fraction` of the bytes, placed by `split_seed`, cut at line ends) never
+/// reaches the tokenizer's training. Tokenizer and tokens are cached in `.scalelab-cache/`
+/// beside the first file, keyed by a hash of the text and the tokenizer settings, so a sweep
+/// tokenizes once and a changed corpus is tokenized again.
+fn bpe_corpus(
+    files: &[PathBuf],
+    bytes: Vec<u8>,
+    vocab: usize,
+    split_seed: u64,
+    eval_fraction: f64,
+    context: usize,
+    n_windows: usize,
+) -> anyhow::Result<Corpus> {
+    let text = String::from_utf8(bytes).expect("checked UTF-8");
+    let hash = fnv1a(text.as_bytes());
+    let tag = format!("bpe{vocab}-s{split_seed}-f{eval_fraction}");
+    let dir = files[0]
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(".scalelab-cache");
+    let base = dir.join(format!("{hash:016x}-{tag}"));
+    let (tok_path, json_path) = (base.with_extension("tokens"), base.with_extension("tokenizer.json"));
+    let cached = std::fs::read_to_string(&json_path)
+        .ok()
+        .and_then(|j| Some((crate::tokenize::Bpe::from_json(&j).ok()?, j)))
+        .and_then(|(b, j)| Some((b, j, read_cache(&tok_path)?)));
+    let hit = cached.is_some();
+    let (bpe, json, header, train, held) = match cached {
+        Some((b, j, (h, t, e))) => (b, j, h, t, e),
+        None => {
+            let n = text.len();
+            let want = ((n as f64 * eval_fraction) as usize).max(1);
+            let snap = |mut i: usize| {
+                while i < n && (!text.is_char_boundary(i) || (i > 0 && text.as_bytes()[i - 1] != b'\n')) {
+                    i += 1;
+                }
+                i
+            };
+            let start = snap(Rng::new(split_seed ^ 0x5EED_5B17).below(n - want + 1));
+            let end = snap((start + want).min(n));
+            let train_text = format!("{}{}", &text[..start], &text[end..]);
+            let held_text = &text[start..end];
+            let bpe = crate::tokenize::Bpe::train(&train_text, vocab)?;
+            let json = bpe.to_json()?;
+            let train = bpe.encode(&train_text)?;
+            let held = bpe.encode(held_text)?;
+            let h = CacheHeader {
+                train_len: train.len(),
+                heldout_len: held.len(),
+                heldout_bytes: held_text.len(),
+                heldout_start_byte: start,
+                total_bytes: n,
+            };
+            // Drop stale caches of the same settings (the corpus changed), then write the
+            // tokenizer and, last, the tokens (the commit point).
+            if let Ok(rd) = std::fs::read_dir(&dir) {
+                for e in rd.flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if name.contains(&format!("-{tag}.")) {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+            crate::store::write_text_atomic(&json_path, &json)?;
+            write_cache(&tok_path, &h, &train, &held)?;
+            (bpe, json, h, train, held)
+        }
+    };
+    let w = context + 1;
+    if held.len() < n_windows * w {
+        bail_user!(
+            "corpus.eval_fraction: the held-out text is {} BPE tokens, too few for {n_windows} eval windows \
+             of {w} tokens; raise corpus.eval_fraction or lower corpus.eval_tokens",
+            held.len()
+        );
+    }
+    if train.len() < 2 * w {
+        bail_user!(
+            "corpus has {} training tokens after BPE, fewer than two windows of {w}; use a larger corpus",
+            train.len()
+        );
+    }
+    let eval = held[..n_windows * w].to_vec();
+    let lens = bpe.byte_lengths();
+    let scored: u64 = (0..n_windows)
+        .flat_map(|k| eval[k * w + 1..(k + 1) * w].iter())
+        .map(|&t| lens.get(t as usize).copied().unwrap_or(1) as u64)
+        .sum();
+    let fingerprint = hash ^ fnv1a(format!("{tag}:ctx{context}:win{n_windows}").as_bytes());
+    Ok(Corpus {
+        description: format!(
+            "{} text file(s), {} bytes, byte-level BPE with {} tokens ({}); held out {} bytes = {} tokens \
+             at byte {} (split_seed {split_seed}), scored on {} tokens ({n_windows} windows); {} training tokens",
+            files.len(),
+            header.total_bytes,
+            bpe.vocab_size(),
+            if hit { "from cache" } else { "trained now" },
+            header.heldout_bytes,
+            held.len(),
+            header.heldout_start_byte,
+            n_windows * context,
+            train.len()
+        ),
+        vocab_size: bpe.vocab_size(),
+        unique_train_tokens: Some(train.len() as u64),
+        train: TrainStream::Tokens(train),
+        eval,
+        context,
+        floor: None,
+        fingerprint,
+        eval_bytes_per_token: scored as f64 / (n_windows * context) as f64,
+        tokenizer_json: Some(json),
+        cache: Some((tok_path, hit)),
+    })
+}
+
 pub fn expand_glob(pattern: &str, base: &Path) -> Vec<PathBuf> {
     let p = base.join(pattern);
+    if p.is_dir() {
+        let mut out = Vec::new();
+        walk_files(&p, &mut out);
+        out.sort();
+        return out;
+    }
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -727,6 +978,24 @@ pub fn expand_glob(pattern: &str, base: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     out.sort();
     out
+}
+
+/// Every regular file under `dir` (hidden entries skipped).
+fn walk_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            walk_files(&p, out);
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
 }
 
 fn wildcard(pat: &str, s: &str) -> bool {

@@ -139,6 +139,14 @@ enum Command {
         /// The sweep's results folder.
         results: PathBuf,
     },
+    /// n-gram baselines: interpolated Kneser-Ney models (orders from the spec's
+    /// `baselines.orders`, default 1-5) trained on the first D training tokens the runs saw,
+    /// for several D, scored on the sweep's eval windows; writes baselines.parquet (nats/token
+    /// and bits/byte). `run` does this at the end of a sweep; this command (re)computes them.
+    Baselines {
+        /// The sweep's results folder.
+        results: PathBuf,
+    },
     /// Merge the per-run result files (runs/*.parquet, curves/*.parquet) into runs.parquet
     /// and curves.parquet: every run once, the newest result of a retried run kept.
     Collect {
@@ -267,6 +275,21 @@ struct FitArgs {
     /// Use every K-th start of the standard grid (1 = all 4,500).
     #[arg(long, value_name = "K", default_value_t = 1)]
     grid_stride: usize,
+    /// Column holding each run's unique training tokens U_D (runs with D > U_D repeated
+    /// their data; they get the data-constrained law).
+    #[arg(long, value_name = "COL", conflicts_with = "epochs_col")]
+    unique_col: Option<String>,
+    /// Column holding each run's epochs (then U_D = D / epochs).
+    #[arg(long, value_name = "COL")]
+    epochs_col: Option<String>,
+    /// Fit the data-constrained law of Muennighoff et al. 2023 (R_D*, R_N*, with the base law
+    /// held fixed). On by default whenever some run repeated its data.
+    #[arg(long)]
+    data_constrained: bool,
+    /// Base law for the data-constrained fit, `E,A,B,alpha,beta` (default: the Approach-3
+    /// fit on the single-epoch runs).
+    #[arg(long, value_name = "E,A,B,ALPHA,BETA", value_delimiter = ',')]
+    base: Vec<f64>,
 }
 
 impl FitArgs {
@@ -287,6 +310,8 @@ impl FitArgs {
                     loss: loss.clone(),
                     budget: self.budget_col.clone(),
                     drop_matching: self.drop_matching.clone(),
+                    unique: self.unique_col.clone(),
+                    epochs: self.epochs_col.clone(),
                 };
                 Dataset::from_table(file, &cols, self.drop_top)
             }
@@ -326,7 +351,26 @@ impl FitArgs {
                 targets = sweep_targets(dir);
             }
         }
+        let base = match self.base.as_slice() {
+            [] => None,
+            [e, a, b, alpha, beta] if [e, a, b, alpha, beta].iter().all(|v| **v > 0.0 && v.is_finite()) => {
+                Some(fit::laws::ChinchillaParams {
+                    e: *e,
+                    a: *a,
+                    b: *b,
+                    alpha: *alpha,
+                    beta: *beta,
+                })
+            }
+            _ => {
+                return Err(user(
+                    "--base needs five positive numbers E,A,B,alpha,beta, e.g. --base 1.87,521,1488,0.35,0.35",
+                ))
+            }
+        };
         Ok(FitOptions {
+            data_constrained: self.data_constrained,
+            base,
             delta: self.huber_delta,
             fixed_e: self.fix_e,
             bootstrap: self.bootstrap,
@@ -493,6 +537,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status { results } => {
             let p = prepare_results(&results, None)?;
             print!("{}", scalelab::slurm::status(&p)?);
+            Ok(())
+        }
+        Command::Baselines { results } => {
+            let p = prepare_results(&results, None)?;
+            let _ = std::fs::remove_file(results.join(scalelab::store::BASELINES_FILE));
+            let meta = scalelab::store::read_metadata(&results.join(scalelab::store::RUNS_FILE))
+                .unwrap_or_default();
+            sweep::write_baselines(&p, &meta)?;
+            for r in scalelab::store::read_baselines(&results)? {
+                println!(
+                    "{}-gram  D={:>12}  {:.4} nats/token  {:.4} bits/byte",
+                    r.order, r.train_tokens, r.eval_loss, r.eval_bits_per_byte
+                );
+            }
             Ok(())
         }
         Command::Collect { results } => {

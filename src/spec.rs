@@ -49,6 +49,9 @@ pub struct SweepSpec {
     /// Defaults for `scalelab submit` (flags override them).
     #[serde(default)]
     pub slurm: SlurmSpec,
+    /// n-gram baselines written to baselines.parquet.
+    #[serde(default)]
+    pub baselines: BaselineSpec,
 }
 
 /// `checkpoint:` — model + optimizer + schedule state saved every `every` steps.
@@ -124,19 +127,32 @@ pub struct CorpusSpec {
     /// The built-in synthetic language (the default when no corpus is named).
     #[serde(default)]
     pub builtin: Option<BuiltinSpec>,
-    /// UTF-8 text file(s): a path or a glob such as `data/*.txt`; byte-level tokens.
+    /// UTF-8 text: a file, a folder (every file under it) or a glob such as `data/*.txt`.
     #[serde(default)]
     pub text: Option<String>,
+    /// Tokenizer for a `text` corpus: `byte` (default; vocab 256) or `bpe` (byte-level BPE
+    /// trained on the training split with Hugging Face `tokenizers`; size from `vocab_size`).
+    #[serde(default)]
+    pub tokenizer: TokenizerKind,
     /// Raw little-endian u16 token file (nanoGPT `.bin`).
     #[serde(default)]
     pub tokens: Option<String>,
-    /// Vocabulary size for a `tokens` corpus (required; every token id must be below it).
+    /// Vocabulary size: required for a `tokens` corpus (every id must be below it); the
+    /// target size for `tokenizer: bpe` (default 4096).
     #[serde(default)]
     pub vocab_size: Option<usize>,
+    /// Seed that places the held-out block in a file corpus.
+    #[serde(default)]
+    pub split_seed: u64,
+    /// Cap on unique training tokens: runs with more tokens than this repeat epochs
+    /// (data-constrained sweeps). Default: the whole training split.
+    #[serde(default)]
+    pub train_tokens: Option<f64>,
     /// Scored eval tokens, shared by every run (rounded up to whole windows).
     #[serde(default = "default_eval_tokens")]
     pub eval_tokens: f64,
-    /// For file corpora: fraction of the stream held out (at most what eval_tokens needs).
+    /// For BPE corpora: fraction of the text (bytes) held out; the eval windows come from it.
+    /// Byte-level and token-file corpora hold out exactly the eval windows.
     #[serde(default = "default_eval_fraction")]
     pub eval_fraction: f64,
 }
@@ -146,12 +162,56 @@ impl Default for CorpusSpec {
         CorpusSpec {
             builtin: None,
             text: None,
+            tokenizer: TokenizerKind::Byte,
             tokens: None,
             vocab_size: None,
+            split_seed: 0,
+            train_tokens: None,
             eval_tokens: default_eval_tokens(),
             eval_fraction: default_eval_fraction(),
         }
     }
+}
+
+/// `corpus.tokenizer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenizerKind {
+    #[default]
+    Byte,
+    Bpe,
+}
+
+/// `baselines:` — interpolated Kneser-Ney n-gram models scored on the sweep's eval windows.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineSpec {
+    /// n-gram orders (default 1..5; empty turns baselines off).
+    #[serde(default = "default_orders")]
+    pub orders: Vec<usize>,
+    /// Training sizes D in tokens (default: the sweep's distinct D values up to `max_tokens`).
+    #[serde(default)]
+    pub tokens: Vec<f64>,
+    /// Largest D an n-gram model is trained on (memory grows with the distinct n-grams).
+    #[serde(default = "default_baseline_max")]
+    pub max_tokens: f64,
+}
+
+impl Default for BaselineSpec {
+    fn default() -> Self {
+        BaselineSpec {
+            orders: default_orders(),
+            tokens: Vec::new(),
+            max_tokens: default_baseline_max(),
+        }
+    }
+}
+
+fn default_orders() -> Vec<usize> {
+    vec![1, 2, 3, 4, 5]
+}
+fn default_baseline_max() -> f64 {
+    1e7
 }
 
 fn default_eval_tokens() -> f64 {
@@ -560,10 +620,32 @@ impl SweepSpec {
             let files = crate::corpus::expand_glob(t, &src.base_dir);
             if files.is_empty() || files.iter().any(|f| !f.is_file()) {
                 p.push(format!(
-                    "corpus.text: no file matches {t:?} (relative to {}); check the path or glob",
-                    src.base_dir.display()
+                    "corpus.text: no file matches {t:?} (relative to {}); check the path, folder or glob{}",
+                    src.base_dir.display(),
+                    if t.starts_with("data/") {
+                        " (the example corpora are fetched with scripts/get-corpus.sh)"
+                    } else {
+                        ""
+                    }
                 ));
             }
+        }
+        if c.tokenizer == TokenizerKind::Bpe && c.text.is_none() {
+            p.push("corpus.tokenizer: `bpe` tokenizes a `text` corpus; add `text:` or remove `tokenizer`".into());
+        }
+        if let Some(u) = c.train_tokens {
+            if !(u >= 1.0 && u.is_finite()) {
+                p.push(format!(
+                    "corpus.train_tokens: {u} must be a positive number of unique training tokens"
+                ));
+            }
+        }
+        let b = &self.baselines;
+        if b.orders.iter().any(|&o| o == 0 || o > 8) {
+            p.push("baselines.orders: n-gram orders must be in 1..=8".into());
+        }
+        if b.tokens.iter().any(|&d| !(d >= 1.0 && d.is_finite())) || !(b.max_tokens >= 1.0) {
+            p.push("baselines.tokens / max_tokens: must be positive numbers of tokens".into());
         }
         if let Some(t) = &c.tokens {
             let f = src.base_dir.join(t);
@@ -577,8 +659,11 @@ impl SweepSpec {
                 p.push("corpus.vocab_size: required with `tokens`; set it to the tokenizer's vocabulary size".into());
             }
         }
-        if c.vocab_size.is_some() && c.tokens.is_none() {
-            p.push("corpus.vocab_size: only used with `tokens` (text and builtin corpora are byte-level, vocab 256); remove it".into());
+        if c.vocab_size.is_some() && c.tokens.is_none() && c.tokenizer != TokenizerKind::Bpe {
+            p.push("corpus.vocab_size: only used with `tokens` or `tokenizer: bpe` (byte-level corpora have vocab 256); remove it".into());
+        }
+        if c.tokenizer == TokenizerKind::Bpe && c.vocab_size.is_some_and(|v| v < 257) {
+            p.push("corpus.vocab_size: a byte-level BPE vocabulary starts from 256 bytes; use at least 257 (e.g. 4096)".into());
         }
         if let Some(v) = c.vocab_size {
             if v < 2 || v > 65536 {

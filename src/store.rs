@@ -119,8 +119,13 @@ pub struct RunRecord {
     pub final_train_loss: f64,
     /// Mean eval loss, nats/token.
     pub eval_loss: f64,
-    /// Eval loss in bits per token (bits per byte for byte-level corpora).
+    /// Eval loss in bits per token.
     pub eval_bits_per_token: f64,
+    /// Eval loss in bits per byte of text (equals bits per token for byte-level corpora).
+    pub eval_bits_per_byte: f64,
+    /// Unique training tokens the run saw, and its epochs over them (D / unique).
+    pub unique_tokens: i64,
+    pub epochs: f64,
     pub tokens_per_s: f64,
     /// Model FLOPs utilisation against the measured matmul peak (None when unmeasured).
     pub mfu: Option<f64>,
@@ -234,6 +239,9 @@ pub fn runs_frame(rows: &[RunRecord]) -> anyhow::Result<DataFrame> {
         col!("final_train_loss", rows, |r| r.final_train_loss),
         col!("eval_loss", rows, |r| r.eval_loss),
         col!("eval_bits_per_token", rows, |r| r.eval_bits_per_token),
+        col!("eval_bits_per_byte", rows, |r| r.eval_bits_per_byte),
+        col!("unique_tokens", rows, |r| r.unique_tokens),
+        col!("epochs", rows, |r| r.epochs),
         col!("tokens_per_s", rows, |r| r.tokens_per_s),
         col!("mfu", rows, |r| r.mfu),
         col!("wall_s", rows, |r| r.wall_s),
@@ -292,6 +300,14 @@ fn strs(df: &DataFrame, name: &str) -> anyhow::Result<Vec<String>> {
 fn ints(df: &DataFrame, name: &str) -> anyhow::Result<Vec<i64>> {
     let c = df.column(name)?.cast(&DataType::Int64)?;
     Ok(c.i64()?.iter().map(|v| v.unwrap_or(0)).collect())
+}
+
+/// A float column, or all-missing when an older file lacks it.
+fn floats_or_missing(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<f64>>> {
+    if df.column(name).is_err() {
+        return Ok(vec![None; df.height()]);
+    }
+    floats(df, name)
 }
 
 fn floats(df: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<f64>>> {
@@ -367,6 +383,11 @@ fn read_runs_file(path: &Path) -> anyhow::Result<Vec<RunRecord>> {
         f("lr_multiplier")?,
     );
     let (parent, point) = (s("parent")?, s("point_id")?);
+    let (bpb, uniq, epochs) = (
+        floats_or_missing(&df, "eval_bits_per_byte")?,
+        floats_or_missing(&df, "unique_tokens")?,
+        floats_or_missing(&df, "epochs")?,
+    );
     let bstep = i("branch_step")?;
     let sel: Vec<bool> = {
         let c = df.column("selected")?.cast(&DataType::Boolean)?;
@@ -399,6 +420,10 @@ fn read_runs_file(path: &Path) -> anyhow::Result<Vec<RunRecord>> {
             final_train_loss: nan(ftl[k]),
             eval_loss: nan(el[k]),
             eval_bits_per_token: nan(ebt[k]),
+            // Files from before these columns: byte-level, one epoch.
+            eval_bits_per_byte: bpb[k].or(ebt[k]).unwrap_or(f64::NAN),
+            unique_tokens: uniq[k].map_or(tok[k], |u| u as i64),
+            epochs: epochs[k].unwrap_or(1.0),
             tokens_per_s: nan(tps[k]),
             mfu: mfu[k],
             wall_s: nan(wall[k]),
@@ -440,6 +465,53 @@ fn read_curves_file(path: &Path) -> anyhow::Result<Vec<(String, CurveRow)>> {
                     eval_loss: el[k],
                 },
             )
+        })
+        .collect())
+}
+
+pub const BASELINES_FILE: &str = "baselines.parquet";
+
+/// Write `baselines.parquet` (one row per n-gram order and training size).
+pub fn write_baselines(
+    dir: &Path,
+    rows: &[crate::ngram::BaselineRow],
+    meta: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut df = DataFrame::new_infer_height(vec![
+        col!("order", rows, |r| r.order as i64),
+        col!("train_tokens", rows, |r| r.train_tokens as i64),
+        col!("eval_loss", rows, |r| r.eval_loss),
+        col!("eval_bits_per_token", rows, |r| r.eval_bits_per_token),
+        col!("eval_bits_per_byte", rows, |r| r.eval_bits_per_byte),
+        col!("n_grams", rows, |r| r.n_grams as i64),
+        col!("seconds", rows, |r| r.seconds),
+    ])?;
+    write_parquet_atomic(&dir.join(BASELINES_FILE), &mut df, meta)
+}
+
+/// Read `baselines.parquet` (empty when absent).
+pub fn read_baselines(dir: &Path) -> anyhow::Result<Vec<crate::ngram::BaselineRow>> {
+    let path = dir.join(BASELINES_FILE);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let df = read_frame(&path)?;
+    let (order, d, ng) = (ints(&df, "order")?, ints(&df, "train_tokens")?, ints(&df, "n_grams")?);
+    let (l, bt, bb, sec) = (
+        floats(&df, "eval_loss")?,
+        floats(&df, "eval_bits_per_token")?,
+        floats(&df, "eval_bits_per_byte")?,
+        floats(&df, "seconds")?,
+    );
+    Ok((0..df.height())
+        .map(|k| crate::ngram::BaselineRow {
+            order: order[k] as usize,
+            train_tokens: d[k] as u64,
+            eval_loss: l[k].unwrap_or(f64::NAN),
+            eval_bits_per_token: bt[k].unwrap_or(f64::NAN),
+            eval_bits_per_byte: bb[k].unwrap_or(f64::NAN),
+            n_grams: ng[k] as u64,
+            seconds: sec[k].unwrap_or(f64::NAN),
         })
         .collect())
 }

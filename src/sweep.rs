@@ -36,11 +36,15 @@ fn corpus_source(spec: &SweepSpec, src: &SpecSource) -> CorpusSource {
     if let Some(t) = &c.text {
         CorpusSource::Text {
             files: corpus::expand_glob(t, &src.base_dir),
+            bpe_vocab: (c.tokenizer == crate::spec::TokenizerKind::Bpe)
+                .then(|| c.vocab_size.unwrap_or(4096)),
+            split_seed: c.split_seed,
         }
     } else if let Some(t) = &c.tokens {
         CorpusSource::Tokens {
             file: src.base_dir.join(t),
             vocab_size: c.vocab_size.unwrap_or(65536),
+            split_seed: c.split_seed,
         }
     } else {
         let b = c.builtin.clone().unwrap_or_default();
@@ -65,13 +69,20 @@ pub fn prepare(
     let (corpus, plan) = match &source {
         CorpusSource::Builtin { seed, topics } => {
             // The plan needs only the corpus identity.
-            let fp = corpus::fnv1a(format!("builtin-v1:{seed}:{topics}").as_bytes());
+            let mut fp = corpus::fnv1a(format!("builtin-v1:{seed}:{topics}").as_bytes());
+            let mut corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
+            if let Some(u) = spec.corpus.train_tokens {
+                corpus.cap_unique_tokens(u as usize, ctx)?;
+                fp = corpus.fingerprint;
+            }
             let plan = plan::build(&spec, &src.label, 256, fp)?;
-            let corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
             (corpus, plan)
         }
         _ => {
-            let corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
+            let mut corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
+            if let Some(u) = spec.corpus.train_tokens {
+                corpus.cap_unique_tokens(u as usize, ctx)?;
+            }
             let plan = plan::build(&spec, &src.label, corpus.vocab_size, corpus.fingerprint)?;
             (corpus, plan)
         }
@@ -360,6 +371,9 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
             &serde_json::to_string_pretty(&f)?,
         )?;
     }
+    if let Some(j) = &p.corpus.tokenizer_json {
+        crate::store::write_text_atomic(&p.out_dir.join("tokenizer.json"), j)?;
+    }
     let peak = measured_peak(devices[0]);
     let mut store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;
     for u in &store.unreadable {
@@ -581,6 +595,9 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     });
     result?;
     sweep_bar.finish_and_clear();
+    if opts.max_runs.is_none() {
+        write_baselines(p, &store.metadata)?;
+    }
     Ok(SweepSummary {
         total: p.plan.runs.len(),
         skipped,
@@ -589,6 +606,51 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         busy,
         out_dir: p.out_dir.clone(),
     })
+}
+
+/// Training sizes for the n-gram baselines: the spec's list, or the sweep's distinct D values
+/// up to `max_tokens` (plus `max_tokens` itself when a run is larger).
+pub fn baseline_sizes(p: &Prepared) -> Vec<u64> {
+    let b = &p.spec.baselines;
+    let cap = b.max_tokens as u64;
+    let mut v: Vec<u64> = if b.tokens.is_empty() {
+        p.plan.runs.iter().map(|r| r.tokens.min(cap)).collect()
+    } else {
+        b.tokens.iter().map(|&d| d as u64).collect()
+    };
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Compute and write `baselines.parquet` unless it already holds every (order, size).
+pub fn write_baselines(p: &Prepared, meta: &[(String, String)]) -> anyhow::Result<()> {
+    let orders = &p.spec.baselines.orders;
+    let sizes = baseline_sizes(p);
+    if orders.is_empty() || sizes.is_empty() {
+        return Ok(());
+    }
+    let have = crate::store::read_baselines(&p.out_dir).unwrap_or_default();
+    let complete = sizes.iter().all(|&d| {
+        orders
+            .iter()
+            .all(|&n| have.iter().any(|r| r.order == n && r.train_tokens == d))
+    });
+    if complete {
+        return Ok(());
+    }
+    eprintln!(
+        "scalelab: n-gram baselines (interpolated Kneser-Ney, orders {:?}) on {} training size(s)",
+        orders,
+        sizes.len()
+    );
+    let rows = crate::ngram::baselines(&p.corpus, orders, &sizes, |r| {
+        eprintln!(
+            "scalelab:   {}-gram D={}: eval {:.4} nats/token, {:.4} bits/byte ({:.1}s)",
+            r.order, r.train_tokens, r.eval_loss, r.eval_bits_per_byte, r.seconds
+        )
+    });
+    crate::store::write_baselines(&p.out_dir, &rows, meta)
 }
 
 /// Matmul peak of a device (FLOP/s), for MFU.
@@ -936,6 +998,9 @@ fn record(p: &Prepared, r: &RunPlan, o: &RunOutcome, mfu: Option<f64>) -> RunRec
         final_train_loss: o.final_train_loss,
         eval_loss: o.eval_loss,
         eval_bits_per_token: o.eval_loss / std::f64::consts::LN_2,
+        eval_bits_per_byte: p.corpus.bits_per_byte(o.eval_loss),
+        unique_tokens: p.corpus.unique_and_epochs(r.tokens).0 as i64,
+        epochs: p.corpus.unique_and_epochs(r.tokens).1,
         tokens_per_s: o.tokens_per_s,
         mfu,
         wall_s: o.wall_s,

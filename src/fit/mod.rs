@@ -15,6 +15,7 @@
 //! * **Held-out check**: refit without the largest budget (or a random fraction) and report
 //!   the prediction error on the held-out points.
 
+pub mod constrained;
 pub mod isoflop;
 pub mod laws;
 pub mod optim;
@@ -41,6 +42,8 @@ pub struct Point {
     pub budget: Option<f64>,
     /// Compute, when it is not 6ND.
     pub c: Option<f64>,
+    /// Unique training tokens U_D (D > U_D: the run repeated its data), when known.
+    pub unique: Option<f64>,
 }
 
 impl Point {
@@ -72,6 +75,9 @@ pub struct Columns {
     pub budget: Option<String>,
     /// Drop rows where any text cell contains this (e.g. `validation-optimal`).
     pub drop_matching: Option<String>,
+    /// Unique-token column U_D, or an epochs column (U_D = D / epochs).
+    pub unique: Option<String>,
+    pub epochs: Option<String>,
 }
 
 /// Numbers written in a text cell, in order, with whether each used an exponent.
@@ -140,6 +146,16 @@ impl Dataset {
                 .collect(),
             None => vec![None; t.rows],
         };
+        let unique: Vec<Option<f64>> = match (&cols.unique, &cols.epochs) {
+            (Some(u), _) => t.numeric(u, "--unique-col")?,
+            (None, Some(e)) => t
+                .numeric(e, "--epochs-col")?
+                .iter()
+                .zip(&d)
+                .map(|(e, d)| Some(d.as_ref()? / e.filter(|e| *e > 0.0)?))
+                .collect(),
+            (None, None) => vec![None; t.rows],
+        };
         let dropped_rows = match &cols.drop_matching {
             Some(m) => t.rows_matching(m),
             None => vec![false; t.rows],
@@ -168,6 +184,7 @@ impl Dataset {
                 loss: lv,
                 budget: budget[k],
                 c: None,
+                unique: unique[k],
             });
         }
         let mut ds = Dataset {
@@ -208,6 +225,7 @@ impl Dataset {
                 loss: r.eval_loss,
                 budget: r.budget,
                 c: full_c.then_some(r.flops_full),
+                unique: Some(r.unique_tokens as f64),
             })
             .collect();
         let n_of: std::collections::HashMap<&str, f64> = runs
@@ -316,6 +334,11 @@ pub struct FitOptions {
     pub targets: Vec<f64>,
     /// Use only every k-th grid start (1 = the full 4,500).
     pub grid_stride: usize,
+    /// Fit the data-constrained law even when no point repeats its data.
+    pub data_constrained: bool,
+    /// Base law for the data-constrained fit (default: the Approach-3 fit on single-epoch
+    /// points).
+    pub base: Option<ChinchillaParams>,
 }
 
 impl Default for FitOptions {
@@ -328,6 +351,8 @@ impl Default for FitOptions {
             holdout: Holdout::None,
             targets: Vec::new(),
             grid_stride: 1,
+            data_constrained: false,
+            base: None,
         }
     }
 }
@@ -623,6 +648,10 @@ pub struct FitReport {
     pub choices: Vec<String>,
     /// Signs that the data do not pin the law down.
     pub warnings: Vec<String>,
+    /// The data-constrained law (Muennighoff et al. 2023), when points repeat their data.
+    pub data_constrained: Option<constrained::ConstrainedFit>,
+    /// Where its base law came from.
+    pub data_constrained_base: Option<String>,
 }
 
 impl Bootstrap {
@@ -775,10 +804,39 @@ fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<Holdout
 
 /// Run every fit on a dataset.
 pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
-    data.check(6)?;
     if !(opts.delta > 0.0) {
         bail_user!("--huber-delta must be positive");
     }
+    // Runs that repeated their data follow the data-constrained law, not the base law: the
+    // base fit uses single-epoch points only, the data-constrained fit every point.
+    let repeated = |q: &Point| q.unique.is_some_and(|u| q.d > u * (1.0 + 1e-9));
+    let original_repeated: Vec<Point> = data.points.iter().filter(|q| repeated(q)).cloned().collect();
+    let n_repeated = original_repeated.len();
+    if opts.data_constrained && data.points.iter().all(|q| q.unique.is_none()) {
+        bail_user!(
+            "--data-constrained needs the unique tokens of each run: give --unique-col COL, or --epochs-col COL (U = D / epochs)"
+        );
+    }
+    let single;
+    let data = if n_repeated > 0 {
+        single = Dataset {
+            points: data.points.iter().filter(|q| !repeated(q)).cloned().collect(),
+            ..data.clone()
+        };
+        &single
+    } else {
+        data
+    };
+    let all_points = data.points.len() + n_repeated;
+    data.check(6).map_err(|e| {
+        if n_repeated > 0 {
+            crate::error::user(format!(
+                "{e} (single-epoch points only: {n_repeated} points that repeat their data are left to the data-constrained fit)"
+            ))
+        } else {
+            e
+        }
+    })?;
     let pts = &data.points;
     let a3 = fit_chinchilla(pts, opts, &grid(opts.grid_stride))?;
     let p = a3.params;
@@ -859,7 +917,41 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
             warnings.push("the bootstrap intervals of alpha or beta span more than a factor 3: treat extrapolations with caution".into());
         }
     }
+    let (data_constrained, data_constrained_base) = if n_repeated > 0 || opts.data_constrained {
+        let rp: Vec<constrained::RepeatPoint> = data
+            .points
+            .iter()
+            .chain(original_repeated.iter())
+            .filter_map(|q| {
+                Some(constrained::RepeatPoint {
+                    n: q.n,
+                    d: q.d,
+                    u_d: q.unique?,
+                    loss: q.loss,
+                })
+            })
+            .collect();
+        let base = opts.base.unwrap_or(p);
+        let mut f = constrained::fit_constrained(&rp, base, opts.delta)?;
+        constrained::bootstrap_constrained(&rp, &mut f, opts.bootstrap.min(200), opts.seed);
+        let from = if opts.base.is_some() {
+            "given (--base)".to_string()
+        } else {
+            format!("the Approach-3 fit above, on the {} single-epoch points", pts.len())
+        };
+        (Some(f), Some(from))
+    } else {
+        (None, None)
+    };
+    if n_repeated > 0 {
+        warnings.push(format!(
+            "{n_repeated} of {all_points} points repeat their data (D > unique tokens): Approaches 1-3 and Kaplan use the {} single-epoch points; the data-constrained law uses all",
+            pts.len()
+        ));
+    }
     Ok(FitReport {
+        data_constrained,
+        data_constrained_base,
         warnings,
         e: p.e,
         a: p.a,
@@ -999,6 +1091,41 @@ pub fn render_text(r: &FitReport) -> String {
             100.0 * h.mean_abs_pct_error,
             100.0 * h.max_abs_pct_error
         );
+    }
+    if let Some(f) = &r.data_constrained {
+        let ci = |c: Option<[f64; 2]>| {
+            c.map(|c| format!(" [{:.2}, {:.2}]", c[0], c[1]))
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            s,
+            "\nData-constrained law (Muennighoff et al. 2023; {} points, {} with repeated data)\n  R_D* = {:.4}{}  R_N* = {:.4}{}  objective {:.6}  R^2 {:.4}\n  base law fixed: E={:.4} A={:.4} B={:.4} alpha={:.4} beta={:.4}, from {}",
+            f.n_points,
+            f.n_repeated,
+            f.r_d_star,
+            ci(f.r_d_star_ci),
+            f.r_n_star,
+            ci(f.r_n_star_ci),
+            f.objective,
+            f.r2,
+            f.base.e,
+            f.base.a,
+            f.base.b,
+            f.base.alpha,
+            f.base.beta,
+            r.data_constrained_base.as_deref().unwrap_or("?")
+        );
+        if f.local_minima.len() > 1 {
+            let others: Vec<String> = f.local_minima[1..]
+                .iter()
+                .map(|m| format!("R_D*={:.3} R_N*={:.3} (objective {:.6})", m[0], m[1], m[2]))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  other local minima (the objective is flat and multi-modal): {}",
+                others.join("; ")
+            );
+        }
     }
     s
 }

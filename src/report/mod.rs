@@ -34,6 +34,8 @@ pub struct ReportData {
     pub fit: Option<FitReport>,
     /// Why there is no fit, when there is none.
     pub fit_error: Option<String>,
+    /// n-gram baselines (`baselines.parquet`), when the sweep has them.
+    pub baselines: Vec<crate::ngram::BaselineRow>,
 }
 
 impl ReportData {
@@ -95,6 +97,7 @@ impl ReportData {
             floor,
             fit,
             fit_error,
+            baselines: crate::store::read_baselines(dir).unwrap_or_default(),
         })
     }
 
@@ -111,6 +114,7 @@ impl ReportData {
             floor: None,
             fit,
             fit_error,
+            baselines: Vec::new(),
         }
     }
 }
@@ -260,6 +264,33 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
                 c.best_grad_norm,
                 bs.map(|b| format!("; {} bootstrap resamples (seed {})", b.resamples, b.seed)).unwrap_or_default()
             )));
+            if let Some(dc) = &f.data_constrained {
+                b.push(H(2, "Data-constrained law (Muennighoff et al. 2023)".into()));
+                let ci2 = |c: Option<[f64; 2]>| {
+                    c.map(|c| format!("[{}, {}]", num(c[0]), num(c[1])))
+                        .unwrap_or_else(|| "–".into())
+                };
+                b.push(Table(
+                    vec!["parameter".into(), "estimate".into(), "95% bootstrap CI".into()],
+                    vec![
+                        vec!["R_D* (repeated data)".into(), num(dc.r_d_star), ci2(dc.r_d_star_ci)],
+                        vec!["R_N* (excess parameters)".into(), num(dc.r_n_star), ci2(dc.r_n_star_ci)],
+                    ],
+                ));
+                b.push(P(format!(
+                    "{} points, {} with repeated data; objective {:.6}, R² {:.4}; base law held fixed (E = {}, A = {}, B = {}, α = {}, β = {}) from {}.",
+                    dc.n_points,
+                    dc.n_repeated,
+                    dc.objective,
+                    dc.r2,
+                    num(dc.base.e),
+                    num(dc.base.a),
+                    num(dc.base.b),
+                    num(dc.base.alpha),
+                    num(dc.base.beta),
+                    f.data_constrained_base.as_deref().unwrap_or("?")
+                )));
+            }
             if let Some(fl) = d.floor {
                 b.push(P(format!(
                     "Built-in corpus: the exact loss floor of the eval set is {:.4} nats/token ({:.4} bits/byte); the fitted irreducible loss is E = {} (95% CI {}).",
@@ -456,6 +487,8 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
                 "C",
                 "eval loss",
                 "bits/token",
+                "bits/byte",
+                "epochs",
                 "tokens/s",
                 "status",
             ]
@@ -472,12 +505,59 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
                         format!("{:.3e}", r.flops),
                         num(r.eval_loss),
                         num(r.eval_bits_per_token),
+                        num(r.eval_bits_per_byte),
+                        format!("{:.2}", r.epochs),
                         format!("{:.0}", r.tokens_per_s),
                         r.status.clone(),
                     ]
                 })
                 .collect(),
         ));
+    }
+    // n-gram baselines.
+    if !d.baselines.is_empty() {
+        b.push(H(2, "n-gram baselines (interpolated Kneser-Ney)".into()));
+        b.push(P("Trained on the first D training tokens the runs saw and scored on the same eval windows (each window predicts its tokens from the tokens before them in the window). Bits per byte compare across tokenizers.".into()));
+        b.push(Table(
+            ["n", "D (tokens)", "eval loss (nats/token)", "bits/byte", "n-grams"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            d.baselines
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.order.to_string(),
+                        format!("{:.3e}", r.train_tokens as f64),
+                        num(r.eval_loss),
+                        num(r.eval_bits_per_byte),
+                        r.n_grams.to_string(),
+                    ]
+                })
+                .collect(),
+        ));
+        if let Some(best) = d
+            .baselines
+            .iter()
+            .min_by(|a, b| a.eval_loss.total_cmp(&b.eval_loss))
+        {
+            let best_run = d
+                .runs
+                .iter()
+                .filter(|r| r.status == "ok")
+                .map(|r| r.eval_loss)
+                .fold(f64::INFINITY, f64::min);
+            if best_run.is_finite() {
+                b.push(P(format!(
+                    "Best n-gram: {}-gram on {:.3e} tokens, {} nats/token; best neural run: {} nats/token ({}).",
+                    best.order,
+                    best.train_tokens as f64,
+                    num(best.eval_loss),
+                    num(best_run),
+                    if best_run < best.eval_loss { "the Transformer wins" } else { "the n-gram wins" }
+                )));
+            }
+        }
     }
     // Figures.
     b.push(H(2, "Figures".into()));

@@ -652,8 +652,18 @@ fn loss_vs_var<DB: DrawingBackend>(
     let pts = &d.points;
     let x = |p: &crate::fit::Point| if by_n { p.n } else { p.d };
     let other = |p: &crate::fit::Point| if by_n { p.d } else { p.n };
-    let xr = log_range(pts.iter().map(x));
-    let yr = lin_range(pts.iter().map(|p| p.loss));
+    // Loss vs D also shows the n-gram baselines (those within 1.5x of the worst run).
+    let worst = pts.iter().map(|p| p.loss).fold(0.0, f64::max);
+    let base: Vec<&crate::ngram::BaselineRow> = if by_n {
+        Vec::new()
+    } else {
+        d.baselines
+            .iter()
+            .filter(|b| b.eval_loss <= 1.5 * worst)
+            .collect()
+    };
+    let xr = log_range(pts.iter().map(x).chain(base.iter().map(|b| b.train_tokens as f64)));
+    let yr = lin_range(pts.iter().map(|p| p.loss).chain(base.iter().map(|b| b.eval_loss)));
     let (xdesc, odesc) = if by_n {
         ("parameters N", "D (tokens)")
     } else {
@@ -710,6 +720,29 @@ fn loss_vs_var<DB: DrawingBackend>(
                     });
             }
         }
+    }
+    let mut orders: Vec<usize> = base.iter().map(|b| b.order).collect();
+    orders.sort();
+    orders.dedup();
+    for (k, n) in orders.iter().enumerate() {
+        let mut line: Vec<(f64, f64)> = base
+            .iter()
+            .filter(|b| b.order == *n)
+            .map(|b| (b.train_tokens as f64, b.eval_loss))
+            .collect();
+        line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let shade = 0.25 + 0.6 * k as f64 / orders.len().max(1) as f64;
+        let col = RGBColor(
+            (255.0 * (1.0 - shade)) as u8,
+            (255.0 * (1.0 - shade)) as u8,
+            (255.0 * (1.0 - shade)) as u8,
+        );
+        c.draw_series(DashedLineSeries::new(line.clone(), 6, 4, col.stroke_width(2)))
+            .map_err(pe)?
+            .label(format!("{n}-gram Kneser-Ney baseline"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+        c.draw_series(line.into_iter().map(|p| Cross::new(p, 4, col.stroke_width(2))))
+            .map_err(pe)?;
     }
     legend(&mut c)?;
     color_note(area, odesc, lo, hi)
