@@ -843,13 +843,19 @@ fn bpe_corpus(
 ) -> anyhow::Result<Corpus> {
     let text = String::from_utf8(bytes).expect("checked UTF-8");
     let hash = fnv1a(text.as_bytes());
-    let tag = format!("bpe{vocab}-s{split_seed}-f{eval_fraction}");
+    // No dots in the tag: it is part of file names.
+    let tag = format!(
+        "bpe{vocab}-s{split_seed}-f{}ppm",
+        (eval_fraction * 1e6).round() as u64
+    );
     let dir = files[0]
         .parent()
         .unwrap_or(Path::new("."))
         .join(".scalelab-cache");
-    let base = dir.join(format!("{hash:016x}-{tag}"));
-    let (tok_path, json_path) = (base.with_extension("tokens"), base.with_extension("tokenizer.json"));
+    let (tok_path, json_path) = (
+        dir.join(format!("{hash:016x}-{tag}.tokens")),
+        dir.join(format!("{hash:016x}-{tag}.tokenizer.json")),
+    );
     let cached = std::fs::read_to_string(&json_path)
         .ok()
         .and_then(|j| Some((crate::tokenize::Bpe::from_json(&j).ok()?, j)))

@@ -183,8 +183,18 @@ pub fn baselines(
 ) -> Vec<BaselineRow> {
     let mut out = Vec::new();
     for &d in sizes {
-        let mut tokens = Vec::with_capacity(d as usize);
-        corpus.train.reader().read(0, d as usize, &mut tokens);
+        // Read as the runs do: windows of context + 1 tokens at multiples of context (an
+        // in-memory stream wraps around per window, so D beyond the unique tokens repeats them).
+        let (ctx, d) = (corpus.context, d as usize);
+        let mut tokens = Vec::with_capacity(d + ctx + 1);
+        let mut reader = corpus.train.reader();
+        let mut window = Vec::with_capacity(ctx + 1);
+        for pos in (0..d).step_by(ctx) {
+            window.clear();
+            reader.read(pos, ctx + 1, &mut window);
+            tokens.extend_from_slice(&window[..ctx.min(d - pos)]);
+        }
+        let d = d as u64;
         for &n in orders {
             let t0 = std::time::Instant::now();
             let m = KneserNey::train(&tokens, n, corpus.vocab_size);

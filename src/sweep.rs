@@ -608,16 +608,21 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     })
 }
 
-/// Training sizes for the n-gram baselines: the spec's list, or the sweep's distinct D values
-/// up to `max_tokens` (plus `max_tokens` itself when a run is larger).
+/// Training sizes for the n-gram baselines: the spec's list, or the sweep's distinct D values,
+/// each capped at `max_tokens` and at the corpus's unique training tokens.
 pub fn baseline_sizes(p: &Prepared) -> Vec<u64> {
     let b = &p.spec.baselines;
-    let cap = b.max_tokens as u64;
+    // An n-gram model trained on repeated copies only distorts its counts: sizes stop at the
+    // unique training tokens.
+    let cap = (b.max_tokens as u64).min(p.corpus.unique_train_tokens.unwrap_or(u64::MAX));
     let mut v: Vec<u64> = if b.tokens.is_empty() {
-        p.plan.runs.iter().map(|r| r.tokens.min(cap)).collect()
+        p.plan.runs.iter().map(|r| r.tokens).collect()
     } else {
         b.tokens.iter().map(|&d| d as u64).collect()
     };
+    for d in v.iter_mut() {
+        *d = (*d).min(cap);
+    }
     v.sort();
     v.dedup();
     v
