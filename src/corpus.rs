@@ -674,10 +674,22 @@ pub fn load(
                         context,
                         n_windows,
                         *split_seed,
-                        format!("{} text file(s), {} bytes, byte-level", files.len(), bytes.len()),
+                        format!(
+                            "{} text file(s), {} bytes, byte-level",
+                            files.len(),
+                            bytes.len()
+                        ),
                     )
                 }
-                Some(v) => bpe_corpus(files, bytes, *v, *split_seed, eval_fraction, context, n_windows),
+                Some(v) => bpe_corpus(
+                    files,
+                    bytes,
+                    *v,
+                    *split_seed,
+                    eval_fraction,
+                    context,
+                    n_windows,
+                ),
             }
         }
         CorpusSource::Tokens {
@@ -782,7 +794,11 @@ fn read_text_files(files: &[PathBuf]) -> anyhow::Result<Vec<u8>> {
         bail_user!(
             "corpus.text: the corpus is empty ({} file(s), no text in {})",
             files.len(),
-            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(bytes)
@@ -867,7 +883,9 @@ fn bpe_corpus(
             let n = text.len();
             let want = ((n as f64 * eval_fraction) as usize).max(1);
             let snap = |mut i: usize| {
-                while i < n && (!text.is_char_boundary(i) || (i > 0 && text.as_bytes()[i - 1] != b'\n')) {
+                while i < n
+                    && (!text.is_char_boundary(i) || (i > 0 && text.as_bytes()[i - 1] != b'\n'))
+                {
                     i += 1;
                 }
                 i

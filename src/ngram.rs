@@ -147,7 +147,9 @@ impl KneserNey {
             .into_par_iter()
             .map(|i| {
                 let win = &eval[i * w..(i + 1) * w];
-                (1..w).map(|t| -self.prob(&win[..t], win[t]).ln()).sum::<f64>()
+                (1..w)
+                    .map(|t| -self.prob(&win[..t], win[t]).ln())
+                    .sum::<f64>()
             })
             .sum();
         total / (n * context).max(1) as f64
@@ -270,7 +272,9 @@ mod tests {
         let stream = zipf_stream(60_000, v, 2);
         let (train, eval) = stream.split_at(50_000);
         let ctx = 16;
-        let loss = |d: usize, n: usize| KneserNey::train(&train[..d], n, v as usize).eval_windows(eval, ctx);
+        let loss = |d: usize, n: usize| {
+            KneserNey::train(&train[..d], n, v as usize).eval_windows(eval, ctx)
+        };
         let uniform = (v as f64).ln();
         let (l1, l2) = (loss(50_000, 1), loss(50_000, 2));
         assert!(l1 < uniform, "unigram {l1} vs uniform {uniform}");

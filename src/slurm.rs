@@ -8,7 +8,7 @@
 //! Slurm does the scheduling, requeueing and accounting; scalelab schedules nothing itself.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::bail_user;
@@ -323,16 +323,10 @@ fn slurm_states(dir: &Path) -> (HashMap<String, String>, Vec<String>) {
 pub fn status(p: &Prepared) -> anyhow::Result<String> {
     use std::fmt::Write;
     let loaded = store::load(&p.out_dir)?;
-    let merged_ids: std::collections::HashSet<String> =
-        store::read_metadata(&p.out_dir.join(store::RUNS_FILE))
-            .ok()
-            .map(|_| {
-                crate::store::merged_run_ids(&p.out_dir)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect()
-            })
-            .unwrap_or_default();
+    let merged_ids: std::collections::HashSet<String> = store::merged_run_ids(&p.out_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let (slurm, notes) = slurm_states(&p.out_dir);
     let ckpt_dir = p.out_dir.join("checkpoints");
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
@@ -447,11 +441,6 @@ pub fn collect(dir: &Path) -> anyhow::Result<String> {
         msg += &format!("warning: skipped unreadable file {u}\n");
     }
     Ok(msg)
-}
-
-/// The results folder a task list belongs to (for messages).
-pub fn results_dir_of(tasks: &Path) -> Option<PathBuf> {
-    tasks.parent()?.parent().map(Path::to_path_buf)
 }
 
 #[cfg(test)]

@@ -496,7 +496,11 @@ pub fn read_baselines(dir: &Path) -> anyhow::Result<Vec<crate::ngram::BaselineRo
         return Ok(Vec::new());
     }
     let df = read_frame(&path)?;
-    let (order, d, ng) = (ints(&df, "order")?, ints(&df, "train_tokens")?, ints(&df, "n_grams")?);
+    let (order, d, ng) = (
+        ints(&df, "order")?,
+        ints(&df, "train_tokens")?,
+        ints(&df, "n_grams")?,
+    );
     let (l, bt, bb, sec) = (
         floats(&df, "eval_loss")?,
         floats(&df, "eval_bits_per_token")?,

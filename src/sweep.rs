@@ -380,6 +380,8 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         eprintln!("scalelab: warning: unreadable result file {u}; its run will be retrained");
     }
     let units = units(&p.plan, &store);
+    let meta = store.metadata.clone();
+    let store_branch = |r: &RunPlan, o: &RunOutcome| branch_file(p, r, o, peak, &meta);
     let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
     let skipped = p.plan.runs.len() - pending_runs;
     for d in &p.plan.dropped {
@@ -459,6 +461,7 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
             let units = &units;
             let device = devices[k % devices.len()];
             let ckpt = &ckpt;
+            let store_branch = &store_branch;
             let tag = if devices.len() > 1 {
                 format!("{} ", device.short_name())
             } else {
@@ -517,8 +520,9 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                         ));
                     };
                     let outcomes = match pool.as_ref().and_then(|p| p.as_ref()) {
-                        Some(pool) => pool.install(|| train_unit(p, u, device, ckpt, &mut on_step)),
-                        None => train_unit(p, u, device, ckpt, &mut on_step),
+                        Some(pool) => pool
+                            .install(|| train_unit(p, u, device, ckpt, &mut on_step, store_branch)),
+                        None => train_unit(p, u, device, ckpt, &mut on_step, store_branch),
                     };
                     if tx
                         .send((i, t_unit.elapsed().as_secs_f64(), outcomes))
@@ -665,6 +669,23 @@ fn measured_peak(device: DeviceChoice) -> f64 {
     >(&dev, 0.3))
 }
 
+/// A run's record, with its MFU against the device's matmul peak.
+fn record_mfu(p: &Prepared, r: &RunPlan, o: &RunOutcome, peak: f64) -> RunRecord {
+    let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
+    let mfu = (peak > 0.0 && o.tokens_per_s.is_finite())
+        .then(|| o.tokens_per_s * full_flops_per_token / peak);
+    record(p, r, o, mfu)
+}
+
+/// Store a finished cooldown branch's own result files at once, so a crash later in its
+/// group does not lose it.
+fn branch_file(p: &Prepared, r: &RunPlan, o: &RunOutcome, peak: f64, meta: &[(String, String)]) {
+    let rec = record_mfu(p, r, o, peak);
+    if let Err(e) = crate::store::write_run_file(&p.out_dir, &rec, &o.curve, meta) {
+        eprintln!("scalelab: could not store branch {}: {e}", r.id);
+    }
+}
+
 /// Result rows (record and curve) for a trained unit; a stable parent's row has status
 /// `stable`.
 fn unit_records(
@@ -677,10 +698,7 @@ fn unit_records(
         .iter()
         .map(|(r, outcome)| {
             let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
-            let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
-            let mfu = (peak > 0.0 && outcome.tokens_per_s.is_finite())
-                .then(|| outcome.tokens_per_s * full_flops_per_token / peak);
-            let mut rec = record(p, r, outcome, mfu);
+            let mut rec = record_mfu(p, r, outcome, peak);
             if is_parent && rec.status == "ok" {
                 rec.status = "stable".into();
             }
@@ -777,7 +795,9 @@ pub fn run_one(p: &Prepared, task: &TaskRef, opts: &RunOptions) -> anyhow::Resul
             );
         }
     };
-    let outcomes = train_unit(p, u, p.device, &ckpt, &mut on_step);
+    let outcomes = train_unit(p, u, p.device, &ckpt, &mut on_step, &|r, o| {
+        branch_file(p, r, o, peak, &store.metadata)
+    });
     let rows = unit_records(p, u, &outcomes, peak);
     for (rec, curve) in &rows {
         crate::store::write_run_file(&p.out_dir, rec, curve, &store.metadata)?;
@@ -877,7 +897,8 @@ impl Unit<'_> {
     }
 }
 
-/// Pending work, smallest first. A branch group is retrained whole when any branch is missing.
+/// Pending work, smallest first. A branch group holds only its unfinished branches (its
+/// stable phase is retrained up to them, or resumed from its checkpoint).
 fn units<'a>(plan: &'a Plan, store: &ResultsStore) -> Vec<Unit<'a>> {
     let mut out = Vec::new();
     for r in plan
@@ -894,9 +915,9 @@ fn units<'a>(plan: &'a Plan, store: &ResultsStore) -> Vec<Unit<'a>> {
         let branches: Vec<&RunPlan> = plan
             .runs
             .iter()
-            .filter(|r| r.parent.as_deref() == Some(&parent.id))
+            .filter(|r| r.parent.as_deref() == Some(&parent.id) && !store.is_done(&r.id))
             .collect();
-        if branches.iter().any(|b| !store.is_done(&b.id)) {
+        if !branches.is_empty() {
             out.push(Unit {
                 parent: Some(parent),
                 members: branches,
@@ -914,6 +935,7 @@ fn train_unit<'a>(
     device: DeviceChoice,
     ckpt: &train::Checkpointing,
     on_step: &mut dyn FnMut(train::StepInfo),
+    on_branch: &(dyn Fn(&RunPlan, &RunOutcome) + Sync),
 ) -> Vec<(&'a RunPlan, RunOutcome)> {
     match u.parent {
         None => {
@@ -931,7 +953,13 @@ fn train_unit<'a>(
             let t0 = Instant::now();
             let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 crate::with_backend!(device, |B, dev| train::train_branched::<B>(
-                    parent, &u.members, &p.corpus, &dev, on_step
+                    parent,
+                    &u.members,
+                    &p.corpus,
+                    &dev,
+                    Some(ckpt),
+                    on_step,
+                    &mut |i, o| on_branch(u.members[i], o)
                 ))
             }));
             match res {

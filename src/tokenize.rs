@@ -142,7 +142,12 @@ mod tests {
         assert!(bpe.vocab_size() > 256 && bpe.vocab_size() <= 400);
         let ids = bpe.encode(&text).unwrap();
         assert_eq!(bpe.decode(&ids).unwrap(), text, "round trip");
-        assert!(ids.len() * 2 < text.len(), "BPE compresses: {} ids for {} bytes", ids.len(), text.len());
+        assert!(
+            ids.len() * 2 < text.len(),
+            "BPE compresses: {} ids for {} bytes",
+            ids.len(),
+            text.len()
+        );
         // Byte lengths add up to the text's length.
         let lens = bpe.byte_lengths();
         let total: u64 = ids.iter().map(|&i| lens[i as usize] as u64).sum();

@@ -354,102 +354,168 @@ pub fn train_run_with<B: AutodiffBackend>(
     on_step: &mut dyn FnMut(StepInfo),
 ) -> RunOutcome {
     let start = Instant::now();
-    let (mut model, mut optim) = init::<B>(run, corpus, device, fused_attention);
-    let path = ckpt.map(|c| c.path(&run.id));
-    let mut prior = CheckpointMeta {
-        run_id: run.id.clone(),
+    let (model, optim) = init::<B>(run, corpus, device, fused_attention);
+    let (model, mut optim, mut prior) = resume(
+        ckpt,
+        &run.id,
+        run.steps.saturating_sub(1),
+        model,
+        optim,
+        device,
+    );
+    let from = prior.step;
+    let (_, mut seg) = run_steps(
+        model,
+        &mut optim,
+        run,
+        from,
+        run.steps,
+        corpus,
+        device,
+        on_step,
+        &mut |m, o, seg| save_point(ckpt, &run.id, m, o, seg, &prior, start),
+    );
+    let mut curve = std::mem::take(&mut prior.curve);
+    curve.append(&mut seg.curve);
+    seg.curve = curve;
+    finish_checkpoint(ckpt, &run.id);
+    outcome(seg, run, from, prior.wall_s + start.elapsed().as_secs_f64())
+}
+
+/// A fresh start: step 0, nothing logged.
+fn fresh(id: &str) -> CheckpointMeta {
+    CheckpointMeta {
+        run_id: id.to_string(),
         step: 0,
         train_time: 0.0,
         wall_s: 0.0,
         last_loss: f64::NAN,
         curve: Vec::new(),
-    };
-    if let Some(p) = path.as_ref().filter(|p| p.exists()) {
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            load_checkpoint(p, model.clone(), optim.clone(), device)
-        }));
-        match loaded {
-            Ok(Ok((m, o, meta))) if meta.run_id == run.id && meta.step < run.steps => {
-                eprintln!(
-                    "scalelab: run {} resumes from its checkpoint at step {}/{}",
-                    run.id, meta.step, run.steps
-                );
-                (model, optim, prior) = (m, o, meta);
-            }
-            Ok(Err(e)) => eprintln!(
-                "scalelab: ignoring unreadable checkpoint {} ({e}); run {} starts afresh",
-                p.display(),
-                run.id
-            ),
-            _ => eprintln!(
-                "scalelab: ignoring checkpoint {} (does not match run {}); it starts afresh",
-                p.display(),
-                run.id
-            ),
-        }
     }
-    let every = ckpt.map_or(0, |c| c.every);
-    let mut save = |m: &Gpt<B>, o: &_, seg: &Segment| {
-        let (Some(p), true) = (path.as_ref(), every > 0 && seg.steps_done % every == 0) else {
-            return;
-        };
-        let mut curve = prior.curve.clone();
-        curve.extend_from_slice(&seg.curve);
-        let meta = CheckpointMeta {
-            run_id: run.id.clone(),
-            step: seg.steps_done,
-            train_time: prior.train_time + seg.train_time,
-            wall_s: prior.wall_s + start.elapsed().as_secs_f64(),
-            last_loss: seg.last_loss,
-            curve,
-        };
-        if let Err(e) = save_checkpoint(p, m, o, &meta) {
-            eprintln!("scalelab: could not write checkpoint {}: {e}", p.display());
-        }
-        crate::store::failpoint("checkpoint-saved");
+}
+
+/// Load `<id>.ckpt` into a freshly built model and optimizer when it exists, is readable, is
+/// this run's and is at step ≤ `max_step`; otherwise keep the fresh ones (saying why).
+fn resume<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+    ckpt: Option<&Checkpointing>,
+    id: &str,
+    max_step: usize,
+    model: Gpt<B>,
+    optim: O,
+    device: &B::Device,
+) -> (Gpt<B>, O, CheckpointMeta) {
+    let Some(p) = ckpt.map(|c| c.path(id)).filter(|p| p.exists()) else {
+        return (model, optim, fresh(id));
     };
-    let from = prior.step;
-    let (_, mut seg) = run_steps(
-        model, &mut optim, run, from, run.steps, corpus, device, on_step, &mut save,
-    );
-    let mut curve = std::mem::take(&mut prior.curve);
-    curve.append(&mut seg.curve);
-    seg.curve = curve;
-    if let (Some(p), Some(c)) = (&path, ckpt) {
-        if !c.keep {
-            let _ = std::fs::remove_file(p);
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        load_checkpoint(&p, model.clone(), optim.clone(), device)
+    }));
+    match loaded {
+        Ok(Ok((m, o, meta))) if meta.run_id == id && meta.step <= max_step => {
+            eprintln!(
+                "scalelab: run {id} resumes from its checkpoint at step {}",
+                meta.step
+            );
+            return (m, o, meta);
         }
+        Ok(Err(e)) => eprintln!(
+            "scalelab: ignoring unreadable checkpoint {} ({e}); run {id} starts afresh",
+            p.display()
+        ),
+        _ => eprintln!(
+            "scalelab: ignoring checkpoint {} (not usable for run {id}); it starts afresh",
+            p.display()
+        ),
     }
-    outcome(seg, run, from, prior.wall_s + start.elapsed().as_secs_f64())
+    (model, optim, fresh(id))
+}
+
+/// Save a checkpoint when `seg` has just reached a multiple of the interval. `before` is
+/// the state the segment started from (earlier steps' curve and time).
+fn save_point<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+    ckpt: Option<&Checkpointing>,
+    id: &str,
+    m: &Gpt<B>,
+    o: &O,
+    seg: &Segment,
+    before: &CheckpointMeta,
+    start: Instant,
+) {
+    let Some(c) = ckpt.filter(|c| c.every > 0 && seg.steps_done % c.every == 0) else {
+        return;
+    };
+    let mut curve = before.curve.clone();
+    curve.extend_from_slice(&seg.curve);
+    let meta = CheckpointMeta {
+        run_id: id.to_string(),
+        step: seg.steps_done,
+        train_time: before.train_time + seg.train_time,
+        wall_s: before.wall_s + start.elapsed().as_secs_f64(),
+        last_loss: seg.last_loss,
+        curve,
+    };
+    let p = c.path(id);
+    if let Err(e) = save_checkpoint(&p, m, o, &meta) {
+        eprintln!("scalelab: could not write checkpoint {}: {e}", p.display());
+    }
+    crate::store::failpoint("checkpoint-saved");
+}
+
+/// A finished run's checkpoint is deleted unless it is to be kept.
+fn finish_checkpoint(ckpt: Option<&Checkpointing>, id: &str) {
+    if let Some(c) = ckpt.filter(|c| !c.keep) {
+        let _ = std::fs::remove_file(c.path(id));
+    }
 }
 
 /// Train a stable-phase parent and its cooldown branches (WSD). The parent trains once; at
 /// each branch's `branch_step` the model and optimizer state are cloned and the branch cools
 /// down to its own length. Returns the parent's outcome (its stable phase) and one outcome
-/// per branch, in the order given. A branch's wall time and tokens/s cover its cooldown only.
+/// per branch, in the order given; `on_branch(i, outcome)` is called as soon as branch `i`
+/// ends, so the caller can store it at once. A branch's wall time and tokens/s cover its
+/// cooldown only. With checkpoints, the stable phase is checkpointed under the parent's id
+/// and resumes from there when its step is not past the first branch point given (pass only
+/// the branches still to train).
+#[allow(clippy::too_many_arguments)]
 pub fn train_branched<B: AutodiffBackend>(
     parent: &RunPlan,
     branches: &[&RunPlan],
     corpus: &Corpus,
     device: &B::Device,
+    ckpt: Option<&Checkpointing>,
     on_step: &mut dyn FnMut(StepInfo),
+    on_branch: &mut dyn FnMut(usize, &RunOutcome),
 ) -> (RunOutcome, Vec<RunOutcome>) {
     let start = Instant::now();
-    let (mut model, mut optim) = init::<B>(parent, corpus, device, true);
+    let (model, optim) = init::<B>(parent, corpus, device, true);
+    let first = branches
+        .iter()
+        .map(|b| b.branch_step.min(parent.steps))
+        .min()
+        .unwrap_or(0);
+    let (mut model, mut optim, prior) = resume(ckpt, &parent.id, first, model, optim, device);
     let mut order: Vec<usize> = (0..branches.len()).collect();
     order.sort_by_key(|&i| branches[i].branch_step);
     let mut outs: Vec<Option<RunOutcome>> = vec![None; branches.len()];
     let mut stable = Segment {
         status: Status::Ok,
-        last_loss: f64::NAN,
-        steps_done: 0,
-        train_time: 0.0,
-        curve: Vec::new(),
+        last_loss: prior.last_loss,
+        steps_done: prior.step,
+        train_time: prior.train_time,
+        curve: prior.curve.clone(),
     };
     for &i in &order {
         let b = branches[i];
         let to = b.branch_step.min(parent.steps);
         if stable.status == Status::Ok && stable.steps_done < to {
+            let before = CheckpointMeta {
+                run_id: parent.id.clone(),
+                step: stable.steps_done,
+                train_time: stable.train_time,
+                wall_s: prior.wall_s,
+                last_loss: stable.last_loss,
+                curve: stable.curve.clone(),
+            };
             let (m, seg) = run_steps(
                 model,
                 &mut optim,
@@ -459,7 +525,7 @@ pub fn train_branched<B: AutodiffBackend>(
                 corpus,
                 device,
                 on_step,
-                &mut |_, _, _| {},
+                &mut |m, o, seg| save_point(ckpt, &parent.id, m, o, seg, &before, start),
             );
             model = m;
             stable.status = seg.status;
@@ -493,9 +559,16 @@ pub fn train_branched<B: AutodiffBackend>(
             };
             outcome(seg, b, to, 0.0)
         };
+        on_branch(i, &out);
         outs[i] = Some(out);
     }
-    let parent_out = outcome(stable, parent, 0, start.elapsed().as_secs_f64());
+    finish_checkpoint(ckpt, &parent.id);
+    let parent_out = outcome(
+        stable,
+        parent,
+        0,
+        prior.wall_s + start.elapsed().as_secs_f64(),
+    );
     (parent_out, outs.into_iter().map(|o| o.unwrap()).collect())
 }
 

@@ -1249,7 +1249,7 @@ fn checkpoint_resume_matches_an_uninterrupted_run() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("resumes from its checkpoint at step 20/"),
+        stderr(&o).contains("resumes from its checkpoint at step 20"),
         "{}",
         stderr(&o)
     );
@@ -1600,8 +1600,8 @@ fn slurm_job_array_submit_status_collect() {
 fn wordy_text(words: usize, seed: u64) -> String {
     let vocab = [
         "the", "and", "of", "to", "a", "in", "that", "is", "my", "thou", "with", "not", "his",
-        "be", "your", "lord", "king", "love", "shall", "will", "what", "sweet", "night",
-        "honour", "crown", "heaven", "speak", "madam", "sword", "father",
+        "be", "your", "lord", "king", "love", "shall", "will", "what", "sweet", "night", "honour",
+        "crown", "heaven", "speak", "madam", "sword", "father",
     ];
     let mut rng = scalelab::corpus::Rng::new(seed);
     let mut s = String::new();
@@ -1669,7 +1669,10 @@ fn bpe_corpus_cache_baselines_and_repeated_epochs() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = dir.join("out");
     // tokenizer.json is saved with the results and round-trips text.
-    let bpe = scalelab::tokenize::Bpe::from_json(&std::fs::read_to_string(out.join("tokenizer.json")).unwrap()).unwrap();
+    let bpe = scalelab::tokenize::Bpe::from_json(
+        &std::fs::read_to_string(out.join("tokenizer.json")).unwrap(),
+    )
+    .unwrap();
     let sample = "the king shall speak, my lord\n";
     assert_eq!(bpe.decode(&bpe.encode(sample).unwrap()).unwrap(), sample);
     let runs = scalelab::store::read_runs(&out).unwrap();
@@ -1678,7 +1681,10 @@ fn bpe_corpus_cache_baselines_and_repeated_epochs() {
         assert_eq!(r.status, "ok");
         assert_eq!(r.vocab_size as usize, bpe.vocab_size());
         // Embedding (tied head) counted in the total N.
-        assert_eq!(r.n_params_total - r.n_params, r.vocab_size * r.d_model + r.context * r.d_model);
+        assert_eq!(
+            r.n_params_total - r.n_params,
+            r.vocab_size * r.d_model + r.context * r.d_model
+        );
         // A BPE token covers several bytes: bits/byte < bits/token.
         let ratio = r.eval_bits_per_token / r.eval_bits_per_byte;
         assert!(ratio > 1.5 && ratio < 8.0, "bytes per token {ratio}");
@@ -1691,21 +1697,46 @@ fn bpe_corpus_cache_baselines_and_repeated_epochs() {
     // n-gram baselines: every (order, D), finite, bigram beats unigram.
     let base = scalelab::store::read_baselines(&out).unwrap();
     assert_eq!(base.len(), 3 * 2, "{base:?}");
-    let at = |n: usize, d: u64| base.iter().find(|b| b.order == n && b.train_tokens == d).unwrap().eval_loss;
+    let at = |n: usize, d: u64| {
+        base.iter()
+            .find(|b| b.order == n && b.train_tokens == d)
+            .unwrap()
+            .eval_loss
+    };
     // Sizes are the runs' D capped at the unique tokens (repeated copies would only distort
     // the counts): the small run's D, and 20k.
     let mut sizes: Vec<u64> = base.iter().map(|b| b.train_tokens).collect();
     sizes.sort();
     sizes.dedup();
     assert_eq!(sizes, vec![small.tokens as u64, 20_000]);
-    assert!(at(2, 20_000) < at(1, 20_000) - 0.1, "bigram {} unigram {}", at(2, 20_000), at(1, 20_000));
-    assert!(at(3, 20_000) < at(3, sizes[0]), "more data helps the trigram");
-    assert!(base.iter().all(|b| b.eval_loss.is_finite() && b.eval_loss < (bpe.vocab_size() as f64).ln()));
+    assert!(
+        at(2, 20_000) < at(1, 20_000) - 0.1,
+        "bigram {} unigram {}",
+        at(2, 20_000),
+        at(1, 20_000)
+    );
+    assert!(
+        at(3, 20_000) < at(3, sizes[0]),
+        "more data helps the trigram"
+    );
+    assert!(base
+        .iter()
+        .all(|b| b.eval_loss.is_finite() && b.eval_loss < (bpe.vocab_size() as f64).ln()));
     // The report draws them and lists them.
-    let o = scalelab(&["report", out.to_str().unwrap(), "--bootstrap", "0", "--holdout", "none"]);
+    let o = scalelab(&[
+        "report",
+        out.to_str().unwrap(),
+        "--bootstrap",
+        "0",
+        "--holdout",
+        "none",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(md.contains("n-gram baselines") && md.contains("bits/byte"), "{md}");
+    assert!(
+        md.contains("n-gram baselines") && md.contains("bits/byte"),
+        "{md}"
+    );
     check_pngs(&out, &["loss_vs_d"]);
 
     // Corpus errors: empty, smaller than one context, eval split too small.
@@ -1714,12 +1745,25 @@ fn bpe_corpus_cache_baselines_and_repeated_epochs() {
     for (corpus, needles) in [
         ("  text: empty.txt\n", &["empty.txt", "empty"][..]),
         ("  text: tiny.txt\n", &["too few", "model.context"][..]),
-        ("  text: corpus\n  tokenizer: bpe\n  eval_fraction: 0.001\n  eval_tokens: 4096\n", &["eval_fraction", "too few"][..]),
-        ("  text: nosuch/*.txt\n", &["corpus.text", "no file matches"][..]),
-        ("  builtin: {seed: 1, topics: 2}\n  tokenizer: bpe\n", &["corpus.tokenizer"][..]),
+        (
+            "  text: corpus\n  tokenizer: bpe\n  eval_fraction: 0.001\n  eval_tokens: 4096\n",
+            &["eval_fraction", "too few"][..],
+        ),
+        (
+            "  text: nosuch/*.txt\n",
+            &["corpus.text", "no file matches"][..],
+        ),
+        (
+            "  builtin: {seed: 1, topics: 2}\n  tokenizer: bpe\n",
+            &["corpus.tokenizer"][..],
+        ),
     ] {
         let p = dir.join("e.yaml");
-        std::fs::write(&p, BASE.replace("name: t\n", &format!("name: t\ncorpus:\n{corpus}"))).unwrap();
+        std::fs::write(
+            &p,
+            BASE.replace("name: t\n", &format!("name: t\ncorpus:\n{corpus}")),
+        )
+        .unwrap();
         assert_user_error(&run_in(&dir, &["run", "e.yaml", "--out", "eout"]), needles);
     }
 }
@@ -1754,8 +1798,22 @@ fn data_constrained_fit_reproduces_muennighoff_on_their_182_runs() {
         7.3049974f64.exp()
     );
     let o = scalelab(&[
-        "fit", "--input", csv.to_str().unwrap(), "--n-col", "num_params", "--d-col", "token_num",
-        "--epochs-col", "epochs", "--loss-col", "openLM_loss", "--base", &base, "--bootstrap", "0", "--json",
+        "fit",
+        "--input",
+        csv.to_str().unwrap(),
+        "--n-col",
+        "num_params",
+        "--d-col",
+        "token_num",
+        "--epochs-col",
+        "epochs",
+        "--loss-col",
+        "openLM_loss",
+        "--base",
+        &base,
+        "--bootstrap",
+        "0",
+        "--json",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -1768,13 +1826,107 @@ fn data_constrained_fit_reproduces_muennighoff_on_their_182_runs() {
         .iter()
         .find(|m| (m[0].as_f64().unwrap() - 15.388).abs() < 0.1)
         .unwrap_or_else(|| panic!("the published minimum is not among {minima:?}"));
-    assert!((paper[1].as_f64().unwrap() - 5.31).abs() < 0.05, "{paper:?}");
-    assert!((paper[2].as_f64().unwrap() - 0.0158259).abs() < 2e-6, "{paper:?}");
+    assert!(
+        (paper[1].as_f64().unwrap() - 5.31).abs() < 0.05,
+        "{paper:?}"
+    );
+    assert!(
+        (paper[2].as_f64().unwrap() - 0.0158259).abs() < 2e-6,
+        "{paper:?}"
+    );
     // ... and the best point found is at least as good.
     assert!(dc["objective"].as_f64().unwrap() <= paper[2].as_f64().unwrap() + 1e-12);
     // Bad input: --data-constrained without unique tokens; a malformed --base.
-    let o = scalelab(&["fit", "--input", csv.to_str().unwrap(), "--n-col", "num_params", "--d-col", "token_num", "--loss-col", "openLM_loss", "--data-constrained"]);
+    let o = scalelab(&[
+        "fit",
+        "--input",
+        csv.to_str().unwrap(),
+        "--n-col",
+        "num_params",
+        "--d-col",
+        "token_num",
+        "--loss-col",
+        "openLM_loss",
+        "--data-constrained",
+    ]);
     assert_user_error(&o, &["--unique-col", "--epochs-col"]);
-    let o = scalelab(&["fit", "--input", csv.to_str().unwrap(), "--n-col", "num_params", "--d-col", "token_num", "--epochs-col", "epochs", "--loss-col", "openLM_loss", "--base", "1,2,3"]);
+    let o = scalelab(&[
+        "fit",
+        "--input",
+        csv.to_str().unwrap(),
+        "--n-col",
+        "num_params",
+        "--d-col",
+        "token_num",
+        "--epochs-col",
+        "epochs",
+        "--loss-col",
+        "openLM_loss",
+        "--base",
+        "1,2,3",
+    ]);
     assert_user_error(&o, &["--base", "five"]);
+}
+
+#[test]
+fn killed_branch_group_keeps_finished_branches_and_resumes_its_stable_phase() {
+    let dir = tmp("wsd-kill");
+    let spec = dir.join("b.yaml");
+    // Branch points at steps 20, 40 and 80 of the stable run; a checkpoint every 30 steps.
+    std::fs::write(
+        &spec,
+        WSD.replace("BRANCHES", "  branches: true") + "checkpoint:\n  every: 30\n",
+    )
+    .unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let o = scalelab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Killed at the stable phase's first checkpoint (step 30): the first branch is stored.
+    let o = run_with_failpoint(&spec, &b, "checkpoint-saved", &[]);
+    assert_eq!(o.status.code(), None, "killed by a signal");
+    let before = scalelab::store::read_runs(&b).unwrap();
+    assert_eq!(
+        before.len(),
+        1,
+        "the branch that finished before the kill is kept"
+    );
+    let o = scalelab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+        "--no-report",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 already finished"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resumes from its checkpoint at step 30"),
+        "{}",
+        stderr(&o)
+    );
+    let (ra, rb) = (
+        scalelab::store::read_runs(&a).unwrap(),
+        scalelab::store::read_runs(&b).unwrap(),
+    );
+    assert_eq!((ra.len(), rb.len()), (4, 4), "3 branches + the stable row");
+    for r in &ra {
+        let s = rb.iter().find(|x| x.run_id == r.run_id).unwrap();
+        assert_eq!(r.status, s.status);
+        if r.status == "ok" {
+            assert!(
+                (r.eval_loss - s.eval_loss).abs() < 1e-4,
+                "{}: {} vs {}",
+                r.run_id,
+                r.eval_loss,
+                s.eval_loss
+            );
+        }
+    }
+    assert_eq!(std::fs::read_dir(b.join("checkpoints")).unwrap().count(), 0);
 }

@@ -101,7 +101,13 @@ struct Obj<'a> {
 }
 
 impl Obj<'_> {
-    fn predict_ln(&self, p: &Prepared, r_n_star: f64, r_d_star: f64, w: &mut [f64; 3]) -> (f64, f64, f64) {
+    fn predict_ln(
+        &self,
+        p: &Prepared,
+        r_n_star: f64,
+        r_d_star: f64,
+        w: &mut [f64; 3],
+    ) -> (f64, f64, f64) {
         let (n_eff, dn) = effective(p.u_n, p.r_n, r_n_star);
         let (d_eff, dd) = effective(p.u_d, p.r_d, r_d_star);
         let b = &self.base;
@@ -297,7 +303,12 @@ mod tests {
             for &ep in &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 200.0] {
                 for &mult in &[0.3, 1.0, 3.0, 10.0, 30.0] {
                     let n = optimal_n_for_data(&base, u_d) * mult;
-                    let mut p = RepeatPoint { n, d: u_d * ep, u_d, loss: 0.0 };
+                    let mut p = RepeatPoint {
+                        n,
+                        d: u_d * ep,
+                        u_d,
+                        loss: 0.0,
+                    };
                     p.loss = predict(&truth, &p) * (1.0 + 0.002 * rng.normal());
                     pts.push(p);
                 }

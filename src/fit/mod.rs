@@ -810,7 +810,12 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     // Runs that repeated their data follow the data-constrained law, not the base law: the
     // base fit uses single-epoch points only, the data-constrained fit every point.
     let repeated = |q: &Point| q.unique.is_some_and(|u| q.d > u * (1.0 + 1e-9));
-    let original_repeated: Vec<Point> = data.points.iter().filter(|q| repeated(q)).cloned().collect();
+    let original_repeated: Vec<Point> = data
+        .points
+        .iter()
+        .filter(|q| repeated(q))
+        .cloned()
+        .collect();
     let n_repeated = original_repeated.len();
     if opts.data_constrained && data.points.iter().all(|q| q.unique.is_none()) {
         bail_user!(
@@ -820,7 +825,12 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     let single;
     let data = if n_repeated > 0 {
         single = Dataset {
-            points: data.points.iter().filter(|q| !repeated(q)).cloned().collect(),
+            points: data
+                .points
+                .iter()
+                .filter(|q| !repeated(q))
+                .cloned()
+                .collect(),
             ..data.clone()
         };
         &single
@@ -937,7 +947,10 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         let from = if opts.base.is_some() {
             "given (--base)".to_string()
         } else {
-            format!("the Approach-3 fit above, on the {} single-epoch points", pts.len())
+            format!(
+                "the Approach-3 fit above, on the {} single-epoch points",
+                pts.len()
+            )
         };
         (Some(f), Some(from))
     } else {

@@ -265,16 +265,31 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
                 bs.map(|b| format!("; {} bootstrap resamples (seed {})", b.resamples, b.seed)).unwrap_or_default()
             )));
             if let Some(dc) = &f.data_constrained {
-                b.push(H(2, "Data-constrained law (Muennighoff et al. 2023)".into()));
+                b.push(H(
+                    2,
+                    "Data-constrained law (Muennighoff et al. 2023)".into(),
+                ));
                 let ci2 = |c: Option<[f64; 2]>| {
                     c.map(|c| format!("[{}, {}]", num(c[0]), num(c[1])))
                         .unwrap_or_else(|| "–".into())
                 };
                 b.push(Table(
-                    vec!["parameter".into(), "estimate".into(), "95% bootstrap CI".into()],
                     vec![
-                        vec!["R_D* (repeated data)".into(), num(dc.r_d_star), ci2(dc.r_d_star_ci)],
-                        vec!["R_N* (excess parameters)".into(), num(dc.r_n_star), ci2(dc.r_n_star_ci)],
+                        "parameter".into(),
+                        "estimate".into(),
+                        "95% bootstrap CI".into(),
+                    ],
+                    vec![
+                        vec![
+                            "R_D* (repeated data)".into(),
+                            num(dc.r_d_star),
+                            ci2(dc.r_d_star_ci),
+                        ],
+                        vec![
+                            "R_N* (excess parameters)".into(),
+                            num(dc.r_n_star),
+                            ci2(dc.r_n_star_ci),
+                        ],
                     ],
                 ));
                 b.push(P(format!(
@@ -519,10 +534,16 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
         b.push(H(2, "n-gram baselines (interpolated Kneser-Ney)".into()));
         b.push(P("Trained on the first D training tokens the runs saw and scored on the same eval windows (each window predicts its tokens from the tokens before them in the window). Bits per byte compare across tokenizers.".into()));
         b.push(Table(
-            ["n", "D (tokens)", "eval loss (nats/token)", "bits/byte", "n-grams"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            [
+                "n",
+                "D (tokens)",
+                "eval loss (nats/token)",
+                "bits/byte",
+                "n-grams",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             d.baselines
                 .iter()
                 .map(|r| {

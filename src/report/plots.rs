@@ -662,8 +662,16 @@ fn loss_vs_var<DB: DrawingBackend>(
             .filter(|b| b.eval_loss <= 1.5 * worst)
             .collect()
     };
-    let xr = log_range(pts.iter().map(x).chain(base.iter().map(|b| b.train_tokens as f64)));
-    let yr = lin_range(pts.iter().map(|p| p.loss).chain(base.iter().map(|b| b.eval_loss)));
+    let xr = log_range(
+        pts.iter()
+            .map(x)
+            .chain(base.iter().map(|b| b.train_tokens as f64)),
+    );
+    let yr = lin_range(
+        pts.iter()
+            .map(|p| p.loss)
+            .chain(base.iter().map(|b| b.eval_loss)),
+    );
     let (xdesc, odesc) = if by_n {
         ("parameters N", "D (tokens)")
     } else {
@@ -737,12 +745,20 @@ fn loss_vs_var<DB: DrawingBackend>(
             (255.0 * (1.0 - shade)) as u8,
             (255.0 * (1.0 - shade)) as u8,
         );
-        c.draw_series(DashedLineSeries::new(line.clone(), 6, 4, col.stroke_width(2)))
-            .map_err(pe)?
-            .label(format!("{n}-gram Kneser-Ney baseline"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
-        c.draw_series(line.into_iter().map(|p| Cross::new(p, 4, col.stroke_width(2))))
-            .map_err(pe)?;
+        c.draw_series(DashedLineSeries::new(
+            line.clone(),
+            6,
+            4,
+            col.stroke_width(2),
+        ))
+        .map_err(pe)?
+        .label(format!("{n}-gram Kneser-Ney baseline"))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+        c.draw_series(
+            line.into_iter()
+                .map(|p| Cross::new(p, 4, col.stroke_width(2))),
+        )
+        .map_err(pe)?;
     }
     legend(&mut c)?;
     color_note(area, odesc, lo, hi)
