@@ -19,6 +19,11 @@ use scalelab::{bench, report, sweep};
 ///   scalelab fit results/quick/          # Chinchilla + Kaplan + IsoFLOP fits, fits.json
 ///   scalelab report results/quick/       # plots (PNG, SVG), report.md, report.html
 ///
+/// On a Slurm cluster:
+///   scalelab submit sweeps/x.yaml --partition gpu --gpus-per-task 1 --time 04:00:00
+///   scalelab status results/x/           # per run: done / running / queued / pending / failed
+///   scalelab collect results/x/          # merge the per-run files into runs.parquet
+///
 /// Exit codes: 0 success, 2 bad input (spec, flags, data files), 1 anything else.
 #[derive(Parser)]
 #[command(name = "scalelab", version, about, long_about, verbatim_doc_comment)]
@@ -32,8 +37,9 @@ enum Command {
     /// Train every run of a sweep that is not finished yet, writing runs.parquet and
     /// curves.parquet to the output folder (default results/<name>/). Running the same
     /// command again skips finished runs, so an interrupted sweep resumes where it stopped
-    /// (a run that was cut off mid-way is retrained from scratch). With no SWEEP, runs the
-    /// built-in quick sweep (identical to sweeps/quick.yaml).
+    /// (a run that was cut off mid-way resumes from its last checkpoint). Also writes n-gram
+    /// baselines (baselines.parquet), then fits and reports. With no SWEEP, runs the built-in
+    /// quick sweep (identical to sweeps/quick.yaml).
     Run {
         /// Sweep spec (YAML). Default: the embedded quick sweep.
         sweep: Option<PathBuf>,

@@ -287,8 +287,22 @@ fn draw<DB: DrawingBackend>(
     }
 }
 
+/// A label on a log axis: only at mantissas 1, 2, 3 and 5, so the ticks near the top of a
+/// decade (6e5, 7e5, 8e5, 9e5) do not run into each other.
+fn sci_log(v: f64) -> String {
+    let m = v.abs() / 10f64.powi(v.abs().log10().floor() as i32);
+    if [1.0, 2.0, 3.0, 5.0, 10.0].iter().any(|k| (m - k).abs() < 0.02 * k) {
+        sci(v)
+    } else {
+        String::new()
+    }
+}
+
 macro_rules! chart {
-    ($area:expr, $x:expr, $y:expr, $xdesc:expr, $ydesc:expr) => {{
+    ($area:expr, $x:expr, $y:expr, $xdesc:expr, $ydesc:expr) => {
+        chart!($area, $x, $y, $xdesc, $ydesc, sci_log)
+    };
+    ($area:expr, $x:expr, $y:expr, $xdesc:expr, $ydesc:expr, $xfmt:expr) => {{
         let mut c = ChartBuilder::on($area)
             .margin(12)
             .margin_right(170)
@@ -299,7 +313,7 @@ macro_rules! chart {
         c.configure_mesh()
             .x_desc($xdesc)
             .y_desc($ydesc)
-            .x_label_formatter(&|v| sci(*v))
+            .x_label_formatter(&|v| $xfmt(*v))
             .y_label_formatter(&|v| sci(*v))
             .label_style((FONT, 13))
             .axis_desc_style((FONT, 15))
@@ -779,7 +793,8 @@ fn residuals<DB: DrawingBackend>(
         r.clone(),
         r.clone(),
         "observed loss (nats/token)",
-        "predicted loss, Approach 3"
+        "predicted loss, Approach 3",
+        sci
     );
     c.draw_series(LineSeries::new(
         vec![(r.start, r.start), (r.end, r.end)],
