@@ -1797,18 +1797,25 @@ fn data_constrained_fit_reproduces_muennighoff_on_their_182_runs() {
         6.255414f64.exp(),
         7.3049974f64.exp()
     );
-    let o = scalelab(&[
-        "fit",
-        "--input",
-        csv.to_str().unwrap(),
-        "--n-col",
-        "num_params",
-        "--d-col",
-        "token_num",
+    // `fit` on the table with the datablations column names, plus `extra` flags.
+    let fit = |extra: &[&str]| {
+        let mut args = vec![
+            "fit",
+            "--input",
+            csv.to_str().unwrap(),
+            "--n-col",
+            "num_params",
+            "--d-col",
+            "token_num",
+            "--loss-col",
+            "openLM_loss",
+        ];
+        args.extend_from_slice(extra);
+        scalelab(&args)
+    };
+    let o = fit(&[
         "--epochs-col",
         "epochs",
-        "--loss-col",
-        "openLM_loss",
         "--base",
         &base,
         "--bootstrap",
@@ -1837,34 +1844,11 @@ fn data_constrained_fit_reproduces_muennighoff_on_their_182_runs() {
     // ... and the best point found is at least as good.
     assert!(dc["objective"].as_f64().unwrap() <= paper[2].as_f64().unwrap() + 1e-12);
     // Bad input: --data-constrained without unique tokens; a malformed --base.
-    let o = scalelab(&[
-        "fit",
-        "--input",
-        csv.to_str().unwrap(),
-        "--n-col",
-        "num_params",
-        "--d-col",
-        "token_num",
-        "--loss-col",
-        "openLM_loss",
-        "--data-constrained",
-    ]);
-    assert_user_error(&o, &["--unique-col", "--epochs-col"]);
-    let o = scalelab(&[
-        "fit",
-        "--input",
-        csv.to_str().unwrap(),
-        "--n-col",
-        "num_params",
-        "--d-col",
-        "token_num",
-        "--epochs-col",
-        "epochs",
-        "--loss-col",
-        "openLM_loss",
-        "--base",
-        "1,2,3",
-    ]);
+    assert_user_error(
+        &fit(&["--data-constrained"]),
+        &["--unique-col", "--epochs-col"],
+    );
+    let o = fit(&["--epochs-col", "epochs", "--base", "1,2,3"]);
     assert_user_error(&o, &["--base", "five"]);
 }
 

@@ -181,6 +181,13 @@ fn ci(v: Option<[f64; 2]>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+fn estimate_header() -> Vec<String> {
+    ["parameter", "estimate", "95% bootstrap CI"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
 fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block> {
     use Block::*;
     let mut b = vec![H(1, d.title.clone())];
@@ -236,11 +243,7 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
             let bs = f.bootstrap.as_ref();
             b.push(H(2, "Approach 3: L(N, D) = E + A/N^α + B/D^β".into()));
             b.push(Table(
-                vec![
-                    "parameter".into(),
-                    "estimate".into(),
-                    "95% bootstrap CI".into(),
-                ],
+                estimate_header(),
                 vec![
                     vec!["E".into(), num(f.e), ci(bs.map(|b| b.e))],
                     vec!["A".into(), num(f.a), ci(bs.map(|b| b.a_coef))],
@@ -269,26 +272,18 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
                     2,
                     "Data-constrained law (Muennighoff et al. 2023)".into(),
                 ));
-                let ci2 = |c: Option<[f64; 2]>| {
-                    c.map(|c| format!("[{}, {}]", num(c[0]), num(c[1])))
-                        .unwrap_or_else(|| "–".into())
-                };
                 b.push(Table(
-                    vec![
-                        "parameter".into(),
-                        "estimate".into(),
-                        "95% bootstrap CI".into(),
-                    ],
+                    estimate_header(),
                     vec![
                         vec![
                             "R_D* (repeated data)".into(),
                             num(dc.r_d_star),
-                            ci2(dc.r_d_star_ci),
+                            ci(dc.r_d_star_ci),
                         ],
                         vec![
                             "R_N* (excess parameters)".into(),
                             num(dc.r_n_star),
-                            ci2(dc.r_n_star_ci),
+                            ci(dc.r_n_star_ci),
                         ],
                     ],
                 ));

@@ -291,7 +291,10 @@ fn draw<DB: DrawingBackend>(
 /// decade (6e5, 7e5, 8e5, 9e5) do not run into each other.
 fn sci_log(v: f64) -> String {
     let m = v.abs() / 10f64.powi(v.abs().log10().floor() as i32);
-    if [1.0, 2.0, 3.0, 5.0, 10.0].iter().any(|k| (m - k).abs() < 0.02 * k) {
+    if [1.0, 2.0, 3.0, 5.0, 10.0]
+        .iter()
+        .any(|k| (m - k).abs() < 0.02 * k)
+    {
         sci(v)
     } else {
         String::new()
