@@ -126,7 +126,13 @@ PartitionName=debug Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
-[ "$(id -u)" = 0 ] || fail "must run as root"
+if [ "$(id -u)" != 0 ]; then
+  # Not root: re-run through passwordless sudo when there is one.
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    exec sudo -n SLURM_LOCAL_WAIT_S="$WAIT_S" bash "$0" "$@"
+  fi
+  fail "must run as root (or with passwordless sudo): it installs packages and starts daemons"
+fi
 
 new_conf=$(mktemp)
 trap 'rm -f "$new_conf"' EXIT
