@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(again.encode(&text).unwrap(), ids);
         // Training is deterministic: the same text gives the same tokenizer (array tasks and
         // machines that re-tokenize agree with the run ids, which hash the text, not the ids).
-        assert_eq!(Bpe::train(&text, 400).unwrap().to_json().unwrap(), bpe.to_json().unwrap());
+        assert_eq!(
+            Bpe::train(&text, 400).unwrap().to_json().unwrap(),
+            bpe.to_json().unwrap()
+        );
         // Text never seen in training still encodes and decodes.
         let novel = "Zebra quartz jumps 42 ∑ times\n";
         assert_eq!(bpe.decode(&bpe.encode(novel).unwrap()).unwrap(), novel);

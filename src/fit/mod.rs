@@ -944,6 +944,33 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         let base = opts.base.unwrap_or(p);
         let mut f = constrained::fit_constrained(&rp, base, opts.delta)?;
         constrained::bootstrap_constrained(&rp, &mut f, opts.bootstrap.min(200), opts.seed);
+        for (name, v, ci, what) in [
+            (
+                "R_D*",
+                f.r_d_star,
+                f.r_d_star_ci,
+                "repeated data is worth as much as new data",
+            ),
+            (
+                "R_N*",
+                f.r_n_star,
+                f.r_n_star_ci,
+                "parameters beyond N_opt(U_D) lose nothing",
+            ),
+        ] {
+            if v > 1e3 {
+                warnings.push(format!(
+                    "{name} = {} runs off to infinity ({what}): these points do not determine it",
+                    num(v)
+                ));
+            } else if let Some([lo, hi]) = ci.filter(|c| c[1] > 10.0 * c[0].max(1e-9)) {
+                warnings.push(format!(
+                    "the bootstrap interval of {name} spans {} to {}: it is poorly determined",
+                    num(lo),
+                    num(hi)
+                ));
+            }
+        }
         let from = if opts.base.is_some() {
             "given (--base)".to_string()
         } else {
