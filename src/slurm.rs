@@ -150,7 +150,7 @@ pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
     if s.max_parallel == Some(0) {
         bail_user!("--max-parallel must be at least 1");
     }
-    let ids = sweep::pending_unit_ids(p)?;
+    let (ids, pending_runs) = sweep::pending_unit_ids(p)?;
     if ids.is_empty() {
         return Ok(format!(
             "nothing to submit: all {} runs of {} are finished (see `scalelab status {}`)\n",
@@ -223,7 +223,7 @@ pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
         "submitted job array {job}: {} tasks ({} of {} runs pending) from {}\n\
          follow it with `scalelab status {}`; merge the results with `scalelab collect {}`\n",
         ids.len(),
-        p.plan.runs.len() - sweep::finished_count(p)?,
+        pending_runs,
         p.plan.runs.len(),
         script_path.display(),
         p.out_dir.display(),

@@ -66,27 +66,11 @@ pub fn prepare(
     let ctx = spec.model.context;
     let eval_tokens = spec.corpus.eval_tokens as usize;
     let source = corpus_source(&spec, &src);
-    let (corpus, plan) = match &source {
-        CorpusSource::Builtin { seed, topics } => {
-            // The plan needs only the corpus identity.
-            let mut fp = corpus::fnv1a(format!("builtin-v1:{seed}:{topics}").as_bytes());
-            let mut corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
-            if let Some(u) = spec.corpus.train_tokens {
-                corpus.cap_unique_tokens(u as usize, ctx)?;
-                fp = corpus.fingerprint;
-            }
-            let plan = plan::build(&spec, &src.label, 256, fp)?;
-            (corpus, plan)
-        }
-        _ => {
-            let mut corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
-            if let Some(u) = spec.corpus.train_tokens {
-                corpus.cap_unique_tokens(u as usize, ctx)?;
-            }
-            let plan = plan::build(&spec, &src.label, corpus.vocab_size, corpus.fingerprint)?;
-            (corpus, plan)
-        }
-    };
+    let mut corpus = corpus::load(&source, ctx, eval_tokens, spec.corpus.eval_fraction)?;
+    if let Some(u) = spec.corpus.train_tokens {
+        corpus.cap_unique_tokens(u as usize, ctx)?;
+    }
+    let plan = plan::build(&spec, &src.label, corpus.vocab_size, corpus.fingerprint)?;
     let out_dir = out.unwrap_or_else(|| spec.out_dir());
     let spec_hash = format!("{:016x}", corpus::fnv1a(src.text.as_bytes()));
     Ok(Prepared {
@@ -554,10 +538,9 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
                 .map(|t| t / workers as f64);
             sweep_bar.set_message(eta_text(left));
             let rows = unit_records(p, u, &outcomes, peak);
-            for (r, outcome) in &outcomes {
+            for ((r, outcome), (rec, _)) in outcomes.iter().zip(&rows) {
                 let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
                 if !is_parent {
-                    let rec = &rows.iter().find(|x| x.0.run_id == r.id).unwrap().0;
                     trained += 1;
                     if outcome.status == Status::Failed {
                         failed += 1;
@@ -708,24 +691,13 @@ fn unit_records(
 }
 
 /// Lead ids of the pending units, longest first (the order a job array runs them).
-pub fn pending_unit_ids(p: &Prepared) -> anyhow::Result<Vec<String>> {
+/// Also returns how many planned runs those units train.
+pub fn pending_unit_ids(p: &Prepared) -> anyhow::Result<(Vec<String>, usize)> {
     let store = ResultsStore::open(&p.out_dir, Vec::new())?;
     let mut u = units(&p.plan, &store);
     u.sort_by(|a, b| b.flops().total_cmp(&a.flops()));
-    Ok(u.iter().map(|u| u.lead_id().to_string()).collect())
-}
-
-/// Planned runs that are finished (ok or diverged).
-pub fn finished_count(p: &Prepared) -> anyhow::Result<usize> {
-    let runs = crate::store::read_runs(&p.out_dir)?;
-    Ok(p.plan
-        .runs
-        .iter()
-        .filter(|r| {
-            runs.iter()
-                .any(|x| x.run_id == r.id && x.status != "failed")
-        })
-        .count())
+    let runs = u.iter().map(|u| u.members.len()).sum();
+    Ok((u.iter().map(|u| u.lead_id().to_string()).collect(), runs))
 }
 
 /// Which unit of work `scalelab run-one` trains.

@@ -28,13 +28,32 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// The binary, run from the repository root in plain-output mode.
+fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args).current_dir(repo()).env("CI", "1");
+    c
+}
+
 fn scalelab(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(repo())
-        .env("CI", "1")
-        .output()
-        .expect("run scalelab")
+    command(args).output().expect("run scalelab")
+}
+
+/// `run SPEC --out OUT --no-report` plus `extra`.
+fn run_args<'a>(spec: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-report",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn run_spec(spec: &Path, out: &Path, extra: &[&str]) -> Output {
+    scalelab(&run_args(spec, out, extra))
 }
 
 fn stderr(o: &Output) -> String {
@@ -820,26 +839,14 @@ fn wsd_cooldown_branches_match_separate_runs() {
         plan.contains("cooldown branches: 1 stable-phase runs feed 3 branches"),
         "{plan}"
     );
-    let o = scalelab(&[
-        "run",
-        branched.to_str().unwrap(),
-        "--out",
-        ob.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&branched, &ob, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("separate runs would cost"),
         "{}",
         stderr(&o)
     );
-    let o = scalelab(&[
-        "run",
-        separate.to_str().unwrap(),
-        "--out",
-        os.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&separate, &os, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rb = scalelab::store::read_runs(&ob).unwrap();
     let rs = scalelab::store::read_runs(&os).unwrap();
@@ -874,13 +881,7 @@ fn wsd_cooldown_branches_match_separate_runs() {
         spent / separate_cost
     );
     // Resume: nothing left to train.
-    let o = scalelab(&[
-        "run",
-        branched.to_str().unwrap(),
-        "--out",
-        ob.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&branched, &ob, &[]);
     assert!(
         stderr(&o).contains("0 trained, 3 skipped"),
         "{}",
@@ -899,13 +900,7 @@ fn lr_sweep_selects_best_and_fit_uses_chosen_n() {
     )
     .unwrap();
     let out = dir.join("out");
-    let o = scalelab(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&spec, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let runs = scalelab::store::read_runs(&out).unwrap();
     assert_eq!(runs.len(), 2);
@@ -1052,13 +1047,7 @@ fn kill_9_mid_sweep_then_rerun_resumes() {
         before.len()
     );
     // The same command again trains only what is missing; every run ends up there once.
-    let o = scalelab(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&spec, &out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&format!("{} already finished", before.len())),
@@ -1180,18 +1169,7 @@ fn plan_of_a_gpu_sized_sweep_needs_no_data_in_memory() {
 const CKPT_SPEC: &str = "name: ck\ncorpus:\n  builtin: {seed: 2, topics: 2}\n  eval_tokens: 512\nmodel:\n  context: 32\n  shapes:\n    - {d_model: 32, n_layer: 2, n_head: 2}\ndata:\n  tokens: [20000, 40000]\ntraining:\n  batch_size: 8\ncheckpoint:\n  every: 20\n";
 
 fn run_with_failpoint(spec: &Path, out: &Path, failpoint: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-report",
-    ];
-    args.extend_from_slice(extra);
-    Command::new(BIN)
-        .args(&args)
-        .current_dir(repo())
-        .env("CI", "1")
+    command(&run_args(spec, out, extra))
         .env("SCALELAB_FAILPOINT", failpoint)
         .output()
         .unwrap()
@@ -1223,13 +1201,7 @@ fn checkpoint_resume_matches_an_uninterrupted_run() {
     let spec = dir.join("ck.yaml");
     std::fs::write(&spec, CKPT_SPEC).unwrap();
     let (a, b) = (dir.join("a"), dir.join("b"));
-    let o = scalelab(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        a.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&spec, &a, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     // SIGKILL right after the first checkpoint of the first run (step 20 of 78).
     let o = run_with_failpoint(&spec, &b, "checkpoint-saved", &[]);
@@ -1240,13 +1212,7 @@ fn checkpoint_resume_matches_an_uninterrupted_run() {
     let st_out = String::from_utf8_lossy(&st.stdout);
     assert!(st_out.contains("resumes from step 20/"), "{st_out}");
     // Same command again: resumes at step 20, and the result is the uninterrupted one.
-    let o = scalelab(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        b.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&spec, &b, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("resumes from its checkpoint at step 20"),
@@ -1280,16 +1246,7 @@ fn checkpoint_resume_matches_an_uninterrupted_run() {
     assert_eq!(std::fs::read_dir(b.join("checkpoints")).unwrap().count(), 0);
     // ... unless asked to keep them.
     let c = dir.join("c");
-    let o = scalelab(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        c.to_str().unwrap(),
-        "--no-report",
-        "--keep-checkpoints",
-        "--max-runs",
-        "1",
-    ]);
+    let o = run_spec(&spec, &c, &["--keep-checkpoints", "--max-runs", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_dir(c.join("checkpoints")).unwrap().count(), 1);
 }
@@ -1318,13 +1275,7 @@ fn sigkill_at_every_write_point_loses_nothing() {
         // ... every file on disk is still readable ...
         scalelab::store::read_runs(&out).unwrap_or_else(|e| panic!("{fp}: {e}"));
         // ... and the same command again finishes the sweep: each run once.
-        let o = scalelab(&[
-            "run",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--no-report",
-        ]);
+        let o = run_spec(&spec, &out, &[]);
         assert!(o.status.success(), "{fp}: {}", stderr(&o));
         assert_complete(&out, 2);
         for sub in ["", "runs", "curves"] {
@@ -1350,7 +1301,8 @@ fn concurrent_tasks_and_a_changed_spec_lose_nothing() {
     assert!(o.status.success(), "{}", stderr(&o));
     let src = scalelab::spec::SpecSource::from_file(&repo().join("sweeps/micro.yaml")).unwrap();
     let p = scalelab::sweep::prepare(src, Some(out.clone()), None).unwrap();
-    let ids = scalelab::sweep::pending_unit_ids(&p).unwrap();
+    let (ids, pending_runs) = scalelab::sweep::pending_unit_ids(&p).unwrap();
+    assert_eq!(pending_runs, 4);
     assert_eq!(ids.len(), 4);
     // Four tasks plus a duplicate of the first, all at once (as array tasks finishing at the
     // same moment, and a requeued task racing its predecessor).
@@ -1426,29 +1378,14 @@ fn concurrent_tasks_and_a_changed_spec_lose_nothing() {
         ),
     )
     .unwrap();
-    let o = scalelab(&[
-        "run",
-        commented.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&commented, &out, &[]);
     assert!(
         stderr(&o).contains("0 trained, 4 skipped"),
         "{}",
         stderr(&o)
     );
     // --update-spec continues the folder: the changed LR means 4 new runs.
-    let o = scalelab(&[
-        "run",
-        changed.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--no-report",
-        "--update-spec",
-        "--max-runs",
-        "1",
-    ]);
+    let o = run_spec(&changed, &out, &["--update-spec", "--max-runs", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 5);
 
@@ -1863,13 +1800,7 @@ fn killed_branch_group_keeps_finished_branches_and_resumes_its_stable_phase() {
     )
     .unwrap();
     let (a, b) = (dir.join("a"), dir.join("b"));
-    let o = scalelab(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        a.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&spec, &a, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Killed at the stable phase's first checkpoint (step 30): the first branch is stored.
     let o = run_with_failpoint(&spec, &b, "checkpoint-saved", &[]);
@@ -1880,13 +1811,7 @@ fn killed_branch_group_keeps_finished_branches_and_resumes_its_stable_phase() {
         1,
         "the branch that finished before the kill is kept"
     );
-    let o = scalelab(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        b.to_str().unwrap(),
-        "--no-report",
-    ]);
+    let o = run_spec(&spec, &b, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("1 already finished"), "{}", stderr(&o));
     assert!(
