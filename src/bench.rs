@@ -13,6 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use crate::corpus::{self, CorpusSource};
+use crate::device::DeviceChoice;
 use crate::plan::{RunPlan, Shape};
 use crate::spec::Schedule;
 
@@ -107,43 +108,19 @@ pub fn bench_shape<B: AutodiffBackend>(
         0.05,
     )
     .expect("built-in corpus");
-    let mut run = RunPlan {
-        id: format!("bench-{}", s.name),
-        shape: s.shape,
-        context: s.context,
-        vocab_size: 256,
-        batch_size: s.batch,
-        steps: 3,
-        tokens: 0,
-        n_params: s.shape.non_embedding_params(),
-        n_params_total: s.shape.total_params(256, s.context),
-        flops: 0.0,
-        budget: None,
-        seed: 0,
-        lr: 1e-3,
-        warmup_steps: 1,
-        schedule: Schedule::Constant,
-        min_lr_ratio: 1.0,
-        beta1: 0.9,
-        beta2: 0.95,
-        weight_decay: 0.1,
-        grad_clip: 1.0,
-        eval_interval: usize::MAX,
-        cooldown_fraction: 0.2,
-        cooldown_shape: crate::spec::CooldownShape::Linear,
-        lr_multiplier: 1.0,
-        point_id: String::new(),
-        parent: None,
-        branch_step: 0,
-        flops_spent: 0.0,
-    };
+    let mut run = RunPlan::new(s.shape, 256, s.context, s.batch, 3);
+    run.id = format!("bench-{}", s.name);
+    run.data.eval_interval = usize::MAX;
+    run.optim.lr = 1e-3;
+    run.schedule.kind = Schedule::Constant;
+    run.schedule.warmup_steps = 1;
     // Calibrate the step count from a short run, then time a run of ~`seconds`.
     let train = |run: &RunPlan| {
         crate::train::train_run_with::<B>(run, &corpus, device, fused_attention, None, &mut |_| {})
     };
     let warm = train(&run);
     let per_step = warm.wall_s / 3.0;
-    run.steps = ((seconds / per_step.max(1e-6)) as usize).clamp(5, 2000);
+    run.data.steps = ((seconds / per_step.max(1e-6)) as usize).clamp(5, 2000);
     let out = train(&run);
     let fpt = s.shape.flops_per_token_full(256, s.context);
     BenchResult {
@@ -154,7 +131,7 @@ pub fn bench_shape<B: AutodiffBackend>(
         context: s.context,
         batch: s.batch,
         n_params: s.shape.non_embedding_params(),
-        steps: run.steps,
+        steps: run.data.steps,
         tokens_per_s: out.tokens_per_s,
         flops_per_token: fpt,
         achieved_flops: out.tokens_per_s * fpt,
@@ -212,4 +189,76 @@ pub fn table(results: &[BenchResult]) -> String {
         );
     }
     s
+}
+
+/// `--attention`: the attention implementation `bench` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attention {
+    // burn's attention op, what training uses.
+    Fused,
+    // matmul, mask, softmax, matmul.
+    Explicit,
+    // Both: a before/after table.
+    Both,
+}
+
+impl Attention {
+    /// The implementations to time, in table order (`true`: fused).
+    fn modes(self) -> Vec<bool> {
+        match self {
+            Attention::Both => vec![false, true],
+            Attention::Explicit => vec![false],
+            Attention::Fused => vec![true],
+        }
+    }
+}
+
+/// `scalelab bench`: time the named shapes (`a`, `b`, `c`) on a device, then print a table
+/// (or JSON).
+pub fn run_cli(
+    device: DeviceChoice,
+    names: &[String],
+    seconds: f64,
+    attention: Attention,
+    json: bool,
+) -> anyhow::Result<()> {
+    device.ensure_usable()?;
+    if let Some(s) = names.iter().find(|s| !shapes().iter().any(|b| b.name == *s)) {
+        crate::bail_user!("--shapes: unknown shape {s:?}; use a, b and/or c");
+    }
+    let results: Vec<BenchResult> = crate::with_backend!(device, |B, dev| {
+        bench_all::<B>(&dev, &device.backend_name(), names, seconds, attention, !json)
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("{}", table(&results));
+    }
+    Ok(())
+}
+
+/// Every named shape in every attention mode, after measuring the matmul peak; a line per
+/// result on stderr when `verbose`.
+fn bench_all<B: AutodiffBackend>(
+    dev: &B::Device,
+    backend: &str,
+    names: &[String],
+    seconds: f64,
+    attention: Attention,
+    verbose: bool,
+) -> Vec<BenchResult> {
+    let peak = matmul_peak::<B::InnerBackend>(dev, 2.0);
+    let modes = attention.modes();
+    shapes()
+        .iter()
+        .filter(|b| names.iter().any(|s| s == b.name))
+        .flat_map(|b| modes.iter().map(move |&m| (b, m)))
+        .map(|(b, fused)| {
+            let r = bench_shape::<B>(b, dev, seconds, peak, backend, fused);
+            if verbose {
+                eprintln!("scalelab: shape {}: {:.0} tokens/s", r.shape, r.tokens_per_s);
+            }
+            r
+        })
+        .collect()
 }

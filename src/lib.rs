@@ -1,21 +1,32 @@
 //! scalelab: scaling-law experiments on language models.
 //!
 //! Data flows one way, one module per stage:
-//! [`spec`] (the YAML sweep) → [`plan`] (concrete runs) → [`sweep`] (the local executor; [`slurm`] the cluster one) →
-//! [`train`] (one run, on [`model`], over a [`corpus`]) → [`store`] (Parquet) →
-//! [`fit`] (power laws) → [`report`] (plots and documents). [`device`] picks the burn backend; [`bench`] measures
-//! throughput; [`table`] reads CSV/Parquet inputs for the fitter; [`error`] separates bad
-//! input (exit code 2) from internal failures.
+//! [`spec`] (the YAML sweep) → [`plan`] (concrete runs, their nested settings and ids) →
+//! [`sweep`] (the local executor; [`slurm`] the cluster one) → [`train`] (one run, on
+//! [`model`], over a [`corpus`]) → [`store`] (Parquet files of [`record`] rows) →
+//! [`results`] (a results folder, loaded once for readers) → [`fit`] (power laws, pure
+//! functions over points) → [`report`] (plots and documents).
+//!
+//! Beside the pipeline: [`device`] picks the burn backend; [`bench`] measures throughput;
+//! [`ngram`] trains the Kneser-Ney baselines; [`tokenize`] is the BPE tokenizer; [`table`]
+//! reads CSV/Parquet inputs for the fitter; [`error`] separates bad input (exit code 2) from
+//! internal failures. At the bottom, imported by anyone and importing nothing of the crate:
+//! [`fsio`] (atomic writes, failpoints, locks, globs, folder file names) and [`hashing`]
+//! (FNV-1a, the seeded RNG).
 
 pub mod bench;
 pub mod corpus;
 pub mod device;
 pub mod error;
 pub mod fit;
+pub mod fsio;
+pub mod hashing;
 pub mod model;
 pub mod ngram;
 pub mod plan;
+pub mod record;
 pub mod report;
+pub mod results;
 pub mod slurm;
 pub mod spec;
 pub mod store;

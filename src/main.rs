@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 
 use scalelab::error::{is_user_error, user};
 use scalelab::fit::{self, Columns, Dataset, FitOptions, Holdout};
+use scalelab::results::ResultsFolder;
 use scalelab::spec::SpecSource;
-use scalelab::{bench, report, sweep};
+use scalelab::device::DeviceChoice;
+use scalelab::{bench, report, slurm, sweep};
 
 /// Scaling-law experiments on language models: a YAML sweep trains real Transformer LMs
 /// (burn; CPU or CUDA), logs every run to Parquet, and fits power laws to the results.
@@ -40,104 +42,16 @@ enum Command {
     /// (a run that was cut off mid-way resumes from its last checkpoint). Also writes n-gram
     /// baselines (baselines.parquet), then fits and reports. With no SWEEP, runs the built-in
     /// quick sweep (identical to sweeps/quick.yaml).
-    Run {
-        /// Sweep spec (YAML). Default: the embedded quick sweep.
-        sweep: Option<PathBuf>,
-        /// Output folder (overrides the spec's `out` and results/<name>/).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Device: cpu, cuda or cuda:K (overrides the spec's `device`).
-        #[arg(long)]
-        device: Option<String>,
-        /// Do not fit scaling laws and write the report (fits.json, plots/, report.md,
-        /// report.html) when the sweep finishes.
-        #[arg(long, alias = "no-fit")]
-        no_report: bool,
-        /// Stop after training this many runs (the rest stay pending for the next invocation).
-        #[arg(long, value_name = "K")]
-        max_runs: Option<usize>,
-        /// Plain line-per-run progress even on a terminal.
-        #[arg(long)]
-        plain: bool,
-        /// Train K runs at once, splitting the CPU threads between them (longest runs first).
-        /// Small models are bound by per-op overhead, so 2 workers on 2 cores nearly double a
-        /// sweep of small models. Results are identical to --workers 1.
-        #[arg(long, value_name = "K", default_value_t = 1)]
-        workers: usize,
-        /// One worker per device, e.g. `cuda:0,cuda:1,cuda:2,cuda:3` (overrides --workers and
-        /// --device). Longest runs go first; the progress display shows every device.
-        #[arg(long, value_name = "DEV,DEV,...", value_delimiter = ',')]
-        devices: Vec<String>,
-        #[command(flatten)]
-        ckpt: CheckpointArgs,
-        /// Continue a results folder that was started from a different version of the spec
-        /// (finished runs whose settings are unchanged are kept). Without it, a changed spec
-        /// is an error and nothing is written.
-        #[arg(long)]
-        update_spec: bool,
-    },
+    Run(RunArgs),
     /// Submit the sweep's pending runs to Slurm as one job array (one task per run; a
     /// cooldown-branch group is one task). Each task runs `scalelab run-one` and writes its
     /// own result file; tasks are requeueable and resume from their last checkpoint.
     /// Options come from the spec's `slurm:` section; flags override it.
-    Submit {
-        /// Sweep spec (YAML). Default: the embedded quick sweep.
-        sweep: Option<PathBuf>,
-        /// Output folder (overrides the spec's `out` and results/<name>/).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Slurm partition.
-        #[arg(long)]
-        partition: Option<String>,
-        /// Slurm account.
-        #[arg(long)]
-        account: Option<String>,
-        /// Time limit per task (HH:MM:SS or D-HH:MM:SS).
-        #[arg(long)]
-        time: Option<String>,
-        /// GPUs per task (the task then trains on cuda).
-        #[arg(long, value_name = "G")]
-        gpus_per_task: Option<u32>,
-        /// CPU cores per task.
-        #[arg(long, value_name = "K")]
-        cpus_per_task: Option<u32>,
-        /// Memory per task, e.g. 16G.
-        #[arg(long)]
-        mem: Option<String>,
-        /// Array tasks running at once (`--array=0-N%K`).
-        #[arg(long, value_name = "K")]
-        max_parallel: Option<usize>,
-        /// Do not requeue preempted tasks.
-        #[arg(long)]
-        no_requeue: bool,
-        /// Print the sbatch script and submit nothing (writes nothing).
-        #[arg(long)]
-        dry_run: bool,
-        /// Accept a results folder started from a different spec (see `run --update-spec`).
-        #[arg(long)]
-        update_spec: bool,
-    },
+    Submit(SubmitArgs),
     /// Train one unit of a sweep in this process and write its own result files
     /// (runs/<run-id>.parquet, curves/<run-id>.parquet). This is what each Slurm array task
     /// runs; a finished unit, or one another process is training, is left alone.
-    RunOne {
-        /// The sweep's results folder (its sweep.yaml is the spec).
-        results: PathBuf,
-        /// The run id to train (for a branch group: its stable parent's id).
-        #[arg(long, conflicts_with_all = ["tasks", "task"])]
-        run: Option<String>,
-        /// Task list written by `submit` (one unit id per line) ...
-        #[arg(long, value_name = "FILE", requires = "task")]
-        tasks: Option<PathBuf>,
-        /// ... and the line to train (0-based; SLURM_ARRAY_TASK_ID).
-        #[arg(long, value_name = "K", requires = "tasks")]
-        task: Option<usize>,
-        /// Device: cpu, cuda or cuda:K (overrides the spec's `device`).
-        #[arg(long)]
-        device: Option<String>,
-        #[command(flatten)]
-        ckpt: CheckpointArgs,
-    },
+    RunOne(RunOneArgs),
     /// State of every run of a sweep: done, diverged, failed, running, queued or pending
     /// (with checkpoint progress), from the result files, checkpoints and locks, and from
     /// squeue/sacct for submitted job arrays when they are available.
@@ -190,8 +104,8 @@ enum Command {
         #[command(flatten)]
         args: FitArgs,
         /// Plot formats, comma separated.
-        #[arg(long, default_value = "png,svg")]
-        format: String,
+        #[arg(long, default_value = "png,svg", value_delimiter = ',', value_parser = plot_format)]
+        format: Vec<report::plots::Format>,
         /// Output folder (default: the results folder; required with --input).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -199,24 +113,128 @@ enum Command {
     /// Benchmark training throughput (tokens/s) and MFU against the measured matmul peak,
     /// for three fixed shapes: a (d64 L2 h2 ctx64 batch32), b (d128 L4 h4 ctx128 b16),
     /// c (d256 L6 h8 ctx128 b8). Not a test: prints a table (or JSON).
-    Bench {
-        /// Print a JSON list of objects (shape, tokens_per_s, mfu, ...).
-        #[arg(long)]
-        json: bool,
-        /// Shapes to run, e.g. a,c.
-        #[arg(long, value_delimiter = ',', default_values_t = ["a".to_string(), "b".to_string(), "c".to_string()])]
-        shapes: Vec<String>,
-        /// Device: cpu, cuda or cuda:K.
-        #[arg(long, default_value = "cpu")]
-        device: String,
-        /// Seconds of timed training per shape.
-        #[arg(long, default_value_t = 8.0)]
-        seconds: f64,
-        /// Attention implementation: fused (burn's attention op, what training uses),
-        /// explicit (matmul, mask, softmax, matmul), or both (a before/after table).
-        #[arg(long, default_value = "fused", value_parser = ["fused", "explicit", "both"])]
-        attention: String,
-    },
+    Bench(BenchArgs),
+}
+
+// `run` options (the subcommand's help is its doc comment above).
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Sweep spec (YAML). Default: the embedded quick sweep.
+    sweep: Option<PathBuf>,
+    /// Output folder (overrides the spec's `out` and results/<name>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Device: cpu, cuda or cuda:K (overrides the spec's `device`).
+    #[arg(long, value_parser = DeviceChoice::parse)]
+    device: Option<DeviceChoice>,
+    /// Do not fit scaling laws and write the report (fits.json, plots/, report.md,
+    /// report.html) when the sweep finishes.
+    #[arg(long, alias = "no-fit")]
+    no_report: bool,
+    /// Stop after training this many runs (the rest stay pending for the next invocation).
+    #[arg(long, value_name = "K")]
+    max_runs: Option<usize>,
+    /// Plain line-per-run progress even on a terminal.
+    #[arg(long)]
+    plain: bool,
+    /// Train K runs at once, splitting the CPU threads between them (longest runs first).
+    /// Small models are bound by per-op overhead, so 2 workers on 2 cores nearly double a
+    /// sweep of small models. Results are identical to --workers 1.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one)]
+    workers: usize,
+    /// One worker per device, e.g. `cuda:0,cuda:1,cuda:2,cuda:3` (overrides --workers and
+    /// --device). Longest runs go first; the progress display shows every device.
+    #[arg(long, value_name = "DEV,DEV,...", value_delimiter = ',', value_parser = DeviceChoice::parse)]
+    devices: Vec<DeviceChoice>,
+    #[command(flatten)]
+    ckpt: CheckpointArgs,
+    /// Continue a results folder that was started from a different version of the spec
+    /// (finished runs whose settings are unchanged are kept). Without it, a changed spec
+    /// is an error and nothing is written.
+    #[arg(long)]
+    update_spec: bool,
+}
+
+// `submit` options.
+#[derive(clap::Args)]
+struct SubmitArgs {
+    /// Sweep spec (YAML). Default: the embedded quick sweep.
+    sweep: Option<PathBuf>,
+    /// Output folder (overrides the spec's `out` and results/<name>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Slurm partition.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm account.
+    #[arg(long)]
+    account: Option<String>,
+    /// Time limit per task (HH:MM:SS or D-HH:MM:SS).
+    #[arg(long)]
+    time: Option<String>,
+    /// GPUs per task (the task then trains on cuda).
+    #[arg(long, value_name = "G")]
+    gpus_per_task: Option<u32>,
+    /// CPU cores per task.
+    #[arg(long, value_name = "K")]
+    cpus_per_task: Option<u32>,
+    /// Memory per task, e.g. 16G.
+    #[arg(long)]
+    mem: Option<String>,
+    /// Array tasks running at once (`--array=0-N%K`).
+    #[arg(long, value_name = "K")]
+    max_parallel: Option<usize>,
+    /// Do not requeue preempted tasks.
+    #[arg(long)]
+    no_requeue: bool,
+    /// Print the sbatch script and submit nothing (writes nothing).
+    #[arg(long)]
+    dry_run: bool,
+    /// Accept a results folder started from a different spec (see `run --update-spec`).
+    #[arg(long)]
+    update_spec: bool,
+}
+
+// `run-one` options.
+#[derive(clap::Args)]
+struct RunOneArgs {
+    /// The sweep's results folder (its sweep.yaml is the spec).
+    results: PathBuf,
+    /// The run id to train (for a branch group: its stable parent's id).
+    #[arg(long, conflicts_with_all = ["tasks", "task"])]
+    run: Option<String>,
+    /// Task list written by `submit` (one unit id per line) ...
+    #[arg(long, value_name = "FILE", requires = "task")]
+    tasks: Option<PathBuf>,
+    /// ... and the line to train (0-based; SLURM_ARRAY_TASK_ID).
+    #[arg(long, value_name = "K", requires = "tasks")]
+    task: Option<usize>,
+    /// Device: cpu, cuda or cuda:K (overrides the spec's `device`).
+    #[arg(long, value_parser = DeviceChoice::parse)]
+    device: Option<DeviceChoice>,
+    #[command(flatten)]
+    ckpt: CheckpointArgs,
+}
+
+// `bench` options.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Print a JSON list of objects (shape, tokens_per_s, mfu, ...).
+    #[arg(long)]
+    json: bool,
+    /// Shapes to run, e.g. a,c.
+    #[arg(long, value_delimiter = ',', default_values_t = ["a".to_string(), "b".to_string(), "c".to_string()], value_parser = ["a", "b", "c"])]
+    shapes: Vec<String>,
+    /// Device: cpu, cuda or cuda:K.
+    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
+    device: DeviceChoice,
+    /// Seconds of timed training per shape.
+    #[arg(long, default_value_t = 8.0)]
+    seconds: f64,
+    /// Attention implementation: fused (burn's attention op, what training uses),
+    /// explicit (matmul, mask, softmax, matmul), or both (a before/after table).
+    #[arg(long, value_enum, default_value = "fused")]
+    attention: bench::Attention,
 }
 
 /// Checkpoint options shared by `run` and `run-one`.
@@ -272,8 +290,8 @@ struct FitArgs {
     fix_e: Option<f64>,
     /// Held-out check: `largest-budget`, `none`, or a fraction such as 0.2
     /// (default: none for `fit`, largest-budget for `report`).
-    #[arg(long, value_name = "RULE")]
-    holdout: Option<String>,
+    #[arg(long, value_name = "RULE", value_parser = Holdout::parse)]
+    holdout: Option<Holdout>,
     /// Compute budgets (FLOPs) for the compute-optimal table, comma separated
     /// (default for a results folder: the sweep's `target_flops`).
     #[arg(long, value_name = "C,C,...", value_delimiter = ',')]
@@ -302,7 +320,7 @@ impl FitArgs {
     /// The dataset: a results folder or a table.
     fn dataset(&self, results: Option<&PathBuf>) -> anyhow::Result<Dataset> {
         match (results, &self.input) {
-            (Some(dir), None) => Dataset::from_results(dir, self.drop_top),
+            (Some(dir), None) => ResultsFolder::load(dir)?.dataset(self.drop_top),
             (None, Some(file)) => {
                 let (Some(n), Some(loss)) = (&self.n_col, &self.loss_col) else {
                     return Err(user(
@@ -333,10 +351,7 @@ impl FitArgs {
         results: Option<&PathBuf>,
         default_holdout: Holdout,
     ) -> anyhow::Result<FitOptions> {
-        let holdout = match self.holdout.as_deref() {
-            Some(h) => Holdout::parse(h)?,
-            None => default_holdout,
-        };
+        let holdout = self.holdout.unwrap_or(default_holdout);
         if let Some(e) = self.fix_e {
             if !(e > 0.0) {
                 return Err(user("--fix-e must be a positive loss"));
@@ -402,267 +417,179 @@ fn spec_source(path: Option<PathBuf>) -> anyhow::Result<SpecSource> {
     }
 }
 
-/// A results folder's sweep, from the copy of its spec (`sweep.yaml`).
-fn prepare_results(dir: &std::path::Path, device: Option<&str>) -> anyhow::Result<sweep::Prepared> {
-    let spec = dir.join("sweep.yaml");
-    if !spec.is_file() {
-        return Err(user(format!(
-            "{} is not a sweep's results folder: it has no sweep.yaml (written by `run` and `submit`)",
-            dir.display()
-        )));
+/// `--workers`: a count of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("--workers must be at least 1".into()),
+        Ok(k) => Ok(k),
+        Err(e) => Err(e.to_string()),
     }
-    sweep::prepare(
-        SpecSource::from_file(&spec)?,
-        Some(dir.to_path_buf()),
-        device,
-    )
+}
+
+/// `--format`: one plot format (png or svg, any case).
+fn plot_format(s: &str) -> anyhow::Result<report::plots::Format> {
+    report::plots::Format::parse_list(s)?
+        .pop()
+        .ok_or_else(|| user("--format: give png, svg or png,svg"))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run {
-            sweep: path,
-            out,
-            device,
-            no_report,
-            max_runs,
-            plain,
-            workers,
-            devices,
-            ckpt,
-            update_spec,
-        } => {
-            if workers == 0 {
-                return Err(user("--workers must be at least 1"));
-            }
-            let devices = devices
-                .iter()
-                .map(|d| scalelab::device::DeviceChoice::parse(d))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let p = sweep::prepare(spec_source(path)?, out, device.as_deref())?;
-            let plain = plain || std::env::var_os("CI").is_some();
-            let s = sweep::run(
-                &p,
-                &sweep::RunOptions {
-                    max_runs,
-                    plain,
-                    workers,
-                    devices,
-                    checkpoint_every: ckpt.checkpoint_every,
-                    keep_checkpoints: ckpt.keep_checkpoints,
-                    update_spec,
-                },
-            )?;
-            eprintln!(
-                "scalelab: {} trained, {} skipped (already finished), {} failed{}; results in {}",
-                s.trained,
-                s.skipped,
-                s.failed,
-                if s.busy > 0 {
-                    format!(", {} left to the other process training them", s.busy)
-                } else {
-                    String::new()
-                },
-                s.out_dir.display()
-            );
-            if !no_report {
-                let opts = FitOptions {
-                    bootstrap: 200,
-                    holdout: Holdout::LargestBudget,
-                    targets: p.spec.target_flops.clone(),
-                    ..FitOptions::default()
-                };
-                let data = report::ReportData::from_results(&s.out_dir, &opts)?;
-                if let Some(f) = &data.fit {
-                    print!("{}", fit::render_text(f));
-                }
-                write_report(
-                    &data,
-                    &s.out_dir,
-                    &[report::plots::Format::Png, report::plots::Format::Svg],
-                )?;
-            }
-            Ok(())
-        }
-        Command::Submit {
-            sweep: path,
-            out,
-            partition,
-            account,
-            time,
-            gpus_per_task,
-            cpus_per_task,
-            mem,
-            max_parallel,
-            no_requeue,
-            dry_run,
-            update_spec,
-        } => {
-            let p = sweep::prepare(spec_source(path)?, out, None)?;
-            let o = scalelab::slurm::SubmitOptions {
-                slurm: scalelab::spec::SlurmSpec {
-                    partition,
-                    account,
-                    time,
-                    gpus_per_task,
-                    cpus_per_task,
-                    mem,
-                    max_parallel,
-                    requeue: no_requeue.then_some(false),
-                    extra: Vec::new(),
-                },
-                dry_run,
-                update_spec,
-            };
-            print!("{}", scalelab::slurm::submit(&p, &o)?);
-            Ok(())
-        }
-        Command::RunOne {
-            results,
-            run,
-            tasks,
-            task,
-            device,
-            ckpt,
-        } => {
-            let task = match (run, tasks, task) {
-                (Some(id), _, _) => sweep::TaskRef::Run(id),
-                (None, Some(file), Some(index)) => sweep::TaskRef::Line { file, index },
-                _ => return Err(user("run-one needs --run ID, or --tasks FILE --task K")),
-            };
-            let p = prepare_results(&results, device.as_deref())?;
-            let opts = sweep::RunOptions {
-                checkpoint_every: ckpt.checkpoint_every,
-                keep_checkpoints: ckpt.keep_checkpoints,
-                ..Default::default()
-            };
-            let msg = sweep::run_one(&p, &task, &opts)?;
-            eprintln!("scalelab: run-one: {msg}");
-            Ok(())
-        }
+        Command::Run(a) => cmd_run(a),
+        Command::Submit(a) => cmd_submit(a),
+        Command::RunOne(a) => cmd_run_one(a),
         Command::Status { results } => {
-            let p = prepare_results(&results, None)?;
-            print!("{}", scalelab::slurm::status(&p)?);
+            print!("{}", slurm::status(&sweep::prepare_results(&results, None)?)?);
             Ok(())
         }
         Command::Baselines { results } => {
-            let p = prepare_results(&results, None)?;
-            let _ = std::fs::remove_file(results.join(scalelab::store::BASELINES_FILE));
-            let meta = scalelab::store::read_metadata(&results.join(scalelab::store::RUNS_FILE))
-                .unwrap_or_default();
-            sweep::write_baselines(&p, &meta)?;
-            for r in scalelab::store::read_baselines(&results)? {
-                println!(
-                    "{}-gram  D={:>12}  {:.4} nats/token  {:.4} bits/byte",
-                    r.order, r.train_tokens, r.eval_loss, r.eval_bits_per_byte
-                );
-            }
+            print!("{}", sweep::baselines_command(&results)?);
             Ok(())
         }
         Command::Collect { results } => {
-            print!("{}", scalelab::slurm::collect(&results)?);
+            print!("{}", slurm::collect(&results)?);
             Ok(())
         }
-        Command::Plan { sweep: path, out } => {
-            let p = sweep::prepare(spec_source(path)?, out, None)?;
-            let existing = sweep::existing_runs(&p.out_dir);
-            print!("{}", sweep::plan_table(&p, &existing));
-            Ok(())
-        }
+        Command::Plan { sweep: path, out } => cmd_plan(path, out),
         Command::Fit {
             results,
             args,
             json,
-        } => {
-            let data = args.dataset(results.as_ref())?;
-            let opts = args.options(results.as_ref(), Holdout::None)?;
-            let report = fit::fit_all(&data, &opts)?;
-            if let Some(dir) = &results {
-                write_fits(dir, &report)?;
-            }
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", fit::render_text(&report));
-            }
-            Ok(())
-        }
+        } => cmd_fit(results, args, json),
         Command::Report {
             results,
             args,
             format,
             out,
-        } => {
-            let formats = report::plots::Format::parse_list(&format)?;
-            let opts = args.options(results.as_ref(), Holdout::LargestBudget)?;
-            let (data, out) = match (&results, out) {
-                (Some(dir), out) => (
-                    report::ReportData::from_results(dir, &opts)?,
-                    out.unwrap_or(dir.clone()),
-                ),
-                (None, Some(out)) => (
-                    report::ReportData::from_dataset(args.dataset(None)?, &opts),
-                    out,
-                ),
-                (None, None) => {
-                    args.dataset(None)?;
-                    return Err(user(
-                        "report --input needs --out DIR for the plots and documents",
-                    ));
-                }
-            };
-            write_report(&data, &out, &formats)
-        }
-        Command::Bench {
-            json,
-            shapes,
-            device,
-            seconds,
-            attention,
-        } => {
-            let choice = scalelab::device::DeviceChoice::parse(&device)?;
-            choice.ensure_usable()?;
-            let all = bench::shapes();
-            for s in &shapes {
-                if !all.iter().any(|b| b.name == s) {
-                    return Err(user(format!(
-                        "--shapes: unknown shape {s:?}; use a, b and/or c"
-                    )));
-                }
-            }
-            let results: Vec<bench::BenchResult> = scalelab::with_backend!(choice, |B, dev| {
-                let peak = bench::matmul_peak::<
-                    <B as burn::tensor::backend::AutodiffBackend>::InnerBackend,
-                >(&dev, 2.0);
-                let modes: Vec<bool> = match attention.as_str() {
-                    "both" => vec![false, true],
-                    "explicit" => vec![false],
-                    _ => vec![true],
-                };
-                all.iter()
-                    .filter(|b| shapes.iter().any(|s| s == b.name))
-                    .flat_map(|b| modes.iter().map(move |&m| (b, m)))
-                    .map(|(b, fused)| {
-                        let name = choice.backend_name();
-                        let r = bench::bench_shape::<B>(b, &dev, seconds, peak, &name, fused);
-                        if !json {
-                            eprintln!(
-                                "scalelab: shape {}: {:.0} tokens/s",
-                                r.shape, r.tokens_per_s
-                            );
-                        }
-                        r
-                    })
-                    .collect()
-            });
-            if json {
-                println!("{}", serde_json::to_string_pretty(&results)?);
-            } else {
-                print!("{}", bench::table(&results));
-            }
-            Ok(())
+        } => cmd_report(results, args, format, out),
+        Command::Bench(a) => {
+            bench::run_cli(a.device, &a.shapes, a.seconds, a.attention, a.json)
         }
     }
+}
+
+fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
+    let p = sweep::prepare(spec_source(a.sweep)?, a.out, a.device)?;
+    let opts = sweep::RunOptions {
+        max_runs: a.max_runs,
+        plain: a.plain || std::env::var_os("CI").is_some(),
+        workers: a.workers,
+        devices: a.devices,
+        checkpoint_every: a.ckpt.checkpoint_every,
+        keep_checkpoints: a.ckpt.keep_checkpoints,
+        update_spec: a.update_spec,
+    };
+    let s = sweep::run(&p, &opts)?;
+    eprintln!("{}", s.message());
+    if !a.no_report {
+        report_after_sweep(&p, &s.out_dir)?;
+    }
+    Ok(())
+}
+
+/// Fit and report a finished sweep (`run` without `--no-report`).
+fn report_after_sweep(p: &sweep::Prepared, dir: &std::path::Path) -> anyhow::Result<()> {
+    let opts = FitOptions {
+        bootstrap: 200,
+        holdout: Holdout::LargestBudget,
+        targets: p.spec.target_flops.clone(),
+        ..FitOptions::default()
+    };
+    let data = report::ReportData::from_folder(&ResultsFolder::load(dir)?, &opts)?;
+    if let Some(f) = &data.fit {
+        print!("{}", fit::render_text(f));
+    }
+    write_report(
+        &data,
+        dir,
+        &[report::plots::Format::Png, report::plots::Format::Svg],
+    )
+}
+
+fn cmd_submit(a: SubmitArgs) -> anyhow::Result<()> {
+    let p = sweep::prepare(spec_source(a.sweep)?, a.out, None)?;
+    let o = slurm::SubmitOptions {
+        slurm: scalelab::spec::SlurmSpec {
+            partition: a.partition,
+            account: a.account,
+            time: a.time,
+            gpus_per_task: a.gpus_per_task,
+            cpus_per_task: a.cpus_per_task,
+            mem: a.mem,
+            max_parallel: a.max_parallel,
+            requeue: a.no_requeue.then_some(false),
+            extra: Vec::new(),
+        },
+        dry_run: a.dry_run,
+        update_spec: a.update_spec,
+    };
+    print!("{}", slurm::submit(&p, &o)?);
+    Ok(())
+}
+
+fn cmd_run_one(a: RunOneArgs) -> anyhow::Result<()> {
+    let task = match (a.run, a.tasks, a.task) {
+        (Some(id), _, _) => sweep::TaskRef::Run(id),
+        (None, Some(file), Some(index)) => sweep::TaskRef::Line { file, index },
+        _ => return Err(user("run-one needs --run ID, or --tasks FILE --task K")),
+    };
+    let p = sweep::prepare_results(&a.results, a.device)?;
+    let opts = sweep::RunOptions {
+        checkpoint_every: a.ckpt.checkpoint_every,
+        keep_checkpoints: a.ckpt.keep_checkpoints,
+        ..Default::default()
+    };
+    let msg = sweep::run_one(&p, &task, &opts)?;
+    eprintln!("scalelab: run-one: {msg}");
+    Ok(())
+}
+
+fn cmd_plan(path: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let p = sweep::prepare(spec_source(path)?, out, None)?;
+    let existing = sweep::existing_runs(&p.out_dir);
+    print!("{}", sweep::plan_table(&p, &existing));
+    Ok(())
+}
+
+fn cmd_fit(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow::Result<()> {
+    let data = args.dataset(results.as_ref())?;
+    let opts = args.options(results.as_ref(), Holdout::None)?;
+    let report = fit::fit_all(&data, &opts)?;
+    if let Some(dir) = &results {
+        write_fits(dir, &report)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", fit::render_text(&report));
+    }
+    Ok(())
+}
+
+fn cmd_report(
+    results: Option<PathBuf>,
+    args: FitArgs,
+    formats: Vec<report::plots::Format>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let opts = args.options(results.as_ref(), Holdout::LargestBudget)?;
+    let (data, out) = match (&results, out) {
+        (Some(dir), out) => (
+            report::ReportData::from_folder(&ResultsFolder::load(dir)?, &opts)?,
+            out.unwrap_or(dir.clone()),
+        ),
+        (None, Some(out)) => (
+            report::ReportData::from_dataset(args.dataset(None)?, &opts),
+            out,
+        ),
+        (None, None) => {
+            args.dataset(None)?;
+            return Err(user(
+                "report --input needs --out DIR for the plots and documents",
+            ));
+        }
+    };
+    write_report(&data, &out, &formats)
 }
 
 fn write_report(
@@ -688,7 +615,7 @@ fn write_report(
 }
 
 fn write_fits(dir: &std::path::Path, report: &fit::FitReport) -> anyhow::Result<()> {
-    scalelab::store::write_text_atomic(
+    scalelab::fsio::write_text_atomic(
         &dir.join("fits.json"),
         &serde_json::to_string_pretty(report)?,
     )
@@ -697,12 +624,7 @@ fn write_fits(dir: &std::path::Path, report: &fit::FitReport) -> anyhow::Result<
 fn main() -> ExitCode {
     // A panic is a bug: say so in one line, without Rust's panic text.
     std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_else(|| "unknown error".into());
+        let msg = sweep::panic_message(info.payload()).unwrap_or_else(|| "unknown error".into());
         let at = info
             .location()
             .map(|l| format!(" ({}:{})", l.file(), l.line()))

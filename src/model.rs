@@ -15,7 +15,54 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use crate::plan::Shape;
+use serde::Serialize;
+
+/// A model's size: width, depth, heads and MLP width. Owns the parameter and FLOP
+/// accounting (conventions: the plan module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Shape {
+    pub d_model: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub d_ff: usize,
+}
+
+impl Shape {
+    pub fn new(d_model: usize, n_layer: usize, n_head: usize, d_ff: Option<usize>) -> Self {
+        Shape {
+            d_model,
+            n_layer,
+            n_head,
+            d_ff: d_ff.unwrap_or(4 * d_model),
+        }
+    }
+
+    /// Non-embedding parameters (blocks + final LayerNorm).
+    pub fn non_embedding_params(&self) -> u64 {
+        let (d, f) = (self.d_model as u64, self.d_ff as u64);
+        let per_layer = 4 * d // two LayerNorms
+            + 3 * d * d + 3 * d // qkv
+            + d * d + d // attention output
+            + d * f + f // MLP up
+            + f * d + d; // MLP down
+        self.n_layer as u64 * per_layer + 2 * d
+    }
+
+    /// All parameters (embeddings included; the head is tied to the token embedding).
+    pub fn total_params(&self, vocab: usize, context: usize) -> u64 {
+        self.non_embedding_params() + ((vocab + context) * self.d_model) as u64
+    }
+
+    /// Training FLOPs per token, PaLM convention: matmuls incl. unembedding + attention.
+    pub fn flops_per_token_full(&self, vocab: usize, context: usize) -> f64 {
+        let n = self.non_embedding_params() as f64 + (vocab * self.d_model) as f64;
+        6.0 * n + 12.0 * (self.n_layer * context * self.d_model) as f64
+    }
+
+    pub fn label(&self) -> String {
+        format!("d{}-L{}-h{}", self.d_model, self.n_layer, self.n_head)
+    }
+}
 
 #[derive(Config, Debug)]
 pub struct GptConfig {

@@ -17,6 +17,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
+use crate::record::BaselineRow;
+
 /// A fast hasher for packed n-gram keys (splitmix64 finaliser).
 #[derive(Default)]
 struct KeyHasher(u64);
@@ -161,19 +163,6 @@ impl KneserNey {
     }
 }
 
-/// One baseline: an order-n model trained on the first `train_tokens` training tokens.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BaselineRow {
-    pub order: usize,
-    pub train_tokens: u64,
-    /// Mean eval loss on the sweep's eval windows, nats/token.
-    pub eval_loss: f64,
-    pub eval_bits_per_token: f64,
-    pub eval_bits_per_byte: f64,
-    /// Distinct n-grams stored (all orders).
-    pub n_grams: u64,
-    pub seconds: f64,
-}
 
 /// Baselines for every (order, size), trained on the tokens the runs saw (the first D
 /// tokens of the training stream, repeated epochs included) and scored like the runs.
@@ -220,7 +209,7 @@ pub fn baselines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::Rng;
+    use crate::hashing::Rng;
 
     fn zipf_stream(n: usize, vocab: u16, seed: u64) -> Vec<u16> {
         // A Markov-ish stream: the next token depends on the previous one.

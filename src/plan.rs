@@ -19,63 +19,118 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::corpus::fnv1a;
-use crate::spec::{CooldownShape, LrRule, Schedule, SweepSpec};
+use crate::hashing::{fnv1a, hex_id};
+pub use crate::model::Shape;
+use crate::spec::{CooldownShape, LrRule, Schedule, SweepSpec, TrainingSpec};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Shape {
-    pub d_model: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    pub d_ff: usize,
-}
-
-impl Shape {
-    pub fn new(d_model: usize, n_layer: usize, n_head: usize, d_ff: Option<usize>) -> Self {
-        Shape {
-            d_model,
-            n_layer,
-            n_head,
-            d_ff: d_ff.unwrap_or(4 * d_model),
-        }
-    }
-
-    /// Non-embedding parameters (blocks + final LayerNorm).
-    pub fn non_embedding_params(&self) -> u64 {
-        let (d, f) = (self.d_model as u64, self.d_ff as u64);
-        let per_layer = 4 * d // two LayerNorms
-            + 3 * d * d + 3 * d // qkv
-            + d * d + d // attention output
-            + d * f + f // MLP up
-            + f * d + d; // MLP down
-        self.n_layer as u64 * per_layer + 2 * d
-    }
-
-    /// All parameters (embeddings included; the head is tied to the token embedding).
-    pub fn total_params(&self, vocab: usize, context: usize) -> u64 {
-        self.non_embedding_params() + ((vocab + context) * self.d_model) as u64
-    }
-
-    /// Training FLOPs per token, PaLM convention: matmuls incl. unembedding + attention.
-    pub fn flops_per_token_full(&self, vocab: usize, context: usize) -> f64 {
-        let n = self.non_embedding_params() as f64 + (vocab * self.d_model) as f64;
-        6.0 * n + 12.0 * (self.n_layer * context * self.d_model) as f64
-    }
-
-    pub fn label(&self) -> String {
-        format!("d{}-L{}-h{}", self.d_model, self.n_layer, self.n_head)
-    }
-}
-
-/// Everything the trainer needs for one run.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunPlan {
-    pub id: String,
-    pub shape: Shape,
+/// The data a run reads: `steps` batches of `batch_size` windows of `context` tokens, in the
+/// order of `seed`, evaluated every `eval_interval` steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DataSettings {
     pub context: usize,
     pub vocab_size: usize,
     pub batch_size: usize,
     pub steps: usize,
+    pub seed: u64,
+    pub eval_interval: usize,
+}
+
+impl DataSettings {
+    /// Training tokens D = steps · batch_size · context.
+    pub fn tokens(&self) -> u64 {
+        (self.steps * self.batch_size * self.context) as u64
+    }
+}
+
+/// AdamW with a global-norm gradient clip.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OptimSettings {
+    /// Peak learning rate.
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: none).
+    pub grad_clip: f64,
+}
+
+impl OptimSettings {
+    pub fn from_training(t: &TrainingSpec) -> Self {
+        OptimSettings {
+            lr: t.lr,
+            beta1: t.beta1,
+            beta2: t.beta2,
+            weight_decay: t.weight_decay,
+            grad_clip: t.grad_clip,
+        }
+    }
+}
+
+impl Default for OptimSettings {
+    /// The spec's defaults.
+    fn default() -> Self {
+        OptimSettings::from_training(&TrainingSpec::default())
+    }
+}
+
+/// The learning-rate schedule: linear warmup, then cosine, constant or WSD.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScheduleSettings {
+    pub kind: Schedule,
+    pub warmup_steps: usize,
+    /// Final LR as a fraction of the peak.
+    pub min_lr_ratio: f64,
+    /// WSD only: the fraction of steps spent cooling down, and its shape.
+    pub cooldown_fraction: f64,
+    pub cooldown_shape: CooldownShape,
+}
+
+impl ScheduleSettings {
+    /// From the spec; the cooldown settings are normalised away for schedules without one,
+    /// so they cannot change the id of a run they do not affect.
+    pub fn from_training(t: &TrainingSpec, warmup_steps: usize) -> Self {
+        let d = TrainingSpec::default();
+        let wsd = t.schedule == Schedule::Wsd;
+        ScheduleSettings {
+            kind: t.schedule,
+            warmup_steps,
+            min_lr_ratio: t.min_lr_ratio,
+            cooldown_fraction: if wsd {
+                t.cooldown_fraction
+            } else {
+                d.cooldown_fraction
+            },
+            cooldown_shape: if wsd {
+                t.cooldown_shape
+            } else {
+                d.cooldown_shape
+            },
+        }
+    }
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        ScheduleSettings::from_training(
+            &TrainingSpec::default(),
+            TrainingSpec::default().warmup_steps,
+        )
+    }
+}
+
+/// Everything the trainer needs for one run.
+///
+/// Every setting that can change a run's result lives in `shape` or in one of the nested
+/// settings structs, and the run id is a hash of all of them serialized whole ([`IdKey`]): a
+/// new setting added to a nested struct changes ids by construction. The flat fields are
+/// derived from those (tokens, N, FLOPs) or are labels (budget, LR multiplier, point, parent).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPlan {
+    pub id: String,
+    pub shape: Shape,
+    pub data: DataSettings,
+    pub optim: OptimSettings,
+    pub schedule: ScheduleSettings,
     /// Training tokens D = steps · batch_size · context.
     pub tokens: u64,
     pub n_params: u64,
@@ -84,18 +139,6 @@ pub struct RunPlan {
     pub flops: f64,
     /// The IsoFLOP budget this run belongs to, if any.
     pub budget: Option<f64>,
-    pub seed: u64,
-    pub lr: f64,
-    pub warmup_steps: usize,
-    pub schedule: Schedule,
-    pub min_lr_ratio: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub weight_decay: f64,
-    pub grad_clip: f64,
-    pub eval_interval: usize,
-    pub cooldown_fraction: f64,
-    pub cooldown_shape: CooldownShape,
     /// The LR-sweep multiplier this run used (1 without an LR sweep).
     pub lr_multiplier: f64,
     /// Id of the (shape, D, seed) point, shared by the runs of an LR sweep.
@@ -108,38 +151,103 @@ pub struct RunPlan {
     pub flops_spent: f64,
 }
 
+/// What a run id hashes: the id scheme, the corpus and eval set, and every result-determining
+/// setting of the run, serialized whole.
+#[derive(Serialize)]
+struct IdKey<'a> {
+    scheme: u32,
+    corpus: String,
+    eval_tokens: f64,
+    shape: &'a Shape,
+    data: &'a DataSettings,
+    optim: &'a OptimSettings,
+    schedule: &'a ScheduleSettings,
+    /// A cooldown branch: where it leaves its stable parent.
+    branch_step: Option<usize>,
+    /// The stable phase of a branch group (stored, not a data point).
+    stable_phase: bool,
+}
+
+/// The run-id scheme. 1: a hand-listed format string (scalelab ≤ 0.1 before the settings
+/// were nested); 2: the JSON of [`IdKey`]. Recorded in every results folder's metadata.
+pub const ID_SCHEME: u32 = 2;
+
 impl RunPlan {
+    /// A standalone run with the spec's default optimizer and schedule, seed 0, and an id
+    /// (benchmarks and tests; sweeps build theirs from the spec).
+    pub fn new(
+        shape: Shape,
+        vocab_size: usize,
+        context: usize,
+        batch_size: usize,
+        steps: usize,
+    ) -> Self {
+        let tokens = (steps * batch_size * context) as u64;
+        let n = shape.non_embedding_params();
+        let flops = 6.0 * n as f64 * tokens as f64;
+        let data = DataSettings {
+            context,
+            vocab_size,
+            batch_size,
+            steps,
+            seed: 0,
+            eval_interval: steps.div_ceil(10).max(1),
+        };
+        let mut r = RunPlan {
+            id: String::new(),
+            shape,
+            data,
+            optim: OptimSettings::default(),
+            schedule: ScheduleSettings::default(),
+            tokens,
+            n_params: n,
+            n_params_total: shape.total_params(vocab_size, context),
+            flops,
+            budget: None,
+            lr_multiplier: 1.0,
+            point_id: String::new(),
+            parent: None,
+            branch_step: 0,
+            flops_spent: flops,
+        };
+        r.schedule.warmup_steps = r.schedule.warmup_steps.min(steps);
+        r.id = run_id(&r, 0, 0.0, false);
+        r
+    }
+
     /// First step of the WSD cooldown.
     pub fn decay_start(&self) -> usize {
-        let cool =
-            ((self.cooldown_fraction * self.steps as f64).round() as usize).clamp(1, self.steps);
-        self.steps - cool
+        let cool = ((self.schedule.cooldown_fraction * self.data.steps as f64).round() as usize)
+            .clamp(1, self.data.steps);
+        self.data.steps - cool
     }
 
     /// Learning rate at `step` (0-based): linear warmup, then cosine, constant or WSD.
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup_steps {
-            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        let (lr, s) = (self.optim.lr, &self.schedule);
+        if step < s.warmup_steps {
+            return lr * (step + 1) as f64 / s.warmup_steps as f64;
         }
-        let floor = self.lr * self.min_lr_ratio;
-        match self.schedule {
-            Schedule::Constant => self.lr,
+        let floor = lr * s.min_lr_ratio;
+        match s.kind {
+            Schedule::Constant => lr,
             Schedule::Wsd => {
-                let start = self.decay_start().max(self.warmup_steps);
+                let start = self.decay_start().max(s.warmup_steps);
                 if step < start {
-                    return self.lr;
+                    return lr;
                 }
-                let p = ((step - start + 1) as f64 / (self.steps - start).max(1) as f64).min(1.0);
-                let f = match self.cooldown_shape {
+                let p =
+                    ((step - start + 1) as f64 / (self.data.steps - start).max(1) as f64).min(1.0);
+                let f = match s.cooldown_shape {
                     CooldownShape::Linear => 1.0 - p,
                     CooldownShape::Sqrt => 1.0 - p.sqrt(),
                 };
-                floor + (self.lr - floor) * f
+                floor + (lr - floor) * f
             }
             Schedule::Cosine => {
-                let span = (self.steps - self.warmup_steps).max(1) as f64;
-                let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
-                floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+                let span = (self.data.steps - s.warmup_steps).max(1) as f64;
+                let progress = ((step - s.warmup_steps) as f64 / span).min(1.0);
+                floor + (lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         }
     }
@@ -201,6 +309,22 @@ pub fn shapes(spec: &SweepSpec) -> Vec<Shape> {
     v
 }
 
+/// What `build` knows besides the spec: the corpus's vocabulary and fingerprint.
+struct Ctx<'a> {
+    spec: &'a SweepSpec,
+    vocab_size: usize,
+    corpus_fingerprint: u64,
+    batch: usize,
+    tokens_per_step: f64,
+}
+
+/// A (shape, D) point to train, before seeds and LR multipliers.
+struct Target {
+    shape: Shape,
+    tokens: f64,
+    budget: Option<f64>,
+}
+
 /// Expand a validated spec. `vocab_size` and `corpus_fingerprint` come from the corpus.
 /// Errors (as user errors) when every run of an IsoFLOP budget, or of the whole sweep, is
 /// too short.
@@ -210,137 +334,186 @@ pub fn build(
     vocab_size: usize,
     corpus_fingerprint: u64,
 ) -> anyhow::Result<Plan> {
-    let ctx = spec.model.context;
-    let t = &spec.training;
-    let batch = t.sequences_per_step(ctx);
-    let tokens_per_step = (batch * ctx) as f64;
-    let min_steps = spec.data.min_steps;
+    let batch = spec.training.sequences_per_step(spec.model.context);
+    let cx = Ctx {
+        spec,
+        vocab_size,
+        corpus_fingerprint,
+        batch,
+        tokens_per_step: (batch * spec.model.context) as f64,
+    };
+    let shapes = shapes(spec);
     let mut runs = Vec::new();
     let mut dropped = Vec::new();
-    let mut budgets = Vec::new();
-    let mut targets: Vec<(Shape, f64, Option<f64>)> = Vec::new();
-    let shapes = shapes(spec);
-    if let Some(iso) = &spec.data.isoflop {
-        budgets = iso.budgets.clone();
-        for &c in &iso.budgets {
-            for s in &shapes {
-                targets.push((*s, c / (6.0 * s.non_embedding_params() as f64), Some(c)));
-            }
-        }
-    }
-    for s in &shapes {
-        for &d in &spec.data.tokens {
-            targets.push((*s, d, None));
-        }
-        for &r in &spec.data.tokens_per_param {
-            targets.push((*s, r * s.non_embedding_params() as f64, None));
-        }
-    }
-    for (shape, d, budget) in targets {
-        let steps = (d / tokens_per_step).round() as usize;
-        if steps < min_steps {
-            dropped.push(Dropped {
-                what: match budget {
-                    Some(c) => format!("{} at C={c:.3e}", shape.label()),
-                    None => format!("{} at D={d:.3e}", shape.label()),
-                },
-                reason: format!(
-                    "{steps} steps of {} tokens < data.min_steps {min_steps}",
-                    tokens_per_step as usize
-                ),
-            });
-            continue;
-        }
-        let multipliers = if t.lr_multipliers.is_empty() {
-            vec![1.0]
-        } else {
-            t.lr_multipliers.clone()
-        };
-        for seed in spec.seed_list() {
-            for &mult in &multipliers {
-                let tokens = (steps * batch * ctx) as u64;
-                let n = shape.non_embedding_params();
-                let flops = 6.0 * n as f64 * tokens as f64;
-                let base_lr = match &t.lr_scaling {
-                    None => t.lr,
-                    Some(ls) => match ls.rule {
-                        LrRule::Width => t.lr * ls.base_width as f64 / shape.d_model as f64,
-                        LrRule::Compute => ls.k.unwrap_or(t.lr) * flops.powf(ls.p.unwrap_or(0.0)),
-                    },
-                };
-                let mut run = RunPlan {
-                    id: String::new(),
-                    shape,
-                    context: ctx,
-                    vocab_size,
-                    batch_size: batch,
-                    steps,
-                    tokens,
-                    n_params: n,
-                    n_params_total: shape.total_params(vocab_size, ctx),
-                    flops,
-                    budget,
-                    seed,
-                    lr: base_lr * mult,
-                    warmup_steps: t
-                        .warmup_steps
-                        .min((t.warmup_fraction * steps as f64).ceil() as usize),
-                    schedule: t.schedule,
-                    min_lr_ratio: t.min_lr_ratio,
-                    beta1: t.beta1,
-                    beta2: t.beta2,
-                    weight_decay: t.weight_decay,
-                    grad_clip: t.grad_clip,
-                    eval_interval: if t.eval_interval > 0 {
-                        t.eval_interval
-                    } else {
-                        steps.div_ceil(10)
-                    },
-                    cooldown_fraction: t.cooldown_fraction,
-                    cooldown_shape: t.cooldown_shape,
-                    lr_multiplier: mult,
-                    point_id: String::new(),
-                    parent: None,
-                    branch_step: 0,
-                    flops_spent: flops,
-                };
-                run.point_id = format!(
-                    "{:016x}",
-                    fnv1a(
-                        format!(
-                            "point|{corpus_fingerprint:x}|{:?}|{steps}|{batch}|{seed}|{budget:?}",
-                            shape
-                        )
-                        .as_bytes()
-                    )
-                );
-                runs.push(run);
-            }
+    for target in targets(spec, &shapes) {
+        match steps_or_drop(&cx, &target) {
+            Ok(steps) => runs.extend(expand_target(&cx, &target, steps)),
+            Err(d) => dropped.push(d),
         }
     }
     let parents = if spec.data.branches {
-        make_branches(&mut runs, tokens_per_step)
+        make_branches(&mut runs, cx.tokens_per_step)
     } else {
         Vec::new()
     };
+    let parents = assign_ids(&cx, &mut runs, parents);
+    check_not_empty(&cx, source_label, &shapes, &runs)?;
+    Ok(Plan {
+        runs,
+        parents,
+        dropped,
+        budgets: spec
+            .data
+            .isoflop
+            .as_ref()
+            .map(|i| i.budgets.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// Every (shape, D) the spec asks for: IsoFLOP budgets, then token counts and ratios.
+fn targets(spec: &SweepSpec, shapes: &[Shape]) -> Vec<Target> {
+    let mut v = Vec::new();
+    let n = |s: &Shape| s.non_embedding_params() as f64;
+    if let Some(iso) = &spec.data.isoflop {
+        for &c in &iso.budgets {
+            for s in shapes {
+                v.push(Target {
+                    shape: *s,
+                    tokens: c / (6.0 * n(s)),
+                    budget: Some(c),
+                });
+            }
+        }
+    }
+    for s in shapes {
+        for &d in &spec.data.tokens {
+            v.push(Target {
+                shape: *s,
+                tokens: d,
+                budget: None,
+            });
+        }
+        for &r in &spec.data.tokens_per_param {
+            v.push(Target {
+                shape: *s,
+                tokens: r * n(s),
+                budget: None,
+            });
+        }
+    }
+    v
+}
+
+/// The target's step count, or why it is dropped (fewer than `data.min_steps`).
+fn steps_or_drop(cx: &Ctx, t: &Target) -> Result<usize, Dropped> {
+    let steps = (t.tokens / cx.tokens_per_step).round() as usize;
+    let min_steps = cx.spec.data.min_steps;
+    if steps >= min_steps {
+        return Ok(steps);
+    }
+    Err(Dropped {
+        what: match t.budget {
+            Some(c) => format!("{} at C={c:.3e}", t.shape.label()),
+            None => format!("{} at D={:.3e}", t.shape.label(), t.tokens),
+        },
+        reason: format!(
+            "{steps} steps of {} tokens < data.min_steps {min_steps}",
+            cx.tokens_per_step as usize
+        ),
+    })
+}
+
+/// The runs of one target: one per seed and LR multiplier.
+fn expand_target(cx: &Ctx, t: &Target, steps: usize) -> Vec<RunPlan> {
+    let tr = &cx.spec.training;
+    let multipliers = if tr.lr_multipliers.is_empty() {
+        vec![1.0]
+    } else {
+        tr.lr_multipliers.clone()
+    };
+    let mut out = Vec::new();
+    for seed in cx.spec.seed_list() {
+        for &mult in &multipliers {
+            let mut run = single_run(cx, t.shape, steps, seed);
+            run.budget = t.budget;
+            run.optim.lr = base_lr(tr, &t.shape, run.flops) * mult;
+            run.lr_multiplier = mult;
+            run.point_id = hex_id(&format!(
+                "point|{:x}|{:?}|{steps}|{}|{seed}|{:?}",
+                cx.corpus_fingerprint, t.shape, cx.batch, t.budget
+            ));
+            out.push(run);
+        }
+    }
+    out
+}
+
+/// One run of `shape` for `steps` steps with the spec's training settings.
+fn single_run(cx: &Ctx, shape: Shape, steps: usize, seed: u64) -> RunPlan {
+    let (t, ctx) = (&cx.spec.training, cx.spec.model.context);
+    let tokens = (steps * cx.batch * ctx) as u64;
+    let n = shape.non_embedding_params();
+    let flops = 6.0 * n as f64 * tokens as f64;
+    let warmup = t
+        .warmup_steps
+        .min((t.warmup_fraction * steps as f64).ceil() as usize);
+    let data = DataSettings {
+        context: ctx,
+        vocab_size: cx.vocab_size,
+        batch_size: cx.batch,
+        steps,
+        seed,
+        eval_interval: if t.eval_interval > 0 {
+            t.eval_interval
+        } else {
+            steps.div_ceil(10)
+        },
+    };
+    RunPlan {
+        id: String::new(),
+        shape,
+        data,
+        optim: OptimSettings::from_training(t),
+        schedule: ScheduleSettings::from_training(t, warmup),
+        tokens,
+        n_params: n,
+        n_params_total: shape.total_params(cx.vocab_size, ctx),
+        flops,
+        budget: None,
+        lr_multiplier: 1.0,
+        point_id: String::new(),
+        parent: None,
+        branch_step: 0,
+        flops_spent: flops,
+    }
+}
+
+/// The peak LR before any multiplier: the spec's, or its width / compute rule.
+fn base_lr(t: &TrainingSpec, shape: &Shape, flops: f64) -> f64 {
+    match &t.lr_scaling {
+        None => t.lr,
+        Some(ls) => match ls.rule {
+            LrRule::Width => t.lr * ls.base_width as f64 / shape.d_model as f64,
+            LrRule::Compute => ls.k.unwrap_or(t.lr) * flops.powf(ls.p.unwrap_or(0.0)),
+        },
+    }
+}
+
+/// Give every run and parent its id (duplicates dropped); branches point at their parent's id.
+fn assign_ids(cx: &Ctx, runs: &mut Vec<RunPlan>, parents: Vec<RunPlan>) -> Vec<RunPlan> {
+    let eval_tokens = cx.spec.corpus.eval_tokens;
     let mut seen = BTreeSet::new();
     for r in runs.iter_mut() {
-        r.id = run_id(r, corpus_fingerprint, spec.corpus.eval_tokens);
+        r.id = run_id(r, cx.corpus_fingerprint, eval_tokens, false);
     }
     runs.retain(|r| seen.insert(r.id.clone()));
-    let parent_ids: std::collections::HashMap<String, String> = parents
-        .iter()
-        .map(|p| {
-            (
-                p.point_id.clone(),
-                run_id(p, corpus_fingerprint, spec.corpus.eval_tokens),
-            )
-        })
-        .collect();
+    let mut parent_ids = std::collections::HashMap::new();
     let parents: Vec<RunPlan> = parents
         .into_iter()
         .map(|mut p| {
-            p.id = parent_ids[&p.point_id].clone();
+            p.id = run_id(&p, cx.corpus_fingerprint, eval_tokens, true);
+            parent_ids.insert(p.point_id.clone(), p.id.clone());
             p
         })
         .collect();
@@ -349,119 +522,131 @@ pub fn build(
             r.parent = Some(parent_ids[key].clone());
         }
     }
-    if let Some(iso) = &spec.data.isoflop {
-        for &c in &iso.budgets {
-            if !runs.iter().any(|r| r.budget == Some(c)) {
-                crate::bail_user!(
-                    "{source_label}: data.isoflop.budgets: budget {c:.3e} FLOPs is too small for any model: \
-                     even the smallest shape ({}) gets fewer than data.min_steps = {min_steps} steps of {} tokens; \
-                     raise the budget, add smaller shapes, or lower training.batch_size / data.min_steps",
-                    shapes.first().map(|s| s.label()).unwrap_or_default(),
-                    tokens_per_step as usize
-                );
-            }
+    parents
+}
+
+/// A user error when an IsoFLOP budget, or the whole sweep, has no run left.
+fn check_not_empty(
+    cx: &Ctx,
+    label: &str,
+    shapes: &[Shape],
+    runs: &[RunPlan],
+) -> anyhow::Result<()> {
+    let min_steps = cx.spec.data.min_steps;
+    let per_step = cx.tokens_per_step as usize;
+    for &c in cx.spec.data.isoflop.iter().flat_map(|i| &i.budgets) {
+        if !runs.iter().any(|r| r.budget == Some(c)) {
+            crate::bail_user!(
+                "{label}: data.isoflop.budgets: budget {c:.3e} FLOPs is too small for any model: \
+                 even the smallest shape ({}) gets fewer than data.min_steps = {min_steps} steps of {per_step} tokens; \
+                 raise the budget, add smaller shapes, or lower training.batch_size / data.min_steps",
+                shapes.first().map(|s| s.label()).unwrap_or_default(),
+            );
         }
     }
     if runs.is_empty() {
         crate::bail_user!(
-            "{source_label}: data: every run is shorter than data.min_steps = {min_steps} steps of {} tokens; \
-             raise data.tokens / tokens_per_param, or lower training.batch_size / data.min_steps",
-            tokens_per_step as usize
+            "{label}: data: every run is shorter than data.min_steps = {min_steps} steps of {per_step} tokens; \
+             raise data.tokens / tokens_per_param, or lower training.batch_size / data.min_steps"
         );
     }
-    Ok(Plan {
-        runs,
-        parents,
-        dropped,
-        budgets,
-    })
+    Ok(())
 }
 
 /// Group runs by (shape, seed, LR) into cooldown branches of one stable-phase parent each.
 /// Every branch of a group gets the warmup of the group's shortest run, so the stable phase
 /// is the same for all of them (and identical to a separate WSD run of that D).
 fn make_branches(runs: &mut [RunPlan], tokens_per_step: f64) -> Vec<RunPlan> {
-    let mut keys: Vec<(Shape, u64, u64)> = runs
-        .iter()
-        .map(|r| (r.shape, r.seed, r.lr.to_bits()))
-        .collect();
+    let key = |r: &RunPlan| (r.shape, r.data.seed, r.optim.lr.to_bits());
+    let mut keys: Vec<(Shape, u64, u64)> = runs.iter().map(key).collect();
     keys.sort();
     keys.dedup();
     let mut parents = Vec::new();
-    for key in keys {
-        let members: Vec<usize> = (0..runs.len())
-            .filter(|&i| (runs[i].shape, runs[i].seed, runs[i].lr.to_bits()) == key)
-            .collect();
-        let min_steps = members.iter().map(|&i| runs[i].steps).min().unwrap();
-        let warmup = members
-            .iter()
-            .map(|&i| runs[i].warmup_steps)
-            .min()
-            .unwrap()
-            .min(min_steps);
-        let mut stable_steps = 0;
-        for &i in &members {
-            runs[i].warmup_steps = warmup;
-            runs[i].branch_step = runs[i].decay_start().max(warmup);
-            runs[i].flops_spent = 6.0
-                * runs[i].n_params as f64
-                * (runs[i].steps - runs[i].branch_step) as f64
-                * tokens_per_step;
-            stable_steps = stable_steps.max(runs[i].branch_step);
-        }
-        let first = &runs[members[0]];
-        let mut parent = first.clone();
-        let group_key = format!("stable|{}|{}", first.point_id, stable_steps);
-        parent.point_id = format!("{:016x}", fnv1a(group_key.as_bytes()));
-        parent.schedule = Schedule::Constant;
-        parent.steps = stable_steps;
-        parent.tokens = (stable_steps as f64 * tokens_per_step) as u64;
-        parent.flops = 6.0 * parent.n_params as f64 * parent.tokens as f64;
-        parent.flops_spent = parent.flops;
-        parent.budget = None;
-        parent.eval_interval = stable_steps.div_ceil(10).max(1);
-        for &i in &members {
-            runs[i].parent = Some(parent.point_id.clone());
-        }
-        parents.push(parent);
+    for k in keys {
+        let members: Vec<usize> = (0..runs.len()).filter(|&i| key(&runs[i]) == k).collect();
+        parents.push(branch_group(runs, &members, tokens_per_step));
     }
     parents
 }
 
-/// Stable id: a hash of everything that determines the run's result.
-fn run_id(r: &RunPlan, corpus_fp: u64, eval_tokens: f64) -> String {
+/// Turn `members` into branches of one stable parent, and return the parent.
+fn branch_group(runs: &mut [RunPlan], members: &[usize], tokens_per_step: f64) -> RunPlan {
+    let min_steps = members.iter().map(|&i| runs[i].data.steps).min().unwrap();
+    let warmup = members
+        .iter()
+        .map(|&i| runs[i].schedule.warmup_steps)
+        .min()
+        .unwrap()
+        .min(min_steps);
+    let mut stable_steps = 0;
+    for &i in members {
+        let r = &mut runs[i];
+        r.schedule.warmup_steps = warmup;
+        r.branch_step = r.decay_start().max(warmup);
+        r.flops_spent =
+            6.0 * r.n_params as f64 * (r.data.steps - r.branch_step) as f64 * tokens_per_step;
+        stable_steps = stable_steps.max(r.branch_step);
+    }
+    let first = &runs[members[0]];
+    let mut parent = first.clone();
+    parent.point_id = hex_id(&format!("stable|{}|{}", first.point_id, stable_steps));
+    parent.schedule.kind = Schedule::Constant;
+    parent.data.steps = stable_steps;
+    parent.tokens = (stable_steps as f64 * tokens_per_step) as u64;
+    parent.flops = 6.0 * parent.n_params as f64 * parent.tokens as f64;
+    parent.flops_spent = parent.flops;
+    parent.budget = None;
+    parent.data.eval_interval = stable_steps.div_ceil(10).max(1);
+    for &i in members {
+        runs[i].parent = Some(parent.point_id.clone());
+    }
+    parent
+}
+
+/// Stable id: a hash of everything that determines the run's result ([`IdKey`]).
+pub fn run_id(r: &RunPlan, corpus_fp: u64, eval_tokens: f64, stable_phase: bool) -> String {
+    let key = IdKey {
+        scheme: ID_SCHEME,
+        corpus: format!("{corpus_fp:016x}"),
+        eval_tokens,
+        shape: &r.shape,
+        data: &r.data,
+        optim: &r.optim,
+        schedule: &r.schedule,
+        branch_step: r.parent.is_some().then_some(r.branch_step),
+        stable_phase,
+    };
+    hex_id(&serde_json::to_string(&key).expect("plain data serializes"))
+}
+
+/// The id the same run had under scheme 1 (to find it in a folder made before scheme 2).
+pub fn legacy_run_id_v1(r: &RunPlan, corpus_fp: u64, eval_tokens: f64) -> String {
+    let (o, s) = (&r.optim, &r.schedule);
+    let wsd = s.kind == Schedule::Wsd;
     let key = format!(
         "v1|{corpus_fp:x}|{eval_tokens}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{}|{}|{}|{}|{}",
-        r.context,
-        r.vocab_size,
+        r.data.context,
+        r.data.vocab_size,
         r.shape.d_model,
         r.shape.n_layer,
         r.shape.n_head,
         r.shape.d_ff,
-        r.batch_size,
-        r.steps,
-        r.lr,
-        r.schedule,
-        r.warmup_steps,
-        r.min_lr_ratio,
-        r.beta1,
-        r.beta2,
-        r.weight_decay,
-        r.grad_clip,
-        r.seed,
-        r.eval_interval,
+        r.data.batch_size,
+        r.data.steps,
+        o.lr,
+        s.kind,
+        s.warmup_steps,
+        s.min_lr_ratio,
+        o.beta1,
+        o.beta2,
+        o.weight_decay,
+        o.grad_clip,
+        r.data.seed,
+        r.data.eval_interval,
     ) + &format!(
         "|{}|{:?}|{}|{}",
-        if r.schedule == Schedule::Wsd {
-            r.cooldown_fraction
-        } else {
-            0.0
-        },
-        if r.schedule == Schedule::Wsd {
-            Some(r.cooldown_shape)
-        } else {
-            None
-        },
+        if wsd { s.cooldown_fraction } else { 0.0 },
+        if wsd { Some(s.cooldown_shape) } else { None },
         r.parent.is_some(),
         r.branch_step
     );
@@ -490,9 +675,9 @@ mod tests {
     fn run_with(schedule: Schedule, shape: CooldownShape) -> RunPlan {
         let s = spec("", "  tokens: [6400]");
         let mut r = build(&s, "t", 256, 1).unwrap().runs[0].clone();
-        r.schedule = schedule;
-        r.cooldown_shape = shape;
-        r.min_lr_ratio = 0.1;
+        r.schedule.kind = schedule;
+        r.schedule.cooldown_shape = shape;
+        r.schedule.min_lr_ratio = 0.1;
         r
     }
 
@@ -500,7 +685,7 @@ mod tests {
     fn schedule_shapes() {
         // 6400 tokens / (4 x 16) = 100 steps; warmup min(4, 10) = 4.
         let c = run_with(Schedule::Cosine, CooldownShape::Linear);
-        assert_eq!((c.steps, c.warmup_steps), (100, 4));
+        assert_eq!((c.data.steps, c.schedule.warmup_steps), (100, 4));
         assert!((c.lr_at(0) - 0.0025).abs() < 1e-12);
         assert!((c.lr_at(3) - 0.01).abs() < 1e-12);
         assert!((c.lr_at(4) - 0.01).abs() < 1e-12);
@@ -535,7 +720,14 @@ mod tests {
             "  tokens: [6400]",
         );
         let p = build(&w, "t", 256, 1).unwrap();
-        let lr = |d: usize| p.runs.iter().find(|r| r.shape.d_model == d).unwrap().lr;
+        let lr = |d: usize| {
+            p.runs
+                .iter()
+                .find(|r| r.shape.d_model == d)
+                .unwrap()
+                .optim
+                .lr
+        };
         assert!((lr(16) - 0.01).abs() < 1e-15 && (lr(32) - 0.005).abs() < 1e-15);
         let c = spec(
             "  lr_scaling: {rule: compute, k: 2.0, p: -0.1}\n",
@@ -543,7 +735,7 @@ mod tests {
         );
         let p = build(&c, "t", 256, 1).unwrap();
         for r in &p.runs {
-            assert!((r.lr - 2.0 * r.flops.powf(-0.1)).abs() < 1e-12);
+            assert!((r.optim.lr - 2.0 * r.flops.powf(-0.1)).abs() < 1e-12);
         }
         let m = spec("  lr_multipliers: [0.5, 1, 2]\n", "  tokens: [6400]");
         let p = build(&m, "t", 256, 1).unwrap();
@@ -572,10 +764,12 @@ mod tests {
             let mut bs: Vec<usize> = kids.iter().map(|k| k.branch_step).collect();
             bs.sort();
             assert_eq!(bs, vec![20, 40, 80, 160]);
-            assert_eq!(parent.steps, 160);
-            assert!(kids.iter().all(|k| k.warmup_steps == parent.warmup_steps));
+            assert_eq!(parent.data.steps, 160);
+            assert!(kids
+                .iter()
+                .all(|k| k.schedule.warmup_steps == parent.schedule.warmup_steps));
             for k in &kids {
-                let cool_tokens = ((k.steps - k.branch_step) * 64) as f64;
+                let cool_tokens = ((k.data.steps - k.branch_step) * 64) as f64;
                 assert!((k.flops_spent - 6.0 * k.n_params as f64 * cool_tokens).abs() < 1e-6);
             }
         }
@@ -593,5 +787,53 @@ mod tests {
             s.total_params(256, 64),
             s.non_embedding_params() + (256 + 64) * 64
         );
+    }
+
+    #[test]
+    fn ids_hash_every_setting() {
+        let s = spec("", "  tokens: [6400]");
+        let base = build(&s, "t", 256, 1).unwrap().runs[0].clone();
+        let id = |r: &RunPlan| run_id(r, 1, s.corpus.eval_tokens, false);
+        assert_eq!(id(&base), base.id);
+        let mut changed = Vec::new();
+        let mut r = base.clone();
+        r.optim.beta2 = 0.99;
+        changed.push(id(&r));
+        let mut r = base.clone();
+        r.optim.weight_decay = 0.0;
+        changed.push(id(&r));
+        let mut r = base.clone();
+        r.schedule.min_lr_ratio = 0.5;
+        changed.push(id(&r));
+        let mut r = base.clone();
+        r.data.seed = 7;
+        changed.push(id(&r));
+        changed.push(run_id(&base, 2, s.corpus.eval_tokens, false));
+        changed.push(run_id(&base, 1, s.corpus.eval_tokens, true));
+        let distinct: BTreeSet<&String> = changed.iter().chain([&base.id]).collect();
+        assert_eq!(
+            distinct.len(),
+            changed.len() + 1,
+            "every setting changes the id"
+        );
+        // Labels do not: the same run in two IsoFLOP budgets or LR-sweep bookkeeping.
+        let mut r = base.clone();
+        r.budget = Some(1e12);
+        r.lr_multiplier = 3.0;
+        assert_eq!(id(&r), base.id);
+    }
+
+    #[test]
+    fn cooldown_settings_do_not_change_cosine_ids() {
+        let a = spec("  cooldown_fraction: 0.3\n", "  tokens: [6400]");
+        let b = spec("", "  tokens: [6400]");
+        let id = |s: &SweepSpec| build(s, "t", 256, 1).unwrap().runs[0].id.clone();
+        assert_eq!(id(&a), id(&b));
+        let c = spec(
+            "  schedule: wsd\n  cooldown_fraction: 0.3\n",
+            "  tokens: [6400]",
+        );
+        let d = spec("  schedule: wsd\n", "  tokens: [6400]");
+        assert_ne!(id(&c), id(&d));
     }
 }

@@ -8,12 +8,13 @@
 //! Slurm does the scheduling, requeueing and accounting; scalelab schedules nothing itself.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::bail_user;
+use crate::record::Status;
 use crate::spec::{valid_slurm_time, SlurmSpec};
-use crate::store::{self, ResultsStore};
+use crate::store;
 use crate::sweep::{self, Prepared};
 
 /// `submit` flags; each overrides the spec's `slurm:` key of the same name.
@@ -66,13 +67,35 @@ fn script(
     out: &Path,
 ) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
-    let cwd = std::env::current_dir()?;
     let mut t = String::from("#!/bin/bash\n");
     t += &format!(
         "# Written by `scalelab submit`: one array task per pending unit of sweep {}.\n",
         p.spec.name
     );
-    t += &format!("#SBATCH --job-name=scalelab-{}\n", p.spec.name);
+    t += &sbatch_options(p, s, n, out)?;
+    t += "set -euo pipefail\n";
+    t += "# One CPU thread per allocated core (burn's CPU backend uses rayon).\n";
+    t += "export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n";
+    // Inside the allocation, the task's GPU is cuda:0.
+    let device = if s.gpus_per_task.unwrap_or(0) > 0 {
+        "cuda".to_string()
+    } else {
+        p.device.short_name()
+    };
+    t += &format!(
+        "exec {} run-one {} --tasks {} --task \"$SLURM_ARRAY_TASK_ID\" --device {}\n",
+        sh(&exe.display().to_string()),
+        sh(&out.display().to_string()),
+        sh(&tasks.display().to_string()),
+        device
+    );
+    Ok(t)
+}
+
+/// The `#SBATCH` lines: the array, its logs, the folder and the resources.
+fn sbatch_options(p: &Prepared, s: &SlurmSpec, n: usize, out: &Path) -> anyhow::Result<String> {
+    let cwd = std::env::current_dir()?;
+    let mut t = format!("#SBATCH --job-name=scalelab-{}\n", p.spec.name);
     let throttle = s.max_parallel.map(|k| format!("%{k}")).unwrap_or_default();
     t += &format!("#SBATCH --array=0-{}{throttle}\n", n - 1);
     t += &format!("#SBATCH --output={}/slurm/logs/%A_%a.out\n", out.display());
@@ -105,22 +128,6 @@ fn script(
     for e in &s.extra {
         t += &format!("#SBATCH {}\n", e.trim());
     }
-    t += "set -euo pipefail\n";
-    t += "# One CPU thread per allocated core (burn's CPU backend uses rayon).\n";
-    t += "export RAYON_NUM_THREADS=\"${SLURM_CPUS_PER_TASK:-1}\"\n";
-    // Inside the allocation, the task's GPU is cuda:0.
-    let device = if gpus > 0 {
-        "cuda".to_string()
-    } else {
-        p.device.short_name()
-    };
-    t += &format!(
-        "exec {} run-one {} --tasks {} --task \"$SLURM_ARRAY_TASK_ID\" --device {}\n",
-        sh(&exe.display().to_string()),
-        sh(&out.display().to_string()),
-        sh(&tasks.display().to_string()),
-        device
-    );
     Ok(t)
 }
 
@@ -141,15 +148,7 @@ fn partitions() -> Option<Vec<String>> {
 /// Submit every pending unit as one job array; returns what to print.
 pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
     sweep::check_results_folder(p, o.update_spec)?;
-    let s = merged(&o.slurm, &p.spec.slurm);
-    if let Some(t) = &s.time {
-        if !valid_slurm_time(t) {
-            bail_user!("--time {t:?} is not a Slurm time limit; write HH:MM:SS or D-HH:MM:SS");
-        }
-    }
-    if s.max_parallel == Some(0) {
-        bail_user!("--max-parallel must be at least 1");
-    }
+    let s = checked_options(&o.slurm, &p.spec.slurm)?;
     let (ids, pending_runs) = sweep::pending_unit_ids(p)?;
     if ids.is_empty() {
         return Ok(format!(
@@ -159,21 +158,45 @@ pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
             p.out_dir.display()
         ));
     }
-    let out = std::path::absolute(&p.out_dir)?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let slurm_dir = out.join("slurm");
-    let tasks = slurm_dir.join(format!("tasks-{stamp}.txt"));
-    let text = script(p, &s, ids.len(), &tasks, &out)?;
+    let files = ArrayFiles::new(&p.out_dir)?;
+    let text = script(p, &s, ids.len(), &files.tasks, &files.out)?;
     if o.dry_run {
         return Ok(format!(
             "{text}# dry run: nothing submitted or written; {} tasks would be listed in {}\n",
             ids.len(),
-            tasks.display()
+            files.tasks.display()
         ));
     }
+    preflight(&s)?;
+    let job = files.submit(p, &ids, &text)?;
+    Ok(format!(
+        "submitted job array {job}: {} tasks ({} of {} runs pending) from {}\n\
+         follow it with `scalelab status {}`; merge the results with `scalelab collect {}`\n",
+        ids.len(),
+        pending_runs,
+        p.plan.runs.len(),
+        files.script.display(),
+        p.out_dir.display(),
+        p.out_dir.display()
+    ))
+}
+
+/// The flags over the spec's `slurm:` section, checked.
+fn checked_options(flags: &SlurmSpec, spec: &SlurmSpec) -> anyhow::Result<SlurmSpec> {
+    let s = merged(flags, spec);
+    if let Some(t) = &s.time {
+        if !valid_slurm_time(t) {
+            bail_user!("--time {t:?} is not a Slurm time limit; write HH:MM:SS or D-HH:MM:SS");
+        }
+    }
+    if s.max_parallel == Some(0) {
+        bail_user!("--max-parallel must be at least 1");
+    }
+    Ok(s)
+}
+
+/// Before anything is written: a Slurm client, and a partition the cluster knows.
+fn preflight(s: &SlurmSpec) -> anyhow::Result<()> {
     if !on_path("sbatch") {
         bail_user!(
             "`sbatch` was not found on PATH: `scalelab submit` needs a Slurm client on this machine. \
@@ -189,46 +212,67 @@ pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
             );
         }
     }
-    std::fs::create_dir_all(slurm_dir.join("logs"))?;
-    store::write_text_atomic(&out.join("sweep.yaml"), &p.source.text)?;
-    if let Some(f) = p.corpus.floor {
-        store::write_text_atomic(&out.join("floor.json"), &serde_json::to_string_pretty(&f)?)?;
+    Ok(())
+}
+
+/// The files of one job array: `slurm/tasks-<stamp>.txt` (one unit id per line),
+/// `slurm/job-<stamp>.sbatch`, and the line it adds to `slurm/jobs.tsv`.
+struct ArrayFiles {
+    /// The results folder, absolute (the tasks may start elsewhere).
+    out: PathBuf,
+    slurm_dir: PathBuf,
+    tasks: PathBuf,
+    script: PathBuf,
+}
+
+impl ArrayFiles {
+    fn new(out_dir: &Path) -> anyhow::Result<ArrayFiles> {
+        let out = std::path::absolute(out_dir)?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let slurm_dir = out.join("slurm");
+        Ok(ArrayFiles {
+            tasks: slurm_dir.join(format!("tasks-{stamp}.txt")),
+            script: slurm_dir.join(format!("job-{stamp}.sbatch")),
+            slurm_dir,
+            out,
+        })
     }
-    store::write_text_atomic(&tasks, &(ids.join("\n") + "\n"))?;
-    let script_path = slurm_dir.join(format!("job-{stamp}.sbatch"));
-    store::write_text_atomic(&script_path, &text)?;
-    let res = Command::new("sbatch")
-        .arg("--parsable")
-        .arg(&script_path)
-        .output()?;
-    if !res.status.success() {
-        let _ = std::fs::remove_file(&tasks);
-        let _ = std::fs::remove_file(&script_path);
-        bail_user!(
-            "sbatch rejected the job array ({}): {}. Nothing was submitted; finished results are untouched",
-            res.status,
-            String::from_utf8_lossy(&res.stderr).trim()
-        );
+
+    /// Write the folder's files, the task list and the script, submit the script, and
+    /// record the job in `jobs.tsv`; returns the job id.
+    fn submit(&self, p: &Prepared, ids: &[String], text: &str) -> anyhow::Result<String> {
+        std::fs::create_dir_all(self.slurm_dir.join("logs"))?;
+        sweep::write_folder_files(p, &self.out)?;
+        crate::fsio::write_text_atomic(&self.tasks, &(ids.join("\n") + "\n"))?;
+        crate::fsio::write_text_atomic(&self.script, text)?;
+        let res = Command::new("sbatch")
+            .arg("--parsable")
+            .arg(&self.script)
+            .output()?;
+        if !res.status.success() {
+            let _ = std::fs::remove_file(&self.tasks);
+            let _ = std::fs::remove_file(&self.script);
+            bail_user!(
+                "sbatch rejected the job array ({}): {}. Nothing was submitted; finished results are untouched",
+                res.status,
+                String::from_utf8_lossy(&res.stderr).trim()
+            );
+        }
+        let job = String::from_utf8_lossy(&res.stdout)
+            .trim()
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let jobs_file = self.slurm_dir.join("jobs.tsv");
+        let mut jobs = std::fs::read_to_string(&jobs_file).unwrap_or_default();
+        jobs += &format!("{job}\t{}\t{}\n", self.tasks.display(), ids.len());
+        crate::fsio::write_text_atomic(&jobs_file, &jobs)?;
+        Ok(job)
     }
-    let job = String::from_utf8_lossy(&res.stdout)
-        .trim()
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    let mut jobs = std::fs::read_to_string(slurm_dir.join("jobs.tsv")).unwrap_or_default();
-    jobs += &format!("{job}\t{}\t{}\n", tasks.display(), ids.len());
-    store::write_text_atomic(&slurm_dir.join("jobs.tsv"), &jobs)?;
-    Ok(format!(
-        "submitted job array {job}: {} tasks ({} of {} runs pending) from {}\n\
-         follow it with `scalelab status {}`; merge the results with `scalelab collect {}`\n",
-        ids.len(),
-        pending_runs,
-        p.plan.runs.len(),
-        script_path.display(),
-        p.out_dir.display(),
-        p.out_dir.display()
-    ))
 }
 
 /// Submitted arrays: (job id, task list).
@@ -319,16 +363,35 @@ fn slurm_states(dir: &Path) -> (HashMap<String, String>, Vec<String>) {
     (states, notes)
 }
 
+/// What `status` reads once: the results, the merged ids, and Slurm's view.
+struct Seen {
+    loaded: store::Loaded,
+    merged_ids: std::collections::HashSet<String>,
+    slurm: HashMap<String, String>,
+    notes: Vec<String>,
+}
+
+impl Seen {
+    fn read(dir: &Path) -> anyhow::Result<Seen> {
+        let loaded = store::load(dir)?;
+        let merged_ids = store::merged_run_ids(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let (slurm, notes) = slurm_states(dir);
+        Ok(Seen {
+            loaded,
+            merged_ids,
+            slurm,
+            notes,
+        })
+    }
+}
+
 /// One line per run: pending / queued / running / done / failed / diverged.
 pub fn status(p: &Prepared) -> anyhow::Result<String> {
     use std::fmt::Write;
-    let loaded = store::load(&p.out_dir)?;
-    let merged_ids: std::collections::HashSet<String> = store::merged_run_ids(&p.out_dir)
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let (slurm, notes) = slurm_states(&p.out_dir);
-    let ckpt_dir = p.out_dir.join("checkpoints");
+    let seen = Seen::read(&p.out_dir)?;
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     let mut s = String::new();
     let _ = writeln!(
@@ -337,52 +400,7 @@ pub fn status(p: &Prepared) -> anyhow::Result<String> {
         "run_id", "shape", "D", "state"
     );
     for r in &p.plan.runs {
-        let lead = r.parent.clone().unwrap_or_else(|| r.id.clone());
-        let done = loaded.runs.iter().find(|x| x.run_id == r.id);
-        let ckpt = crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id)));
-        let (state, detail) = match (done, slurm.get(&lead)) {
-            (Some(d), _) if d.status == "ok" => (
-                "done".to_string(),
-                format!(
-                    "eval {:.4}{}",
-                    d.eval_loss,
-                    if merged_ids.contains(&r.id) {
-                        ""
-                    } else {
-                        " (not collected yet)"
-                    }
-                ),
-            ),
-            (Some(d), _) if d.status == "diverged" => ("diverged".into(), String::new()),
-            (_, Some(st))
-                if st == "running" || st == "pending" || st == "requeued" || st == "completing" =>
-            {
-                let st = if st == "pending" {
-                    "queued"
-                } else {
-                    st.as_str()
-                };
-                (
-                    st.to_string(),
-                    ckpt.map(|c| format!("checkpoint at step {}/{}", c.step, r.steps))
-                        .unwrap_or_default(),
-                )
-            }
-            (Some(d), _) => ("failed".into(), d.error.chars().take(80).collect()),
-            (None, Some(st)) if st != "completed" => {
-                ("failed".into(), format!("slurm: {st}; resubmit to retry"))
-            }
-            (None, _) if store::UnitLock::is_held(&p.out_dir, &lead) => (
-                "running".into(),
-                ckpt.map(|c| format!("checkpoint at step {}/{}", c.step, r.steps))
-                    .unwrap_or_default(),
-            ),
-            (None, _) => (
-                "pending".into(),
-                ckpt.map(|c| format!("interrupted; resumes from step {}/{}", c.step, r.steps))
-                    .unwrap_or_default(),
-            ),
-        };
+        let (state, detail) = run_state(p, r, &seen);
         *counts.entry(state.clone()).or_default() += 1;
         let _ = writeln!(
             s,
@@ -396,16 +414,64 @@ pub fn status(p: &Prepared) -> anyhow::Result<String> {
     }
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     let _ = writeln!(s, "{} runs: {}", p.plan.runs.len(), summary.join(", "));
-    for n in notes {
+    for n in &seen.notes {
         let _ = writeln!(s, "note: {n}");
     }
-    for u in &loaded.unreadable {
+    for u in &seen.loaded.unreadable {
         let _ = writeln!(s, "warning: unreadable result file {u}");
     }
     Ok(s)
 }
 
-/// Merge per-run result files into `runs.parquet` and `curves.parquet`.
+/// A run's state and detail, from its result, Slurm's word on its unit, its lock and its
+/// checkpoint.
+fn run_state(p: &Prepared, r: &crate::plan::RunPlan, seen: &Seen) -> (String, String) {
+    let lead = r.parent.clone().unwrap_or_else(|| r.id.clone());
+    let done = seen.loaded.runs.iter().find(|x| x.run_id == r.id);
+    let ckpt_dir = p.out_dir.join(crate::fsio::CHECKPOINTS_DIR);
+    let ckpt = crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id)));
+    let at_step = |what: &str| {
+        ckpt.as_ref()
+            .map(|c| format!("{what} {}/{}", c.step, r.data.steps))
+            .unwrap_or_default()
+    };
+    match (done, seen.slurm.get(&lead)) {
+        (Some(d), _) if d.status == Status::Ok => (
+            "done".to_string(),
+            format!(
+                "eval {:.4}{}",
+                d.eval_loss,
+                if seen.merged_ids.contains(&r.id) {
+                    ""
+                } else {
+                    " (not collected yet)"
+                }
+            ),
+        ),
+        (Some(d), _) if d.status == Status::Diverged => ("diverged".into(), String::new()),
+        (_, Some(st))
+            if st == "running" || st == "pending" || st == "requeued" || st == "completing" =>
+        {
+            let st = if st == "pending" {
+                "queued"
+            } else {
+                st.as_str()
+            };
+            (st.to_string(), at_step("checkpoint at step"))
+        }
+        (Some(d), _) => ("failed".into(), d.error.chars().take(80).collect()),
+        (None, Some(st)) if st != "completed" => {
+            ("failed".into(), format!("slurm: {st}; resubmit to retry"))
+        }
+        (None, _) if crate::fsio::UnitLock::is_held(&p.out_dir, &lead) => {
+            ("running".into(), at_step("checkpoint at step"))
+        }
+        (None, _) => ("pending".into(), at_step("interrupted; resumes from step")),
+    }
+}
+
+/// Merge per-run result files into `runs.parquet` and `curves.parquet` (see
+/// [`sweep::merge_results`]); returns what to print.
 pub fn collect(dir: &Path) -> anyhow::Result<String> {
     let any_file = store::parquet_files(&dir.join(store::RUN_FILES_DIR));
     let meta_from = if dir.join(store::RUNS_FILE).exists() {
@@ -420,8 +486,7 @@ pub fn collect(dir: &Path) -> anyhow::Result<String> {
         );
     };
     let meta = store::read_metadata(&meta_from).unwrap_or_default();
-    let mut st = ResultsStore::open(dir, meta)?;
-    st.flush()?;
+    let st = sweep::merge_results(dir, meta, sweep::MergeWhen::Always)?.store;
     let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
     for r in &st.runs {
         *by.entry(r.status.as_str()).or_default() += 1;

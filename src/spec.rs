@@ -1,10 +1,14 @@
 //! The sweep spec: the YAML a researcher writes.
 //!
-//! Owns parsing (with [`serde_saphyr`]) and validation. Unknown keys are rejected with their
-//! dotted path, line, and the nearest valid key; invalid values are all collected and
-//! reported together before anything trains, each naming the file, the key and the fix.
-//! The result is a [`SweepSpec`] whose fields are plain values; [`crate::plan`] turns it
-//! into runs.
+//! Owns parsing (with [`serde_saphyr`]) and validation. YAML errors are rewritten in the
+//! spec's own terms, never the library's: unknown keys with their dotted path, line and the
+//! nearest valid key; duplicate keys and values of the wrong type (e.g. a negative count)
+//! with the key's dotted path and the fix. Invalid values are all collected and reported
+//! together before anything trains (one validation step per spec section), each naming the
+//! file, the key and the fix. Sizes no machine can train are refused here too, before the
+//! plan is built: data sizes above 1e13 tokens, `d_model` above 65,536, `n_layer` above 1,024,
+//! and models needing more than 1 TiB to train. The result is a [`SweepSpec`] whose fields
+//! are plain values; the plan module turns it into runs.
 
 use std::path::{Path, PathBuf};
 
@@ -562,7 +566,7 @@ impl SweepSpec {
 
     /// The spec copied into a results folder (`sweep.yaml`), parsed without validation.
     pub fn from_results_dir(dir: &Path) -> Option<SweepSpec> {
-        let text = std::fs::read_to_string(dir.join("sweep.yaml")).ok()?;
+        let text = std::fs::read_to_string(dir.join(crate::fsio::SWEEP_FILE)).ok()?;
         serde_saphyr::from_str(&text).ok()
     }
 
@@ -582,9 +586,30 @@ impl SweepSpec {
             .unwrap_or_else(|| PathBuf::from("results").join(&self.name))
     }
 
-    /// Validation: every problem as "key: what is wrong; fix".
+    /// Validation: every problem as "key: what is wrong; fix", one step per spec section.
     fn problems(&self, src: &SpecSource) -> Vec<String> {
         let mut p = Vec::new();
+        self.name_and_seed_problems(&mut p);
+        corpus_source_problems(&self.corpus, src, &mut p);
+        corpus_vocab_problems(&self.corpus, &mut p);
+        corpus_size_problems(&self.corpus, &mut p);
+        baseline_problems(&self.baselines, &mut p);
+        model_problems(&self.model, &mut p);
+        model_size_problems(&self.model, vocab_estimate(&self.corpus), &mut p);
+        data_problems(&self.data, &mut p);
+        data_size_problems(&self.data, &self.model, &mut p);
+        batch_problems(&self.training, self.model.context, &mut p);
+        training_problems(&self.training, &mut p);
+        schedule_problems(&self.training, &mut p);
+        target_flops_problems(&self.target_flops, &mut p);
+        branch_problems(&self.data, &self.training, &mut p);
+        device_problems(&self.device, &mut p);
+        slurm_problems(&self.slurm, &mut p);
+        p
+    }
+
+    /// `name`, `seed` and `seeds`.
+    fn name_and_seed_problems(&self, p: &mut Vec<String>) {
         if self.name.trim().is_empty()
             || !self
                 .name
@@ -599,283 +624,539 @@ impl SweepSpec {
         if self.seeds.is_some() && self.seed.is_some() {
             p.push("seed / seeds: give one of them, not both".into());
         }
-        // Corpus.
-        let c = &self.corpus;
-        let named = [c.builtin.is_some(), c.text.is_some(), c.tokens.is_some()]
-            .iter()
-            .filter(|&&x| x)
-            .count();
-        if named > 1 {
-            p.push("corpus: name one of `builtin`, `text` or `tokens`, not several".into());
-        }
-        if let Some(b) = &c.builtin {
-            if b.topics == 0 || b.topics > 64 {
-                p.push(format!(
-                    "corpus.builtin.topics: {} is out of range; use 1..=64",
-                    b.topics
-                ));
-            }
-        }
-        if let Some(t) = &c.text {
-            let files = crate::corpus::expand_glob(t, &src.base_dir);
-            if files.is_empty() || files.iter().any(|f| !f.is_file()) {
-                p.push(format!(
-                    "corpus.text: no file matches {t:?} (relative to {}); check the path, folder or glob{}",
-                    src.base_dir.display(),
-                    if t.starts_with("data/") {
-                        " (the example corpora are fetched with scripts/get-corpus.sh)"
-                    } else {
-                        ""
-                    }
-                ));
-            }
-        }
-        if c.tokenizer == TokenizerKind::Bpe && c.text.is_none() {
-            p.push("corpus.tokenizer: `bpe` tokenizes a `text` corpus; add `text:` or remove `tokenizer`".into());
-        }
-        if let Some(u) = c.train_tokens {
-            if !(u >= 1.0 && u.is_finite()) {
-                p.push(format!(
-                    "corpus.train_tokens: {u} must be a positive number of unique training tokens"
-                ));
-            }
-        }
-        let b = &self.baselines;
-        if b.orders.iter().any(|&o| o == 0 || o > 8) {
-            p.push("baselines.orders: n-gram orders must be in 1..=8".into());
-        }
-        if b.tokens.iter().any(|&d| !(d >= 1.0 && d.is_finite())) || !(b.max_tokens >= 1.0) {
-            p.push("baselines.tokens / max_tokens: must be positive numbers of tokens".into());
-        }
-        if let Some(t) = &c.tokens {
-            let f = src.base_dir.join(t);
-            if !f.is_file() {
-                p.push(format!(
-                    "corpus.tokens: file {} does not exist; check the path",
-                    f.display()
-                ));
-            }
-            if c.vocab_size.is_none() {
-                p.push("corpus.vocab_size: required with `tokens`; set it to the tokenizer's vocabulary size".into());
-            }
-        }
-        if c.vocab_size.is_some() && c.tokens.is_none() && c.tokenizer != TokenizerKind::Bpe {
-            p.push("corpus.vocab_size: only used with `tokens` or `tokenizer: bpe` (byte-level corpora have vocab 256); remove it".into());
-        }
-        if c.tokenizer == TokenizerKind::Bpe && c.vocab_size.is_some_and(|v| v < 257) {
-            p.push("corpus.vocab_size: a byte-level BPE vocabulary starts from 256 bytes; use at least 257 (e.g. 4096)".into());
-        }
-        if let Some(v) = c.vocab_size {
-            if v < 2 || v > 65536 {
-                p.push(format!(
-                    "corpus.vocab_size: {v} is out of range; u16 tokens allow 2..=65536"
-                ));
-            }
-        }
-        if !(c.eval_tokens >= 1.0 && c.eval_tokens.is_finite()) {
-            p.push(format!(
-                "corpus.eval_tokens: {} must be a positive number of tokens",
-                c.eval_tokens
-            ));
-        }
-        if !(c.eval_fraction > 0.0 && c.eval_fraction < 0.5) {
-            p.push(format!(
-                "corpus.eval_fraction: {} must be in (0, 0.5)",
-                c.eval_fraction
-            ));
-        }
-        // Model.
-        let m = &self.model;
-        if m.context < 2 || m.context > 8192 {
-            p.push(format!(
-                "model.context: {} is out of range; use 2..=8192",
-                m.context
-            ));
-        }
-        if m.shapes.is_empty() && m.grid.is_none() {
-            p.push("model: no models; add `shapes:` (a list of {d_model, n_layer, n_head}) or `grid:` (widths × depths)".into());
-        }
-        for (i, s) in m.shapes.iter().enumerate() {
-            check_shape(
-                &mut p,
-                &format!("model.shapes[{i}]"),
-                s.d_model,
-                s.n_layer,
-                s.n_head,
-                s.d_ff,
-            );
-        }
-        if let Some(g) = &m.grid {
-            if g.widths.is_empty() || g.depths.is_empty() {
-                p.push("model.grid: widths and depths must both be non-empty lists".into());
-            }
-            if g.head_dim == 0 {
-                p.push("model.grid.head_dim: must be positive".into());
-            } else {
-                for (i, &w) in g.widths.iter().enumerate() {
-                    if w == 0 || w % g.head_dim != 0 {
-                        p.push(format!(
-                            "model.grid.widths[{i}]: {w} is not a positive multiple of head_dim {}; \
-                             use a multiple of {} or change head_dim",
-                            g.head_dim, g.head_dim
-                        ));
-                    }
-                }
-            }
-            for (i, &d) in g.depths.iter().enumerate() {
-                if d == 0 {
-                    p.push(format!("model.grid.depths[{i}]: must be at least 1"));
-                }
-            }
-        }
-        // Data.
-        let d = &self.data;
-        let modes = usize::from(!d.tokens.is_empty() || !d.tokens_per_param.is_empty())
-            + usize::from(d.isoflop.is_some());
-        if modes == 0 {
-            p.push("data: no data sizes; add `tokens: [...]`, `tokens_per_param: [...]` or `isoflop: {budgets: [...]}`".into());
-        }
-        if modes > 1 {
-            p.push("data: `isoflop` cannot be combined with `tokens` / `tokens_per_param`; use separate sweeps".into());
-        }
-        for (i, &t) in d.tokens.iter().enumerate() {
-            if !(t >= 1.0 && t.is_finite()) {
-                p.push(format!(
-                    "data.tokens[{i}]: {t} must be a positive number of tokens (e.g. 2e5)"
-                ));
-            }
-        }
-        for (i, &t) in d.tokens_per_param.iter().enumerate() {
-            if !(t > 0.0 && t.is_finite()) {
-                p.push(format!(
-                    "data.tokens_per_param[{i}]: {t} must be positive (e.g. 20)"
-                ));
-            }
-        }
-        if let Some(iso) = &d.isoflop {
-            if iso.budgets.is_empty() {
-                p.push("data.isoflop.budgets: give at least one compute budget in FLOPs (e.g. [1e13, 3e13])".into());
-            }
-            for (i, &b) in iso.budgets.iter().enumerate() {
-                if !(b > 0.0 && b.is_finite()) {
-                    p.push(format!(
-                        "data.isoflop.budgets[{i}]: {b} must be a positive number of FLOPs"
-                    ));
-                }
-            }
-        }
-        if d.min_steps == 0 {
-            p.push("data.min_steps: must be at least 1".into());
-        }
-        // Training.
-        let t = &self.training;
-        if t.batch_size == Some(0) {
-            p.push("training.batch_size: must be at least 1 sequence".into());
-        }
-        if t.batch_size.is_some() && t.batch_tokens.is_some() {
-            p.push("training: give batch_size (sequences) or batch_tokens, not both".into());
-        }
-        if let Some(bt) = t.batch_tokens {
-            if !(bt >= 1.0 && bt.is_finite()) {
-                p.push(format!("training.batch_tokens: {bt} must be positive"));
-            }
-        }
-        if !(t.lr > 0.0 && t.lr < 10.0) {
-            p.push(format!(
-                "training.lr: {} must be in (0, 10); typical values are 1e-4 to 1e-2",
-                t.lr
-            ));
-        }
-        if !(0.0..1.0).contains(&t.warmup_fraction) {
-            p.push(format!(
-                "training.warmup_fraction: {} must be in [0, 1)",
-                t.warmup_fraction
-            ));
-        }
-        if !(0.0..=1.0).contains(&t.min_lr_ratio) {
-            p.push(format!(
-                "training.min_lr_ratio: {} must be in [0, 1]",
-                t.min_lr_ratio
-            ));
-        }
-        for (k, v) in [("beta1", t.beta1), ("beta2", t.beta2)] {
-            if !(0.0..1.0).contains(&v) {
-                p.push(format!("training.{k}: {v} must be in [0, 1)"));
-            }
-        }
-        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            p.push(format!(
-                "training.weight_decay: {} must be >= 0",
-                t.weight_decay
-            ));
-        }
-        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
-            p.push(format!(
-                "training.grad_clip: {} must be >= 0 (0 disables clipping)",
-                t.grad_clip
-            ));
-        }
-        for (i, &c) in self.target_flops.iter().enumerate() {
-            if !(c > 0.0 && c.is_finite()) {
-                p.push(format!(
-                    "target_flops[{i}]: {c} must be a positive number of FLOPs (e.g. 1e21)"
-                ));
-            }
-        }
-        if !(t.cooldown_fraction > 0.0 && t.cooldown_fraction < 1.0) {
-            p.push(format!(
-                "training.cooldown_fraction: {} must be in (0, 1)",
-                t.cooldown_fraction
-            ));
-        }
-        for (i, &m) in t.lr_multipliers.iter().enumerate() {
-            if !(m > 0.0 && m.is_finite()) {
-                p.push(format!(
-                    "training.lr_multipliers[{i}]: {m} must be positive (e.g. [0.5, 1, 2])"
-                ));
-            }
-        }
-        if let Some(ls) = &t.lr_scaling {
-            match ls.rule {
-                LrRule::Width if ls.base_width == 0 => p.push("training.lr_scaling.base_width: must be positive".into()),
-                LrRule::Compute if ls.k.is_none() || ls.p.is_none() => p.push(
-                    "training.lr_scaling: rule `compute` needs `k` and `p` (lr = k · C^p, e.g. k: 0.3, p: -0.125)".into(),
-                ),
-                _ => {}
-            }
-        }
-        if d.branches && t.schedule != Schedule::Wsd {
-            p.push("data.branches: cooldown branches need `training.schedule: wsd`".into());
-        }
-        if d.branches && d.isoflop.is_some() {
+        if self.seeds.as_ref().is_some_and(|s| s.is_empty()) {
             p.push(
-                "data.branches: not available in IsoFLOP mode; use `tokens` or `tokens_per_param`"
+                "seeds: the list is empty, so the runs would silently use the default seed; \
+                 give at least one seed (e.g. `seeds: [0, 1, 2]`) or remove the key"
                     .into(),
             );
         }
-        // Device.
-        if crate::device::DeviceChoice::parse(&self.device).is_err() {
+    }
+}
+
+/// Data sizes (tokens) above this are refused: step counts and token streams are 64-bit
+/// integers, and no CPU or GPU machine gets through more tokens than this in a sweep.
+const MAX_TOKENS: f64 = 1e13;
+/// Widest `d_model` accepted.
+const MAX_D_MODEL: usize = 65_536;
+/// Deepest `n_layer` accepted.
+const MAX_N_LAYER: usize = 1_024;
+/// Training memory accepted: 1 TiB.
+const MAX_TRAIN_BYTES: f64 = 1_099_511_627_776.0;
+/// f32 weights, gradients and two AdamW moments.
+const BYTES_PER_PARAM: f64 = 16.0;
+
+/// `corpus`: which corpus, and whether its files exist.
+fn corpus_source_problems(c: &CorpusSpec, src: &SpecSource, p: &mut Vec<String>) {
+    let named = [c.builtin.is_some(), c.text.is_some(), c.tokens.is_some()]
+        .iter()
+        .filter(|&&x| x)
+        .count();
+    if named > 1 {
+        p.push("corpus: name one of `builtin`, `text` or `tokens`, not several".into());
+    }
+    if let Some(b) = &c.builtin {
+        if b.topics == 0 || b.topics > 64 {
             p.push(format!(
-                "device: {:?} is not a device; use `cpu`, `cuda` or `cuda:K`",
-                self.device
+                "corpus.builtin.topics: {} is out of range; use 1..=64",
+                b.topics
             ));
         }
-        // Slurm defaults.
-        let sl = &self.slurm;
-        if let Some(t) = &sl.time {
-            if !valid_slurm_time(t) {
+    }
+    if let Some(t) = &c.text {
+        let files = crate::fsio::expand_glob(t, &src.base_dir);
+        if files.is_empty() || files.iter().any(|f| !f.is_file()) {
+            p.push(format!(
+                "corpus.text: no file matches {t:?} (relative to {}); check the path, folder or glob{}",
+                src.base_dir.display(),
+                if t.starts_with("data/") {
+                    " (the example corpora are fetched with scripts/get-corpus.sh)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    if let Some(t) = &c.tokens {
+        let f = src.base_dir.join(t);
+        if !f.is_file() {
+            p.push(format!(
+                "corpus.tokens: file {} does not exist; check the path",
+                f.display()
+            ));
+        }
+    }
+}
+
+/// `corpus.tokenizer` and `corpus.vocab_size`.
+fn corpus_vocab_problems(c: &CorpusSpec, p: &mut Vec<String>) {
+    if c.tokenizer == TokenizerKind::Bpe && c.text.is_none() {
+        p.push(
+            "corpus.tokenizer: `bpe` tokenizes a `text` corpus; add `text:` or remove `tokenizer`"
+                .into(),
+        );
+    }
+    if c.tokens.is_some() && c.vocab_size.is_none() {
+        p.push(
+            "corpus.vocab_size: required with `tokens`; set it to the tokenizer's vocabulary size"
+                .into(),
+        );
+    }
+    if c.vocab_size.is_some() && c.tokens.is_none() && c.tokenizer != TokenizerKind::Bpe {
+        p.push("corpus.vocab_size: only used with `tokens` or `tokenizer: bpe` (byte-level corpora have vocab 256); remove it".into());
+    }
+    if c.tokenizer == TokenizerKind::Bpe && c.vocab_size.is_some_and(|v| v < 257) {
+        p.push("corpus.vocab_size: a byte-level BPE vocabulary starts from 256 bytes; use at least 257 (e.g. 4096)".into());
+    }
+    if let Some(v) = c.vocab_size {
+        if !(2..=65536).contains(&v) {
+            p.push(format!(
+                "corpus.vocab_size: {v} is out of range; u16 tokens allow 2..=65536"
+            ));
+        }
+    }
+}
+
+/// `corpus.train_tokens`, `corpus.eval_tokens` and `corpus.eval_fraction`.
+fn corpus_size_problems(c: &CorpusSpec, p: &mut Vec<String>) {
+    if let Some(u) = c.train_tokens {
+        if !(u >= 1.0 && u.is_finite()) {
+            p.push(format!(
+                "corpus.train_tokens: {u} must be a positive number of unique training tokens"
+            ));
+        }
+    }
+    if !(c.eval_tokens >= 1.0 && c.eval_tokens.is_finite()) {
+        p.push(format!(
+            "corpus.eval_tokens: {} must be a positive number of tokens",
+            c.eval_tokens
+        ));
+    } else if c.eval_tokens > MAX_TOKENS {
+        p.push(too_many_tokens(
+            "corpus.eval_tokens",
+            "",
+            c.eval_tokens,
+            "use far fewer eval tokens (the default is 16384)",
+        ));
+    }
+    if !(c.eval_fraction > 0.0 && c.eval_fraction < 0.5) {
+        p.push(format!(
+            "corpus.eval_fraction: {} must be in (0, 0.5)",
+            c.eval_fraction
+        ));
+    }
+}
+
+/// `baselines`.
+fn baseline_problems(b: &BaselineSpec, p: &mut Vec<String>) {
+    if b.orders.iter().any(|&o| o == 0 || o > 8) {
+        p.push("baselines.orders: n-gram orders must be in 1..=8".into());
+    }
+    if b.tokens.iter().any(|&d| !(d >= 1.0 && d.is_finite())) || !(b.max_tokens >= 1.0) {
+        p.push("baselines.tokens / max_tokens: must be positive numbers of tokens".into());
+    }
+    for (i, &d) in b.tokens.iter().enumerate() {
+        if d.is_finite() && d > MAX_TOKENS {
+            p.push(too_many_tokens(
+                &format!("baselines.tokens[{i}]"),
+                "",
+                d,
+                "use a smaller training size",
+            ));
+        }
+    }
+}
+
+/// `model`: the context, and that every shape is well formed.
+fn model_problems(m: &ModelSpec, p: &mut Vec<String>) {
+    if m.context < 2 || m.context > 8192 {
+        p.push(format!(
+            "model.context: {} is out of range; use 2..=8192",
+            m.context
+        ));
+    }
+    if m.shapes.is_empty() && m.grid.is_none() {
+        p.push("model: no models; add `shapes:` (a list of {d_model, n_layer, n_head}) or `grid:` (widths × depths)".into());
+    }
+    for (i, s) in m.shapes.iter().enumerate() {
+        check_shape(
+            p,
+            &format!("model.shapes[{i}]"),
+            s.d_model,
+            s.n_layer,
+            s.n_head,
+            s.d_ff,
+        );
+    }
+    if let Some(g) = &m.grid {
+        grid_problems(g, p);
+    }
+}
+
+/// `model.grid`.
+fn grid_problems(g: &GridSpec, p: &mut Vec<String>) {
+    if g.widths.is_empty() || g.depths.is_empty() {
+        p.push("model.grid: widths and depths must both be non-empty lists".into());
+    }
+    if g.head_dim == 0 {
+        p.push("model.grid.head_dim: must be positive".into());
+    } else {
+        for (i, &w) in g.widths.iter().enumerate() {
+            if w == 0 || w % g.head_dim != 0 {
                 p.push(format!(
-                    "slurm.time: {t:?} is not a Slurm time limit; write HH:MM:SS or D-HH:MM:SS, e.g. \"04:00:00\""
+                    "model.grid.widths[{i}]: {w} is not a positive multiple of head_dim {}; \
+                     use a multiple of {} or change head_dim",
+                    g.head_dim, g.head_dim
                 ));
             }
         }
-        if sl.max_parallel == Some(0) {
-            p.push("slurm.max_parallel: must be at least 1 (tasks running at once)".into());
+    }
+    for (i, &d) in g.depths.iter().enumerate() {
+        if d == 0 {
+            p.push(format!("model.grid.depths[{i}]: must be at least 1"));
         }
-        if sl.cpus_per_task == Some(0) {
-            p.push("slurm.cpus_per_task: must be at least 1".into());
+    }
+}
+
+/// `model`: shapes too large to train (width, depth, and training memory).
+fn model_size_problems(m: &ModelSpec, vocab: usize, p: &mut Vec<String>) {
+    for (i, s) in m.shapes.iter().enumerate() {
+        let key = format!("model.shapes[{i}]");
+        let before = p.len();
+        if s.d_model > MAX_D_MODEL {
+            p.push(format!(
+                "{key}.d_model: {} is above the cap of {MAX_D_MODEL}; use a smaller width",
+                s.d_model
+            ));
         }
-        p
+        if s.n_layer > MAX_N_LAYER {
+            p.push(format!(
+                "{key}.n_layer: {} is above the cap of {MAX_N_LAYER}; use fewer layers",
+                s.n_layer
+            ));
+        }
+        if p.len() == before {
+            let fix = "use a smaller d_model, d_ff or n_layer";
+            p.extend(memory_problem(
+                &key, s.d_model, s.n_layer, s.d_ff, vocab, m.context, fix,
+            ));
+        }
+    }
+    let Some(g) = &m.grid else { return };
+    let before = p.len();
+    for (i, &w) in g.widths.iter().enumerate() {
+        if w > MAX_D_MODEL {
+            p.push(format!(
+                "model.grid.widths[{i}]: {w} is above the d_model cap of {MAX_D_MODEL}; use a smaller width"
+            ));
+        }
+    }
+    for (i, &l) in g.depths.iter().enumerate() {
+        if l > MAX_N_LAYER {
+            p.push(format!(
+                "model.grid.depths[{i}]: {l} is above the n_layer cap of {MAX_N_LAYER}; use fewer layers"
+            ));
+        }
+    }
+    let widest = g.widths.iter().copied().max().unwrap_or(0);
+    let deepest = g.depths.iter().copied().max().unwrap_or(0);
+    if p.len() == before {
+        let fix = "drop the largest widths or depths";
+        let key = "model.grid.widths / depths (largest width × largest depth)";
+        p.extend(memory_problem(
+            key, widest, deepest, None, vocab, m.context, fix,
+        ));
+    }
+}
+
+/// A problem when training the shape needs more than [`MAX_TRAIN_BYTES`] of memory.
+fn memory_problem(
+    key: &str,
+    d: usize,
+    l: usize,
+    d_ff: Option<usize>,
+    vocab: usize,
+    context: usize,
+    fix: &str,
+) -> Option<String> {
+    let n = non_embedding_params(d, l, d_ff) + ((vocab + context) as f64) * d as f64;
+    let bytes = n * BYTES_PER_PARAM;
+    (bytes > MAX_TRAIN_BYTES).then(|| {
+        format!(
+            "{key}: d_model {d} × n_layer {l} has about {n:.3e} parameters, so training needs about \
+             {:.1} TiB of memory (16 bytes per parameter: f32 weights, gradients and two AdamW \
+             moments), above the cap of 1 TiB; {fix}",
+            bytes / MAX_TRAIN_BYTES
+        )
+    })
+}
+
+/// Non-embedding parameters of a shape (blocks + final LayerNorm), counted as
+/// `plan::Shape::non_embedding_params` does, in f64 so absurd shapes cannot overflow.
+fn non_embedding_params(d: usize, l: usize, d_ff: Option<usize>) -> f64 {
+    let d = d as f64;
+    let f = d_ff.map_or(4.0 * d, |f| f as f64);
+    l as f64 * (4.0 * d * d + 2.0 * d * f + 9.0 * d + f) + 2.0 * d
+}
+
+/// The vocabulary the corpus will have, as far as the spec says (for the memory estimate).
+fn vocab_estimate(c: &CorpusSpec) -> usize {
+    match (c.vocab_size, c.tokenizer) {
+        (Some(v), _) => v,
+        (None, TokenizerKind::Bpe) => 4096,
+        (None, TokenizerKind::Byte) => 256,
+    }
+}
+
+/// "key: what 1.000e30 tokens is above the cap …; fix".
+fn too_many_tokens(key: &str, what: &str, tokens: f64, fix: &str) -> String {
+    format!(
+        "{key}: {what}{tokens:.3e} tokens is above the cap of {MAX_TOKENS:.0e} tokens (step counts \
+         and token streams are 64-bit integers, and a run this long is far beyond any CPU or GPU \
+         machine); {fix}"
+    )
+}
+
+/// `data`: which mode, and that every size is a positive number.
+fn data_problems(d: &DataSpec, p: &mut Vec<String>) {
+    let modes = usize::from(!d.tokens.is_empty() || !d.tokens_per_param.is_empty())
+        + usize::from(d.isoflop.is_some());
+    if modes == 0 {
+        p.push("data: no data sizes; add `tokens: [...]`, `tokens_per_param: [...]` or `isoflop: {budgets: [...]}`".into());
+    }
+    if modes > 1 {
+        p.push("data: `isoflop` cannot be combined with `tokens` / `tokens_per_param`; use separate sweeps".into());
+    }
+    for (i, &t) in d.tokens.iter().enumerate() {
+        if !(t >= 1.0 && t.is_finite()) {
+            p.push(format!(
+                "data.tokens[{i}]: {t} must be a positive number of tokens (e.g. 2e5)"
+            ));
+        }
+    }
+    for (i, &t) in d.tokens_per_param.iter().enumerate() {
+        if !(t > 0.0 && t.is_finite()) {
+            p.push(format!(
+                "data.tokens_per_param[{i}]: {t} must be positive (e.g. 20)"
+            ));
+        }
+    }
+    if let Some(iso) = &d.isoflop {
+        if iso.budgets.is_empty() {
+            p.push("data.isoflop.budgets: give at least one compute budget in FLOPs (e.g. [1e13, 3e13])".into());
+        }
+        for (i, &b) in iso.budgets.iter().enumerate() {
+            if !(b > 0.0 && b.is_finite()) {
+                p.push(format!(
+                    "data.isoflop.budgets[{i}]: {b} must be a positive number of FLOPs"
+                ));
+            }
+        }
+    }
+    if d.min_steps == 0 {
+        p.push("data.min_steps: must be at least 1".into());
+    }
+}
+
+/// `data`: sizes no machine can train, so the plan is never built for them.
+fn data_size_problems(d: &DataSpec, m: &ModelSpec, p: &mut Vec<String>) {
+    for (i, &t) in d.tokens.iter().enumerate() {
+        if t.is_finite() && t > MAX_TOKENS {
+            let fix = "use at most 1e13 tokens per run";
+            p.push(too_many_tokens(&format!("data.tokens[{i}]"), "", t, fix));
+        }
+    }
+    let sizes = shape_sizes(m);
+    let by_n = |a: &&(String, f64), b: &&(String, f64)| a.1.total_cmp(&b.1);
+    if let Some((label, n)) = sizes.iter().max_by(by_n) {
+        for (i, &r) in d.tokens_per_param.iter().enumerate() {
+            if r.is_finite() && r * n > MAX_TOKENS {
+                let what = format!(
+                    "{r} × {n:.3e} non-embedding parameters of the largest shape ({label}) = "
+                );
+                let fix = "lower it, or use smaller shapes";
+                let key = format!("data.tokens_per_param[{i}]");
+                p.push(too_many_tokens(&key, &what, r * n, fix));
+            }
+        }
+    }
+    let (Some(iso), Some((label, n))) = (&d.isoflop, sizes.iter().min_by(by_n)) else {
+        return;
+    };
+    for (i, &c) in iso.budgets.iter().enumerate() {
+        let tokens = c / (6.0 * n);
+        if c.is_finite() && tokens > MAX_TOKENS {
+            let what = format!(
+                "{c:.3e} FLOPs / (6 × {n:.3e} non-embedding parameters of the smallest shape ({label})) = "
+            );
+            let fix = "lower the budget, or drop the smallest shapes";
+            let key = format!("data.isoflop.budgets[{i}]");
+            p.push(too_many_tokens(&key, &what, tokens, fix));
+        }
+    }
+}
+
+/// (label, non-embedding parameters) of every well-formed shape the spec names.
+fn shape_sizes(m: &ModelSpec) -> Vec<(String, f64)> {
+    let mut v: Vec<(String, f64)> = m
+        .shapes
+        .iter()
+        .filter(|s| s.d_model > 0 && s.n_layer > 0)
+        .map(|s| {
+            let n = non_embedding_params(s.d_model, s.n_layer, s.d_ff);
+            (format!("d{}-L{}", s.d_model, s.n_layer), n)
+        })
+        .collect();
+    if let Some(g) = &m.grid {
+        for &w in g.widths.iter().filter(|&&w| w > 0) {
+            for &l in g.depths.iter().filter(|&&l| l > 0) {
+                v.push((format!("d{w}-L{l}"), non_embedding_params(w, l, None)));
+            }
+        }
+    }
+    v
+}
+
+/// `training.batch_size` / `training.batch_tokens`.
+fn batch_problems(t: &TrainingSpec, context: usize, p: &mut Vec<String>) {
+    if t.batch_size == Some(0) {
+        p.push("training.batch_size: must be at least 1 sequence".into());
+    }
+    if t.batch_size.is_some() && t.batch_tokens.is_some() {
+        p.push("training: give batch_size (sequences) or batch_tokens, not both".into());
+    }
+    if let Some(bt) = t.batch_tokens {
+        if !(bt >= 1.0 && bt.is_finite()) {
+            p.push(format!("training.batch_tokens: {bt} must be positive"));
+        } else if bt > MAX_TOKENS {
+            let fix = "use a smaller batch";
+            p.push(too_many_tokens("training.batch_tokens", "", bt, fix));
+        }
+    }
+    if let Some(b) = t.batch_size {
+        let tokens = b as f64 * context as f64;
+        if tokens > MAX_TOKENS {
+            let what = format!("{b} sequences × context {context} = ");
+            let fix = "use a smaller batch";
+            p.push(too_many_tokens("training.batch_size", &what, tokens, fix));
+        }
+    }
+}
+
+/// `training`: the optimizer settings.
+fn training_problems(t: &TrainingSpec, p: &mut Vec<String>) {
+    if !(t.lr > 0.0 && t.lr < 10.0) {
+        p.push(format!(
+            "training.lr: {} must be in (0, 10); typical values are 1e-4 to 1e-2",
+            t.lr
+        ));
+    }
+    if !(0.0..1.0).contains(&t.warmup_fraction) {
+        p.push(format!(
+            "training.warmup_fraction: {} must be in [0, 1)",
+            t.warmup_fraction
+        ));
+    }
+    if !(0.0..=1.0).contains(&t.min_lr_ratio) {
+        p.push(format!(
+            "training.min_lr_ratio: {} must be in [0, 1]",
+            t.min_lr_ratio
+        ));
+    }
+    for (k, v) in [("beta1", t.beta1), ("beta2", t.beta2)] {
+        if !(0.0..1.0).contains(&v) {
+            p.push(format!("training.{k}: {v} must be in [0, 1)"));
+        }
+    }
+    if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+        p.push(format!(
+            "training.weight_decay: {} must be >= 0",
+            t.weight_decay
+        ));
+    }
+    if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
+        p.push(format!(
+            "training.grad_clip: {} must be >= 0 (0 disables clipping)",
+            t.grad_clip
+        ));
+    }
+}
+
+/// `training`: cooldown, LR sweep and LR scaling.
+fn schedule_problems(t: &TrainingSpec, p: &mut Vec<String>) {
+    if !(t.cooldown_fraction > 0.0 && t.cooldown_fraction < 1.0) {
+        p.push(format!(
+            "training.cooldown_fraction: {} must be in (0, 1)",
+            t.cooldown_fraction
+        ));
+    }
+    for (i, &m) in t.lr_multipliers.iter().enumerate() {
+        if !(m > 0.0 && m.is_finite()) {
+            p.push(format!(
+                "training.lr_multipliers[{i}]: {m} must be positive (e.g. [0.5, 1, 2])"
+            ));
+        }
+    }
+    if let Some(ls) = &t.lr_scaling {
+        match ls.rule {
+            LrRule::Width if ls.base_width == 0 => {
+                p.push("training.lr_scaling.base_width: must be positive".into())
+            }
+            LrRule::Compute if ls.k.is_none() || ls.p.is_none() => p.push(
+                "training.lr_scaling: rule `compute` needs `k` and `p` (lr = k · C^p, e.g. k: 0.3, p: -0.125)".into(),
+            ),
+            _ => {}
+        }
+    }
+}
+
+/// `target_flops`.
+fn target_flops_problems(target_flops: &[f64], p: &mut Vec<String>) {
+    for (i, &c) in target_flops.iter().enumerate() {
+        if !(c > 0.0 && c.is_finite()) {
+            p.push(format!(
+                "target_flops[{i}]: {c} must be a positive number of FLOPs (e.g. 1e21)"
+            ));
+        }
+    }
+}
+
+/// `data.branches`, which needs a WSD schedule and fixed data sizes.
+fn branch_problems(d: &DataSpec, t: &TrainingSpec, p: &mut Vec<String>) {
+    if d.branches && t.schedule != Schedule::Wsd {
+        p.push("data.branches: cooldown branches need `training.schedule: wsd`".into());
+    }
+    if d.branches && d.isoflop.is_some() {
+        p.push(
+            "data.branches: not available in IsoFLOP mode; use `tokens` or `tokens_per_param`"
+                .into(),
+        );
+    }
+}
+
+/// `device`.
+fn device_problems(device: &str, p: &mut Vec<String>) {
+    if crate::device::DeviceChoice::parse(device).is_err() {
+        p.push(format!(
+            "device: {device:?} is not a device; use `cpu`, `cuda` or `cuda:K`"
+        ));
+    }
+}
+
+/// `slurm` defaults.
+fn slurm_problems(sl: &SlurmSpec, p: &mut Vec<String>) {
+    if let Some(t) = &sl.time {
+        if !valid_slurm_time(t) {
+            p.push(format!(
+                "slurm.time: {t:?} is not a Slurm time limit; write HH:MM:SS or D-HH:MM:SS, e.g. \"04:00:00\""
+            ));
+        }
+    }
+    if sl.max_parallel == Some(0) {
+        p.push("slurm.max_parallel: must be at least 1 (tasks running at once)".into());
+    }
+    if sl.cpus_per_task == Some(0) {
+        p.push("slurm.cpus_per_task: must be at least 1".into());
     }
 }
 
@@ -888,10 +1169,10 @@ fn check_shape(p: &mut Vec<String>, key: &str, d: usize, l: usize, h: usize, dff
     }
     if h == 0 {
         p.push(format!("{key}.n_head: must be at least 1"));
-    } else if d % h != 0 {
+    } else if !d.is_multiple_of(h) {
         p.push(format!(
             "{key}: d_model {d} is not divisible by n_head {h}; pick n_head dividing d_model (e.g. {})",
-            (1..=h).rev().find(|x| d % x == 0).unwrap_or(1)
+            (1..=h).rev().find(|&x| d.is_multiple_of(x)).unwrap_or(1)
         ));
     }
     if dff == Some(0) {
@@ -902,14 +1183,16 @@ fn check_shape(p: &mut Vec<String>, key: &str, d: usize, l: usize, h: usize, dff
 }
 
 /// Turn a YAML / serde error into "file: line L, column C: unknown key `a.b.c`; did you mean `x`?".
+/// The library's own wording is kept only where it says nothing about its API or Rust types.
 fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> String {
-    let location = err.location();
-    let line = location.map(|l| l.line() as usize).filter(|&l| l > 0);
+    let location = err.location().filter(|l| l.line() > 0);
+    let line = location.map(|l| l.line() as usize);
     let loc = match location {
-        Some(l) if l.line() > 0 => format!("line {}, column {}: ", l.line(), l.column()),
-        _ => String::new(),
+        Some(l) => format!("line {}, column {}: ", l.line(), l.column()),
+        None => String::new(),
     };
-    match err.without_snippet() {
+    let at = location.map(|l| (l.line() as usize, l.column() as usize));
+    match inner_yaml_error(err) {
         serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
             let path = line.map(|l| key_path_at(text, l, field)).unwrap_or_else(|| field.clone());
             let hint = match nearest(field, expected.iter().copied()) {
@@ -924,11 +1207,102 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
         serde_saphyr::Error::SerdeMissingField { field, .. } => format!(
             "{label}: {loc}missing required key `{field}`; add it (see sweeps/quick.yaml for a complete example)"
         ),
+        serde_saphyr::Error::DuplicateMappingKey { key, .. } => {
+            duplicate_key_message(label, &loc, text, at, key.as_deref())
+        }
+        serde_saphyr::Error::Message { msg, .. } if msg.starts_with("duplicate field `") => {
+            let key = msg.split('`').nth(1);
+            duplicate_key_message(label, &loc, text, at, key)
+        }
+        serde_saphyr::Error::InvalidScalar { ty, .. } => {
+            bad_scalar_message(label, &loc, text, at, ty)
+        }
+        serde_saphyr::Error::MultipleDocuments { .. } => format!(
+            "{label}: {loc}the file holds more than one YAML document (a `---` line); \
+             a sweep spec is one document, so remove the `---` and what follows or split the file"
+        ),
         other => {
             let msg = other.to_string();
-            format!("{label}: {loc}{}", first_line(&msg))
+            format!("{label}: {loc}{}", without_library_advice(first_line(&msg)))
         }
     }
+}
+
+/// The error itself, without the snippet and alias wrappers.
+fn inner_yaml_error(err: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    match err {
+        serde_saphyr::Error::WithSnippet { error, .. }
+        | serde_saphyr::Error::AliasError { error, .. } => inner_yaml_error(error),
+        other => other,
+    }
+}
+
+/// "key `a.b` appears twice in the same mapping; keep one".
+fn duplicate_key_message(
+    label: &str,
+    loc: &str,
+    text: &str,
+    at: Option<(usize, usize)>,
+    key: Option<&str>,
+) -> String {
+    let path = at.and_then(|(line, column)| {
+        // The location is the key's; the path is read through the colon that ends it.
+        let rest: Vec<char> = text.lines().nth(line.checked_sub(1)?)?.chars().collect();
+        let colon = (column.saturating_sub(1)..rest.len()).find(|&i| rest[i] == ':')?;
+        key_path_before(text, line, colon + 2)
+    });
+    match path.as_deref().or(key) {
+        Some(path) => {
+            format!("{label}: {loc}key `{path}` appears twice in the same mapping; keep one")
+        }
+        None => format!("{label}: {loc}a key appears twice in the same mapping; keep one"),
+    }
+}
+
+/// A value that does not parse as its field's type, e.g. `checkpoint: {every: -5}`.
+fn bad_scalar_message(
+    label: &str,
+    loc: &str,
+    text: &str,
+    at: Option<(usize, usize)>,
+    ty: &str,
+) -> String {
+    let path = at.and_then(|(line, column)| key_path_before(text, line, column));
+    let key = path.map(|p| format!("`{p}`: ")).unwrap_or_default();
+    let value = at
+        .and_then(|(line, column)| scalar_at(text, line, column))
+        .map(|v| format!("{v} "))
+        .unwrap_or_else(|| "this value ".into());
+    let fix = match ty {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => {
+            "use a whole number ≥ 0 (or ≥ 1 where it is a count)"
+        }
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "use a whole number",
+        "floating point" => "use a finite number, e.g. 0.001 or 2e5",
+        "bool" => "use true or false",
+        _ => "check the value against sweeps/quick.yaml",
+    };
+    format!("{label}: {loc}{key}{value}is not allowed here; {fix}")
+}
+
+/// The scalar text that starts at 1-based `line`, `column` (up to a flow delimiter or comment).
+fn scalar_at(text: &str, line: usize, column: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let rest: String = l.chars().skip(column.saturating_sub(1)).collect();
+    let end = rest.find([',', '}', ']']).unwrap_or(rest.len());
+    let end = rest[..end].find(" #").unwrap_or(end);
+    let v = rest[..end].trim();
+    (!v.is_empty()).then(|| v.to_string())
+}
+
+/// Drop advice addressed to a programmer using the YAML library (its options and APIs).
+fn without_library_advice(msg: &str) -> &str {
+    let cut = [", set ", ". If you", " in Options", "; use from_"]
+        .iter()
+        .filter_map(|m| msg.find(m))
+        .min()
+        .unwrap_or(msg.len());
+    &msg[..cut]
 }
 
 fn first_line(s: &str) -> &str {
@@ -955,32 +1329,91 @@ fn key_path_at(text: &str, line: usize, key: &str) -> String {
     let Some(pos) = pos else {
         return key.to_string();
     };
+    let mut path = block_parents(&lines, pos);
+    path.push(key.to_string());
+    path.join(".")
+}
+
+/// The dotted key path in force just before 1-based `column` of 1-based `line`: the block keys
+/// above it (from indentation), then the keys on the line itself, flow mappings included
+/// (`checkpoint: {every: -5}` gives `checkpoint.every` at the `-5`).
+fn key_path_before(text: &str, line: usize, column: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let pos = line.checked_sub(1)?;
+    let prefix: String = lines
+        .get(pos)?
+        .chars()
+        .take(column.saturating_sub(1))
+        .collect();
+    let mut path = block_parents(&lines, pos);
+    path.extend(flow_keys(&prefix));
+    (!path.is_empty()).then(|| path.join("."))
+}
+
+/// The keys of the block mappings that line `pos` (0-based) is nested in, outermost first.
+fn block_parents(lines: &[&str], pos: usize) -> Vec<String> {
     let indent = |l: &str| l.len() - l.trim_start().len();
-    let mut path = vec![key.to_string()];
     let mut cur = indent(lines[pos]);
+    let mut path = Vec::new();
     for l in lines[..pos].iter().rev() {
         let t = l.trim_start();
-        if t.is_empty() || t.starts_with('#') {
+        if cur == 0 {
+            break;
+        }
+        if t.is_empty() || t.starts_with('#') || indent(l) >= cur {
             continue;
         }
-        if indent(l) < cur {
-            cur = indent(l);
-            let name = t
-                .trim_start_matches("- ")
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .trim();
-            if !name.is_empty() && t.contains(':') {
+        // In `- key: …` the key sits right of the dash: a sibling of deeper lines, not a parent.
+        let (body, body_indent) = match t.strip_prefix("- ") {
+            Some(r) => (r.trim_start(), l.len() - r.trim_start().len()),
+            None => (t, indent(l)),
+        };
+        if body_indent < cur {
+            let name = body.split(':').next().unwrap_or("").trim();
+            if !name.is_empty() && body.contains(':') {
                 path.push(name.to_string());
             }
-            if cur == 0 {
-                break;
-            }
         }
+        cur = indent(l);
     }
     path.reverse();
-    path.join(".")
+    path
+}
+
+/// The keys open at the end of one line's `prefix`, through flow mappings: `a: {b: 1, c: [`
+/// gives `a`, `c`.
+fn flow_keys(prefix: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut frames: Vec<usize> = Vec::new();
+    let mut word = String::new();
+    let mut quote = None;
+    let mut chars = prefix.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if let Some(q) = quote {
+            if ch == q {
+                quote = None;
+            }
+            continue;
+        }
+        match ch {
+            '"' | '\'' => quote = Some(ch),
+            '#' if word.is_empty() => break,
+            '{' | '[' => frames.push(keys.len()),
+            '}' | ']' => keys.truncate(frames.pop().unwrap_or(0)),
+            ':' if !word.is_empty() && chars.peek().is_none_or(|c| c.is_whitespace()) => {
+                keys.truncate(frames.last().copied().unwrap_or(0));
+                keys.push(std::mem::take(&mut word));
+                continue;
+            }
+            c if c.is_alphanumeric() || "_-.".contains(c) => {
+                word.push(c);
+                continue;
+            }
+            _ => {}
+        }
+        word.clear();
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -992,5 +1425,170 @@ mod tests {
         let y = "name: x\ntraining:\n  lr: 1\n  lrr: 2\nmodel:\n  context: 4\n";
         assert_eq!(key_path_at(y, 4, "lrr"), "training.lrr");
         assert_eq!(key_path_at(y, 6, "context"), "model.context");
+    }
+
+    const BASE: &str = "name: t\nmodel:\n  context: 16\n  shapes:\n    - {d_model: 32, n_layer: 1, n_head: 2}\ndata:\n  tokens: [10000]\n";
+
+    /// Parse `text`; the error message, which must be a user error.
+    fn user_error(text: &str) -> String {
+        let src = SpecSource {
+            label: "t.yaml".into(),
+            base_dir: PathBuf::from("."),
+            text: text.into(),
+        };
+        let err = SweepSpec::parse(&src).expect_err("spec should be refused");
+        assert!(
+            crate::error::is_user_error(&err),
+            "not a user error: {err:#}"
+        );
+        let msg = format!("{err:#}");
+        for leak in ["DuplicateKeyPolicy", "Options", "invalid u64"] {
+            assert!(!msg.contains(leak), "library internals leak: {msg}");
+        }
+        msg
+    }
+
+    /// `BASE` with its `data:` section replaced.
+    fn with_data(data: &str) -> String {
+        BASE.replace("data:\n  tokens: [10000]\n", data)
+    }
+
+    #[test]
+    fn base_spec_is_valid() {
+        let src = SpecSource {
+            label: "t.yaml".into(),
+            base_dir: PathBuf::from("."),
+            text: BASE.into(),
+        };
+        SweepSpec::parse(&src).unwrap();
+    }
+
+    #[test]
+    fn empty_seed_list_is_refused() {
+        let msg = user_error(&format!("{BASE}seeds: []\n"));
+        assert!(
+            msg.contains(
+                "seeds: the list is empty, so the runs would silently use the default seed; \
+                 give at least one seed (e.g. `seeds: [0, 1, 2]`) or remove the key"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn impossible_data_sizes_are_refused() {
+        let msg = user_error(&with_data("data:\n  tokens: [1.0e30]\n"));
+        assert!(
+            msg.contains("data.tokens[0]: 1.000e30 tokens is above the cap of 1e13 tokens"),
+            "{msg}"
+        );
+        assert!(msg.contains("64-bit integers"), "{msg}");
+        // Largest shape 4096 x 64 has ~1.3e10 non-embedding parameters.
+        let big = BASE.replace(
+            "{d_model: 32, n_layer: 1, n_head: 2}",
+            "{d_model: 4096, n_layer: 64, n_head: 32}",
+        );
+        let msg = user_error(&big.replace("tokens: [10000]", "tokens_per_param: [20, 10000]"));
+        assert!(msg.contains("data.tokens_per_param[1]: 10000 × 1.289e10 non-embedding parameters of the largest shape (d4096-L64)"), "{msg}");
+        assert!(!msg.contains("data.tokens_per_param[0]"), "{msg}");
+        let msg = user_error(&with_data("data:\n  isoflop: {budgets: [1e15, 1e30]}\n"));
+        assert!(msg.contains("data.isoflop.budgets[1]: 1.000e30 FLOPs / (6 × 1.277e4 non-embedding parameters of the smallest shape (d32-L1))"), "{msg}");
+        assert!(!msg.contains("budgets[0]"), "{msg}");
+        let msg = user_error(&format!("{BASE}corpus:\n  eval_tokens: 1e20\n"));
+        assert!(
+            msg.contains("corpus.eval_tokens: 1.000e20 tokens is above the cap"),
+            "{msg}"
+        );
+        let msg = user_error(&format!(
+            "{BASE}training:\n  batch_size: 1000000000000000\n"
+        ));
+        assert!(
+            msg.contains(
+                "training.batch_size: 1000000000000000 sequences × context 16 = 1.600e16 tokens"
+            ),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn impossible_models_are_refused() {
+        let shape = |s: &str| BASE.replace("{d_model: 32, n_layer: 1, n_head: 2}", s);
+        let msg = user_error(&shape("{d_model: 1000000, n_layer: 100, n_head: 1000}"));
+        assert!(
+            msg.contains(
+                "model.shapes[0].d_model: 1000000 is above the cap of 65536; use a smaller width"
+            ),
+            "{msg}"
+        );
+        let msg = user_error(&shape("{d_model: 64, n_layer: 5000, n_head: 2}"));
+        assert!(
+            msg.contains(
+                "model.shapes[0].n_layer: 5000 is above the cap of 1024; use fewer layers"
+            ),
+            "{msg}"
+        );
+        // 16384 x 256: ~8.2e11 parameters, ~12 TiB to train.
+        let msg = user_error(&shape("{d_model: 16384, n_layer: 256, n_head: 128}"));
+        assert!(msg.contains("model.shapes[0]: d_model 16384 × n_layer 256 has about 8.247e11 parameters, so training needs about 12.0 TiB"), "{msg}");
+        assert!(
+            msg.contains("above the cap of 1 TiB; use a smaller d_model, d_ff or n_layer"),
+            "{msg}"
+        );
+        let grid = "model:\n  context: 16\n  grid: {widths: [64, 131072], depths: [2, 2048], head_dim: 32}\n";
+        let msg = user_error(&BASE.replace(
+            "model:\n  context: 16\n  shapes:\n    - {d_model: 32, n_layer: 1, n_head: 2}\n",
+            grid,
+        ));
+        assert!(
+            msg.contains("model.grid.widths[1]: 131072 is above the d_model cap of 65536"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("model.grid.depths[1]: 2048 is above the n_layer cap of 1024"),
+            "{msg}"
+        );
+        let grid = "model:\n  context: 16\n  grid: {widths: [64, 16384], depths: [2, 256], head_dim: 32}\n";
+        let msg = user_error(&BASE.replace(
+            "model:\n  context: 16\n  shapes:\n    - {d_model: 32, n_layer: 1, n_head: 2}\n",
+            grid,
+        ));
+        assert!(msg.contains("model.grid.widths / depths (largest width × largest depth): d_model 16384 × n_layer 256"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_keys_name_the_key() {
+        let msg = user_error(&format!("{BASE}training:\n  lr: 0.01\n  lr: 0.02\n"));
+        assert!(msg.contains("t.yaml: line 10, column 3: key `training.lr` appears twice in the same mapping; keep one"), "{msg}");
+        let msg = user_error(&format!("{BASE}checkpoint: {{every: 5, every: 6}}\n"));
+        assert!(
+            msg.contains("key `checkpoint.every` appears twice in the same mapping; keep one"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn negative_counts_name_the_key() {
+        let msg = user_error(&format!("{BASE}checkpoint: {{every: -5}}\n"));
+        assert!(msg.contains("t.yaml: line 8, column 21: `checkpoint.every`: -5 is not allowed here; use a whole number ≥ 0 (or ≥ 1 where it is a count)"), "{msg}");
+        let msg = user_error(&format!("{BASE}checkpoint:\n  every: 2.5\n"));
+        assert!(
+            msg.contains("`checkpoint.every`: 2.5 is not allowed here; use a whole number ≥ 0"),
+            "{msg}"
+        );
+        let msg = user_error(&format!("{BASE}seeds:\n  - 1\n  - -2\n"));
+        assert!(msg.contains("`seeds`: -2 is not allowed here"), "{msg}");
+        let msg = user_error(&BASE.replace("n_layer: 1,", "n_layer: -1,"));
+        assert!(
+            msg.contains("`model.shapes.n_layer`: -1 is not allowed here"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn key_paths_through_flow_and_lists() {
+        let y = "a:\n  b: {c: 1, d: {e: -5}}\n  list:\n    - x: 1\n      y: -1\n";
+        assert_eq!(key_path_before(y, 2, 22).as_deref(), Some("a.b.d.e"));
+        assert_eq!(key_path_before(y, 5, 10).as_deref(), Some("a.list.y"));
+        assert_eq!(flow_keys("a: {b: 1, c: [1, "), ["a", "c"]);
     }
 }

@@ -5,7 +5,9 @@
 //! not needed on one device; smallest first gives early feedback), turning a panic inside a
 //! run into a `failed` row instead of losing the sweep, and the progress display.
 
+use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,8 +16,9 @@ use crate::corpus::{self, Corpus, CorpusSource};
 use crate::device::DeviceChoice;
 use crate::plan::{self, Plan, RunPlan};
 use crate::spec::{SpecSource, SweepSpec};
-use crate::store::{ResultsStore, RunRecord};
-use crate::train::{self, RunOutcome, Status};
+use crate::record::{CurveRow, RunOutcome, RunRecord, Status};
+use crate::store::ResultsStore;
+use crate::train;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -35,7 +38,7 @@ fn corpus_source(spec: &SweepSpec, src: &SpecSource) -> CorpusSource {
     let c = &spec.corpus;
     if let Some(t) = &c.text {
         CorpusSource::Text {
-            files: corpus::expand_glob(t, &src.base_dir),
+            files: crate::fsio::expand_glob(t, &src.base_dir),
             bpe_vocab: (c.tokenizer == crate::spec::TokenizerKind::Bpe)
                 .then(|| c.vocab_size.unwrap_or(4096)),
             split_seed: c.split_seed,
@@ -55,14 +58,18 @@ fn corpus_source(spec: &SweepSpec, src: &SpecSource) -> CorpusSource {
     }
 }
 
-/// Parse, validate, load the corpus and expand the plan. Nothing is written.
+/// Parse, validate, load the corpus and expand the plan. Nothing is written. `device`
+/// overrides the spec's `device`.
 pub fn prepare(
     src: SpecSource,
     out: Option<PathBuf>,
-    device: Option<&str>,
+    device: Option<DeviceChoice>,
 ) -> anyhow::Result<Prepared> {
     let spec = SweepSpec::parse(&src)?;
-    let device = DeviceChoice::parse(device.unwrap_or(&spec.device))?;
+    let device = match device {
+        Some(d) => d,
+        None => DeviceChoice::parse(&spec.device)?,
+    };
     let ctx = spec.model.context;
     let eval_tokens = spec.corpus.eval_tokens as usize;
     let source = corpus_source(&spec, &src);
@@ -72,7 +79,7 @@ pub fn prepare(
     }
     let plan = plan::build(&spec, &src.label, corpus.vocab_size, corpus.fingerprint)?;
     let out_dir = out.unwrap_or_else(|| spec.out_dir());
-    let spec_hash = format!("{:016x}", corpus::fnv1a(src.text.as_bytes()));
+    let spec_hash = format!("{:016x}", crate::hashing::fnv1a(src.text.as_bytes()));
     Ok(Prepared {
         spec,
         source: src,
@@ -82,6 +89,35 @@ pub fn prepare(
         device,
         spec_hash,
     })
+}
+
+/// A results folder's sweep, from the copy of its spec (`sweep.yaml`).
+pub fn prepare_results(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Prepared> {
+    let spec = dir.join(crate::fsio::SWEEP_FILE);
+    if !spec.is_file() {
+        crate::bail_user!(
+            "{} is not a sweep's results folder: it has no sweep.yaml (written by `run` and `submit`)",
+            dir.display()
+        );
+    }
+    prepare(SpecSource::from_file(&spec)?, Some(dir.to_path_buf()), device)
+}
+
+/// Write what a results folder keeps beside the results: the copy of the spec
+/// (`sweep.yaml`), the exact loss floor (`floor.json`) and a trained BPE tokenizer
+/// (`tokenizer.json`). `dir` is the results folder (absolute or as given).
+pub fn write_folder_files(p: &Prepared, dir: &Path) -> anyhow::Result<()> {
+    crate::fsio::write_text_atomic(&dir.join(crate::fsio::SWEEP_FILE), &p.source.text)?;
+    if let Some(f) = p.corpus.floor {
+        crate::fsio::write_text_atomic(
+            &dir.join(crate::fsio::FLOOR_FILE),
+            &serde_json::to_string_pretty(&f)?,
+        )?;
+    }
+    if let Some(j) = &p.corpus.tokenizer_json {
+        crate::fsio::write_text_atomic(&dir.join("tokenizer.json"), j)?;
+    }
+    Ok(())
 }
 
 fn human(x: f64) -> String {
@@ -120,20 +156,45 @@ const DEFAULT_FLOPS_PER_S: f64 = 1.5e10;
 
 /// The plan as a table, with an ETA from finished runs' speed when available.
 pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
+    let speed = Speed::of(p, store_runs);
+    let mut s = plan_header(p);
+    let total_eta = plan_rows(&mut s, p, store_runs, speed.rate);
+    plan_footer(&mut s, p, &speed, total_eta);
+    s
+}
+
+/// Training speed for the plan's ETA, in C = 6ND FLOPs per second.
+struct Speed {
+    rate: f64,
+    /// Measured from finished runs (else assumed, or NaN: unknown).
+    measured: bool,
+}
+
+impl Speed {
+    fn of(p: &Prepared, store_runs: &[RunRecord]) -> Speed {
+        let measured: (f64, f64) = store_runs
+            .iter()
+            .filter(|r| r.status == Status::Ok && r.wall_s > 0.0)
+            .fold((0.0, 0.0), |acc, r| (acc.0 + r.flops, acc.1 + r.wall_s));
+        // No measured speed on a GPU: the CPU default would be meaningless there.
+        let rate = if measured.1 > 0.0 {
+            measured.0 / measured.1
+        } else if p.device == DeviceChoice::Cpu {
+            DEFAULT_FLOPS_PER_S
+        } else {
+            f64::NAN
+        };
+        Speed {
+            rate,
+            measured: measured.1 > 0.0,
+        }
+    }
+}
+
+/// The sweep line, the loss floor and the column titles.
+fn plan_header(p: &Prepared) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let measured: (f64, f64) = store_runs
-        .iter()
-        .filter(|r| r.status == "ok" && r.wall_s > 0.0)
-        .fold((0.0, 0.0), |acc, r| (acc.0 + r.flops, acc.1 + r.wall_s));
-    // No measured speed on a GPU: the CPU default would be meaningless there.
-    let rate = if measured.1 > 0.0 {
-        measured.0 / measured.1
-    } else if p.device == DeviceChoice::Cpu {
-        DEFAULT_FLOPS_PER_S
-    } else {
-        f64::NAN
-    };
     let _ = writeln!(
         s,
         "sweep {}: {} runs, corpus: {}",
@@ -153,12 +214,18 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
         "{:<16} {:<14} {:>10} {:>10} {:>10} {:>7} {:>10} {:>8}  status",
         "run_id", "shape", "N", "D", "C=6ND", "steps", "budget", "eta"
     );
+    s
+}
+
+/// One line per planned run; returns the ETA of the pending ones (seconds).
+fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], rate: f64) -> f64 {
+    use std::fmt::Write;
     let mut total_eta = 0.0;
     for r in &p.plan.runs {
         let done = store_runs.iter().find(|x| x.run_id == r.id);
         let eta = r.flops / rate;
         let status = match done {
-            Some(d) => d.status.clone(),
+            Some(d) => d.status.to_string(),
             None => {
                 total_eta += eta;
                 "pending".into()
@@ -172,7 +239,7 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
             human(r.n_params as f64),
             human(r.tokens as f64),
             format!("{:.2e}", r.flops),
-            r.steps,
+            r.data.steps,
             r.budget
                 .map(|b| format!("{b:.2e}"))
                 .unwrap_or_else(|| "-".into()),
@@ -180,6 +247,12 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
             status
         );
     }
+    total_eta
+}
+
+/// Dropped points, the cooldown-branch saving and the total with its ETA.
+fn plan_footer(s: &mut String, p: &Prepared, speed: &Speed, total_eta: f64) {
+    use std::fmt::Write;
     for d in &p.plan.dropped {
         let _ = writeln!(s, "dropped {}: {}", d.what, d.reason);
     }
@@ -200,15 +273,14 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
         p.plan.total_flops(),
         hms(total_eta),
         p.device.backend_name(),
-        if measured.1 > 0.0 {
+        if speed.measured {
             "speed measured from finished runs"
-        } else if rate.is_nan() {
+        } else if speed.rate.is_nan() {
             "unknown until a run on this device finishes"
         } else {
             "speed assumed; rough"
         }
     );
-    s
 }
 
 /// Options for [`run`].
@@ -245,9 +317,32 @@ impl Default for RunOptions {
 }
 
 impl RunOptions {
+    /// The devices the workers train on (`devices`, else the sweep's), each checked.
+    fn device_list(&self, p: &Prepared) -> anyhow::Result<Vec<DeviceChoice>> {
+        let devices = if self.devices.is_empty() {
+            vec![p.device]
+        } else {
+            self.devices.clone()
+        };
+        for d in &devices {
+            d.ensure_usable()?;
+        }
+        Ok(devices)
+    }
+
+    /// Workers: one per device with `devices`, else `workers`; at most one per unit.
+    fn worker_count(&self, devices: usize, units: usize) -> usize {
+        let w = if self.devices.is_empty() {
+            self.workers
+        } else {
+            devices
+        };
+        w.clamp(1, units.max(1))
+    }
+
     fn checkpointing(&self, p: &Prepared) -> train::Checkpointing {
         train::Checkpointing {
-            dir: p.out_dir.join("checkpoints"),
+            dir: p.out_dir.join(crate::fsio::CHECKPOINTS_DIR),
             every: self.checkpoint_every.unwrap_or(p.spec.checkpoint.every),
             keep: self.keep_checkpoints || p.spec.checkpoint.keep,
         }
@@ -266,13 +361,13 @@ fn normalized_spec(text: &str) -> Vec<&str> {
 /// Refuse to write into a results folder that was started from a different spec (its
 /// `sweep.yaml`), unless `update_spec`. Nothing is written either way.
 pub fn check_results_folder(p: &Prepared, update_spec: bool) -> anyhow::Result<()> {
-    let path = p.out_dir.join("sweep.yaml");
+    let path = p.out_dir.join(crate::fsio::SWEEP_FILE);
     let Ok(old) = std::fs::read_to_string(&path) else {
         return Ok(());
     };
     let (a, b) = (normalized_spec(&old), normalized_spec(&p.source.text));
     if a == b || update_spec {
-        return Ok(());
+        return migrate_legacy_ids(p);
     }
     let k = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
     let show = |v: &[&str]| {
@@ -303,6 +398,33 @@ pub struct SweepSummary {
     pub out_dir: PathBuf,
 }
 
+impl SweepSummary {
+    /// The closing lines of `run`: what was trained, and, when another process still trains
+    /// some runs, how to get the complete merged tables once it finishes.
+    pub fn message(&self) -> String {
+        let mut s = format!(
+            "scalelab: {} trained, {} skipped (already finished), {} failed{}; results in {}",
+            self.trained,
+            self.skipped,
+            self.failed,
+            if self.busy > 0 {
+                format!(", {} left to the other process training them", self.busy)
+            } else {
+                String::new()
+            },
+            self.out_dir.display()
+        );
+        if self.busy > 0 {
+            s += &format!(
+                "\nscalelab: runs.parquet and curves.parquet hold the runs finished so far; the other \
+                 process merges the rest when it finishes (or run `scalelab collect {}` once it has)",
+                self.out_dir.display()
+            );
+        }
+        s
+    }
+}
+
 fn metadata(p: &Prepared, peak: f64) -> Vec<(String, String)> {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|s| s.trim().to_string())
@@ -315,6 +437,7 @@ fn metadata(p: &Prepared, peak: f64) -> Vec<(String, String)> {
         ("scalelab.host".into(), host),
         ("scalelab.corpus".into(), p.corpus.description.clone()),
         ("scalelab.matmul_peak_flops".into(), format!("{peak:.4e}")),
+        ("scalelab.id_scheme".into(), plan::ID_SCHEME.to_string()),
         (
             "scalelab.n_convention".into(),
             "n_params = non-embedding parameters; flops = 6 * n_params * tokens".into(),
@@ -329,45 +452,72 @@ fn metadata(p: &Prepared, peak: f64) -> Vec<(String, String)> {
     m
 }
 
-/// Train every pending run of a prepared sweep.
+/// Rename the finished runs of a folder made with run-id scheme 1 to their current ids, so a
+/// rerun of the same spec finds them (see [`crate::plan::ID_SCHEME`]).
+fn migrate_legacy_ids(p: &Prepared) -> anyhow::Result<()> {
+    let (fp, eval) = (p.corpus.fingerprint, p.spec.corpus.eval_tokens);
+    let map: std::collections::HashMap<String, String> = p
+        .plan
+        .runs
+        .iter()
+        .chain(&p.plan.parents)
+        .map(|r| (plan::legacy_run_id_v1(r, fp, eval), r.id.clone()))
+        .collect();
+    let n = crate::store::migrate_ids(&p.out_dir, &map, &metadata(p, 0.0))?;
+    if n > 0 {
+        eprintln!(
+            "{}: renamed {n} finished runs from run-id scheme 1 to {} (same settings, new ids)",
+            p.out_dir.display(),
+            plan::ID_SCHEME
+        );
+    }
+    Ok(())
+}
+
+/// Train every pending run of a prepared sweep, then rebuild the merged tables from every
+/// result file in the folder, so that they are complete whenever nothing is left to train
+/// (whichever process trained which run).
 pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
-    let devices = if opts.devices.is_empty() {
-        vec![p.device]
-    } else {
-        opts.devices.clone()
-    };
-    for d in &devices {
-        d.ensure_usable()?;
-    }
+    let devices = opts.device_list(p)?;
     check_results_folder(p, opts.update_spec)?;
-    let ckpt = opts.checkpointing(p);
-    std::fs::create_dir_all(&p.out_dir).map_err(|e| {
-        crate::error::user(format!(
-            "cannot create output folder {}: {e}",
-            p.out_dir.display()
-        ))
-    })?;
-    // A copy of the spec, and the exact floor, next to the results.
-    crate::store::write_text_atomic(&p.out_dir.join("sweep.yaml"), &p.source.text)?;
-    if let Some(f) = p.corpus.floor {
-        crate::store::write_text_atomic(
-            &p.out_dir.join("floor.json"),
-            &serde_json::to_string_pretty(&f)?,
-        )?;
-    }
-    if let Some(j) = &p.corpus.tokenizer_json {
-        crate::store::write_text_atomic(&p.out_dir.join("tokenizer.json"), j)?;
-    }
+    create_results_folder(p)?;
     let peak = measured_peak(devices[0]);
     let mut store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;
     for u in &store.unreadable {
         eprintln!("scalelab: warning: unreadable result file {u}; its run will be retrained");
     }
     let units = units(&p.plan, &store);
-    let meta = store.metadata.clone();
-    let store_branch = |r: &RunPlan, o: &RunOutcome| branch_file(p, r, o, peak, &meta);
     let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
     let skipped = p.plan.runs.len() - pending_runs;
+    announce(p, skipped, pending_runs);
+    let cx = Ctx {
+        p,
+        workers: opts.worker_count(devices.len(), units.len()),
+        units: &units,
+        devices: &devices,
+        ckpt: opts.checkpointing(p),
+        peak,
+        meta: store.metadata.clone(),
+        skipped,
+    };
+    let order = work_order(&units, cx.workers, opts.max_runs);
+    let tally = train_pending(&cx, &order, opts.plain, &mut store)?;
+    finish_sweep(&cx, opts, &tally)
+}
+
+/// The output folder, with the spec copy, the floor and the tokenizer beside the results.
+fn create_results_folder(p: &Prepared) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&p.out_dir).map_err(|e| {
+        crate::error::user(format!(
+            "cannot create output folder {}: {e}",
+            p.out_dir.display()
+        ))
+    })?;
+    write_folder_files(p, &p.out_dir)
+}
+
+/// What the sweep is about to do, on stderr.
+fn announce(p: &Prepared, skipped: usize, pending_runs: usize) {
     for d in &p.plan.dropped {
         eprintln!("scalelab: dropped {}: {}", d.what, d.reason);
     }
@@ -388,211 +538,494 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
             p.plan.flops_spent() / p.plan.total_flops()
         );
     }
-    let total_flops: f64 = units.iter().map(|u| u.flops()).sum();
-    let mp = MultiProgress::with_draw_target(if opts.plain {
-        ProgressDrawTarget::hidden()
-    } else {
-        ProgressDrawTarget::stderr()
-    });
-    let interactive = !mp.is_hidden();
-    let sweep_bar = mp.add(ProgressBar::new((total_flops / 1e6).max(1.0) as u64));
-    sweep_bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:<12} [{elapsed_precise}] {wide_bar:.cyan/blue} {msg}",
-        )
-        .unwrap(),
-    );
-    let workers = if opts.devices.is_empty() {
-        opts.workers
-    } else {
-        devices.len()
+}
+
+/// The end of a sweep: the merged tables rebuilt from every result file on disk (this
+/// process's runs and any other process's), the n-gram baselines, and the summary.
+fn finish_sweep(cx: &Ctx<'_>, opts: &RunOptions, t: &Tally) -> anyhow::Result<SweepSummary> {
+    merge_results(&cx.p.out_dir, cx.meta.clone(), MergeWhen::Always)?;
+    if opts.max_runs.is_none() {
+        write_baselines(cx.p, &cx.meta)?;
     }
-    .clamp(1, units.len().max(1));
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let threads_per_worker = (cores / workers).max(1);
-    let limit = opts
-        .max_runs
-        .map(|m| m.min(units.len()))
-        .unwrap_or(units.len());
-    // Work queue: with several workers the longest units go first, so the sweep ends sooner.
+    Ok(SweepSummary {
+        total: cx.p.plan.runs.len(),
+        skipped: cx.skipped + t.finished_elsewhere,
+        trained: t.trained,
+        failed: t.failed,
+        busy: t.busy,
+        out_dir: cx.p.out_dir.clone(),
+    })
+}
+
+/// When [`merge_results`] rewrites the merged tables.
+pub enum MergeWhen<'a> {
+    /// Always (`collect`, the end of `run`).
+    Always,
+    /// Only when every run of the plan has a result (the end of `run-one`: the last task).
+    Complete(&'a Plan),
+}
+
+/// What [`merge_results`] read and did.
+pub struct Merged {
+    /// The folder as read: `runs.parquet` overlaid with every per-run file.
+    pub store: ResultsStore,
+    /// Whether `runs.parquet` and `curves.parquet` were rewritten.
+    pub written: bool,
+}
+
+/// Name of the lock that makes merges of one folder take turns.
+const MERGE_LOCK: &str = "_merge";
+
+/// Rebuild `runs.parquet` and `curves.parquet` from every result in a folder: the merged
+/// tables overlaid with every per-run file (`runs/<id>.parquet`, `curves/<id>.parquet`), the
+/// newest result of a retried run kept. The one merge of every command: `collect`, the end
+/// of `run`, and `run-one` when it leaves every run with a result. Merges of one folder take
+/// turns and each rereads the folder, so the last one holds every run written before it. A
+/// folder with no result at all is left as it is.
+pub fn merge_results(
+    dir: &Path,
+    meta: Vec<(String, String)>,
+    when: MergeWhen<'_>,
+) -> anyhow::Result<Merged> {
+    let _turn = merge_turn(dir);
+    let mut store = ResultsStore::open(dir, meta)?;
+    let anything = !store.runs.is_empty() || dir.join(crate::store::RUNS_FILE).exists();
+    let written = anything
+        && match when {
+            MergeWhen::Always => true,
+            MergeWhen::Complete(plan) => every_run_has_a_result(plan, &store),
+        };
+    if written {
+        store.flush()?;
+    }
+    Ok(Merged { store, written })
+}
+
+/// Wait (up to five minutes) for this process's turn to merge a folder.
+fn merge_turn(dir: &Path) -> Option<crate::fsio::UnitLock> {
+    let t0 = Instant::now();
+    loop {
+        match crate::fsio::UnitLock::try_acquire(dir, MERGE_LOCK) {
+            Ok(Some(lock)) => return Some(lock),
+            Ok(None) if t0.elapsed().as_secs() < 300 => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            // No lock to be had: merge anyway (each merge rereads the folder).
+            _ => return None,
+        }
+    }
+}
+
+fn every_run_has_a_result(plan: &Plan, store: &ResultsStore) -> bool {
+    let have: std::collections::HashSet<&str> =
+        store.runs.iter().map(|r| r.run_id.as_str()).collect();
+    plan.runs.iter().all(|r| have.contains(r.id.as_str()))
+}
+
+/// What one `run` shares with its workers and its collecting thread.
+struct Ctx<'a> {
+    p: &'a Prepared,
+    units: &'a [Unit<'a>],
+    /// Worker k trains on `devices[k % devices.len()]`.
+    devices: &'a [DeviceChoice],
+    workers: usize,
+    ckpt: train::Checkpointing,
+    /// Matmul peak of the first device (FLOP/s), for MFU.
+    peak: f64,
+    /// Parquet metadata of the result files.
+    meta: Vec<(String, String)>,
+    /// Planned runs already finished when the sweep started.
+    skipped: usize,
+}
+
+impl Ctx<'_> {
+    /// CPU threads per worker: the cores split evenly.
+    fn threads_per_worker(&self) -> usize {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        (cores / self.workers).max(1)
+    }
+}
+
+/// The work queue: the first `max_runs` units (smallest first); with several workers the
+/// longest units go first, so the sweep ends sooner.
+fn work_order(units: &[Unit<'_>], workers: usize, max_runs: Option<usize>) -> Vec<usize> {
+    let limit = max_runs.map(|m| m.min(units.len())).unwrap_or(units.len());
     let mut order: Vec<usize> = (0..limit).collect();
     if workers > 1 {
         order.sort_by(|&a, &b| units[b].flops().total_cmp(&units[a].flops()));
     }
-    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(order.clone()));
-    let style = ProgressStyle::with_template("  {prefix:<28} {pos:>6}/{len:<6} {msg}").unwrap();
-    let bars: Vec<ProgressBar> = (0..workers)
-        .map(|_| {
-            let b = mp.add(ProgressBar::new(1));
-            b.set_style(style.clone());
-            b
-        })
-        .collect();
-    let mut eta = Eta::default();
-    let mut flops_done = 0.0;
-    let mut trained = 0;
-    let mut failed = 0;
-    let mut busy = 0;
-    let mut pending: std::collections::BTreeSet<usize> = order.iter().copied().collect();
-    sweep_bar.set_message(eta_text(None));
+    order
+}
+
+/// A worker's word on one unit.
+enum Report<'a> {
+    /// Trained; the lock is held until the collecting thread has stored the results, so
+    /// no other process takes the unit up in between.
+    Trained {
+        unit: usize,
+        secs: f64,
+        outcomes: Vec<(&'a RunPlan, RunOutcome)>,
+        lock: crate::fsio::UnitLock,
+    },
+    /// Another process holds the unit's lock (a second `run`, a Slurm task).
+    Busy(usize),
+    /// Another process finished the unit after this one read the folder.
+    FinishedElsewhere(usize),
+}
+
+/// The worker pool: `cx.workers` threads take units off one queue; this thread stores the
+/// results as they come in (only it writes the merged files).
+fn train_pending(
+    cx: &Ctx<'_>,
+    order: &[usize],
+    plain: bool,
+    store: &mut ResultsStore,
+) -> anyhow::Result<Tally> {
+    let total_flops: f64 = cx.units.iter().map(|u| u.flops()).sum();
+    let progress = Progress::new(plain, total_flops, cx.workers);
+    let queue = Mutex::new(VecDeque::from(order.to_vec()));
+    let mut tally = Tally::new(order);
     let result: anyhow::Result<()> = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel::<(usize, f64, Vec<(&RunPlan, RunOutcome)>)>();
-        for (k, bar) in bars.iter().cloned().enumerate() {
-            let tx = tx.clone();
-            let queue = &queue;
-            let units = &units;
-            let device = devices[k % devices.len()];
-            let ckpt = &ckpt;
-            let store_branch = &store_branch;
-            let tag = if devices.len() > 1 {
-                format!("{} ", device.short_name())
-            } else {
-                String::new()
-            };
-            scope.spawn(move || {
-                let pool = (workers > 1).then(|| {
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads_per_worker)
-                        .build()
-                        .ok()
-                });
-                loop {
-                    let Some(i) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
-                    else {
-                        break;
-                    };
-                    let u = &units[i];
-                    // Another process (a second `run`, a Slurm task) may be training it.
-                    let Ok(Some(_lock)) =
-                        crate::store::UnitLock::try_acquire(&p.out_dir, u.lead_id())
-                    else {
-                        if tx.send((i, 0.0, Vec::new())).is_err() {
-                            break;
-                        }
-                        continue;
-                    };
-                    let steps = u.steps();
-                    bar.set_length(steps as u64);
-                    bar.set_position(0);
-                    let lead = u.members[0];
-                    bar.set_prefix(match u.parent {
-                        Some(_) => {
-                            format!("{tag}{} {} branches", lead.shape.label(), u.members.len())
-                        }
-                        None => format!(
-                            "{tag}{} D={}",
-                            lead.shape.label(),
-                            human(lead.tokens as f64)
-                        ),
-                    });
-                    let t_unit = Instant::now();
-                    let (mut done_steps, mut last_step) = (0usize, 0usize);
-                    let mut on_step = |st: train::StepInfo| {
-                        // Steps restart at each branch: count progress as steps seen.
-                        done_steps += if st.step > last_step {
-                            st.step - last_step
-                        } else {
-                            1
-                        };
-                        last_step = st.step;
-                        bar.set_position(done_steps as u64);
-                        bar.set_message(format!(
-                            "loss {:.4}  {:.0} tok/s",
-                            st.train_loss, st.tokens_per_s
-                        ));
-                    };
-                    let outcomes = match pool.as_ref().and_then(|p| p.as_ref()) {
-                        Some(pool) => pool
-                            .install(|| train_unit(p, u, device, ckpt, &mut on_step, store_branch)),
-                        None => train_unit(p, u, device, ckpt, &mut on_step, store_branch),
-                    };
-                    if tx
-                        .send((i, t_unit.elapsed().as_secs_f64(), outcomes))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                bar.finish_and_clear();
-            });
+        let (tx, rx) = mpsc::channel::<Report<'_>>();
+        for (k, bar) in progress.worker_bars.iter().enumerate() {
+            let (tx, queue) = (tx.clone(), &queue);
+            scope.spawn(move || worker(cx, k, queue, bar, tx));
         }
         drop(tx);
-        for (i, secs, outcomes) in rx {
-            let u = &units[i];
-            pending.remove(&i);
-            if outcomes.is_empty() {
-                busy += 1;
-                eprintln!(
-                    "scalelab: {} is being trained by another process; skipped",
-                    u.lead_id()
-                );
-                continue;
-            }
-            eta.record(u, secs);
-            flops_done += u.flops();
-            sweep_bar.set_position((flops_done / 1e6) as u64);
-            let left = eta
-                .seconds(pending.iter().map(|&k| &units[k]))
-                .map(|t| t / workers as f64);
-            sweep_bar.set_message(eta_text(left));
-            let rows = unit_records(p, u, &outcomes, peak);
-            for ((r, outcome), (rec, _)) in outcomes.iter().zip(&rows) {
-                let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
-                if !is_parent {
-                    trained += 1;
-                    if outcome.status == Status::Failed {
-                        failed += 1;
-                    }
-                    sweep_bar.set_prefix(format!(
-                        "runs {}/{}",
-                        skipped + trained,
-                        p.plan.runs.len()
-                    ));
-                    let line = format!(
-                        "[{}/{}] {} D={} N={}{}: {} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
-                        skipped + trained,
-                        p.plan.runs.len(),
-                        r.shape.label(),
-                        human(r.tokens as f64),
-                        human(r.n_params as f64),
-                        if r.lr_multiplier != 1.0 { format!(" lr={:.2e}", r.lr) } else { String::new() },
-                        rec.status,
-                        rec.eval_loss,
-                        rec.final_train_loss,
-                        rec.tokens_per_s,
-                        rec.wall_s,
-                        left.map(hms).unwrap_or_else(|| "?".into())
-                    );
-                    if interactive {
-                        mp.println(&line).ok();
-                    } else {
-                        eprintln!("scalelab: {line}");
-                    }
-                }
-                if let Some(e) = &outcome.error {
-                    eprintln!("scalelab: run {} failed: {e}", r.id);
-                }
-            }
-            // Only this thread writes the results files.
-            store.add_many(rows)?;
+        for report in rx {
+            tally.take(cx, report, &progress, store)?;
         }
         Ok(())
     });
     result?;
-    sweep_bar.finish_and_clear();
-    if opts.max_runs.is_none() {
-        write_baselines(p, &store.metadata)?;
+    progress.finish();
+    Ok(tally)
+}
+
+fn next_unit(queue: &Mutex<VecDeque<usize>>) -> Option<usize> {
+    queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+}
+
+/// One worker: units off the queue until it is empty (or the collector has stopped).
+fn worker<'a>(
+    cx: &Ctx<'a>,
+    k: usize,
+    queue: &Mutex<VecDeque<usize>>,
+    bar: &ProgressBar,
+    tx: mpsc::Sender<Report<'a>>,
+) {
+    let device = cx.devices[k % cx.devices.len()];
+    let tag = if cx.devices.len() > 1 {
+        format!("{} ", device.short_name())
+    } else {
+        String::new()
+    };
+    let pool = (cx.workers > 1)
+        .then(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(cx.threads_per_worker())
+                .build()
+                .ok()
+        })
+        .flatten();
+    while let Some(i) = next_unit(queue) {
+        let report = step_unit(cx, i, device, &tag, bar, pool.as_ref());
+        if tx.send(report).is_err() {
+            break;
+        }
     }
-    Ok(SweepSummary {
-        total: p.plan.runs.len(),
-        skipped,
-        trained,
-        failed,
-        busy,
-        out_dir: p.out_dir.clone(),
-    })
+    bar.finish_and_clear();
+}
+
+/// The per-unit step of a worker: claim the unit, train it, report the outcomes.
+fn step_unit<'a>(
+    cx: &Ctx<'a>,
+    i: usize,
+    device: DeviceChoice,
+    tag: &str,
+    bar: &ProgressBar,
+    pool: Option<&rayon::ThreadPool>,
+) -> Report<'a> {
+    let u = &cx.units[i];
+    let lock = match claim(cx.p, u) {
+        Claim::Mine(lock) => lock,
+        Claim::Busy => return Report::Busy(i),
+        Claim::Finished => return Report::FinishedElsewhere(i),
+    };
+    Progress::start_unit(bar, tag, u);
+    let t_unit = Instant::now();
+    let mut on_step = Progress::step_counter(bar);
+    let store_branch = |r: &RunPlan, o: &RunOutcome| branch_file(cx.p, r, o, cx.peak, &cx.meta);
+    let mut train = || train_unit(cx.p, u, device, &cx.ckpt, &mut on_step, &store_branch);
+    let outcomes = match pool {
+        Some(pool) => pool.install(train),
+        None => train(),
+    };
+    Report::Trained {
+        unit: i,
+        secs: t_unit.elapsed().as_secs_f64(),
+        outcomes,
+        lock,
+    }
+}
+
+/// Whether this process may train a unit.
+enum Claim {
+    Mine(crate::fsio::UnitLock),
+    /// Another process is training it.
+    Busy,
+    /// Another process finished it after this one read the folder.
+    Finished,
+}
+
+/// Lock a unit for this process, unless another process holds it or has finished it since
+/// this process read the folder.
+fn claim(p: &Prepared, u: &Unit<'_>) -> Claim {
+    let Ok(Some(lock)) = crate::fsio::UnitLock::try_acquire(&p.out_dir, u.lead_id()) else {
+        return Claim::Busy;
+    };
+    if finished_on_disk(p, u) {
+        Claim::Finished
+    } else {
+        Claim::Mine(lock)
+    }
+}
+
+/// Whether every member of a unit has a finished result file now (read only when each has
+/// a per-run file: the rare case of a unit finished by another process meanwhile).
+fn finished_on_disk(p: &Prepared, u: &Unit<'_>) -> bool {
+    let dir = p.out_dir.join(crate::store::RUN_FILES_DIR);
+    if !u
+        .members
+        .iter()
+        .all(|r| dir.join(format!("{}.parquet", r.id)).is_file())
+    {
+        return false;
+    }
+    ResultsStore::open(&p.out_dir, Vec::new())
+        .is_ok_and(|st| u.members.iter().all(|r| st.is_done(&r.id)))
+}
+
+/// The progress display: a bar for the sweep (FLOPs done, runs, ETA) and one per worker on a
+/// terminal; one line per finished run otherwise (`--plain`, CI, output not a terminal).
+struct Progress {
+    mp: MultiProgress,
+    interactive: bool,
+    sweep: ProgressBar,
+    worker_bars: Vec<ProgressBar>,
+}
+
+impl Progress {
+    fn new(plain: bool, total_flops: f64, workers: usize) -> Progress {
+        let mp = MultiProgress::with_draw_target(if plain {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        });
+        let interactive = !mp.is_hidden();
+        let sweep = mp.add(ProgressBar::new((total_flops / 1e6).max(1.0) as u64));
+        sweep.set_style(
+            ProgressStyle::with_template(
+                "{prefix:<12} [{elapsed_precise}] {wide_bar:.cyan/blue} {msg}",
+            )
+            .unwrap(),
+        );
+        let style = ProgressStyle::with_template("  {prefix:<28} {pos:>6}/{len:<6} {msg}").unwrap();
+        let worker_bars = (0..workers)
+            .map(|_| {
+                let b = mp.add(ProgressBar::new(1));
+                b.set_style(style.clone());
+                b
+            })
+            .collect();
+        sweep.set_message(eta_text(None));
+        Progress {
+            mp,
+            interactive,
+            sweep,
+            worker_bars,
+        }
+    }
+
+    /// A worker's bar at the start of a unit.
+    fn start_unit(bar: &ProgressBar, tag: &str, u: &Unit<'_>) {
+        bar.set_length(u.steps() as u64);
+        bar.set_position(0);
+        let lead = u.members[0];
+        bar.set_prefix(match u.parent {
+            Some(_) => format!("{tag}{} {} branches", lead.shape.label(), u.members.len()),
+            None => format!("{tag}{} D={}", lead.shape.label(), human(lead.tokens as f64)),
+        });
+    }
+
+    /// A worker's step callback: its bar counts steps seen (steps restart at each branch).
+    fn step_counter(bar: &ProgressBar) -> impl FnMut(train::StepInfo) + Send + '_ {
+        let (mut done_steps, mut last_step) = (0usize, 0usize);
+        move |st: train::StepInfo| {
+            done_steps += if st.step > last_step {
+                st.step - last_step
+            } else {
+                1
+            };
+            last_step = st.step;
+            bar.set_position(done_steps as u64);
+            bar.set_message(format!(
+                "loss {:.4}  {:.0} tok/s",
+                st.train_loss, st.tokens_per_s
+            ));
+        }
+    }
+
+    /// The sweep bar after a unit: FLOPs done and the ETA of the rest.
+    fn sweep_done(&self, flops_done: f64, left: Option<f64>) {
+        self.sweep.set_position((flops_done / 1e6) as u64);
+        self.sweep.set_message(eta_text(left));
+    }
+
+    /// A finished run's line: above the bars on a terminal, else on stderr.
+    fn run_line(&self, runs_done: usize, runs: usize, line: &str) {
+        self.sweep.set_prefix(format!("runs {runs_done}/{runs}"));
+        if self.interactive {
+            self.mp.println(line).ok();
+        } else {
+            eprintln!("scalelab: {line}");
+        }
+    }
+
+    fn finish(&self) {
+        self.sweep.finish_and_clear();
+    }
+}
+
+/// What the collecting thread has seen so far.
+struct Tally {
+    trained: usize,
+    failed: usize,
+    /// Runs skipped because another process was training them.
+    busy: usize,
+    /// Runs another process finished after this one read the folder.
+    finished_elsewhere: usize,
+    flops_done: f64,
+    eta: Eta,
+    /// Units of the queue not reported yet.
+    pending: BTreeSet<usize>,
+}
+
+impl Tally {
+    fn new(order: &[usize]) -> Tally {
+        Tally {
+            trained: 0,
+            failed: 0,
+            busy: 0,
+            finished_elsewhere: 0,
+            flops_done: 0.0,
+            eta: Eta::default(),
+            pending: order.iter().copied().collect(),
+        }
+    }
+
+    /// Account for one worker report; a trained unit's results are stored (the unit's lock
+    /// is released only then).
+    fn take(
+        &mut self,
+        cx: &Ctx<'_>,
+        report: Report<'_>,
+        progress: &Progress,
+        store: &mut ResultsStore,
+    ) -> anyhow::Result<()> {
+        match report {
+            Report::Busy(i) => {
+                self.pending.remove(&i);
+                self.busy += cx.units[i].members.len();
+                eprintln!(
+                    "scalelab: {} is being trained by another process; skipped",
+                    cx.units[i].lead_id()
+                );
+            }
+            Report::FinishedElsewhere(i) => {
+                self.pending.remove(&i);
+                self.finished_elsewhere += cx.units[i].members.len();
+                eprintln!(
+                    "scalelab: {} was finished by another process meanwhile; skipped",
+                    cx.units[i].lead_id()
+                );
+            }
+            Report::Trained {
+                unit,
+                secs,
+                outcomes,
+                lock,
+            } => {
+                let rows = self.unit_trained(cx, unit, secs, &outcomes, progress);
+                // Only this thread writes the results files.
+                store.add_many(rows)?;
+                drop(lock);
+            }
+        }
+        Ok(())
+    }
+
+    /// Progress, ETA and one line per trained run; returns the unit's result rows.
+    fn unit_trained(
+        &mut self,
+        cx: &Ctx<'_>,
+        i: usize,
+        secs: f64,
+        outcomes: &[(&RunPlan, RunOutcome)],
+        progress: &Progress,
+    ) -> Vec<(RunRecord, Vec<CurveRow>)> {
+        let u = &cx.units[i];
+        self.pending.remove(&i);
+        self.eta.record(u, secs);
+        self.flops_done += u.flops();
+        let left = self
+            .eta
+            .seconds(self.pending.iter().map(|&k| &cx.units[k]))
+            .map(|t| t / cx.workers as f64);
+        progress.sweep_done(self.flops_done, left);
+        let rows = unit_records(cx.p, u, outcomes, cx.peak);
+        for ((r, outcome), (rec, _)) in outcomes.iter().zip(&rows) {
+            let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
+            if !is_parent {
+                self.trained += 1;
+                if outcome.status == Status::Failed {
+                    self.failed += 1;
+                }
+                let done = cx.skipped + self.trained;
+                let line = run_line(done, cx.p.plan.runs.len(), r, rec, left);
+                progress.run_line(done, cx.p.plan.runs.len(), &line);
+            }
+            if let Some(e) = &outcome.error {
+                eprintln!("scalelab: run {} failed: {e}", r.id);
+            }
+        }
+        rows
+    }
+}
+
+/// `[k/n] shape D= N=: status eval (train), tok/s, time; sweep ETA`.
+fn run_line(done: usize, runs: usize, r: &RunPlan, rec: &RunRecord, left: Option<f64>) -> String {
+    format!(
+        "[{}/{}] {} D={} N={}{}: {} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
+        done,
+        runs,
+        r.shape.label(),
+        human(r.tokens as f64),
+        human(r.n_params as f64),
+        if r.lr_multiplier != 1.0 {
+            format!(" lr={:.2e}", r.optim.lr)
+        } else {
+            String::new()
+        },
+        rec.status,
+        rec.eval_loss,
+        rec.final_train_loss,
+        rec.tokens_per_s,
+        rec.wall_s,
+        left.map(hms).unwrap_or_else(|| "?".into())
+    )
 }
 
 /// Training sizes for the n-gram baselines: the spec's list, or the sweep's distinct D values,
@@ -645,6 +1078,25 @@ pub fn write_baselines(p: &Prepared, meta: &[(String, String)]) -> anyhow::Resul
     crate::store::write_baselines(&p.out_dir, &rows, meta)
 }
 
+/// `scalelab baselines DIR`: recompute a results folder's `baselines.parquet`; returns its
+/// rows, one line each.
+pub fn baselines_command(dir: &Path) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let p = prepare_results(dir, None)?;
+    let _ = std::fs::remove_file(dir.join(crate::store::BASELINES_FILE));
+    let meta = crate::store::read_metadata(&dir.join(crate::store::RUNS_FILE)).unwrap_or_default();
+    write_baselines(&p, &meta)?;
+    let mut s = String::new();
+    for r in crate::store::read_baselines(dir)? {
+        let _ = writeln!(
+            s,
+            "{}-gram  D={:>12}  {:.4} nats/token  {:.4} bits/byte",
+            r.order, r.train_tokens, r.eval_loss, r.eval_bits_per_byte
+        );
+    }
+    Ok(s)
+}
+
 /// Matmul peak of a device (FLOP/s), for MFU.
 fn measured_peak(device: DeviceChoice) -> f64 {
     crate::with_backend!(device, |B, dev| crate::bench::matmul_peak::<
@@ -654,10 +1106,14 @@ fn measured_peak(device: DeviceChoice) -> f64 {
 
 /// A run's record, with its MFU against the device's matmul peak.
 fn record_mfu(p: &Prepared, r: &RunPlan, o: &RunOutcome, peak: f64) -> RunRecord {
-    let full_flops_per_token = r.shape.flops_per_token_full(r.vocab_size, r.context);
-    let mfu = (peak > 0.0 && o.tokens_per_s.is_finite())
-        .then(|| o.tokens_per_s * full_flops_per_token / peak);
-    record(p, r, o, mfu)
+    let backend = p.device.backend_name();
+    let ctx = crate::record::RecordContext {
+        eval_bytes_per_token: p.corpus.eval_bytes_per_token,
+        unique_train_tokens: p.corpus.unique_train_tokens,
+        backend: &backend,
+        peak_flops: peak,
+    };
+    RunRecord::from_outcome(r, o, &ctx)
 }
 
 /// Store a finished cooldown branch's own result files at once, so a crash later in its
@@ -676,14 +1132,14 @@ fn unit_records(
     u: &Unit<'_>,
     outcomes: &[(&RunPlan, RunOutcome)],
     peak: f64,
-) -> Vec<(RunRecord, Vec<train::CurveRow>)> {
+) -> Vec<(RunRecord, Vec<CurveRow>)> {
     outcomes
         .iter()
         .map(|(r, outcome)| {
             let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
             let mut rec = record_mfu(p, r, outcome, peak);
-            if is_parent && rec.status == "ok" {
-                rec.status = "stable".into();
+            if is_parent && rec.status == Status::Ok {
+                rec.status = Status::Stable;
             }
             (rec, outcome.curve.clone())
         })
@@ -708,35 +1164,43 @@ pub enum TaskRef {
     Line { file: PathBuf, index: usize },
 }
 
+impl TaskRef {
+    /// The unit id: the run id, or line K of the task list.
+    fn unit_id(&self) -> anyhow::Result<String> {
+        match self {
+            TaskRef::Run(id) => Ok(id.clone()),
+            TaskRef::Line { file, index } => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    crate::error::user(format!("cannot read task list {}: {e}", file.display()))
+                })?;
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                match lines.get(*index) {
+                    Some(l) => Ok(l.trim().to_string()),
+                    None => crate::bail_user!(
+                        "task {index} is out of range: {} lists {} tasks (0..{})",
+                        file.display(),
+                        lines.len(),
+                        lines.len()
+                    ),
+                }
+            }
+        }
+    }
+}
+
 /// Train one unit in this process and write only its own result files
 /// (`runs/<id>.parquet`, `curves/<id>.parquet`); `collect` merges them. This is what each
 /// Slurm array task runs. A unit that is already finished, or being trained by another
-/// process, is left alone (exit 0), so requeued and duplicate tasks are harmless.
+/// process, is left alone (exit 0), so requeued and duplicate tasks are harmless. When every
+/// run of the sweep then has a result (the last task), the merged tables are rebuilt.
 pub fn run_one(p: &Prepared, task: &TaskRef, opts: &RunOptions) -> anyhow::Result<String> {
-    let id = match task {
-        TaskRef::Run(id) => id.clone(),
-        TaskRef::Line { file, index } => {
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                crate::error::user(format!("cannot read task list {}: {e}", file.display()))
-            })?;
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            match lines.get(*index) {
-                Some(l) => l.trim().to_string(),
-                None => crate::bail_user!(
-                    "task {index} is out of range: {} lists {} tasks (0..{})",
-                    file.display(),
-                    lines.len(),
-                    lines.len()
-                ),
-            }
-        }
-    };
-    let all = p
+    let id = task.unit_id()?;
+    let planned = p
         .plan
         .runs
         .iter()
         .any(|r| r.id == id || r.parent.as_deref() == Some(id.as_str()));
-    if !all {
+    if !planned {
         crate::bail_user!(
             "run {id} is not in the plan of {} (see `scalelab status {}`)",
             p.out_dir.display(),
@@ -745,38 +1209,61 @@ pub fn run_one(p: &Prepared, task: &TaskRef, opts: &RunOptions) -> anyhow::Resul
     }
     p.device.ensure_usable()?;
     let peak = measured_peak(p.device);
-    let store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;
+    let meta = metadata(p, peak);
+    let msg = train_one(p, &id, opts, peak, &meta)?;
+    let merged = merge_results(&p.out_dir, meta, MergeWhen::Complete(&p.plan))?;
+    Ok(if merged.written {
+        format!(
+            "{msg}; all {} runs have results: merged them into {} and {}",
+            p.plan.runs.len(),
+            crate::store::RUNS_FILE,
+            crate::store::CURVES_FILE
+        )
+    } else {
+        msg
+    })
+}
+
+/// `run-one`'s training: the unit `id` unless it is finished or taken; its own result files.
+fn train_one(
+    p: &Prepared,
+    id: &str,
+    opts: &RunOptions,
+    peak: f64,
+    meta: &[(String, String)],
+) -> anyhow::Result<String> {
+    let store = ResultsStore::open(&p.out_dir, meta.to_vec())?;
     let units = units(&p.plan, &store);
     let Some(u) = units.iter().find(|u| u.lead_id() == id) else {
         return Ok(format!("{id}: already finished"));
     };
-    let Some(_lock) = crate::store::UnitLock::try_acquire(&p.out_dir, &id)? else {
-        return Ok(format!(
-            "{id}: being trained by another process; nothing to do"
-        ));
-    };
-    let ckpt = opts.checkpointing(p);
-    let t0 = Instant::now();
-    let mut last_print = Instant::now();
-    let mut on_step = |st: train::StepInfo| {
-        if last_print.elapsed().as_secs_f64() > 30.0 {
-            last_print = Instant::now();
-            eprintln!(
-                "scalelab: {id} step {}/{} loss {:.4} {:.0} tok/s",
-                st.step, st.steps, st.train_loss, st.tokens_per_s
-            );
+    let _lock = match claim(p, u) {
+        Claim::Mine(lock) => lock,
+        Claim::Finished => return Ok(format!("{id}: already finished")),
+        Claim::Busy => {
+            return Ok(format!(
+                "{id}: being trained by another process; nothing to do (once it finishes, \
+                 `scalelab collect {}` merges the complete tables)",
+                p.out_dir.display()
+            ))
         }
     };
-    let outcomes = train_unit(p, u, p.device, &ckpt, &mut on_step, &|r, o| {
-        branch_file(p, r, o, peak, &store.metadata)
-    });
+    let t0 = Instant::now();
+    let outcomes = train_unit(
+        p,
+        u,
+        p.device,
+        &opts.checkpointing(p),
+        &mut log_every_30s(id),
+        &|r, o| branch_file(p, r, o, peak, meta),
+    );
     let rows = unit_records(p, u, &outcomes, peak);
     for (rec, curve) in &rows {
-        crate::store::write_run_file(&p.out_dir, rec, curve, &store.metadata)?;
+        crate::store::write_run_file(&p.out_dir, rec, curve, meta)?;
     }
     let summary: Vec<String> = rows
         .iter()
-        .filter(|(r, _)| r.status != "stable")
+        .filter(|(r, _)| r.status != Status::Stable)
         .map(|(r, _)| format!("{} {} eval {:.4}", r.run_id, r.status, r.eval_loss))
         .collect();
     Ok(format!(
@@ -784,6 +1271,20 @@ pub fn run_one(p: &Prepared, task: &TaskRef, opts: &RunOptions) -> anyhow::Resul
         summary.join("; "),
         t0.elapsed().as_secs_f64()
     ))
+}
+
+/// `run-one`'s progress: a line every 30 seconds.
+fn log_every_30s(id: &str) -> impl FnMut(train::StepInfo) + '_ {
+    let mut last_print = Instant::now();
+    move |st: train::StepInfo| {
+        if last_print.elapsed().as_secs_f64() > 30.0 {
+            last_print = Instant::now();
+            eprintln!(
+                "scalelab: {id} step {}/{} loss {:.4} {:.0} tok/s",
+                st.step, st.steps, st.train_loss, st.tokens_per_s
+            );
+        }
+    }
 }
 
 fn eta_text(secs: Option<f64>) -> String {
@@ -810,8 +1311,8 @@ impl Eta {
         let steps = u.steps().max(1);
         let per = secs / steps as f64;
         self.per_step.insert(r.shape, per);
-        let flops = r.shape.flops_per_token_full(r.vocab_size, r.context)
-            * (r.batch_size * r.context) as f64;
+        let flops = r.shape.flops_per_token_full(r.data.vocab_size, r.data.context)
+            * (r.data.batch_size * r.data.context) as f64;
         if self.rate.is_none_or(|(_, n)| r.n_params >= n) {
             self.rate = Some((flops / per, r.n_params));
         }
@@ -821,8 +1322,8 @@ impl Eta {
         self.per_step.get(&r.shape).copied().or_else(|| {
             let (rate, _) = self.rate?;
             Some(
-                r.shape.flops_per_token_full(r.vocab_size, r.context)
-                    * (r.batch_size * r.context) as f64
+                r.shape.flops_per_token_full(r.data.vocab_size, r.data.context)
+                    * (r.data.batch_size * r.data.context) as f64
                     / rate,
             )
         })
@@ -857,14 +1358,14 @@ impl Unit<'_> {
     fn steps(&self) -> usize {
         match self.parent {
             Some(p) => {
-                p.steps
+                p.data.steps
                     + self
                         .members
                         .iter()
-                        .map(|r| r.steps - r.branch_step)
+                        .map(|r| r.data.steps - r.branch_step)
                         .sum::<usize>()
             }
-            None => self.members[0].steps,
+            None => self.members[0].data.steps,
         }
     }
 }
@@ -939,7 +1440,7 @@ fn train_unit<'a>(
                     .chain(u.members.iter().copied().zip(bo))
                     .collect(),
                 Err(e) => {
-                    let f = failed(panic_message(&e), t0.elapsed().as_secs_f64());
+                    let f = failed(run_panic_message(&e), t0.elapsed().as_secs_f64());
                     std::iter::once(parent)
                         .chain(u.members.iter().copied())
                         .map(|r| (r, f.clone()))
@@ -950,11 +1451,18 @@ fn train_unit<'a>(
     }
 }
 
-fn panic_message(e: &Box<dyn std::any::Any + Send>) -> String {
-    e.downcast_ref::<String>()
+/// The message of a panic payload (a `String` or `&str`), if it has one. Pass the payload
+/// itself (`&*boxed`), not the box.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<String>()
         .cloned()
-        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+}
+
+/// The message of a panic inside a run.
+fn run_panic_message(e: &Box<dyn std::any::Any + Send>) -> String {
+    panic_message(&**e).unwrap_or_else(|| "unknown panic".into())
 }
 
 fn failed(msg: String, wall_s: f64) -> RunOutcome {
@@ -974,53 +1482,9 @@ fn failed(msg: String, wall_s: f64) -> RunOutcome {
 fn guarded(f: impl FnOnce() -> RunOutcome) -> RunOutcome {
     let t0 = Instant::now();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|e| failed(panic_message(&e), t0.elapsed().as_secs_f64()))
+        .unwrap_or_else(|e| failed(run_panic_message(&e), t0.elapsed().as_secs_f64()))
 }
 
-fn record(p: &Prepared, r: &RunPlan, o: &RunOutcome, mfu: Option<f64>) -> RunRecord {
-    RunRecord {
-        run_id: r.id.clone(),
-        status: o.status.as_str().into(),
-        error: o.error.clone().unwrap_or_default(),
-        d_model: r.shape.d_model as i64,
-        n_layer: r.shape.n_layer as i64,
-        n_head: r.shape.n_head as i64,
-        d_ff: r.shape.d_ff as i64,
-        context: r.context as i64,
-        vocab_size: r.vocab_size as i64,
-        batch_size: r.batch_size as i64,
-        steps: r.steps as i64,
-        steps_done: o.steps_done as i64,
-        tokens: r.tokens as i64,
-        n_params: r.n_params as i64,
-        n_params_total: r.n_params_total as i64,
-        flops: r.flops,
-        budget: r.budget,
-        seed: r.seed as i64,
-        lr: r.lr,
-        warmup_steps: r.warmup_steps as i64,
-        schedule: format!("{:?}", r.schedule).to_lowercase(),
-        final_train_loss: o.final_train_loss,
-        eval_loss: o.eval_loss,
-        eval_bits_per_token: o.eval_loss / std::f64::consts::LN_2,
-        eval_bits_per_byte: p.corpus.bits_per_byte(o.eval_loss),
-        unique_tokens: p.corpus.unique_and_epochs(r.tokens).0 as i64,
-        epochs: p.corpus.unique_and_epochs(r.tokens).1,
-        tokens_per_s: o.tokens_per_s,
-        mfu,
-        wall_s: o.wall_s,
-        backend: p.device.backend_name(),
-        scalelab_version: VERSION.into(),
-        flops_total: 6.0 * r.n_params_total as f64 * r.tokens as f64,
-        flops_full: r.shape.flops_per_token_full(r.vocab_size, r.context) * r.tokens as f64,
-        flops_spent: r.flops_spent,
-        parent: r.parent.clone().unwrap_or_default(),
-        branch_step: r.branch_step as i64,
-        lr_multiplier: r.lr_multiplier,
-        point_id: r.point_id.clone(),
-        selected: false,
-    }
-}
 
 /// Existing results in an output folder (for `plan`).
 pub fn existing_runs(dir: &Path) -> Vec<RunRecord> {

@@ -20,48 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::corpus::{Corpus, StreamReader};
 use crate::model::{Gpt, GptConfig};
 use crate::plan::RunPlan;
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    Diverged,
-    Failed,
-}
-
-impl Status {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Status::Ok => "ok",
-            Status::Diverged => "diverged",
-            Status::Failed => "failed",
-        }
-    }
-}
-
-/// One row of a loss curve.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct CurveRow {
-    pub step: usize,
-    pub tokens: u64,
-    pub lr: f64,
-    pub train_loss: f64,
-    /// Present at eval steps.
-    pub eval_loss: Option<f64>,
-}
-
-/// What a finished run reports.
-#[derive(Debug, Clone)]
-pub struct RunOutcome {
-    pub status: Status,
-    pub steps_done: usize,
-    pub final_train_loss: f64,
-    pub eval_loss: f64,
-    pub tokens_per_s: f64,
-    pub wall_s: f64,
-    pub curve: Vec<CurveRow>,
-    pub error: Option<String>,
-}
+use crate::record::{CurveRow, RunOutcome, Status};
 
 /// Live progress, sent after every step.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +38,7 @@ fn batch<B: Backend>(
     step: usize,
     device: &B::Device,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
-    let (b, t) = (run.batch_size, run.context);
+    let (b, t) = (run.data.batch_size, run.data.context);
     let mut x = Vec::with_capacity(b * t);
     let mut y = Vec::with_capacity(b * t);
     let mut window = Vec::with_capacity(t + 1);
@@ -191,8 +150,8 @@ fn init<B: AutodiffBackend>(
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let model: Gpt<B> = {
         let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        B::seed(device, run.seed);
-        let model: Gpt<B> = GptConfig::from_shape(&run.shape, corpus.vocab_size, run.context)
+        B::seed(device, run.data.seed);
+        let model: Gpt<B> = GptConfig::from_shape(&run.shape, corpus.vocab_size, run.data.context)
             .with_fused_attention(fused_attention)
             .init(device);
         let one = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), device);
@@ -200,10 +159,10 @@ fn init<B: AutodiffBackend>(
         model
     };
     let optim = AdamWConfig::new()
-        .with_beta_1(run.beta1 as f32)
-        .with_beta_2(run.beta2 as f32)
+        .with_beta_1(run.optim.beta1 as f32)
+        .with_beta_2(run.optim.beta2 as f32)
         .with_epsilon(1e-8)
-        .with_weight_decay(run.weight_decay as f32)
+        .with_weight_decay(run.optim.weight_decay as f32)
         .init::<B, Gpt<B>>();
     (model, optim)
 }
@@ -231,7 +190,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
     on_step: &mut dyn FnMut(StepInfo),
     save: &mut dyn FnMut(&Gpt<B>, &O, &Segment),
 ) -> (Gpt<B>, Segment) {
-    let tokens_per_step = (run.batch_size * run.context) as u64;
+    let tokens_per_step = (run.data.batch_size * run.data.context) as u64;
     let mut reader = corpus.train.reader();
     let mut seg = Segment {
         status: Status::Ok,
@@ -259,7 +218,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
             break;
         }
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let norm = clip_global_norm(&model, &mut grads, run.grad_clip);
+        let norm = clip_global_norm(&model, &mut grads, run.optim.grad_clip);
         if !norm.is_finite() {
             seg.status = Status::Diverged;
             break;
@@ -269,7 +228,8 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
         seg.steps_done = step + 1;
         seg.last_loss = loss_v;
         let tokens = seg.steps_done as u64 * tokens_per_step;
-        let is_eval = seg.steps_done % run.eval_interval == 0 || seg.steps_done == run.steps;
+        let is_eval =
+            seg.steps_done % run.data.eval_interval == 0 || seg.steps_done == run.data.steps;
         let eval = if is_eval {
             Some(eval_loss(&model.valid(), corpus, device))
         } else {
@@ -284,7 +244,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
         });
         on_step(StepInfo {
             step: seg.steps_done,
-            steps: run.steps,
+            steps: run.data.steps,
             train_loss: loss_v,
             tokens_per_s: (seg.steps_done - from) as f64 * tokens_per_step as f64
                 / seg.train_time.max(1e-9),
@@ -306,7 +266,7 @@ fn outcome(seg: Segment, run: &RunPlan, from: usize, wall_s: f64) -> RunOutcome 
     } else {
         f64::NAN
     };
-    let tokens = (seg.steps_done - from) as f64 * (run.batch_size * run.context) as f64;
+    let tokens = (seg.steps_done - from) as f64 * (run.data.batch_size * run.data.context) as f64;
     RunOutcome {
         status: seg.status,
         steps_done: seg.steps_done,
@@ -358,7 +318,7 @@ pub fn train_run_with<B: AutodiffBackend>(
     let (model, mut optim, mut prior) = resume(
         ckpt,
         &run.id,
-        run.steps.saturating_sub(1),
+        run.data.steps.saturating_sub(1),
         model,
         optim,
         device,
@@ -369,7 +329,7 @@ pub fn train_run_with<B: AutodiffBackend>(
         &mut optim,
         run,
         from,
-        run.steps,
+        run.data.steps,
         corpus,
         device,
         on_step,
@@ -458,7 +418,7 @@ fn save_point<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
     if let Err(e) = save_checkpoint(&p, m, o, &meta) {
         eprintln!("scalelab: could not write checkpoint {}: {e}", p.display());
     }
-    crate::store::failpoint("checkpoint-saved");
+    crate::fsio::failpoint("checkpoint-saved");
 }
 
 /// A finished run's checkpoint is deleted unless it is to be kept.
@@ -490,7 +450,7 @@ pub fn train_branched<B: AutodiffBackend>(
     let (model, optim) = init::<B>(parent, corpus, device, true);
     let first = branches
         .iter()
-        .map(|b| b.branch_step.min(parent.steps))
+        .map(|b| b.branch_step.min(parent.data.steps))
         .min()
         .unwrap_or(0);
     let (mut model, mut optim, prior) = resume(ckpt, &parent.id, first, model, optim, device);
@@ -506,7 +466,7 @@ pub fn train_branched<B: AutodiffBackend>(
     };
     for &i in &order {
         let b = branches[i];
-        let to = b.branch_step.min(parent.steps);
+        let to = b.branch_step.min(parent.data.steps);
         if stable.status == Status::Ok && stable.steps_done < to {
             let before = CheckpointMeta {
                 run_id: parent.id.clone(),
@@ -534,21 +494,17 @@ pub fn train_branched<B: AutodiffBackend>(
             stable.train_time += seg.train_time;
             stable.curve.extend(seg.curve);
         }
-        let t0 = Instant::now();
         let out = if stable.status == Status::Ok {
             let mut branch_optim = optim.clone();
-            let (_, seg) = run_steps(
+            cool_down(
                 model.clone(),
                 &mut branch_optim,
                 b,
                 to,
-                b.steps,
                 corpus,
                 device,
                 on_step,
-                &mut |_, _, _| {},
-            );
-            outcome(seg, b, to, t0.elapsed().as_secs_f64())
+            )
         } else {
             let seg = Segment {
                 status: Status::Diverged,
@@ -570,6 +526,31 @@ pub fn train_branched<B: AutodiffBackend>(
         prior.wall_s + start.elapsed().as_secs_f64(),
     );
     (parent_out, outs.into_iter().map(|o| o.unwrap()).collect())
+}
+
+/// A branch's cooldown: from the stable model at step `from` to the branch's last step.
+fn cool_down<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+    model: Gpt<B>,
+    optim: &mut O,
+    branch: &RunPlan,
+    from: usize,
+    corpus: &Corpus,
+    device: &B::Device,
+    on_step: &mut dyn FnMut(StepInfo),
+) -> RunOutcome {
+    let t0 = Instant::now();
+    let (_, seg) = run_steps(
+        model,
+        optim,
+        branch,
+        from,
+        branch.data.steps,
+        corpus,
+        device,
+        on_step,
+        &mut |_, _, _| {},
+    );
+    outcome(seg, branch, from, t0.elapsed().as_secs_f64())
 }
 
 /// Where a run keeps its checkpoint and how often it writes it.
@@ -649,7 +630,7 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
         out.extend_from_slice(&(part.len() as u64).to_le_bytes());
         out.extend_from_slice(part);
     }
-    crate::store::write_bytes_atomic(path, &out)
+    crate::fsio::write_bytes_atomic(path, &out)
 }
 
 /// Load model and optimizer state from a checkpoint into freshly built ones.
@@ -676,37 +657,21 @@ mod tests {
     use burn::backend::{flex::FlexDevice, Autodiff, Flex};
 
     fn plan(lr: f64, steps: usize) -> RunPlan {
-        let shape = Shape::new(16, 1, 2, None);
-        RunPlan {
-            id: "t".into(),
-            shape,
-            context: 16,
-            vocab_size: 256,
-            batch_size: 4,
-            steps,
-            tokens: (steps * 64) as u64,
-            n_params: shape.non_embedding_params(),
-            n_params_total: shape.total_params(256, 16),
-            flops: 0.0,
-            budget: None,
-            seed: 1,
+        let mut r = RunPlan::new(Shape::new(16, 1, 2, None), 256, 16, 4, steps);
+        r.data.seed = 1;
+        r.data.eval_interval = 5;
+        r.optim = crate::plan::OptimSettings {
             lr,
-            warmup_steps: 1,
-            schedule: Schedule::Constant,
-            min_lr_ratio: 1.0,
             beta1: 0.9,
             beta2: 0.95,
             weight_decay: 0.0,
             grad_clip: 0.0,
-            eval_interval: 5,
-            cooldown_fraction: 0.2,
-            cooldown_shape: crate::spec::CooldownShape::Linear,
-            lr_multiplier: 1.0,
-            point_id: "p".into(),
-            parent: None,
-            branch_step: 0,
-            flops_spent: 0.0,
-        }
+        };
+        r.schedule.kind = Schedule::Constant;
+        r.schedule.warmup_steps = 1;
+        r.schedule.min_lr_ratio = 1.0;
+        r.point_id = "p".into();
+        r
     }
 
     #[test]
@@ -721,7 +686,7 @@ mod tests {
     fn global_clip_keeps_training_stable_and_loss_falls() {
         let c = corpus::load(&CorpusSource::Builtin { seed: 1, topics: 2 }, 16, 64, 0.05).unwrap();
         let mut p = plan(1e-2, 60);
-        p.grad_clip = 1.0;
+        p.optim.grad_clip = 1.0;
         let out = train_run::<Autodiff<Flex>>(&p, &c, &FlexDevice, &mut |_| {});
         assert_eq!(out.status, Status::Ok);
         assert!(out.final_train_loss < out.curve[0].train_loss - 1.0);

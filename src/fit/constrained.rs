@@ -233,7 +233,7 @@ pub fn bootstrap_constrained(
     let draws: Vec<(f64, f64)> = (0..resamples)
         .into_par_iter()
         .filter_map(|k| {
-            let mut rng = crate::corpus::Rng::new(seed ^ (k as u64).wrapping_mul(0x9E37_79B9));
+            let mut rng = crate::hashing::Rng::new(seed ^ (k as u64).wrapping_mul(0x9E37_79B9));
             let sample: Vec<RepeatPoint> = (0..points.len())
                 .map(|_| points[rng.below(points.len())])
                 .collect();
@@ -298,7 +298,7 @@ mod tests {
         // A grid like the paper's: unique budgets, epochs 1..200, models around and above
         // the compute-optimal size for U_D.
         let mut pts = Vec::new();
-        let mut rng = crate::corpus::Rng::new(3);
+        let mut rng = crate::hashing::Rng::new(3);
         for &u_d in &[1e8, 4e8, 1.5e9, 1.2e10] {
             for &ep in &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 200.0] {
                 for &mult in &[0.3, 1.0, 3.0, 10.0, 30.0] {

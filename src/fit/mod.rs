@@ -14,6 +14,11 @@
 //!   still escapes a basin change; percentile 95% intervals for every parameter and derived number.
 //! * **Held-out check**: refit without the largest budget (or a random fraction) and report
 //!   the prediction error on the held-out points.
+//!
+//! Takes points only ([`Dataset`], `&[Point]`), from a table ([`Dataset::from_table`]) or a
+//! results folder (`ResultsFolder::dataset` in the `results` module, which decides each
+//! run's N and C); it reads no results folder or sweep spec itself. [`percentile`] and [`ci`] are the
+//! one definition of a bootstrap interval, used by `fits.json`, the text and the report.
 
 pub mod constrained;
 pub mod isoflop;
@@ -27,7 +32,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::bail_user;
-use crate::corpus::Rng;
+use crate::hashing::Rng;
 use crate::table::Table;
 use isoflop::{Approach1, Approach2, CurvePoint};
 use laws::{ChinchillaObjective, ChinchillaParams, KaplanNdObjective, KaplanObjective};
@@ -192,72 +197,6 @@ impl Dataset {
             points,
             dropped_top: 0,
             curves: Vec::new(),
-        };
-        ds.drop_top(drop_top)?;
-        Ok(ds)
-    }
-
-    /// Points from a sweep's results folder (`runs.parquet`, status ok; `curves.parquet`).
-    pub fn from_results(dir: &Path, drop_top: usize) -> anyhow::Result<Dataset> {
-        if !dir.join(crate::store::RUNS_FILE).exists() {
-            bail_user!(
-                "{} holds no {}: run the sweep first (`scalelab run SWEEP.yaml`), or fit a file with --input",
-                dir.display(),
-                crate::store::RUNS_FILE
-            );
-        }
-        let runs = crate::store::read_runs(dir)?;
-        let fit_spec = crate::spec::SweepSpec::from_results_dir(dir)
-            .map(|s| s.fit)
-            .unwrap_or_default();
-        let total_n = fit_spec.n == crate::spec::NChoice::Total;
-        let full_c = fit_spec.c == crate::spec::CChoice::Full;
-        let n_of_run = |r: &crate::store::RunRecord| if total_n { r.n_params_total } else { r.n_params } as f64;
-        // The fit uses `ok` runs, one per point (the best LR of an LR sweep).
-        let points: Vec<Point> = runs
-            .iter()
-            .filter(|r| {
-                r.status == "ok" && r.selected && r.eval_loss.is_finite() && r.eval_loss > 0.0
-            })
-            .map(|r| Point {
-                n: n_of_run(r),
-                d: r.tokens as f64,
-                loss: r.eval_loss,
-                budget: r.budget,
-                c: full_c.then_some(r.flops_full),
-                unique: Some(r.unique_tokens as f64),
-            })
-            .collect();
-        let n_of: std::collections::HashMap<&str, f64> = runs
-            .iter()
-            .filter(|r| r.status == "ok")
-            .map(|r| (r.run_id.as_str(), n_of_run(r)))
-            .collect();
-        let curves = crate::store::read_curves(dir)?
-            .into_iter()
-            .filter_map(|(id, c)| {
-                Some(CurvePoint {
-                    n: *n_of.get(id.as_str())?,
-                    tokens: c.tokens as f64,
-                    loss: c.eval_loss?,
-                })
-            })
-            .collect();
-        let source = format!(
-            "{} (N = {} parameters; C = {})",
-            dir.display(),
-            if total_n { "all" } else { "non-embedding" },
-            if full_c {
-                "full count incl. attention and unembedding"
-            } else {
-                "6ND"
-            }
-        );
-        let mut ds = Dataset {
-            source,
-            points,
-            dropped_top: 0,
-            curves,
         };
         ds.drop_top(drop_top)?;
         Ok(ds)
@@ -670,14 +609,16 @@ impl Bootstrap {
     }
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
+/// The `q` quantile of `v` (sorted in place), interpolated linearly between order statistics.
+pub fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     let pos = q * (v.len() - 1) as f64;
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-fn ci(mut v: Vec<f64>) -> [f64; 2] {
+/// The 95% percentile interval [2.5%, 97.5%] of `v` ([`percentile`]); NaN when `v` is empty.
+pub fn ci(mut v: Vec<f64>) -> [f64; 2] {
     if v.is_empty() {
         return [f64::NAN, f64::NAN];
     }
@@ -802,43 +743,31 @@ fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<Holdout
     }))
 }
 
-/// Run every fit on a dataset.
-pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
-    if !(opts.delta > 0.0) {
-        bail_user!("--huber-delta must be positive");
-    }
-    // Runs that repeated their data follow the data-constrained law, not the base law: the
-    // base fit uses single-epoch points only, the data-constrained fit every point.
-    let repeated = |q: &Point| q.unique.is_some_and(|u| q.d > u * (1.0 + 1e-9));
-    let original_repeated: Vec<Point> = data
-        .points
-        .iter()
-        .filter(|q| repeated(q))
-        .cloned()
-        .collect();
-    let n_repeated = original_repeated.len();
+/// The points split by whether they repeat their data (D > unique tokens): those follow the
+/// data-constrained law, not the base law, so the base fit uses single-epoch points only and
+/// the data-constrained fit every point.
+struct EpochSplit {
+    /// The single-epoch points (Approaches 1-3, Kaplan), with the source's curves.
+    single: Dataset,
+    /// The points that repeat their data.
+    repeated: Vec<Point>,
+}
+
+fn split_epochs(data: &Dataset, opts: &FitOptions) -> anyhow::Result<EpochSplit> {
     if opts.data_constrained && data.points.iter().all(|q| q.unique.is_none()) {
         bail_user!(
             "--data-constrained needs the unique tokens of each run: give --unique-col COL, or --epochs-col COL (U = D / epochs)"
         );
     }
-    let single;
-    let data = if n_repeated > 0 {
-        single = Dataset {
-            points: data
-                .points
-                .iter()
-                .filter(|q| !repeated(q))
-                .cloned()
-                .collect(),
-            ..data.clone()
-        };
-        &single
-    } else {
-        data
+    let repeats = |q: &Point| q.unique.is_some_and(|u| q.d > u * (1.0 + 1e-9));
+    let (repeated, single): (Vec<Point>, Vec<Point>) =
+        data.points.iter().cloned().partition(|q| repeats(q));
+    let single = Dataset {
+        points: single,
+        ..data.clone()
     };
-    let all_points = data.points.len() + n_repeated;
-    data.check(6).map_err(|e| {
+    let n_repeated = repeated.len();
+    single.check(6).map_err(|e| {
         if n_repeated > 0 {
             crate::error::user(format!(
                 "{e} (single-epoch points only: {n_repeated} points that repeat their data are left to the data-constrained fit)"
@@ -847,145 +776,40 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
             e
         }
     })?;
+    Ok(EpochSplit { single, repeated })
+}
+
+/// Run every fit on a dataset.
+pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
+    if !(opts.delta > 0.0) {
+        bail_user!("--huber-delta must be positive");
+    }
+    let EpochSplit {
+        single: data,
+        repeated,
+    } = split_epochs(data, opts)?;
     let pts = &data.points;
     let a3 = fit_chinchilla(pts, opts, &grid(opts.grid_stride))?;
     let p = a3.params;
     let boot = (opts.bootstrap > 0).then(|| bootstrap(pts, &a3, opts));
-    let s = p.alpha + p.beta;
-    let targets = opts
-        .targets
-        .iter()
-        .map(|&c| {
-            let (n, d) = p.optimal(c);
-            let (n_ci, d_ci, l_ci) = match &boot {
-                Some(b) => {
-                    let sm = b.params();
-                    let opt: Vec<(f64, f64)> = sm.iter().map(|q| q.optimal(c)).collect();
-                    (
-                        Some(ci(opt.iter().map(|o| o.0).collect())),
-                        Some(ci(opt.iter().map(|o| o.1).collect())),
-                        Some(ci(sm
-                            .iter()
-                            .zip(&opt)
-                            .map(|(q, o)| q.predict(o.0, o.1))
-                            .collect())),
-                    )
-                }
-                None => (None, None, None),
-            };
-            Target {
-                flops: c,
-                n_opt: n,
-                d_opt: d,
-                tokens_per_param: d / n,
-                loss: p.predict(n, d),
-                n_opt_ci: n_ci,
-                d_opt_ci: d_ci,
-                loss_ci: l_ci,
-            }
-        })
-        .collect();
-    let compute_optimal = ComputeOptimal {
-        a: p.exponent_a(),
-        b: p.alpha / s,
-        g: (p.alpha * p.a / (p.beta * p.b)).powf(1.0 / s),
-        targets,
-    };
-    let kaplan = fit_kaplan(pts, opts.delta);
-    let approach2 = isoflop::approach2(pts);
-    let approach1 = (!data.curves.is_empty()).then(|| isoflop::approach1(&data.curves, 30));
+    let compute_optimal = compute_optimal(&p, boot.as_ref(), &opts.targets);
     let (holdout, holdout_note) = match holdout(pts, opts) {
         Ok(h) => (h, None),
         Err(e) => (None, Some(e.to_string())),
     };
-    let residuals = pts
-        .iter()
-        .map(|q| [q.n, q.d, q.loss, p.predict(q.n, q.d)])
-        .collect();
-    let choices = vec![
-        format!("Approach 3: minimise the SUM over points of Huber_delta(log Lhat - log L), delta = {}", opts.delta),
-        "Approach 3: parameterised as log Lhat = LSE(a - alpha log N, b - beta log D, e); L-BFGS (argmin, More-Thuente), analytic gradients".into(),
-        format!("Approach 3: starts = standard grid alpha,beta in {{0,..,2}} step 0.5, e in {{-1,..,1}} step 0.5, a,b in {{0,..,25}} step 5 ({} starts used)", grid(opts.grid_stride).len()),
-        format!("bootstrap: {} resamples of the points with replacement (seed {}), each refit from the full-fit optimum + 8 random grid starts; 95% percentile intervals", opts.bootstrap, opts.seed),
-        "compute-optimal: C = 6 N D, closed form from Approach 3".into(),
-        "Approach 2: per-budget least-squares parabola of loss in ln N; budgets with < 3 sizes or an out-of-range vertex are excluded; ln N_opt regressed on ln C".into(),
-    ];
-    let mut warnings = Vec::new();
-    for (name, v, var) in [("alpha", p.alpha, "N"), ("beta", p.beta, "D")] {
-        if !(0.02..=3.0).contains(&v) {
-            warnings.push(format!(
-                "{name} = {} is outside the plausible range 0.02-3: the points do not constrain the {var} term; widen the range of {var} or add points",
-                num(v)
-            ));
-        }
-    }
-    if p.e < 1e-3 * pts.iter().map(|q| q.loss).fold(f64::INFINITY, f64::min) {
-        warnings.push("E is near 0: the points resolve no irreducible loss (the fit extrapolates to zero loss); larger N and D are needed to see the floor".into());
-    }
-    if let Some(b) = &boot {
-        if b.alpha[1] > 3.0 * b.alpha[0].max(1e-3) || b.beta[1] > 3.0 * b.beta[0].max(1e-3) {
-            warnings.push("the bootstrap intervals of alpha or beta span more than a factor 3: treat extrapolations with caution".into());
-        }
-    }
-    let (data_constrained, data_constrained_base) = if n_repeated > 0 || opts.data_constrained {
-        let rp: Vec<constrained::RepeatPoint> = data
-            .points
-            .iter()
-            .chain(original_repeated.iter())
-            .filter_map(|q| {
-                Some(constrained::RepeatPoint {
-                    n: q.n,
-                    d: q.d,
-                    u_d: q.unique?,
-                    loss: q.loss,
-                })
-            })
-            .collect();
-        let base = opts.base.unwrap_or(p);
-        let mut f = constrained::fit_constrained(&rp, base, opts.delta)?;
-        constrained::bootstrap_constrained(&rp, &mut f, opts.bootstrap.min(200), opts.seed);
-        for (name, v, ci, what) in [
-            (
-                "R_D*",
-                f.r_d_star,
-                f.r_d_star_ci,
-                "repeated data is worth as much as new data",
-            ),
-            (
-                "R_N*",
-                f.r_n_star,
-                f.r_n_star_ci,
-                "parameters beyond N_opt(U_D) lose nothing",
-            ),
-        ] {
-            if v > 1e3 {
-                warnings.push(format!(
-                    "{name} = {} runs off to infinity ({what}): these points do not determine it",
-                    num(v)
-                ));
-            } else if let Some([lo, hi]) = ci.filter(|c| c[1] > 10.0 * c[0].max(1e-9)) {
-                warnings.push(format!(
-                    "the bootstrap interval of {name} spans {} to {}: it is poorly determined",
-                    num(lo),
-                    num(hi)
-                ));
-            }
-        }
-        let from = if opts.base.is_some() {
-            "given (--base)".to_string()
-        } else {
-            format!(
-                "the Approach-3 fit above, on the {} single-epoch points",
-                pts.len()
-            )
-        };
+    let mut warnings = law_warnings(&p, pts, boot.as_ref());
+    let (data_constrained, data_constrained_base) = if !repeated.is_empty() || opts.data_constrained
+    {
+        let (f, from) = fit_data_constrained(pts, &repeated, p, opts, &mut warnings)?;
         (Some(f), Some(from))
     } else {
         (None, None)
     };
-    if n_repeated > 0 {
+    if !repeated.is_empty() {
         warnings.push(format!(
-            "{n_repeated} of {all_points} points repeat their data (D > unique tokens): Approaches 1-3 and Kaplan use the {} single-epoch points; the data-constrained law uses all",
+            "{} of {} points repeat their data (D > unique tokens): Approaches 1-3 and Kaplan use the {} single-epoch points; the data-constrained law uses all",
+            repeated.len(),
+            pts.len() + repeated.len(),
             pts.len()
         ));
     }
@@ -1005,14 +829,178 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         approach3: a3,
         compute_optimal,
         bootstrap: boot,
-        kaplan,
-        approach2,
-        approach1,
+        kaplan: fit_kaplan(pts, opts.delta),
+        approach2: isoflop::approach2(pts),
+        approach1: (!data.curves.is_empty()).then(|| isoflop::approach1(&data.curves, 30)),
         holdout,
         holdout_note,
-        residuals,
-        choices,
+        residuals: pts
+            .iter()
+            .map(|q| [q.n, q.d, q.loss, p.predict(q.n, q.d)])
+            .collect(),
+        choices: choices(opts),
     })
+}
+
+/// 95% bootstrap intervals of the compute-optimal allocation at one budget.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimalCi {
+    pub n: [f64; 2],
+    pub d: [f64; 2],
+    pub loss: [f64; 2],
+}
+
+/// The intervals of N_opt, D_opt and the predicted loss at budget `c` over the resampled
+/// laws whose optimum is finite ([`ci`]). `fits.json`'s targets and the report's plotted
+/// bands both come from here, so the band drawn is the interval reported.
+pub fn optimal_ci(samples: &[ChinchillaParams], c: f64) -> OptimalCi {
+    let opt: Vec<(&ChinchillaParams, (f64, f64))> = samples
+        .iter()
+        .map(|q| (q, q.optimal(c)))
+        .filter(|(_, o)| o.0.is_finite() && o.1.is_finite())
+        .collect();
+    OptimalCi {
+        n: ci(opt.iter().map(|(_, o)| o.0).collect()),
+        d: ci(opt.iter().map(|(_, o)| o.1).collect()),
+        loss: ci(opt.iter().map(|(q, o)| q.predict(o.0, o.1)).collect()),
+    }
+}
+
+/// The compute-optimal allocation in closed form from Approach 3, and at each target budget
+/// (with bootstrap intervals when bootstrapped).
+fn compute_optimal(
+    p: &ChinchillaParams,
+    boot: Option<&Bootstrap>,
+    targets: &[f64],
+) -> ComputeOptimal {
+    let samples = boot.map(|b| b.params());
+    let targets = targets
+        .iter()
+        .map(|&c| {
+            let (n, d) = p.optimal(c);
+            let cis = samples.as_ref().map(|sm| optimal_ci(sm, c));
+            Target {
+                flops: c,
+                n_opt: n,
+                d_opt: d,
+                tokens_per_param: d / n,
+                loss: p.predict(n, d),
+                n_opt_ci: cis.map(|c| c.n),
+                d_opt_ci: cis.map(|c| c.d),
+                loss_ci: cis.map(|c| c.loss),
+            }
+        })
+        .collect();
+    let s = p.alpha + p.beta;
+    ComputeOptimal {
+        a: p.exponent_a(),
+        b: p.alpha / s,
+        g: (p.alpha * p.a / (p.beta * p.b)).powf(1.0 / s),
+        targets,
+    }
+}
+
+/// The fitting choices, as `fits.json` states them.
+fn choices(opts: &FitOptions) -> Vec<String> {
+    vec![
+        format!("Approach 3: minimise the SUM over points of Huber_delta(log Lhat - log L), delta = {}", opts.delta),
+        "Approach 3: parameterised as log Lhat = LSE(a - alpha log N, b - beta log D, e); L-BFGS (argmin, More-Thuente), analytic gradients".into(),
+        format!("Approach 3: starts = standard grid alpha,beta in {{0,..,2}} step 0.5, e in {{-1,..,1}} step 0.5, a,b in {{0,..,25}} step 5 ({} starts used)", grid(opts.grid_stride).len()),
+        format!("bootstrap: {} resamples of the points with replacement (seed {}), each refit from the full-fit optimum + 8 random grid starts; 95% percentile intervals", opts.bootstrap, opts.seed),
+        "compute-optimal: C = 6 N D, closed form from Approach 3".into(),
+        "Approach 2: per-budget least-squares parabola of loss in ln N; budgets with < 3 sizes or an out-of-range vertex are excluded; ln N_opt regressed on ln C".into(),
+    ]
+}
+
+/// Signs that the points do not pin the Approach-3 law down.
+fn law_warnings(p: &ChinchillaParams, pts: &[Point], boot: Option<&Bootstrap>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, v, var) in [("alpha", p.alpha, "N"), ("beta", p.beta, "D")] {
+        if !(0.02..=3.0).contains(&v) {
+            warnings.push(format!(
+                "{name} = {} is outside the plausible range 0.02-3: the points do not constrain the {var} term; widen the range of {var} or add points",
+                num(v)
+            ));
+        }
+    }
+    if p.e < 1e-3 * pts.iter().map(|q| q.loss).fold(f64::INFINITY, f64::min) {
+        warnings.push("E is near 0: the points resolve no irreducible loss (the fit extrapolates to zero loss); larger N and D are needed to see the floor".into());
+    }
+    if let Some(b) = boot {
+        if b.alpha[1] > 3.0 * b.alpha[0].max(1e-3) || b.beta[1] > 3.0 * b.beta[0].max(1e-3) {
+            warnings.push("the bootstrap intervals of alpha or beta span more than a factor 3: treat extrapolations with caution".into());
+        }
+    }
+    warnings
+}
+
+/// The data-constrained law on every point (single-epoch and repeated) with its bootstrap;
+/// its warnings go to `warnings`. Returns the fit and where its base law came from.
+fn fit_data_constrained(
+    single: &[Point],
+    repeated: &[Point],
+    p: ChinchillaParams,
+    opts: &FitOptions,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<(constrained::ConstrainedFit, String)> {
+    let rp: Vec<constrained::RepeatPoint> = single
+        .iter()
+        .chain(repeated)
+        .filter_map(|q| {
+            Some(constrained::RepeatPoint {
+                n: q.n,
+                d: q.d,
+                u_d: q.unique?,
+                loss: q.loss,
+            })
+        })
+        .collect();
+    let base = opts.base.unwrap_or(p);
+    let mut f = constrained::fit_constrained(&rp, base, opts.delta)?;
+    constrained::bootstrap_constrained(&rp, &mut f, opts.bootstrap.min(200), opts.seed);
+    warnings.extend(constrained_warnings(&f));
+    let from = if opts.base.is_some() {
+        "given (--base)".to_string()
+    } else {
+        format!(
+            "the Approach-3 fit above, on the {} single-epoch points",
+            single.len()
+        )
+    };
+    Ok((f, from))
+}
+
+/// R_D* or R_N* running off to infinity, or with a bootstrap interval over a factor 10.
+fn constrained_warnings(f: &constrained::ConstrainedFit) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (name, v, ci, what) in [
+        (
+            "R_D*",
+            f.r_d_star,
+            f.r_d_star_ci,
+            "repeated data is worth as much as new data",
+        ),
+        (
+            "R_N*",
+            f.r_n_star,
+            f.r_n_star_ci,
+            "parameters beyond N_opt(U_D) lose nothing",
+        ),
+    ] {
+        if v > 1e3 {
+            warnings.push(format!(
+                "{name} = {} runs off to infinity ({what}): these points do not determine it",
+                num(v)
+            ));
+        } else if let Some([lo, hi]) = ci.filter(|c| c[1] > 10.0 * c[0].max(1e-9)) {
+            warnings.push(format!(
+                "the bootstrap interval of {name} spans {} to {}: it is poorly determined",
+                num(lo),
+                num(hi)
+            ));
+        }
+    }
+    warnings
 }
 
 /// A number in 4 decimals, or in e-notation when very large or small.
@@ -1024,15 +1012,29 @@ pub fn num(v: f64) -> String {
     }
 }
 
+/// A bootstrap interval after a number in the text summary (empty without one).
+fn text_ci(x: Option<[f64; 2]>) -> String {
+    x.map(|v| format!("  [{}, {}]", num(v[0]), num(v[1])))
+        .unwrap_or_default()
+}
+
 /// Human-readable summary.
 pub fn render_text(r: &FitReport) -> String {
-    use std::fmt::Write;
     let mut s = String::new();
+    text_approach3(&mut s, r);
+    text_compute_optimal(&mut s, r);
+    text_kaplan(&mut s, r);
+    text_holdout(&mut s, r);
+    if let Some(f) = &r.data_constrained {
+        text_data_constrained(&mut s, r, f);
+    }
+    s
+}
+
+/// The source, the Approach-3 law with its intervals, the warnings and the optimiser's record.
+fn text_approach3(s: &mut String, r: &FitReport) {
+    use std::fmt::Write;
     let b = r.bootstrap.as_ref();
-    let iv = |x: Option<[f64; 2]>| {
-        x.map(|v| format!("  [{}, {}]", num(v[0]), num(v[1])))
-            .unwrap_or_default()
-    };
     let _ = writeln!(
         s,
         "scaling-law fit of {} ({} points, {} highest dropped)",
@@ -1042,11 +1044,31 @@ pub fn render_text(r: &FitReport) -> String {
         s,
         "\nApproach 3  L = E + A/N^alpha + B/D^beta   (95% bootstrap CI)"
     );
-    let _ = writeln!(s, "  E      {:>12}{}", num(r.e), iv(b.map(|b| b.e)));
-    let _ = writeln!(s, "  A      {:>12}{}", num(r.a), iv(b.map(|b| b.a_coef)));
-    let _ = writeln!(s, "  B      {:>12}{}", num(r.b), iv(b.map(|b| b.b_coef)));
-    let _ = writeln!(s, "  alpha  {:>12}{}", num(r.alpha), iv(b.map(|b| b.alpha)));
-    let _ = writeln!(s, "  beta   {:>12}{}", num(r.beta), iv(b.map(|b| b.beta)));
+    let _ = writeln!(s, "  E      {:>12}{}", num(r.e), text_ci(b.map(|b| b.e)));
+    let _ = writeln!(
+        s,
+        "  A      {:>12}{}",
+        num(r.a),
+        text_ci(b.map(|b| b.a_coef))
+    );
+    let _ = writeln!(
+        s,
+        "  B      {:>12}{}",
+        num(r.b),
+        text_ci(b.map(|b| b.b_coef))
+    );
+    let _ = writeln!(
+        s,
+        "  alpha  {:>12}{}",
+        num(r.alpha),
+        text_ci(b.map(|b| b.alpha))
+    );
+    let _ = writeln!(
+        s,
+        "  beta   {:>12}{}",
+        num(r.beta),
+        text_ci(b.map(|b| b.beta))
+    );
     for w in &r.warnings {
         let _ = writeln!(s, "  warning: {w}");
     }
@@ -1056,11 +1078,16 @@ pub fn render_text(r: &FitReport) -> String {
         "  objective {:.6e}  ({} starts, {} failed, {} converged; best: {} iters, |grad| {:.1e}; {:.2} s)",
         r.objective, c.starts, c.failed_starts, c.converged_starts, c.best_iterations, c.best_grad_norm, r.approach3.seconds
     );
+}
+
+/// The compute-optimal exponents of Approaches 3, 2 and 1, and the target budgets.
+fn text_compute_optimal(s: &mut String, r: &FitReport) {
+    use std::fmt::Write;
     let _ = writeln!(
         s,
         "\nCompute-optimal  N_opt ~ C^{:.4}{}  D_opt ~ C^{:.4}",
         r.compute_optimal.a,
-        iv(b.map(|b| b.a)),
+        text_ci(r.bootstrap.as_ref().map(|b| b.a)),
         r.compute_optimal.b
     );
     if let Some(a) = r.approach2.a {
@@ -1099,9 +1126,14 @@ pub fn render_text(r: &FitReport) -> String {
             t.d_opt,
             t.tokens_per_param,
             t.loss,
-            iv(t.loss_ci)
+            text_ci(t.loss_ci)
         );
     }
+}
+
+/// The Kaplan single-variable and joint laws.
+fn text_kaplan(s: &mut String, r: &FitReport) {
+    use std::fmt::Write;
     let _ = writeln!(s, "\nKaplan forms");
     for l in &r.kaplan.laws {
         let e = l.e.map(|e| format!(" + E={e:.4}")).unwrap_or_default();
@@ -1118,6 +1150,11 @@ pub fn render_text(r: &FitReport) -> String {
             j.n_c, j.alpha_n, j.alpha_d, j.d_c, j.alpha_d
         );
     }
+}
+
+/// The held-out check, or why it was not done.
+fn text_holdout(s: &mut String, r: &FitReport) {
+    use std::fmt::Write;
     if let Some(note) = &r.holdout_note {
         let _ = writeln!(s, "\nHeld out: not done: {note}");
     }
@@ -1132,42 +1169,44 @@ pub fn render_text(r: &FitReport) -> String {
             100.0 * h.max_abs_pct_error
         );
     }
-    if let Some(f) = &r.data_constrained {
-        let ci = |c: Option<[f64; 2]>| {
-            c.map(|c| format!(" [{:.2}, {:.2}]", c[0], c[1]))
-                .unwrap_or_default()
-        };
+}
+
+/// The data-constrained law, its base law and its other local minima.
+fn text_data_constrained(s: &mut String, r: &FitReport, f: &constrained::ConstrainedFit) {
+    use std::fmt::Write;
+    let ci = |c: Option<[f64; 2]>| {
+        c.map(|c| format!(" [{:.2}, {:.2}]", c[0], c[1]))
+            .unwrap_or_default()
+    };
+    let _ = writeln!(
+        s,
+        "\nData-constrained law (Muennighoff et al. 2023; {} points, {} with repeated data)\n  R_D* = {:.4}{}  R_N* = {:.4}{}  objective {:.6}  R^2 {:.4}\n  base law fixed: E={:.4} A={:.4} B={:.4} alpha={:.4} beta={:.4}, from {}",
+        f.n_points,
+        f.n_repeated,
+        f.r_d_star,
+        ci(f.r_d_star_ci),
+        f.r_n_star,
+        ci(f.r_n_star_ci),
+        f.objective,
+        f.r2,
+        f.base.e,
+        f.base.a,
+        f.base.b,
+        f.base.alpha,
+        f.base.beta,
+        r.data_constrained_base.as_deref().unwrap_or("?")
+    );
+    if f.local_minima.len() > 1 {
+        let others: Vec<String> = f.local_minima[1..]
+            .iter()
+            .map(|m| format!("R_D*={:.3} R_N*={:.3} (objective {:.6})", m[0], m[1], m[2]))
+            .collect();
         let _ = writeln!(
             s,
-            "\nData-constrained law (Muennighoff et al. 2023; {} points, {} with repeated data)\n  R_D* = {:.4}{}  R_N* = {:.4}{}  objective {:.6}  R^2 {:.4}\n  base law fixed: E={:.4} A={:.4} B={:.4} alpha={:.4} beta={:.4}, from {}",
-            f.n_points,
-            f.n_repeated,
-            f.r_d_star,
-            ci(f.r_d_star_ci),
-            f.r_n_star,
-            ci(f.r_n_star_ci),
-            f.objective,
-            f.r2,
-            f.base.e,
-            f.base.a,
-            f.base.b,
-            f.base.alpha,
-            f.base.beta,
-            r.data_constrained_base.as_deref().unwrap_or("?")
+            "  other local minima (the objective is flat and multi-modal): {}",
+            others.join("; ")
         );
-        if f.local_minima.len() > 1 {
-            let others: Vec<String> = f.local_minima[1..]
-                .iter()
-                .map(|m| format!("R_D*={:.3} R_N*={:.3} (objective {:.6})", m[0], m[1], m[2]))
-                .collect();
-            let _ = writeln!(
-                s,
-                "  other local minima (the objective is flat and multi-modal): {}",
-                others.join("; ")
-            );
-        }
     }
-    s
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The report: scaling plots (PNG + SVG), `report.md` and a self-contained `report.html`.
 //!
-//! Owns turning a results folder (or a table) plus its [`FitReport`] into documents. The fit
-//! is computed once and written to `fits.json` by the same call, so every number in the
-//! report is the number in `fits.json`. Figures that the data cannot support are skipped with
-//! the reason, never a panic: the report says which and why.
+//! Owns turning a loaded results folder ([`ResultsFolder`]) or a table ([`Dataset`]), plus
+//! its [`FitReport`], into documents. The fit is computed once and written to `fits.json` by
+//! the same call, so every number in the report is the number in `fits.json`; each run's N
+//! and C are the fit's ([`crate::results::run_point`]). Figures that the data cannot support
+//! are skipped with the reason, never a panic: the report says which and why.
 
 pub mod plots;
 
@@ -12,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use crate::corpus::Floor;
 use crate::fit::{self, num, Dataset, FitOptions, FitReport, Point};
-use crate::store::RunRecord;
+use crate::record::{BaselineRow, RunRecord, Status};
+use crate::results::{run_point, ResultsFolder};
+use crate::spec::FitSpec;
 use plots::{Fig, Format};
 
 /// One run's curve: (tokens, train loss) and eval points (tokens, eval loss).
@@ -35,69 +38,34 @@ pub struct ReportData {
     /// Why there is no fit, when there is none.
     pub fit_error: Option<String>,
     /// n-gram baselines (`baselines.parquet`), when the sweep has them.
-    pub baselines: Vec<crate::ngram::BaselineRow>,
+    pub baselines: Vec<BaselineRow>,
+    /// Which N and C a run counts with (the sweep's `fit:`), as in the fit.
+    pub fit_choice: FitSpec,
 }
 
 impl ReportData {
-    /// From a results folder: runs, curves, metadata and floor; fitted with `opts`.
-    pub fn from_results(dir: &Path, opts: &FitOptions) -> anyhow::Result<ReportData> {
-        let data = Dataset::from_results(dir, 0)?;
-        let runs = crate::store::read_runs(dir)?;
-        let metadata =
-            crate::store::read_metadata(&dir.join(crate::store::RUNS_FILE)).unwrap_or_default();
-        let floor = std::fs::read_to_string(dir.join("floor.json"))
-            .ok()
-            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-            .and_then(|v| {
-                Some(Floor {
-                    nats_per_token: v["nats_per_token"].as_f64()?,
-                    bits_per_byte: v["bits_per_byte"].as_f64()?,
-                    entropy_rate_bits_per_byte: v["entropy_rate_bits_per_byte"].as_f64()?,
-                })
-            });
-        let n_of: std::collections::HashMap<&str, f64> = runs
-            .iter()
-            .filter(|r| r.status == "ok")
-            .map(|r| (r.run_id.as_str(), r.n_params as f64))
-            .collect();
-        let mut curves: Vec<RunCurve> = Vec::new();
-        let mut by_run: std::collections::BTreeMap<String, RunCurve> = Default::default();
-        for (id, c) in crate::store::read_curves(dir)? {
-            let Some(&n) = n_of.get(id.as_str()) else {
-                continue;
-            };
-            let e = by_run.entry(id).or_insert_with(|| RunCurve {
-                n,
-                points: Vec::new(),
-                eval: Vec::new(),
-            });
-            if c.tokens > 0 && c.train_loss.is_finite() {
-                e.points.push((c.tokens as f64, c.train_loss));
-            }
-            if let Some(ev) = c.eval_loss.filter(|v| v.is_finite()) {
-                e.eval.push((c.tokens as f64, ev));
-            }
-        }
-        curves.extend(by_run.into_values());
-        let name = metadata
-            .iter()
-            .find(|(k, _)| k == "scalelab.sweep")
-            .map(|(_, v)| v.clone());
+    /// From a loaded results folder: its runs, curves, metadata, floor and baselines; its
+    /// points fitted with `opts`.
+    pub fn from_folder(folder: &ResultsFolder, opts: &FitOptions) -> anyhow::Result<ReportData> {
+        let data = folder.dataset(0)?;
         let (fit, fit_error) = fit_or_reason(&data, opts);
+        let dir = folder.dir.display().to_string();
+        let fit_choice = folder.fit_choice();
         Ok(ReportData {
             title: format!(
                 "Scaling report: {}",
-                name.unwrap_or_else(|| dir.display().to_string())
+                folder.meta("scalelab.sweep").unwrap_or(&dir)
             ),
-            source: dir.display().to_string(),
+            source: dir.clone(),
             points: data.points,
-            runs,
-            curves,
-            metadata,
-            floor,
+            runs: folder.runs.clone(),
+            curves: run_curves(folder, &fit_choice),
+            metadata: folder.metadata.clone(),
+            floor: folder.floor,
             fit,
             fit_error,
-            baselines: crate::store::read_baselines(dir).unwrap_or_default(),
+            baselines: folder.baselines.clone(),
+            fit_choice,
         })
     }
 
@@ -115,8 +83,37 @@ impl ReportData {
             fit,
             fit_error,
             baselines: Vec::new(),
+            fit_choice: FitSpec::default(),
         }
     }
+}
+
+/// The curve of each `ok` run, by run id, at the run's N as the fit counts it.
+fn run_curves(folder: &ResultsFolder, choice: &FitSpec) -> Vec<RunCurve> {
+    let n_of: std::collections::HashMap<&str, f64> = folder
+        .runs
+        .iter()
+        .filter(|r| r.status == Status::Ok)
+        .map(|r| (r.run_id.as_str(), run_point(choice, r).n))
+        .collect();
+    let mut by_run: std::collections::BTreeMap<&str, RunCurve> = Default::default();
+    for (id, c) in &folder.curves {
+        let Some(&n) = n_of.get(id.as_str()) else {
+            continue;
+        };
+        let e = by_run.entry(id).or_insert_with(|| RunCurve {
+            n,
+            points: Vec::new(),
+            eval: Vec::new(),
+        });
+        if c.tokens > 0 && c.train_loss.is_finite() {
+            e.points.push((c.tokens as f64, c.train_loss));
+        }
+        if let Some(ev) = c.eval_loss.filter(|v| v.is_finite()) {
+            e.eval.push((c.tokens as f64, ev));
+        }
+    }
+    by_run.into_values().collect()
 }
 
 fn fit_or_reason(data: &Dataset, opts: &FitOptions) -> (Option<FitReport>, Option<String>) {
@@ -151,14 +148,14 @@ pub fn write(d: &ReportData, out: &Path, formats: &[Format]) -> anyhow::Result<W
     }
     if let Some(f) = &d.fit {
         let p = out.join("fits.json");
-        crate::store::write_text_atomic(&p, &serde_json::to_string_pretty(f)?)?;
+        crate::fsio::write_text_atomic(&p, &serde_json::to_string_pretty(f)?)?;
         files.push(p);
     }
     let blocks = blocks(d, &drawn, &skipped);
     let md = out.join("report.md");
-    crate::store::write_text_atomic(&md, &render_md(&blocks, formats))?;
+    crate::fsio::write_text_atomic(&md, &render_md(&blocks, formats))?;
     let html = out.join("report.html");
-    crate::store::write_text_atomic(&html, &render_html(&d.title, &blocks, &plot_dir, formats)?)?;
+    crate::fsio::write_text_atomic(&html, &render_html(&d.title, &blocks, &plot_dir, formats)?)?;
     files.push(md);
     files.push(html);
     Ok(Written {
@@ -181,24 +178,65 @@ fn ci(v: Option<[f64; 2]>) -> String {
         .unwrap_or_else(|| "–".into())
 }
 
+/// A table header from its column names.
+fn header(cols: &[&str]) -> Vec<String> {
+    cols.iter().map(|s| s.to_string()).collect()
+}
+
 fn estimate_header() -> Vec<String> {
-    ["parameter", "estimate", "95% bootstrap CI"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    header(&["parameter", "estimate", "95% bootstrap CI"])
 }
 
 fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block> {
-    use Block::*;
-    let mut b = vec![H(1, d.title.clone())];
-    // Summary.
+    let mut b = vec![Block::H(1, d.title.clone())];
+    b.push(summary_table(d));
+    match &d.fit {
+        None => b.push(Block::P(format!(
+            "No scaling law was fitted: {}",
+            d.fit_error.as_deref().unwrap_or("unknown reason")
+        ))),
+        Some(f) => fit_blocks(&mut b, d, f),
+    }
+    if !d.runs.is_empty() {
+        b.extend(runs_blocks(d));
+    }
+    if !d.baselines.is_empty() {
+        b.extend(baseline_blocks(d));
+    }
+    b.extend(figure_blocks(drawn, skipped));
+    if let Some(f) = &d.fit {
+        b.push(Block::H(2, "Fitting choices".into()));
+        b.extend(f.choices.iter().map(|c| Block::P(format!("- {c}"))));
+    }
+    b
+}
+
+/// The sections on the fit, in report order.
+fn fit_blocks(b: &mut Vec<Block>, d: &ReportData, f: &FitReport) {
+    b.extend(approach3_blocks(f));
+    if let Some(dc) = &f.data_constrained {
+        b.extend(data_constrained_blocks(f, dc));
+    }
+    if let Some(fl) = d.floor {
+        b.push(floor_block(f, fl));
+    }
+    b.extend(agreement_blocks(f));
+    if !f.approach2.budgets.is_empty() {
+        b.extend(isoflop_budget_blocks(f));
+    }
+    b.extend(target_blocks(f));
+    b.extend(holdout_blocks(f));
+    b.extend(kaplan_blocks(f));
+}
+
+/// The summary table: source, provenance metadata, runs (or points), compute and time.
+fn summary_table(d: &ReportData) -> Block {
     let meta = |k: &str| {
         d.metadata
             .iter()
             .find(|(key, _)| key == k)
             .map(|(_, v)| v.clone())
     };
-    let ok = d.runs.iter().filter(|r| r.status == "ok").count();
     let mut rows = vec![vec!["source".into(), d.source.clone()]];
     for (label, key) in [
         ("sweep spec hash", "scalelab.spec_hash"),
@@ -211,377 +249,405 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
             rows.push(vec![label.into(), v]);
         }
     }
-    if !d.runs.is_empty() {
-        let div = d.runs.iter().filter(|r| r.status == "diverged").count();
-        let fail = d.runs.iter().filter(|r| r.status == "failed").count();
-        rows.push(vec![
-            "runs".into(),
-            format!("{} ({ok} ok, {div} diverged, {fail} failed)", d.runs.len()),
-        ]);
-        rows.push(vec![
-            "total training compute".into(),
-            format!(
-                "{:.3e} FLOPs (C = 6ND)",
-                d.runs.iter().map(|r| r.flops).sum::<f64>()
-            ),
-        ]);
-        rows.push(vec![
-            "total wall time".into(),
-            format!("{:.1} s", d.runs.iter().map(|r| r.wall_s).sum::<f64>()),
-        ]);
-    } else {
+    if d.runs.is_empty() {
         rows.push(vec!["points".into(), d.points.len().to_string()]);
+        return Block::Table(vec!["".into(), "".into()], rows);
     }
-    b.push(Table(vec!["".into(), "".into()], rows));
-    // Fit.
-    match &d.fit {
-        None => b.push(P(format!(
-            "No scaling law was fitted: {}",
-            d.fit_error.as_deref().unwrap_or("unknown reason")
-        ))),
-        Some(f) => {
-            let bs = f.bootstrap.as_ref();
-            b.push(H(2, "Approach 3: L(N, D) = E + A/N^α + B/D^β".into()));
-            b.push(Table(
-                estimate_header(),
+    let count = |s: Status| d.runs.iter().filter(|r| r.status == s).count();
+    rows.push(vec![
+        "runs".into(),
+        format!(
+            "{} ({} ok, {} diverged, {} failed)",
+            d.runs.len(),
+            count(Status::Ok),
+            count(Status::Diverged),
+            count(Status::Failed)
+        ),
+    ]);
+    rows.push(vec![
+        "total training compute".into(),
+        format!(
+            "{:.3e} FLOPs (C = 6ND)",
+            d.runs.iter().map(|r| r.flops).sum::<f64>()
+        ),
+    ]);
+    rows.push(vec![
+        "total wall time".into(),
+        format!("{:.1} s", d.runs.iter().map(|r| r.wall_s).sum::<f64>()),
+    ]);
+    Block::Table(vec!["".into(), "".into()], rows)
+}
+
+/// The Approach-3 law with its intervals, its warnings and how it was fitted.
+fn approach3_blocks(f: &FitReport) -> Vec<Block> {
+    let bs = f.bootstrap.as_ref();
+    let mut b = vec![Block::H(
+        2,
+        "Approach 3: L(N, D) = E + A/N^α + B/D^β".into(),
+    )];
+    b.push(Block::Table(
+        estimate_header(),
+        vec![
+            vec!["E".into(), num(f.e), ci(bs.map(|b| b.e))],
+            vec!["A".into(), num(f.a), ci(bs.map(|b| b.a_coef))],
+            vec!["B".into(), num(f.b), ci(bs.map(|b| b.b_coef))],
+            vec!["α".into(), num(f.alpha), ci(bs.map(|b| b.alpha))],
+            vec!["β".into(), num(f.beta), ci(bs.map(|b| b.beta))],
+        ],
+    ));
+    for w in &f.warnings {
+        b.push(Block::P(format!("Warning: {w}.")));
+    }
+    let c = &f.approach3.convergence;
+    b.push(Block::P(format!(
+        "{} points; summed Huber (δ = {}) on log-loss, objective {:.6e}; {} L-BFGS starts ({} failed), best after {} iterations (|∇| = {:.1e}){}.",
+        f.n_points,
+        f.approach3.huber_delta,
+        f.objective,
+        c.starts,
+        c.failed_starts,
+        c.best_iterations,
+        c.best_grad_norm,
+        bs.map(|b| format!("; {} bootstrap resamples (seed {})", b.resamples, b.seed)).unwrap_or_default()
+    )));
+    b
+}
+
+/// The data-constrained law: R_D*, R_N* and the base law it holds fixed.
+fn data_constrained_blocks(f: &FitReport, dc: &fit::constrained::ConstrainedFit) -> Vec<Block> {
+    vec![
+        Block::H(2, "Data-constrained law (Muennighoff et al. 2023)".into()),
+        Block::Table(
+            estimate_header(),
+            vec![
                 vec![
-                    vec!["E".into(), num(f.e), ci(bs.map(|b| b.e))],
-                    vec!["A".into(), num(f.a), ci(bs.map(|b| b.a_coef))],
-                    vec!["B".into(), num(f.b), ci(bs.map(|b| b.b_coef))],
-                    vec!["α".into(), num(f.alpha), ci(bs.map(|b| b.alpha))],
-                    vec!["β".into(), num(f.beta), ci(bs.map(|b| b.beta))],
+                    "R_D* (repeated data)".into(),
+                    num(dc.r_d_star),
+                    ci(dc.r_d_star_ci),
                 ],
-            ));
-            for w in &f.warnings {
-                b.push(P(format!("Warning: {w}.")));
-            }
-            let c = &f.approach3.convergence;
-            b.push(P(format!(
-                "{} points; summed Huber (δ = {}) on log-loss, objective {:.6e}; {} L-BFGS starts ({} failed), best after {} iterations (|∇| = {:.1e}){}.",
-                f.n_points,
-                f.approach3.huber_delta,
-                f.objective,
-                c.starts,
-                c.failed_starts,
-                c.best_iterations,
-                c.best_grad_norm,
-                bs.map(|b| format!("; {} bootstrap resamples (seed {})", b.resamples, b.seed)).unwrap_or_default()
-            )));
-            if let Some(dc) = &f.data_constrained {
-                b.push(H(
-                    2,
-                    "Data-constrained law (Muennighoff et al. 2023)".into(),
-                ));
-                b.push(Table(
-                    estimate_header(),
-                    vec![
-                        vec![
-                            "R_D* (repeated data)".into(),
-                            num(dc.r_d_star),
-                            ci(dc.r_d_star_ci),
-                        ],
-                        vec![
-                            "R_N* (excess parameters)".into(),
-                            num(dc.r_n_star),
-                            ci(dc.r_n_star_ci),
-                        ],
-                    ],
-                ));
-                b.push(P(format!(
-                    "{} points, {} with repeated data; objective {:.6}, R² {:.4}; base law held fixed (E = {}, A = {}, B = {}, α = {}, β = {}) from {}.",
-                    dc.n_points,
-                    dc.n_repeated,
-                    dc.objective,
-                    dc.r2,
-                    num(dc.base.e),
-                    num(dc.base.a),
-                    num(dc.base.b),
-                    num(dc.base.alpha),
-                    num(dc.base.beta),
-                    f.data_constrained_base.as_deref().unwrap_or("?")
-                )));
-            }
-            if let Some(fl) = d.floor {
-                b.push(P(format!(
-                    "Built-in corpus: the exact loss floor of the eval set is {:.4} nats/token ({:.4} bits/byte); the fitted irreducible loss is E = {} (95% CI {}).",
-                    fl.nats_per_token,
-                    fl.bits_per_byte,
-                    num(f.e),
-                    ci(bs.map(|b| b.e))
-                )));
-            }
-            b.push(H(
-                2,
-                "Do the approaches agree? Compute-optimal exponent a (N_opt ∝ C^a)".into(),
-            ));
-            let mut rows = vec![vec![
-                "Approach 3 (parametric fit)".into(),
-                num(f.compute_optimal.a),
-                ci(bs.map(|b| b.a)),
-                format!("{} points", f.n_points),
-            ]];
-            rows.push(vec![
-                "Approach 2 (IsoFLOP parabolas)".into(),
-                f.approach2.a.map(num).unwrap_or_else(|| "–".into()),
-                "–".into(),
-                format!(
-                    "{} of {} budgets usable",
-                    f.approach2.used_budgets,
-                    f.approach2.budgets.len()
-                ),
-            ]);
-            rows.push(vec![
-                "Approach 1 (curve envelope)".into(),
-                f.approach1
-                    .as_ref()
-                    .and_then(|a| a.a)
-                    .map(num)
+                vec![
+                    "R_N* (excess parameters)".into(),
+                    num(dc.r_n_star),
+                    ci(dc.r_n_star_ci),
+                ],
+            ],
+        ),
+        Block::P(format!(
+            "{} points, {} with repeated data; objective {:.6}, R² {:.4}; base law held fixed (E = {}, A = {}, B = {}, α = {}, β = {}) from {}.",
+            dc.n_points,
+            dc.n_repeated,
+            dc.objective,
+            dc.r2,
+            num(dc.base.e),
+            num(dc.base.a),
+            num(dc.base.b),
+            num(dc.base.alpha),
+            num(dc.base.beta),
+            f.data_constrained_base.as_deref().unwrap_or("?")
+        )),
+    ]
+}
+
+/// The built-in corpus's exact loss floor next to the fitted E.
+fn floor_block(f: &FitReport, fl: Floor) -> Block {
+    Block::P(format!(
+        "Built-in corpus: the exact loss floor of the eval set is {:.4} nats/token ({:.4} bits/byte); the fitted irreducible loss is E = {} (95% CI {}).",
+        fl.nats_per_token,
+        fl.bits_per_byte,
+        num(f.e),
+        ci(f.bootstrap.as_ref().map(|b| b.e))
+    ))
+}
+
+/// The compute-optimal exponent a by Approaches 3, 2 and 1, side by side.
+fn agreement_blocks(f: &FitReport) -> Vec<Block> {
+    let dash = || "–".to_string();
+    let a1 = f.approach1.as_ref();
+    let rows = vec![
+        vec![
+            "Approach 3 (parametric fit)".into(),
+            num(f.compute_optimal.a),
+            ci(f.bootstrap.as_ref().map(|b| b.a)),
+            format!("{} points", f.n_points),
+        ],
+        vec![
+            "Approach 2 (IsoFLOP parabolas)".into(),
+            f.approach2.a.map(num).unwrap_or_else(dash),
+            dash(),
+            format!(
+                "{} of {} budgets usable",
+                f.approach2.used_budgets,
+                f.approach2.budgets.len()
+            ),
+        ],
+        vec![
+            "Approach 1 (curve envelope)".into(),
+            a1.and_then(|a| a.a).map(num).unwrap_or_else(dash),
+            dash(),
+            a1.map(|a| format!("{} envelope points", a.envelope.len()))
+                .unwrap_or_else(|| "no curves".into()),
+        ],
+    ];
+    vec![
+        Block::H(
+            2,
+            "Do the approaches agree? Compute-optimal exponent a (N_opt ∝ C^a)".into(),
+        ),
+        Block::Table(header(&["approach", "a", "95% CI", "basis"]), rows),
+    ]
+}
+
+/// Approach 2's budgets: each parabola's optimum, or why the budget is excluded.
+fn isoflop_budget_blocks(f: &FitReport) -> Vec<Block> {
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.3e}")).unwrap_or_else(|| "–".into());
+    let rows = f
+        .approach2
+        .budgets
+        .iter()
+        .map(|bg| {
+            vec![
+                format!("{:.3e}", bg.budget),
+                bg.points.to_string(),
+                opt(bg.n_opt),
+                opt(bg.d_opt),
+                bg.loss_at_opt.map(num).unwrap_or_else(|| "–".into()),
+                bg.excluded
+                    .clone()
+                    .map(|e| format!("no: {e}"))
+                    .unwrap_or_else(|| "yes".into()),
+            ]
+        })
+        .collect();
+    let head = [
+        "budget C",
+        "points",
+        "N_opt",
+        "D_opt",
+        "loss at N_opt",
+        "used",
+    ];
+    vec![
+        Block::H(3, format!("IsoFLOP budgets ({})", f.approach2.grouping)),
+        Block::Table(header(&head), rows),
+    ]
+}
+
+/// The compute-optimal model at each target budget, with its intervals.
+fn target_blocks(f: &FitReport) -> Vec<Block> {
+    let mut b = vec![Block::H(
+        2,
+        "Extrapolation: the compute-optimal model for target budgets".into(),
+    )];
+    if f.compute_optimal.targets.is_empty() {
+        b.push(Block::P(
+            "No target budgets given (`--target-flops` or `target_flops:` in the sweep).".into(),
+        ));
+        return b;
+    }
+    let rows = f
+        .compute_optimal
+        .targets
+        .iter()
+        .map(|t| {
+            vec![
+                format!("{:.3e}", t.flops),
+                format!("{:.3e}", t.n_opt),
+                t.n_opt_ci
+                    .map(|v| format!("{:.3e} – {:.3e}", v[0], v[1]))
                     .unwrap_or_else(|| "–".into()),
-                "–".into(),
-                f.approach1
-                    .as_ref()
-                    .map(|a| format!("{} envelope points", a.envelope.len()))
-                    .unwrap_or_else(|| "no curves".into()),
-            ]);
-            b.push(Table(
+                format!("{:.3e}", t.d_opt),
+                format!("{:.1}", t.tokens_per_param),
+                num(t.loss),
+                ci(t.loss_ci),
+            ]
+        })
+        .collect();
+    let head = [
+        "C (FLOPs)",
+        "N*",
+        "N* 95% CI",
+        "D*",
+        "tokens/param",
+        "predicted loss",
+        "loss 95% CI",
+    ];
+    b.push(Block::Table(header(&head), rows));
+    b
+}
+
+/// The held-out check: the prediction error on the held-out points, or why there is none.
+fn holdout_blocks(f: &FitReport) -> Vec<Block> {
+    let mut b = vec![Block::H(2, "Held-out prediction".into())];
+    let Some(h) = &f.holdout else {
+        b.push(Block::P(match &f.holdout_note {
+            Some(n) => format!("The hold-out check could not be done: {n}."),
+            None => {
+                "No hold-out check was requested (`--holdout largest-budget` or a fraction).".into()
+            }
+        }));
+        return b;
+    };
+    b.push(Block::P(format!(
+        "Fitted on {} points without {} ({} points); prediction error on them: mean |Δloss| = {:.4}, mean {:.2}%, max {:.2}%.",
+        h.fitted_points,
+        h.rule,
+        h.held_out_points,
+        h.mean_abs_error,
+        100.0 * h.mean_abs_pct_error,
+        100.0 * h.max_abs_pct_error
+    )));
+    b.push(Block::Table(
+        header(&["N", "D", "observed", "predicted"]),
+        h.points
+            .iter()
+            .map(|p| {
                 vec![
-                    "approach".into(),
-                    "a".into(),
-                    "95% CI".into(),
-                    "basis".into(),
-                ],
-                rows,
-            ));
-            if !f.approach2.budgets.is_empty() {
-                b.push(H(3, format!("IsoFLOP budgets ({})", f.approach2.grouping)));
-                b.push(Table(
-                    vec![
-                        "budget C".into(),
-                        "points".into(),
-                        "N_opt".into(),
-                        "D_opt".into(),
-                        "loss at N_opt".into(),
-                        "used".into(),
-                    ],
-                    f.approach2
-                        .budgets
-                        .iter()
-                        .map(|bg| {
-                            vec![
-                                format!("{:.3e}", bg.budget),
-                                bg.points.to_string(),
-                                bg.n_opt
-                                    .map(|v| format!("{v:.3e}"))
-                                    .unwrap_or_else(|| "–".into()),
-                                bg.d_opt
-                                    .map(|v| format!("{v:.3e}"))
-                                    .unwrap_or_else(|| "–".into()),
-                                bg.loss_at_opt.map(num).unwrap_or_else(|| "–".into()),
-                                bg.excluded
-                                    .clone()
-                                    .map(|e| format!("no: {e}"))
-                                    .unwrap_or_else(|| "yes".into()),
-                            ]
-                        })
-                        .collect(),
-                ));
-            }
-            b.push(H(
-                2,
-                "Extrapolation: the compute-optimal model for target budgets".into(),
-            ));
-            if f.compute_optimal.targets.is_empty() {
-                b.push(P(
-                    "No target budgets given (`--target-flops` or `target_flops:` in the sweep)."
-                        .into(),
-                ));
-            } else {
-                b.push(Table(
-                    vec![
-                        "C (FLOPs)".into(),
-                        "N*".into(),
-                        "N* 95% CI".into(),
-                        "D*".into(),
-                        "tokens/param".into(),
-                        "predicted loss".into(),
-                        "loss 95% CI".into(),
-                    ],
-                    f.compute_optimal
-                        .targets
-                        .iter()
-                        .map(|t| {
-                            vec![
-                                format!("{:.3e}", t.flops),
-                                format!("{:.3e}", t.n_opt),
-                                t.n_opt_ci
-                                    .map(|v| format!("{:.3e} – {:.3e}", v[0], v[1]))
-                                    .unwrap_or_else(|| "–".into()),
-                                format!("{:.3e}", t.d_opt),
-                                format!("{:.1}", t.tokens_per_param),
-                                num(t.loss),
-                                ci(t.loss_ci),
-                            ]
-                        })
-                        .collect(),
-                ));
-            }
-            b.push(H(2, "Held-out prediction".into()));
-            match &f.holdout {
-                Some(h) => {
-                    b.push(P(format!(
-                        "Fitted on {} points without {} ({} points); prediction error on them: mean |Δloss| = {:.4}, mean {:.2}%, max {:.2}%.",
-                        h.fitted_points,
-                        h.rule,
-                        h.held_out_points,
-                        h.mean_abs_error,
-                        100.0 * h.mean_abs_pct_error,
-                        100.0 * h.max_abs_pct_error
-                    )));
-                    b.push(Table(
-                        vec!["N".into(), "D".into(), "observed".into(), "predicted".into()],
-                        h.points
-                            .iter()
-                            .map(|p| vec![format!("{:.3e}", p.n), format!("{:.3e}", p.d), num(p.loss), num(p.predicted)])
-                            .collect(),
-                    ));
-                }
-                None => b.push(P(match &f.holdout_note {
-                    Some(n) => format!("The hold-out check could not be done: {n}."),
-                    None => "No hold-out check was requested (`--holdout largest-budget` or a fraction).".into(),
-                })),
-            }
-            b.push(H(2, "Kaplan forms".into()));
-            let mut rows: Vec<Vec<String>> = f
-                .kaplan
-                .laws
-                .iter()
-                .map(|l| {
-                    vec![
-                        format!(
-                            "L({0}) = ({0}_c/{0})^α{1}",
-                            l.variable,
-                            if l.e.is_some() { " + E" } else { "" }
-                        ),
-                        format!("{}_c = {:.3e}", l.variable, l.x_c),
-                        num(l.alpha),
-                        l.e.map(num).unwrap_or_else(|| "–".into()),
-                    ]
-                })
-                .collect();
-            if let Some(j) = &f.kaplan.joint {
-                rows.push(vec![
-                    "L(N,D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D".into(),
-                    format!("N_c = {:.3e}, D_c = {:.3e}", j.n_c, j.d_c),
-                    format!("α_N {}, α_D {}", num(j.alpha_n), num(j.alpha_d)),
-                    "–".into(),
-                ]);
-            }
-            b.push(Table(
-                vec!["law".into(), "scale".into(), "exponent".into(), "E".into()],
-                rows,
-            ));
-            b.push(P(f.kaplan.note.clone()));
-        }
-    }
-    // Runs.
-    if !d.runs.is_empty() {
-        b.push(H(2, "Runs".into()));
-        let mut runs: Vec<&RunRecord> = d.runs.iter().collect();
-        runs.sort_by(|a, b| a.n_params.cmp(&b.n_params).then(a.tokens.cmp(&b.tokens)));
-        b.push(Table(
-            [
-                "run",
-                "shape",
-                "N",
-                "D",
-                "C",
-                "eval loss",
-                "bits/token",
-                "bits/byte",
-                "epochs",
-                "tokens/s",
-                "status",
-            ]
-            .iter()
-            .map(|s| s.to_string())
+                    format!("{:.3e}", p.n),
+                    format!("{:.3e}", p.d),
+                    num(p.loss),
+                    num(p.predicted),
+                ]
+            })
             .collect(),
-            runs.iter()
-                .map(|r| {
-                    vec![
-                        r.run_id.clone(),
-                        format!("d{}-L{}-h{}", r.d_model, r.n_layer, r.n_head),
-                        format!("{:.3e}", r.n_params as f64),
-                        format!("{:.3e}", r.tokens as f64),
-                        format!("{:.3e}", r.flops),
-                        num(r.eval_loss),
-                        num(r.eval_bits_per_token),
-                        num(r.eval_bits_per_byte),
-                        format!("{:.2}", r.epochs),
-                        format!("{:.0}", r.tokens_per_s),
-                        r.status.clone(),
-                    ]
-                })
-                .collect(),
-        ));
-    }
-    // n-gram baselines.
-    if !d.baselines.is_empty() {
-        b.push(H(2, "n-gram baselines (interpolated Kneser-Ney)".into()));
-        b.push(P("Trained on the first D training tokens the runs saw and scored on the same eval windows (each window predicts its tokens from the tokens before them in the window). Bits per byte compare across tokenizers.".into()));
-        b.push(Table(
-            [
-                "n",
-                "D (tokens)",
-                "eval loss (nats/token)",
-                "bits/byte",
-                "n-grams",
+    ));
+    b
+}
+
+/// The Kaplan single-variable and joint laws, and what they describe.
+fn kaplan_blocks(f: &FitReport) -> Vec<Block> {
+    let mut rows: Vec<Vec<String>> = f
+        .kaplan
+        .laws
+        .iter()
+        .map(|l| {
+            vec![
+                format!(
+                    "L({0}) = ({0}_c/{0})^α{1}",
+                    l.variable,
+                    if l.e.is_some() { " + E" } else { "" }
+                ),
+                format!("{}_c = {:.3e}", l.variable, l.x_c),
+                num(l.alpha),
+                l.e.map(num).unwrap_or_else(|| "–".into()),
             ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            d.baselines
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.order.to_string(),
-                        format!("{:.3e}", r.train_tokens as f64),
-                        num(r.eval_loss),
-                        num(r.eval_bits_per_byte),
-                        r.n_grams.to_string(),
-                    ]
-                })
-                .collect(),
-        ));
-        if let Some(best) = d
-            .baselines
-            .iter()
-            .min_by(|a, b| a.eval_loss.total_cmp(&b.eval_loss))
-        {
-            let best_run = d
-                .runs
-                .iter()
-                .filter(|r| r.status == "ok")
-                .map(|r| r.eval_loss)
-                .fold(f64::INFINITY, f64::min);
-            if best_run.is_finite() {
-                b.push(P(format!(
-                    "Best n-gram: {}-gram on {:.3e} tokens, {} nats/token; best neural run: {} nats/token ({}).",
-                    best.order,
-                    best.train_tokens as f64,
-                    num(best.eval_loss),
-                    num(best_run),
-                    if best_run < best.eval_loss { "the Transformer wins" } else { "the n-gram wins" }
-                )));
-            }
-        }
+        })
+        .collect();
+    if let Some(j) = &f.kaplan.joint {
+        rows.push(vec![
+            "L(N,D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D".into(),
+            format!("N_c = {:.3e}, D_c = {:.3e}", j.n_c, j.d_c),
+            format!("α_N {}, α_D {}", num(j.alpha_n), num(j.alpha_d)),
+            "–".into(),
+        ]);
     }
-    // Figures.
-    b.push(H(2, "Figures".into()));
-    for f in drawn {
-        b.push(Figure(*f));
+    vec![
+        Block::H(2, "Kaplan forms".into()),
+        Block::Table(header(&["law", "scale", "exponent", "E"]), rows),
+        Block::P(f.kaplan.note.clone()),
+    ]
+}
+
+/// Every run, by N then D; N and C as the fit counts them.
+fn runs_blocks(d: &ReportData) -> Vec<Block> {
+    let mut runs: Vec<(&RunRecord, Point)> = d
+        .runs
+        .iter()
+        .map(|r| (r, run_point(&d.fit_choice, r)))
+        .collect();
+    runs.sort_by(|a, b| a.1.n.total_cmp(&b.1.n).then(a.0.tokens.cmp(&b.0.tokens)));
+    let head = [
+        "run",
+        "shape",
+        "N",
+        "D",
+        "C",
+        "eval loss",
+        "bits/token",
+        "bits/byte",
+        "epochs",
+        "tokens/s",
+        "status",
+    ];
+    let rows = runs
+        .iter()
+        .map(|(r, p)| {
+            vec![
+                r.run_id.clone(),
+                format!("d{}-L{}-h{}", r.d_model, r.n_layer, r.n_head),
+                format!("{:.3e}", p.n),
+                format!("{:.3e}", r.tokens as f64),
+                format!("{:.3e}", p.c()),
+                num(r.eval_loss),
+                num(r.eval_bits_per_token),
+                num(r.eval_bits_per_byte),
+                format!("{:.2}", r.epochs),
+                format!("{:.0}", r.tokens_per_s),
+                r.status.to_string(),
+            ]
+        })
+        .collect();
+    vec![
+        Block::H(2, "Runs".into()),
+        Block::Table(header(&head), rows),
+    ]
+}
+
+/// The n-gram baselines, and the best of them against the best run.
+fn baseline_blocks(d: &ReportData) -> Vec<Block> {
+    let mut b = vec![
+        Block::H(2, "n-gram baselines (interpolated Kneser-Ney)".into()),
+        Block::P("Trained on the first D training tokens the runs saw and scored on the same eval windows (each window predicts its tokens from the tokens before them in the window). Bits per byte compare across tokenizers.".into()),
+    ];
+    let head = [
+        "n",
+        "D (tokens)",
+        "eval loss (nats/token)",
+        "bits/byte",
+        "n-grams",
+    ];
+    let rows = d
+        .baselines
+        .iter()
+        .map(|r| {
+            vec![
+                r.order.to_string(),
+                format!("{:.3e}", r.train_tokens as f64),
+                num(r.eval_loss),
+                num(r.eval_bits_per_byte),
+                r.n_grams.to_string(),
+            ]
+        })
+        .collect();
+    b.push(Block::Table(header(&head), rows));
+    let best = d
+        .baselines
+        .iter()
+        .min_by(|a, b| a.eval_loss.total_cmp(&b.eval_loss));
+    let best_run = d
+        .runs
+        .iter()
+        .filter(|r| r.status == Status::Ok)
+        .map(|r| r.eval_loss)
+        .fold(f64::INFINITY, f64::min);
+    if let Some(best) = best.filter(|_| best_run.is_finite()) {
+        b.push(Block::P(format!(
+            "Best n-gram: {}-gram on {:.3e} tokens, {} nats/token; best neural run: {} nats/token ({}).",
+            best.order,
+            best.train_tokens as f64,
+            num(best.eval_loss),
+            num(best_run),
+            if best_run < best.eval_loss { "the Transformer wins" } else { "the n-gram wins" }
+        )));
     }
+    b
+}
+
+/// The figures drawn, and the ones skipped with the reason.
+fn figure_blocks(drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block> {
+    let mut b = vec![Block::H(2, "Figures".into())];
+    b.extend(drawn.iter().map(|f| Block::Figure(*f)));
     if !skipped.is_empty() {
-        b.push(P(format!(
+        b.push(Block::P(format!(
             "Skipped: {}.",
             skipped
                 .iter()
@@ -589,12 +655,6 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
                 .collect::<Vec<_>>()
                 .join("; ")
         )));
-    }
-    if let Some(f) = &d.fit {
-        b.push(H(2, "Fitting choices".into()));
-        for c in &f.choices {
-            b.push(P(format!("- {c}")));
-        }
     }
     b
 }
@@ -748,5 +808,42 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    /// N of the report's points, curves and runs table, each sorted.
+    fn report_ns(fit_yaml: &str, name: &str) -> (Vec<f64>, Vec<f64>, Vec<String>) {
+        let dir = crate::results::testing::two_run_folder(name, fit_yaml);
+        let folder = ResultsFolder::load(&dir).unwrap();
+        let opts = FitOptions {
+            bootstrap: 0,
+            ..FitOptions::default()
+        };
+        let d = ReportData::from_folder(&folder, &opts).unwrap();
+        assert!(d.fit.is_none(), "two points: no fit");
+        let sorted = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let points = sorted(d.points.iter().map(|p| p.n).collect());
+        let curves = sorted(d.curves.iter().map(|c| c.n).collect());
+        let blocks = runs_blocks(&d);
+        let Block::Table(head, rows) = &blocks[1] else {
+            panic!("the runs table")
+        };
+        let col = head.iter().position(|h| h == "N").unwrap();
+        let table = rows.iter().map(|r| r[col].clone()).collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(points, curves, "curves at the fit's N");
+        (points, curves, table)
+    }
+
+    #[test]
+    fn the_report_counts_n_as_the_fit_does() {
+        let (points, _, table) = report_ns("fit: {n: total}", "report-n-total");
+        assert_eq!(points, vec![1500.0, 5000.0]);
+        assert_eq!(table, vec!["1.500e3", "5.000e3"]);
+        let (points, _, table) = report_ns("", "report-n-default");
+        assert_eq!(points, vec![1000.0, 4000.0]);
+        assert_eq!(table, vec!["1.000e3", "4.000e3"]);
     }
 }

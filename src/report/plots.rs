@@ -1,5 +1,9 @@
 //! Scaling plots with plotters, each drawn once per format (PNG and SVG) from the same code.
 //! Text uses DejaVu Sans embedded in the binary, so no system fonts are needed.
+//!
+//! Owns the figures: which can be drawn from a [`ReportData`] (and why not), and how each is
+//! drawn. Numbers shown are the fit's: bootstrap bands and shaded intervals use
+//! [`crate::fit::ci`], the percentile `fits.json` reports.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -10,6 +14,9 @@ use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
 use super::ReportData;
+use crate::fit::{Bootstrap, FitReport, Point};
+use crate::record::BaselineRow;
+use plotters::coord::types::RangedCoordf64;
 
 pub const WIDTH: u32 = 900;
 pub const HEIGHT: u32 = 620;
@@ -339,6 +346,26 @@ fn legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(
         .map_err(pe)
 }
 
+/// A chart with a log x axis and a linear y axis.
+type LogLin<'a, DB> = ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, RangedCoordf64>>;
+/// A chart with both axes logarithmic.
+type LogLog<'a, DB> = ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, LogCoord<f64>>>;
+
+/// The Approach-3 compute-optimal frontier (C, loss at the optimal N and D) across `xr`.
+fn frontier(f: Option<&FitReport>, xr: &Range<f64>) -> Vec<(f64, f64)> {
+    let Some(f) = f else {
+        return Vec::new();
+    };
+    let p = f.approach3.params;
+    logspace(xr, 80)
+        .into_iter()
+        .map(|c| {
+            let (n, dd) = p.optimal(c);
+            (c, p.predict(n, dd))
+        })
+        .collect()
+}
+
 fn loss_vs_compute<DB: DrawingBackend>(
     d: &ReportData,
     area: &DrawingArea<DB, Shift>,
@@ -349,22 +376,8 @@ fn loss_vs_compute<DB: DrawingBackend>(
         cs.extend(f.compute_optimal.targets.iter().map(|t| t.flops));
     }
     let xr = log_range(cs.into_iter());
+    let frontier = frontier(d.fit.as_ref(), &xr);
     let mut losses: Vec<f64> = pts.iter().map(|p| p.loss).collect();
-    let frontier: Vec<(f64, f64)> = match &d.fit {
-        Some(f) => {
-            let p = f.approach3.params;
-            logspace(&xr, 80)
-                .into_iter()
-                .map(|c| {
-                    (c, {
-                        let (n, dd) = p.optimal(c);
-                        p.predict(n, dd)
-                    })
-                })
-                .collect()
-        }
-        None => Vec::new(),
-    };
     losses.extend(frontier.iter().map(|f| f.1));
     losses.extend(d.floor.map(|f| f.nats_per_token));
     // Losses rarely span a decade: a linear axis keeps readable tick labels.
@@ -391,34 +404,53 @@ fn loss_vs_compute<DB: DrawingBackend>(
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
     }
     if let Some(f) = d.floor {
-        let y = f.nats_per_token;
-        c.draw_series(DashedLineSeries::new(
-            vec![(xr.start, y), (xr.end, y)],
-            8,
-            6,
-            BLACK.mix(0.6).stroke_width(1),
-        ))
-        .map_err(pe)?
-        .label(format!("exact loss floor of the eval set ({y:.3})"))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.6)));
+        draw_floor(&mut c, f.nats_per_token, &xr)?;
     }
     if let Some(a1) = d.fit.as_ref().and_then(|f| f.approach1.as_ref()) {
-        let env: Vec<(f64, f64)> = a1
-            .envelope
-            .iter()
-            .map(|e| (e[0], e[2]))
-            .filter(|e| yr.contains(&e.1))
-            .collect();
-        c.draw_series(
-            env.iter()
-                .map(|&(x, y)| Cross::new((x, y), 4, RED.stroke_width(2))),
-        )
-        .map_err(pe)?
-        .label("Approach 1 envelope (curves)")
-        .legend(|(x, y)| Cross::new((x + 10, y), 4, RED.stroke_width(2)));
+        draw_envelope(&mut c, a1, &yr)?;
     }
     legend(&mut c)?;
     color_note(area, "N (params)", lo, hi)
+}
+
+/// The exact loss floor of the eval set, dashed across the plot.
+fn draw_floor<'a, DB: DrawingBackend + 'a>(
+    c: &mut LogLin<'a, DB>,
+    y: f64,
+    xr: &Range<f64>,
+) -> anyhow::Result<()> {
+    c.draw_series(DashedLineSeries::new(
+        vec![(xr.start, y), (xr.end, y)],
+        8,
+        6,
+        BLACK.mix(0.6).stroke_width(1),
+    ))
+    .map_err(pe)?
+    .label(format!("exact loss floor of the eval set ({y:.3})"))
+    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.6)));
+    Ok(())
+}
+
+/// Approach 1's envelope of the training curves (C, loss), where it is on the plot.
+fn draw_envelope<'a, DB: DrawingBackend + 'a>(
+    c: &mut LogLin<'a, DB>,
+    a1: &crate::fit::isoflop::Approach1,
+    yr: &Range<f64>,
+) -> anyhow::Result<()> {
+    let env: Vec<(f64, f64)> = a1
+        .envelope
+        .iter()
+        .map(|e| (e[0], e[2]))
+        .filter(|e| yr.contains(&e.1))
+        .collect();
+    c.draw_series(
+        env.iter()
+            .map(|&(x, y)| Cross::new((x, y), 4, RED.stroke_width(2))),
+    )
+    .map_err(pe)?
+    .label("Approach 1 envelope (curves)")
+    .legend(|(x, y)| Cross::new((x + 10, y), 4, RED.stroke_width(2)));
+    Ok(())
 }
 
 /// (min, max) of some values.
@@ -468,11 +500,28 @@ fn isoflop<DB: DrawingBackend>(
     let (lo, hi) = (0.0, (budgets.len().max(2) - 1) as f64);
     for (k, b) in budgets.iter().enumerate() {
         let col = viridis(k as f64, lo, hi);
-        let idx = member(b.budget);
-        c.draw_series(
-            idx.iter()
-                .map(|&i| Circle::new((d.points[i].n, d.points[i].loss), 5, col.filled())),
-        )
+        let pts: Vec<(f64, f64)> = member(b.budget)
+            .iter()
+            .map(|&i| (d.points[i].n, d.points[i].loss))
+            .collect();
+        draw_budget(&mut c, b, &pts, col, (&xr, &yr))?;
+    }
+    c.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+        .map_err(pe)?
+        .label("parabola minimum")
+        .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, BLACK.filled()));
+    legend(&mut c)
+}
+
+/// One IsoFLOP budget: its points (N, loss), its parabola and, when used, its minimum.
+fn draw_budget<'a, DB: DrawingBackend + 'a>(
+    c: &mut LogLin<'a, DB>,
+    b: &crate::fit::isoflop::BudgetFit,
+    pts: &[(f64, f64)],
+    col: RGBColor,
+    (xr, yr): (&Range<f64>, &Range<f64>),
+) -> anyhow::Result<()> {
+    c.draw_series(pts.iter().map(|&p| Circle::new(p, 5, col.filled())))
         .map_err(pe)?
         .label(format!(
             "C = {}{}",
@@ -484,34 +533,67 @@ fn isoflop<DB: DrawingBackend>(
             }
         ))
         .legend(move |(x, y)| Circle::new((x + 10, y), 5, col.filled()));
-        let p = b.parabola.unwrap();
-        let line: Vec<(f64, f64)> = logspace(&(b.n_min / 1.3..b.n_max * 1.3), 60)
-            .into_iter()
-            .map(|n| (n, p[0] * n.ln().powi(2) + p[1] * n.ln() + p[2]))
-            .filter(|(_, y)| yr.contains(y))
-            .collect();
-        let style = if b.excluded.is_some() {
-            col.mix(0.4).stroke_width(1)
-        } else {
-            col.stroke_width(2)
-        };
-        c.draw_series(LineSeries::new(line, style)).map_err(pe)?;
-        if let (Some(n), Some(l), None) = (b.n_opt, b.loss_at_opt, &b.excluded) {
-            if xr.contains(&n) && yr.contains(&l) {
-                c.draw_series(std::iter::once(TriangleMarker::new(
-                    (n, l),
-                    8,
-                    BLACK.filled(),
-                )))
-                .map_err(pe)?;
-            }
+    let p = b.parabola.unwrap();
+    let line: Vec<(f64, f64)> = logspace(&(b.n_min / 1.3..b.n_max * 1.3), 60)
+        .into_iter()
+        .map(|n| (n, p[0] * n.ln().powi(2) + p[1] * n.ln() + p[2]))
+        .filter(|(_, y)| yr.contains(y))
+        .collect();
+    let style = if b.excluded.is_some() {
+        col.mix(0.4).stroke_width(1)
+    } else {
+        col.stroke_width(2)
+    };
+    c.draw_series(LineSeries::new(line, style)).map_err(pe)?;
+    if let (Some(n), Some(l), None) = (b.n_opt, b.loss_at_opt, &b.excluded) {
+        if xr.contains(&n) && yr.contains(&l) {
+            c.draw_series(std::iter::once(TriangleMarker::new(
+                (n, l),
+                8,
+                BLACK.filled(),
+            )))
+            .map_err(pe)?;
         }
     }
-    c.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
-        .map_err(pe)?
-        .label("parabola minimum")
-        .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, BLACK.filled()));
-    legend(&mut c)
+    Ok(())
+}
+
+/// The bootstrap band of N_opt and D_opt at one budget: (C, [N lo, hi], [D lo, hi]).
+type Band = (f64, [f64; 2], [f64; 2]);
+
+/// The bands at each budget of `grid`: the intervals `fits.json` reports for a target
+/// budget ([`crate::fit::optimal_ci`]), so the band drawn is the interval reported.
+fn optimal_bands(b: &Bootstrap, grid: &[f64]) -> Vec<Band> {
+    let samples = b.params();
+    grid.iter()
+        .map(|&c| {
+            let ci = crate::fit::optimal_ci(&samples, c);
+            (c, ci.n, ci.d)
+        })
+        .collect()
+}
+
+/// The y range of the allocation plot: the optimal N and D, Approach 2's optima and the
+/// bands, the bands' extreme tails clipped.
+fn allocation_y_range(
+    f: &FitReport,
+    opt: &[(f64, f64, f64)],
+    bands: Option<&[Band]>,
+) -> Range<f64> {
+    let mut ys: Vec<f64> = opt.iter().flat_map(|o| [o.1, o.2]).collect();
+    for b in f.approach2.budgets.iter().filter(|b| b.excluded.is_none()) {
+        ys.extend([b.n_opt.unwrap(), b.d_opt.unwrap()]);
+    }
+    if let Some(bs) = bands {
+        // Keep the axis on the central band, clipping extreme bootstrap tails.
+        let (lo, hi) = min_max(ys.iter().copied());
+        ys.extend(
+            bs.iter()
+                .flat_map(|b| [b.1[0], b.1[1], b.2[0], b.2[1]])
+                .map(|v| v.clamp(lo / 100.0, hi * 100.0)),
+        );
+    }
+    log_range(ys.into_iter())
 }
 
 fn optimal_allocation<DB: DrawingBackend>(
@@ -531,34 +613,8 @@ fn optimal_allocation<DB: DrawingBackend>(
             (c, n, dd)
         })
         .collect();
-    // Bootstrap bands.
-    let bands: Option<Vec<(f64, [f64; 2], [f64; 2])>> = f.bootstrap.as_ref().map(|b| {
-        let sm = b.params();
-        grid.iter()
-            .map(|&c| {
-                let (mut ns, mut ds): (Vec<f64>, Vec<f64>) = sm
-                    .iter()
-                    .map(|q| q.optimal(c))
-                    .filter(|o| o.0.is_finite() && o.1.is_finite())
-                    .unzip();
-                (c, pct(&mut ns), pct(&mut ds))
-            })
-            .collect()
-    });
-    let mut ys: Vec<f64> = opt.iter().flat_map(|o| [o.1, o.2]).collect();
-    for b in f.approach2.budgets.iter().filter(|b| b.excluded.is_none()) {
-        ys.extend([b.n_opt.unwrap(), b.d_opt.unwrap()]);
-    }
-    if let Some(bs) = &bands {
-        // Keep the axis on the central band, clipping extreme bootstrap tails.
-        let (lo, hi) = min_max(ys.iter().copied());
-        ys.extend(
-            bs.iter()
-                .flat_map(|b| [b.1[0], b.1[1], b.2[0], b.2[1]])
-                .map(|v| v.clamp(lo / 100.0, hi * 100.0)),
-        );
-    }
-    let yr = log_range(ys.into_iter());
+    let bands = f.bootstrap.as_ref().map(|b| optimal_bands(b, &grid));
+    let yr = allocation_y_range(f, &opt, bands.as_deref());
     let mut c = chart!(
         area,
         xr.clone().log_scale(),
@@ -566,21 +622,8 @@ fn optimal_allocation<DB: DrawingBackend>(
         "compute C (FLOPs)",
         "N_opt (parameters), D_opt (tokens)"
     );
-    let clip = |v: f64| v.clamp(yr.start, yr.end);
     if let Some(bs) = &bands {
-        for (k, col) in [(0usize, BLUE), (1, RED)] {
-            let mut poly: Vec<(f64, f64)> = bs
-                .iter()
-                .map(|b| (b.0, clip(if k == 0 { b.1[0] } else { b.2[0] })))
-                .collect();
-            poly.extend(
-                bs.iter()
-                    .rev()
-                    .map(|b| (b.0, clip(if k == 0 { b.1[1] } else { b.2[1] }))),
-            );
-            c.draw_series(std::iter::once(Polygon::new(poly, col.mix(0.15).filled())))
-                .map_err(pe)?;
-        }
+        draw_bands(&mut c, bs, &yr)?;
     }
     c.draw_series(LineSeries::new(
         opt.iter().map(|o| (o.0, o.1)),
@@ -596,6 +639,35 @@ fn optimal_allocation<DB: DrawingBackend>(
     .map_err(pe)?
     .label(format!("D_opt (Approach 3) ~ C^{:.3}", f.compute_optimal.b))
     .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+    draw_allocation_markers(&mut c, f, &yr)?;
+    legend(&mut c)
+}
+
+/// The N (blue) and D (red) bands, shaded, clipped to the y range.
+fn draw_bands<'a, DB: DrawingBackend + 'a>(
+    c: &mut LogLog<'a, DB>,
+    bands: &[Band],
+    yr: &Range<f64>,
+) -> anyhow::Result<()> {
+    let clip = |v: f64| v.clamp(yr.start, yr.end);
+    for (k, col) in [(0usize, BLUE), (1, RED)] {
+        let band = |b: &Band| if k == 0 { b.1 } else { b.2 };
+        let mut poly: Vec<(f64, f64)> = bands.iter().map(|b| (b.0, clip(band(b)[0]))).collect();
+        poly.extend(bands.iter().rev().map(|b| (b.0, clip(band(b)[1]))));
+        c.draw_series(std::iter::once(Polygon::new(poly, col.mix(0.15).filled())))
+            .map_err(pe)?;
+    }
+    Ok(())
+}
+
+/// Approach 2's optima (triangles), Approach 1's envelope N (crosses) and the target
+/// budgets (circles) on the allocation plot.
+fn draw_allocation_markers<'a, DB: DrawingBackend + 'a>(
+    c: &mut LogLog<'a, DB>,
+    f: &FitReport,
+    yr: &Range<f64>,
+) -> anyhow::Result<()> {
+    let clip = |v: f64| v.clamp(yr.start, yr.end);
     let used: Vec<_> = f
         .approach2
         .budgets
@@ -638,16 +710,7 @@ fn optimal_allocation<DB: DrawingBackend>(
         .label("target budgets (extrapolated)")
         .legend(|(x, y)| Circle::new((x + 10, y), 6, BLACK.stroke_width(2)));
     }
-    legend(&mut c)
-}
-
-fn pct(v: &mut [f64]) -> [f64; 2] {
-    if v.is_empty() {
-        return [f64::NAN, f64::NAN];
-    }
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    [at(0.025), at(0.975)]
+    Ok(())
 }
 
 /// Group values into at most `k` representative levels (quantiles of the distinct values).
@@ -661,24 +724,28 @@ fn levels(vals: &[f64], k: usize) -> Vec<f64> {
     (0..k).map(|i| v[i * (v.len() - 1) / (k - 1)]).collect()
 }
 
+/// The n-gram baselines a loss-vs-D plot shows: those within 1.5x of the worst run's loss
+/// (none on a loss-vs-N plot).
+fn baselines_shown(d: &ReportData, by_n: bool) -> Vec<&BaselineRow> {
+    if by_n {
+        return Vec::new();
+    }
+    let worst = d.points.iter().map(|p| p.loss).fold(0.0, f64::max);
+    d.baselines
+        .iter()
+        .filter(|b| b.eval_loss <= 1.5 * worst)
+        .collect()
+}
+
 fn loss_vs_var<DB: DrawingBackend>(
     d: &ReportData,
     area: &DrawingArea<DB, Shift>,
     by_n: bool,
 ) -> anyhow::Result<()> {
     let pts = &d.points;
-    let x = |p: &crate::fit::Point| if by_n { p.n } else { p.d };
-    let other = |p: &crate::fit::Point| if by_n { p.d } else { p.n };
-    // Loss vs D also shows the n-gram baselines (those within 1.5x of the worst run).
-    let worst = pts.iter().map(|p| p.loss).fold(0.0, f64::max);
-    let base: Vec<&crate::ngram::BaselineRow> = if by_n {
-        Vec::new()
-    } else {
-        d.baselines
-            .iter()
-            .filter(|b| b.eval_loss <= 1.5 * worst)
-            .collect()
-    };
+    let x = |p: &Point| if by_n { p.n } else { p.d };
+    let other = |p: &Point| if by_n { p.d } else { p.n };
+    let base = baselines_shown(d, by_n);
     let xr = log_range(
         pts.iter()
             .map(x)
@@ -717,35 +784,59 @@ fn loss_vs_var<DB: DrawingBackend>(
     })
     .legend(|(x, y)| Circle::new((x + 10, y), 5, viridis(0.5, 0.0, 1.0).filled()));
     if let Some(f) = &d.fit {
-        let p = f.approach3.params;
-        let lv = levels(&pts.iter().map(other).collect::<Vec<_>>(), 6);
-        for (k, o) in lv.iter().enumerate() {
-            let col = viridis(o.log10(), lo, hi);
-            let line: Vec<(f64, f64)> = logspace(&xr, 60)
-                .into_iter()
-                .map(|xv| {
-                    (
-                        xv,
-                        if by_n {
-                            p.predict(xv, *o)
-                        } else {
-                            p.predict(*o, xv)
-                        },
-                    )
-                })
-                .filter(|(_, y)| yr.contains(y))
-                .collect();
-            let s = c
-                .draw_series(LineSeries::new(line, col.stroke_width(2)))
-                .map_err(pe)?;
-            if k == 0 {
-                s.label("fitted law L(N, D) at each level")
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
-                    });
-            }
+        let levels = levels(&pts.iter().map(other).collect::<Vec<_>>(), 6);
+        draw_law_at_levels(&mut c, f, &levels, by_n, (&xr, &yr), (lo, hi))?;
+    }
+    draw_baselines(&mut c, &base)?;
+    legend(&mut c)?;
+    color_note(area, odesc, lo, hi)
+}
+
+/// The fitted law against N (or D) at each level of the other variable, coloured by the
+/// level's log10 within `(lo, hi)`.
+fn draw_law_at_levels<'a, DB: DrawingBackend + 'a>(
+    c: &mut LogLin<'a, DB>,
+    f: &FitReport,
+    levels: &[f64],
+    by_n: bool,
+    (xr, yr): (&Range<f64>, &Range<f64>),
+    (lo, hi): (f64, f64),
+) -> anyhow::Result<()> {
+    let p = f.approach3.params;
+    for (k, o) in levels.iter().enumerate() {
+        let col = viridis(o.log10(), lo, hi);
+        let line: Vec<(f64, f64)> = logspace(xr, 60)
+            .into_iter()
+            .map(|xv| {
+                (
+                    xv,
+                    if by_n {
+                        p.predict(xv, *o)
+                    } else {
+                        p.predict(*o, xv)
+                    },
+                )
+            })
+            .filter(|(_, y)| yr.contains(y))
+            .collect();
+        let s = c
+            .draw_series(LineSeries::new(line, col.stroke_width(2)))
+            .map_err(pe)?;
+        if k == 0 {
+            s.label("fitted law L(N, D) at each level")
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2))
+                });
         }
     }
+    Ok(())
+}
+
+/// Each n-gram order's baselines (loss vs D), dashed, darker for higher orders.
+fn draw_baselines<'a, DB: DrawingBackend + 'a>(
+    c: &mut LogLin<'a, DB>,
+    base: &[&BaselineRow],
+) -> anyhow::Result<()> {
     let mut orders: Vec<usize> = base.iter().map(|b| b.order).collect();
     orders.sort();
     orders.dedup();
@@ -757,11 +848,8 @@ fn loss_vs_var<DB: DrawingBackend>(
             .collect();
         line.sort_by(|a, b| a.0.total_cmp(&b.0));
         let shade = 0.25 + 0.6 * k as f64 / orders.len().max(1) as f64;
-        let col = RGBColor(
-            (255.0 * (1.0 - shade)) as u8,
-            (255.0 * (1.0 - shade)) as u8,
-            (255.0 * (1.0 - shade)) as u8,
-        );
+        let grey = (255.0 * (1.0 - shade)) as u8;
+        let col = RGBColor(grey, grey, grey);
         c.draw_series(DashedLineSeries::new(
             line.clone(),
             6,
@@ -777,8 +865,7 @@ fn loss_vs_var<DB: DrawingBackend>(
         )
         .map_err(pe)?;
     }
-    legend(&mut c)?;
-    color_note(area, odesc, lo, hi)
+    Ok(())
 }
 
 fn residuals<DB: DrawingBackend>(
@@ -827,82 +914,100 @@ fn residuals<DB: DrawingBackend>(
     legend(&mut c)
 }
 
-fn bootstrap<DB: DrawingBackend>(
-    d: &ReportData,
-    area: &DrawingArea<DB, Shift>,
-) -> anyhow::Result<()> {
-    let f = d.fit.as_ref().unwrap();
-    let b = f.bootstrap.as_ref().unwrap();
-    let panels = area.split_evenly((2, 2));
+/// The bootstrap figure's panels: (name, every resample's value, the full fit's value).
+fn bootstrap_panels(f: &FitReport, b: &Bootstrap) -> [(&'static str, Vec<f64>, f64); 4] {
     let p = f.approach3.params;
-    let specs: [(&str, Vec<f64>, f64); 4] = [
-        ("alpha", b.samples.iter().map(|s| s[3]).collect(), p.alpha),
-        ("beta", b.samples.iter().map(|s| s[4]).collect(), p.beta),
-        ("E", b.samples.iter().map(|s| s[0]).collect(), p.e),
+    let col = |k: usize| b.samples.iter().map(|s| s[k]).collect();
+    [
+        ("alpha", col(3), p.alpha),
+        ("beta", col(4), p.beta),
+        ("E", col(0), p.e),
         (
             "a = beta/(alpha+beta)",
             b.samples.iter().map(|s| s[4] / (s[3] + s[4])).collect(),
             p.exponent_a(),
         ),
-    ];
-    for (panel, (name, mut vals, point)) in panels.iter().zip(specs) {
+    ]
+}
+
+fn bootstrap<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let f = d.fit.as_ref().unwrap();
+    let panels = area.split_evenly((2, 2));
+    for (panel, (name, mut vals, point)) in panels
+        .iter()
+        .zip(bootstrap_panels(f, f.bootstrap.as_ref().unwrap()))
+    {
         vals.retain(|v| v.is_finite());
-        if vals.is_empty() {
-            continue;
+        if !vals.is_empty() {
+            vals.sort_by(f64::total_cmp);
+            histogram_panel(panel, name, &vals, point)?;
         }
-        vals.sort_by(f64::total_cmp);
-        // Histogram over the central 99% so a few wild resamples do not flatten it.
-        let lo = vals[(vals.len() as f64 * 0.005) as usize];
-        let hi = vals[((vals.len() - 1) as f64 * 0.995) as usize];
-        let (lo, hi) = if hi > lo {
-            (lo, hi)
-        } else {
-            (lo - 0.5, hi + 0.5)
-        };
-        let nb = 30;
-        let w = (hi - lo) / nb as f64;
-        let mut counts = vec![0usize; nb];
-        for v in &vals {
-            if *v >= lo && *v <= hi {
-                counts[(((v - lo) / w) as usize).min(nb - 1)] += 1;
-            }
-        }
-        let ymax = *counts.iter().max().unwrap() as f64 * 1.15;
-        let mut c = ChartBuilder::on(panel)
-            .margin(10)
-            .caption(
-                format!("{name}  (point {}, 95% CI shaded)", crate::fit::num(point)),
-                (FONT, 14),
-            )
-            .x_label_area_size(30)
-            .y_label_area_size(40)
-            .build_cartesian_2d(lo - w..hi + w, 0.0..ymax)
-            .map_err(pe)?;
-        c.configure_mesh()
-            .label_style((FONT, 11))
-            .x_label_formatter(&|v| sci(*v))
-            .y_desc("resamples")
-            .axis_desc_style((FONT, 12))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()
-            .map_err(pe)?;
-        let ci = pct(&mut vals.clone());
-        c.draw_series(std::iter::once(Rectangle::new(
-            [(ci[0], 0.0), (ci[1], ymax)],
-            BLUE.mix(0.08).filled(),
-        )))
-        .map_err(pe)?;
-        c.draw_series(counts.iter().enumerate().map(|(i, &k)| {
-            let x0 = lo + i as f64 * w;
-            Rectangle::new([(x0, 0.0), (x0 + w, k as f64)], BLUE.mix(0.6).filled())
-        }))
-        .map_err(pe)?;
-        c.draw_series(std::iter::once(PathElement::new(
-            vec![(point, 0.0), (point, ymax)],
-            RED.stroke_width(2),
-        )))
-        .map_err(pe)?;
     }
+    Ok(())
+}
+
+/// A histogram of `vals` (sorted, finite) over their central 99%, its 95% interval shaded
+/// (the interval `fits.json` reports: the same percentile function) and `point` marked.
+fn histogram_panel<DB: DrawingBackend>(
+    panel: &DrawingArea<DB, Shift>,
+    name: &str,
+    vals: &[f64],
+    point: f64,
+) -> anyhow::Result<()> {
+    // Histogram over the central 99% so a few wild resamples do not flatten it.
+    let lo = vals[(vals.len() as f64 * 0.005) as usize];
+    let hi = vals[((vals.len() - 1) as f64 * 0.995) as usize];
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (lo - 0.5, hi + 0.5)
+    };
+    let nb = 30;
+    let w = (hi - lo) / nb as f64;
+    let mut counts = vec![0usize; nb];
+    for v in vals {
+        if *v >= lo && *v <= hi {
+            counts[(((v - lo) / w) as usize).min(nb - 1)] += 1;
+        }
+    }
+    let ymax = *counts.iter().max().unwrap() as f64 * 1.15;
+    let mut c = ChartBuilder::on(panel)
+        .margin(10)
+        .caption(
+            format!("{name}  (point {}, 95% CI shaded)", crate::fit::num(point)),
+            (FONT, 14),
+        )
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(lo - w..hi + w, 0.0..ymax)
+        .map_err(pe)?;
+    c.configure_mesh()
+        .label_style((FONT, 11))
+        .x_label_formatter(&|v| sci(*v))
+        .y_desc("resamples")
+        .axis_desc_style((FONT, 12))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(pe)?;
+    let ci = crate::fit::ci(vals.to_vec());
+    c.draw_series(std::iter::once(Rectangle::new(
+        [(ci[0], 0.0), (ci[1], ymax)],
+        BLUE.mix(0.08).filled(),
+    )))
+    .map_err(pe)?;
+    c.draw_series(counts.iter().enumerate().map(|(i, &k)| {
+        let x0 = lo + i as f64 * w;
+        Rectangle::new([(x0, 0.0), (x0 + w, k as f64)], BLUE.mix(0.6).filled())
+    }))
+    .map_err(pe)?;
+    c.draw_series(std::iter::once(PathElement::new(
+        vec![(point, 0.0), (point, ymax)],
+        RED.stroke_width(2),
+    )))
+    .map_err(pe)?;
     Ok(())
 }
 
@@ -937,4 +1042,67 @@ fn curves<DB: DrawingBackend>(d: &ReportData, area: &DrawingArea<DB, Shift>) -> 
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], viridis(0.5, 0.0, 1.0)));
     legend(&mut c)?;
     color_note(area, "N (params)", lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fit::{fit_all, Dataset, FitOptions};
+
+    /// A small bootstrapped fit of points on a known law, with one target budget.
+    fn bootstrapped_fit(target: f64) -> FitReport {
+        let mut points = Vec::new();
+        for (i, n) in [1e6, 3e6, 1e7, 3e7, 1e8].into_iter().enumerate() {
+            for (j, d) in [1e8, 3e8, 1e9, 3e9, 1e10].into_iter().enumerate() {
+                let wiggle = 1.0 + 0.01 * (((3 * i + 7 * j) % 5) as f64 - 2.0);
+                points.push(Point {
+                    n,
+                    d,
+                    loss: (1.7 + 400.0 / f64::powf(n, 0.34) + 410.0 / f64::powf(d, 0.28)) * wiggle,
+                    budget: None,
+                    c: None,
+                    unique: None,
+                });
+            }
+        }
+        let data = Dataset {
+            source: "synthetic".into(),
+            points,
+            dropped_top: 0,
+            curves: Vec::new(),
+        };
+        let opts = FitOptions {
+            bootstrap: 40,
+            grid_stride: 25,
+            targets: vec![target],
+            ..FitOptions::default()
+        };
+        fit_all(&data, &opts).unwrap()
+    }
+
+    #[test]
+    fn the_band_drawn_is_the_interval_reported() {
+        let c = 1e21;
+        let f = bootstrapped_fit(c);
+        let b = f.bootstrap.as_ref().unwrap();
+        assert!(
+            b.samples.len() >= 20,
+            "{} resamples fitted",
+            b.samples.len()
+        );
+        let t = &f.compute_optimal.targets[0];
+        let band = optimal_bands(b, &[c]);
+        assert_eq!(band.len(), 1);
+        assert_eq!(band[0].0, c);
+        assert_eq!(Some(band[0].1), t.n_opt_ci, "N_opt band vs fits.json");
+        assert_eq!(Some(band[0].2), t.d_opt_ci, "D_opt band vs fits.json");
+        let [lo, hi] = band[0].1;
+        assert!(lo < hi && lo.is_finite() && hi.is_finite());
+        // The shaded intervals of the bootstrap histograms are the reported ones too.
+        let panels = bootstrap_panels(&f, b);
+        let reported = [b.alpha, b.beta, b.e, b.a];
+        for ((name, vals, _), want) in panels.into_iter().zip(reported) {
+            assert_eq!(crate::fit::ci(vals), want, "{name}");
+        }
+    }
 }

@@ -1,0 +1,161 @@
+//! Bad input to the CLI: malformed sweep specs and bad `fit` inputs exit with code 2 and a
+//! message naming what is expected (plus the `fit --json` happy path on the same table).
+
+use crate::common::*;
+
+#[test]
+fn bad_specs_fail_cleanly_with_exit_2() {
+    let dir = tmp("bad");
+    let check = |text: &str, needles: &[&str]| {
+        let p = write_spec(&dir, text);
+        let o = scalelab(&[
+            "run",
+            p.to_str().unwrap(),
+            "--out",
+            dir.join("out").to_str().unwrap(),
+        ]);
+        assert_user_error(&o, needles);
+        assert!(
+            !dir.join("out").join("runs.parquet").exists(),
+            "trained despite a bad spec"
+        );
+    };
+    // Unknown key: dotted path, line, nearest valid key.
+    check(
+        &BASE.replace("batch_size: 4", "batch_size: 4\n  lrr: 0.1"),
+        &["bad.yaml", "training.lrr", "line 11", "did you mean `lr`"],
+    );
+    check(
+        &BASE.replace("context: 16", "contxt: 16"),
+        &["model.contxt", "did you mean `context`"],
+    );
+    // d_model not divisible by n_head.
+    check(
+        &BASE.replace("n_head: 2", "n_head: 3"),
+        &["model.shapes[0]", "not divisible by n_head"],
+    );
+    // Zero / negative sizes.
+    check(
+        &BASE.replace("n_layer: 1", "n_layer: 0"),
+        &["model.shapes[0].n_layer"],
+    );
+    check(
+        &BASE.replace("[4096]", "[-5]"),
+        &["data.tokens[0]", "positive"],
+    );
+    // Missing corpus file.
+    check(
+        &BASE.replace("name: t\n", "name: t\ncorpus:\n  text: no/such/file.txt\n"),
+        &["corpus.text", "no file matches"],
+    );
+    // Budget too small for any model.
+    check(
+        &BASE.replace("  tokens: [4096]", "  isoflop: {budgets: [1.0e3]}"),
+        &["data.isoflop.budgets", "too small for any model"],
+    );
+    // Wrong type.
+    check(
+        &BASE.replace("context: 16", "context: lots"),
+        &["bad.yaml", "line 3"],
+    );
+    // Missing file altogether.
+    let o = scalelab(&["run", "/no/such/sweep.yaml"]);
+    assert_user_error(&o, &["/no/such/sweep.yaml"]);
+    // CUDA without the feature (or without a driver): a clear error, no panic.
+    let p = write_spec(&dir, BASE);
+    let o = scalelab(&[
+        "run",
+        p.to_str().unwrap(),
+        "--device",
+        "cuda",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["cuda"]);
+}
+
+#[test]
+fn fit_cli_json_and_bad_inputs() {
+    let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
+    let c = csv.to_str().unwrap();
+    let o = scalelab(&[
+        "fit",
+        "--input",
+        c,
+        "--n-col",
+        "Model Size",
+        "--c-col",
+        "Training FLOP",
+        "--loss-col",
+        "loss",
+        "--drop-top",
+        "5",
+        "--json",
+        "--bootstrap",
+        "20",
+        "--grid-stride",
+        "10",
+        "--target-flops",
+        "5.88e23",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["E", "A", "B", "alpha", "beta", "objective"] {
+        assert!(v[k].is_number(), "missing {k}");
+    }
+    let t = &v["compute_optimal"]["targets"][0];
+    let n = t["n_opt"].as_f64().unwrap();
+    assert!(
+        (n / 7.3e10 - 1.0).abs() < 0.1,
+        "N* at Chinchilla compute {n}"
+    );
+
+    let dir = tmp("fitbad");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let run = |file: &str, cols: &[&str]| {
+        let mut args = vec!["fit", "--input", file];
+        args.extend_from_slice(cols);
+        scalelab(&args)
+    };
+    let std_cols = ["--n-col", "N", "--d-col", "D", "--loss-col", "L"];
+    // Misspelled column: names the columns that exist.
+    let o = run(
+        c,
+        &[
+            "--n-col",
+            "Model Sise",
+            "--c-col",
+            "Training FLOP",
+            "--loss-col",
+            "loss",
+        ],
+    );
+    assert_user_error(
+        &o,
+        &["Model Sise", "Did you mean `Model Size`", "`Training FLOP`"],
+    );
+    // Too few points.
+    let f = write("few.csv", "N,D,L\n1e6,1e8,3.0\n2e6,2e8,2.9\n");
+    assert_user_error(&run(&f, &std_cols), &["at least 6"]);
+    // Constant losses.
+    let rows: String = (1..=8).map(|i| format!("{}e6,{}e8,2.5\n", i, i)).collect();
+    let f = write("const.csv", &format!("N,D,L\n{rows}"));
+    assert_user_error(&run(&f, &std_cols), &["constant"]);
+    // NaN, inf, zero, negative.
+    for bad in ["nan", "inf", "0", "-1"] {
+        let f = write("bad.csv", &format!("N,D,L\n1e6,1e8,3.0\n2e6,2e8,{bad}\n"));
+        assert_user_error(&run(&f, &std_cols), &["row 2", "positive finite"]);
+    }
+    // Empty file.
+    let f = write("empty.csv", "");
+    assert_user_error(&run(&f, &std_cols), &["empty"]);
+    // Results folder without runs.
+    assert_user_error(
+        &scalelab(&["fit", dir.to_str().unwrap()]),
+        &["runs.parquet"],
+    );
+}

@@ -1,0 +1,268 @@
+//! Executors: parallel workers, concurrent `run-one` tasks with `collect`, a changed spec in
+//! the same folder, unusable devices, and a Slurm job array on the local cluster.
+
+use std::process::{Command, Output};
+
+use crate::common::*;
+
+#[test]
+fn two_workers_give_identical_results() {
+    let (a, b) = (tmp("w1"), tmp("w2"));
+    let o = micro_sweep(&a, &["--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = micro_sweep(&b, &["--no-report", "--workers", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ra, rb) = (
+        scalelab::store::read_runs(&a).unwrap(),
+        scalelab::store::read_runs(&b).unwrap(),
+    );
+    assert_eq!(ra.len(), 4);
+    assert_eq!(rb.len(), 4);
+    for r in &ra {
+        let s = rb.iter().find(|x| x.run_id == r.run_id).expect("same runs");
+        // The parameter init is seeded and drawn under a lock: bit-identical results.
+        assert_eq!(r.eval_loss, s.eval_loss, "{}", r.run_id);
+        assert_eq!(r.final_train_loss, s.final_train_loss);
+    }
+    assert_user_error(&micro_sweep(&b, &["--workers", "0"]), &["--workers"]);
+}
+
+#[test]
+fn concurrent_tasks_and_a_changed_spec_lose_nothing() {
+    let out = tmp("concurrent");
+    // Folder set up with nothing trained.
+    let o = micro_sweep(&out, &["--max-runs", "0", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let src = scalelab::spec::SpecSource::from_file(&repo().join("sweeps/micro.yaml")).unwrap();
+    let p = scalelab::sweep::prepare(src, Some(out.clone()), None).unwrap();
+    let (ids, pending_runs) = scalelab::sweep::pending_unit_ids(&p).unwrap();
+    assert_eq!(pending_runs, 4);
+    assert_eq!(ids.len(), 4);
+    // Four tasks plus a duplicate of the first, all at once (as array tasks finishing at the
+    // same moment, and a requeued task racing its predecessor).
+    let spawn = |id: &str| {
+        Command::new(BIN)
+            .args(["run-one", out.to_str().unwrap(), "--run", id])
+            .current_dir(repo())
+            .output()
+    };
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = ids
+            .iter()
+            .chain(std::iter::once(&ids[0]))
+            .map(|id| s.spawn(move || spawn(id).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    // Before collect, readers already see every run (the per-run files).
+    assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 4);
+    let o = scalelab(&["collect", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("collected 4 runs"));
+    assert_complete(&out, 4);
+    // Collect twice: the same 4 rows.
+    let o = scalelab(&["collect", out.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert_complete(&out, 4);
+    // A run that is not in the plan, and a folder without results.
+    assert_user_error(
+        &scalelab(&["run-one", out.to_str().unwrap(), "--run", "nosuchrun"]),
+        &["nosuchrun", "not in the plan"],
+    );
+    let empty = tmp("empty-collect");
+    assert_user_error(
+        &scalelab(&["collect", empty.to_str().unwrap()]),
+        &["no results"],
+    );
+    assert_user_error(
+        &scalelab(&["status", empty.to_str().unwrap()]),
+        &["sweep.yaml"],
+    );
+
+    // The same folder with a different spec: refused, nothing written.
+    let before = std::fs::read(out.join("runs.parquet")).unwrap();
+    let changed = out.join("changed.yaml");
+    std::fs::write(
+        &changed,
+        std::fs::read_to_string(repo().join("sweeps/micro.yaml"))
+            .unwrap()
+            .replace("lr: 1.0e-2", "lr: 2.0e-2"),
+    )
+    .unwrap();
+    for cmd in ["run", "submit"] {
+        let o = scalelab(&[
+            cmd,
+            changed.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_user_error(&o, &["different sweep spec", "lr: 2.0e-2", "--update-spec"]);
+    }
+    assert_eq!(std::fs::read(out.join("runs.parquet")).unwrap(), before);
+    // A comment-only change is the same sweep.
+    let commented = out.join("commented.yaml");
+    std::fs::write(
+        &commented,
+        format!(
+            "# a note\n{}",
+            std::fs::read_to_string(repo().join("sweeps/micro.yaml")).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = run_spec(&commented, &out, &[]);
+    assert!(
+        stderr(&o).contains("0 trained, 4 skipped"),
+        "{}",
+        stderr(&o)
+    );
+    // --update-spec continues the folder: the changed LR means 4 new runs.
+    let o = run_spec(&changed, &out, &["--update-spec", "--max-runs", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 5);
+
+    // Devices that cannot be used: a clear error before anything runs.
+    let o = micro_sweep(&tmp("devices"), &["--devices", "cuda:0,cuda:1"]);
+    assert_user_error(&o, &["cuda"]);
+    let o = micro_sweep(&tmp("devices2"), &["--devices", "tpu:0"]);
+    assert_user_error(&o, &["unknown device"]);
+}
+
+fn slurm_ready() {
+    assert!(
+        Command::new("sinfo").arg("-h").output().is_ok_and(|o| o.status.success()),
+        "no Slurm cluster answers: run scripts/slurm-local.sh first (the test command scripts/test.sh does)"
+    );
+}
+
+#[test]
+fn slurm_job_array_submit_status_collect() {
+    slurm_ready();
+    let out = tmp("slurm");
+    let o_str = out.to_str().unwrap();
+    // Bad input first: nothing may be written.
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--partition",
+        "nosuchpart",
+    ]);
+    assert_user_error(&o, &["unknown Slurm partition", "nosuchpart", "debug"]);
+    let o = Command::new(BIN)
+        .args(["submit", "sweeps/micro.yaml", "--out", o_str])
+        .current_dir(repo())
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_user_error(&o, &["sbatch", "not found on PATH", "--dry-run"]);
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--time",
+        "soon",
+    ]);
+    assert_user_error(&o, &["--time", "HH:MM:SS"]);
+    assert!(
+        !out.join("sweep.yaml").exists() && !out.join("slurm").exists(),
+        "bad submit wrote files"
+    );
+    // Dry run: the script, nothing written.
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--dry-run",
+        "--max-parallel",
+        "2",
+        "--time",
+        "00:10:00",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = String::from_utf8_lossy(&o.stdout);
+    for needle in [
+        "#SBATCH --array=0-3%2",
+        "#SBATCH --requeue",
+        "#SBATCH --time=00:10:00",
+        "run-one",
+        "SLURM_ARRAY_TASK_ID",
+    ] {
+        assert!(script.contains(needle), "script lacks {needle}:\n{script}");
+    }
+    assert!(!out.join("slurm").exists());
+    // For real: a 4-task array on the local cluster, 2 at a time.
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--max-parallel",
+        "2",
+        "--cpus-per-task",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    let job = said
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    assert!(job.parse::<u64>().is_ok(), "{said}");
+    let t0 = std::time::Instant::now();
+    loop {
+        let q = Command::new("squeue")
+            .args(["-h", "-j", &job])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 240,
+            "job array {job} did not finish in 240 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let st = scalelab(&["status", o_str]);
+    let st_out = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(
+        st_out.contains("4 runs: 4 done"),
+        "{st_out}\nlogs: {:?}",
+        std::fs::read_dir(out.join("slurm/logs")).map(|d| d.count())
+    );
+    // The last array task to finish merged every run: the tables are complete before
+    // `collect` (which stays idempotent).
+    assert!(!st_out.contains("not collected yet"), "{st_out}");
+    assert_complete(&out, 4);
+    let o = scalelab(&["collect", o_str]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_complete(&out, 4);
+    // Each task logged its run; everything is finished, so a second submit submits nothing.
+    let logs = std::fs::read_dir(out.join("slurm/logs")).unwrap().count();
+    assert_eq!(logs, 4);
+    let o = scalelab(&["submit", "sweeps/micro.yaml", "--out", o_str]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("nothing to submit"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // The results fit and report like a local sweep's (pyarrow/DuckDB read them too).
+    let py = Command::new("python3")
+        .arg(repo().join("tests/read_parquet.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&py.stdout).contains("duckdb runs=4"),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+}

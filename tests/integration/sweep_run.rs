@@ -1,0 +1,249 @@
+//! Running sweeps: the micro sweep end to end (resume, Parquet provenance, pyarrow/DuckDB
+//! interop), `plan`, `bench`, WSD cooldown branches and learning-rate sweeps.
+
+use std::process::Command;
+
+use scalelab::results::ResultsFolder;
+
+use crate::common::*;
+
+#[test]
+fn micro_sweep_end_to_end_and_resume() {
+    let out = tmp("micro");
+    // Interrupted: only 2 of 4 runs.
+    let o = micro_sweep(&out, &["--max-runs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 2);
+    // Same command again: trains only the other 2.
+    let o = micro_sweep(&out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 trained, 2 skipped"),
+        "{}",
+        stderr(&o)
+    );
+    // And again: trains nothing.
+    let o = micro_sweep(&out, &[]);
+    assert!(
+        stderr(&o).contains("0 trained, 4 skipped"),
+        "{}",
+        stderr(&o)
+    );
+
+    let runs = scalelab::store::read_runs(&out).unwrap();
+    assert_eq!(runs.len(), 4);
+    let mut ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "duplicate run ids");
+    let floor: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("floor.json")).unwrap()).unwrap();
+    let floor_nats = floor["nats_per_token"].as_f64().unwrap();
+    let curves = scalelab::store::read_curves(&out).unwrap();
+    for r in &runs {
+        assert_eq!(r.status, scalelab::record::Status::Ok);
+        assert!(
+            r.eval_loss.is_finite() && r.eval_loss > floor_nats,
+            "eval {} floor {floor_nats}",
+            r.eval_loss
+        );
+        assert_eq!(r.tokens, r.steps * r.batch_size * r.context);
+        assert!((r.flops - 6.0 * r.n_params as f64 * r.tokens as f64).abs() < 1.0);
+        assert!(r.tokens_per_s > 0.0 && r.wall_s > 0.0);
+        let c: Vec<_> = curves
+            .iter()
+            .filter(|(id, _)| *id == r.run_id)
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(c.len() as i64, r.steps, "one curve row per step");
+        let first = c.first().unwrap().train_loss;
+        assert!(
+            r.final_train_loss < first - 1.0,
+            "loss did not fall: {first} -> {}",
+            r.final_train_loss
+        );
+        assert!(c.iter().filter(|c| c.eval_loss.is_some()).count() >= 2);
+        // Initial loss of a byte-level model is about ln 256.
+        assert!((first - 256f64.ln()).abs() < 0.5, "first loss {first}");
+    }
+    // Larger model, same data: lower loss at the largest D.
+    let at = |d: i64| {
+        let mut v: Vec<_> = runs
+            .iter()
+            .filter(|r| r.d_model == d && r.tokens == 16384)
+            .collect();
+        v.pop().unwrap().eval_loss
+    };
+    assert!(at(32) < at(16) + 0.05, "d32 {} vs d16 {}", at(32), at(16));
+    // Provenance in the Parquet metadata; spec copy beside the results.
+    let meta = scalelab::store::read_metadata(&out.join("runs.parquet")).unwrap();
+    for k in [
+        "scalelab.spec_hash",
+        "scalelab.version",
+        "scalelab.backend",
+        "scalelab.host",
+    ] {
+        assert!(meta.iter().any(|(key, _)| key == k), "metadata lacks {k}");
+    }
+    assert!(out.join("sweep.yaml").is_file() && out.join("curves.parquet").is_file());
+    // No temp files left behind.
+    for e in std::fs::read_dir(&out).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(!name.contains(".tmp-"), "leftover temp file {name}");
+    }
+    // The files open in pyarrow and DuckDB (installed by .ci/run from requirements-ci.txt).
+    let py = Command::new("python3")
+        .arg(repo().join("tests/read_parquet.py"))
+        .arg(&out)
+        .output()
+        .expect("python3 must be installed (see .ci/run)");
+    assert!(
+        py.status.success(),
+        "python readers failed:\n{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let said = String::from_utf8_lossy(&py.stdout);
+    assert!(
+        said.contains("pyarrow runs=4") && said.contains("duckdb runs=4"),
+        "{said}"
+    );
+}
+
+#[test]
+fn plan_prints_table_without_training() {
+    let out = tmp("plan");
+    let o = scalelab(&["plan", "sweeps/quick.yaml", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        s.contains("12 runs") && s.contains("C=6ND") && s.contains("ETA"),
+        "{s}"
+    );
+    assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 12);
+    assert!(!out.join("runs.parquet").exists());
+}
+
+#[test]
+fn bench_json_lists_shapes() {
+    let o = scalelab(&["bench", "--json", "--shapes", "a", "--seconds", "0.5"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let a = &v.as_array().unwrap()[0];
+    assert_eq!(a["shape"], "a");
+    assert!(a["tokens_per_s"].as_f64().unwrap() > 100.0);
+    assert!(a["mfu"].as_f64().unwrap() > 0.0 && a["mfu"].as_f64().unwrap() < 1.0);
+}
+
+#[test]
+fn wsd_cooldown_branches_match_separate_runs() {
+    let dir = tmp("wsd");
+    let branched = dir.join("branched.yaml");
+    std::fs::write(&branched, WSD.replace("BRANCHES", "  branches: true")).unwrap();
+    let separate = dir.join("separate.yaml");
+    std::fs::write(&separate, WSD.replace("BRANCHES\n", "")).unwrap();
+    let (ob, os) = (dir.join("b"), dir.join("s"));
+    let o = scalelab(&["plan", branched.to_str().unwrap()]);
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        plan.contains("cooldown branches: 1 stable-phase runs feed 3 branches"),
+        "{plan}"
+    );
+    let o = run_spec(&branched, &ob, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("separate runs would cost"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_spec(&separate, &os, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rb = scalelab::store::read_runs(&ob).unwrap();
+    let rs = scalelab::store::read_runs(&os).unwrap();
+    let stable: Vec<_> = rb.iter().filter(|r| r.status == scalelab::record::Status::Stable).collect();
+    assert_eq!(stable.len(), 1);
+    let branches: Vec<_> = rb.iter().filter(|r| r.status == scalelab::record::Status::Ok).collect();
+    assert_eq!(branches.len(), 3);
+    for b in &branches {
+        assert_eq!(b.parent, stable[0].run_id);
+        assert_eq!(
+            b.branch_step,
+            b.steps - (b.steps as f64 * 0.2).round() as i64
+        );
+        assert!(b.flops_spent < b.flops);
+        // The same D trained as a separate WSD run: the stable phase is identical by
+        // construction (same seed, data order and warmup), so the losses agree to within
+        // floating-point noise. Tolerance: 0.01 nats.
+        let s = rs.iter().find(|r| r.tokens == b.tokens).unwrap();
+        assert!(
+            (b.eval_loss - s.eval_loss).abs() < 0.01,
+            "branch {} vs separate {}",
+            b.eval_loss,
+            s.eval_loss
+        );
+    }
+    let spent: f64 = rb.iter().map(|r| r.flops_spent).sum();
+    let separate_cost: f64 = rs.iter().map(|r| r.flops).sum();
+    // (0.8 * 25600 + 0.2 * (6400 + 12800 + 25600)) / 44800 = 0.657.
+    assert!(
+        (spent / separate_cost - 0.657).abs() < 0.01,
+        "ratio {}",
+        spent / separate_cost
+    );
+    // Resume: nothing left to train.
+    let o = run_spec(&branched, &ob, &[]);
+    assert!(
+        stderr(&o).contains("0 trained, 3 skipped"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn lr_sweep_selects_best_and_fit_uses_chosen_n() {
+    let dir = tmp("lrsweep");
+    let spec = dir.join("lr.yaml");
+    std::fs::write(
+        &spec,
+        BASE.replace("batch_size: 4", "batch_size: 4\n  lr_multipliers: [0.3, 3]")
+            + "fit: {n: total, c: full}\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let o = run_spec(&spec, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = scalelab::store::read_runs(&out).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs.iter().filter(|r| r.selected).count(), 1);
+    let best = runs
+        .iter()
+        .filter(|r| r.status == scalelab::record::Status::Ok)
+        .min_by(|a, b| a.eval_loss.total_cmp(&b.eval_loss))
+        .unwrap();
+    assert!(best.selected);
+    assert!(runs
+        .iter()
+        .all(|r| r.flops_total > r.flops && r.flops_full > r.flops_total));
+    let data = ResultsFolder::load(&out).unwrap().dataset(0).unwrap();
+    assert_eq!(data.points.len(), 1, "only the selected run is a fit point");
+    assert_eq!(data.points[0].n, best.n_params_total as f64);
+    assert!(data.source.contains("all parameters") && data.source.contains("C = full"));
+    assert_eq!(data.points[0].c(), best.flops_full);
+}
+
+#[test]
+fn plan_of_a_gpu_sized_sweep_needs_no_data_in_memory() {
+    // 10M-300M parameters, up to 2.6e11 training tokens: the stream is generated on demand.
+    let t0 = std::time::Instant::now();
+    let o = scalelab(&["plan", "sweeps/gpu-overnight.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        s.lines().filter(|l| l.ends_with("pending")).count() >= 40,
+        "{s}"
+    );
+    assert!(
+        s.contains("unknown until a run on this device finishes"),
+        "{s}"
+    );
+    assert!(t0.elapsed().as_secs() < 30);
+}
