@@ -8,7 +8,7 @@
 //! named in [`FrameRead::filled`], never "unreadable".
 //!
 //! Sits below the trainer and the store: it imports only the plan (for the constructor from
-//! a trained run) and polars.
+//! a trained run), the model's shape, and polars.
 
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -330,6 +330,17 @@ impl RunRecord {
         if filled.contains(&"unique_tokens") {
             self.unique_tokens = self.tokens;
         }
+    }
+
+    /// The run's model shape.
+    pub fn shape(&self) -> crate::model::Shape {
+        let u = |v: i64| v as usize;
+        crate::model::Shape::new(
+            u(self.d_model),
+            u(self.n_layer),
+            u(self.n_head),
+            Some(u(self.d_ff)),
+        )
     }
 
     /// The row of a trained run.

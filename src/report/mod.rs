@@ -573,7 +573,7 @@ fn runs_blocks(d: &ReportData) -> Vec<Block> {
         .map(|(r, p)| {
             vec![
                 r.run_id.clone(),
-                format!("d{}-L{}-h{}", r.d_model, r.n_layer, r.n_head),
+                r.shape().label(),
                 format!("{:.3e}", p.n),
                 format!("{:.3e}", r.tokens as f64),
                 format!("{:.3e}", p.c()),
