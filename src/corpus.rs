@@ -34,7 +34,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::bail_user;
-use crate::hashing::{fnv1a, Rng};
+use crate::hashing::{fnv1a, Permutation, Rng};
+use crate::spec::DataOrder;
 
 /// Sample an index from unnormalised cumulative weights.
 fn sample_cum(cum: &[f64], rng: &mut Rng) -> usize {
@@ -421,19 +422,106 @@ impl TrainStream {
     pub fn reader(&self) -> StreamReader<'_> {
         StreamReader {
             stream: self,
-            cache: None,
+            cache: [None, None],
+        }
+    }
+
+    /// How many windows of `context` tokens a shuffled order permutes together: all of a
+    /// run's windows for an in-memory stream; those of one chunk for the built-in stream
+    /// (the chunks themselves are visited in a shuffled order), so a chunk is generated
+    /// once per run whatever the order.
+    pub fn shuffle_group(&self, context: usize) -> u64 {
+        match self {
+            TrainStream::Tokens(_) => u64::MAX,
+            TrainStream::Synth { .. } => (SYNTH_CHUNK / context).max(1) as u64,
         }
     }
 }
 
-/// Sequential reads from a [`TrainStream`].
+impl StreamReader<'_> {
+    /// At least the first `need` tokens of built-in chunk `k`, from the cache or generated
+    /// (growing a cached prefix geometrically, so reads stay linear in the tokens read).
+    fn chunk(&mut self, lang: &SynthLang, seed: u64, k: usize, need: usize) -> &[u16] {
+        let hit = self.cache.iter().position(|c| matches!(c, Some((ck, _)) if *ck == k));
+        if let Some(i) = hit {
+            self.cache.swap(0, i);
+        } else {
+            self.cache.swap(0, 1);
+            self.cache[0] = None;
+        }
+        let have = self.cache[0].as_ref().map_or(0, |c| c.1.len());
+        if have < need {
+            let n = need.max(2 * have).max(1 << 16).min(SYNTH_CHUNK);
+            let chunk_seed = seed.wrapping_add((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let text = lang.generate(chunk_seed, n);
+            let v: Vec<u16> = text.bytes[..n].iter().map(|&b| b as u16).collect();
+            self.cache[0] = Some((k, v));
+        }
+        &self.cache[0].as_ref().unwrap().1
+    }
+}
+
+/// Seed of every shuffled window order: runs of equal D read the same order whatever their
+/// model seed (the seed varies the initialisation only).
+pub const ORDER_SEED: u64 = 0x0DA7_A0DE_5EED;
+
+/// Which window a run reads at each read index: exactly the run's first `windows` windows of
+/// the stream (window k starts at token k·context), in order or in a seeded shuffled order
+/// that depends only on `windows`, the group size and the seed. So runs of equal D read the
+/// same windows in the same order, and a longer run's windows contain a shorter run's.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowOrder {
+    order: DataOrder,
+    windows: u64,
+    group: u64,
+    full_groups: u64,
+    groups: Permutation,
+}
+
+impl WindowOrder {
+    pub fn new(order: DataOrder, windows: u64, group: u64) -> Self {
+        let group = group.min(windows).max(1);
+        let full_groups = windows / group;
+        WindowOrder {
+            order,
+            windows,
+            group,
+            full_groups,
+            groups: Permutation::new(full_groups.max(1), ORDER_SEED),
+        }
+    }
+
+    /// The window read at read index `k` (< windows).
+    pub fn window(&self, k: u64) -> u64 {
+        if self.order == DataOrder::Sequential {
+            return k;
+        }
+        let (s, j) = (k / self.group, k % self.group);
+        if s < self.full_groups {
+            let g = self.groups.apply(s);
+            return g * self.group + Permutation::new(self.group, ORDER_SEED ^ g).apply(j);
+        }
+        // The partial last group (windows not a multiple of the group), read last.
+        let base = self.full_groups * self.group;
+        let rest = self.windows - base;
+        base + Permutation::new(rest, ORDER_SEED ^ self.full_groups).apply(k - base)
+    }
+}
+
+/// Reads from a [`TrainStream`] at any position.
 pub struct StreamReader<'a> {
     stream: &'a TrainStream,
-    /// (chunk index, generated prefix of that chunk).
-    cache: Option<(usize, Vec<u16>)>,
+    /// Two (chunk index, generated prefix of that chunk) entries, most recent first: a
+    /// window that spans two chunks, or a shuffled group that does, never regenerates one.
+    cache: [Option<(usize, Vec<u16>)>; 2],
 }
 
 impl StreamReader<'_> {
+    /// See [`TrainStream::shuffle_group`].
+    pub fn shuffle_group(&self, context: usize) -> u64 {
+        self.stream.shuffle_group(context)
+    }
+
     /// Append the `len` tokens at stream position `pos` to `out`. In-memory streams wrap
     /// around (position modulo the tokens that fit a whole window).
     pub fn read(&mut self, pos: usize, len: usize, out: &mut Vec<u16>) {
@@ -447,23 +535,8 @@ impl StreamReader<'_> {
                 while left > 0 {
                     let (k, off) = (pos / SYNTH_CHUNK, pos % SYNTH_CHUNK);
                     let take = left.min(SYNTH_CHUNK - off);
-                    let need = off + take;
-                    let stale = !matches!(&self.cache, Some((c, v)) if *c == k && v.len() >= need);
-                    if stale {
-                        // Grow the prefix geometrically so sequential reads stay linear.
-                        let have = match &self.cache {
-                            Some((c, v)) if *c == k => v.len(),
-                            _ => 0,
-                        };
-                        let n = need.max(2 * have).max(1 << 16).min(SYNTH_CHUNK);
-                        let chunk_seed =
-                            seed.wrapping_add((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-                        let text = lang.generate(chunk_seed, n);
-                        let v: Vec<u16> = text.bytes[..n].iter().map(|&b| b as u16).collect();
-                        self.cache = Some((k, v));
-                    }
-                    let v = &self.cache.as_ref().unwrap().1;
-                    out.extend_from_slice(&v[off..off + take]);
+                    let chunk = self.chunk(lang, *seed, k, off + take);
+                    out.extend_from_slice(&chunk[off..off + take]);
                     pos += take;
                     left -= take;
                 }
@@ -954,6 +1027,71 @@ fn bpe_corpus(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tokens a run of `windows` windows reads, in read order.
+    fn read_tokens(stream: &TrainStream, order: DataOrder, windows: u64, ctx: usize, group: u64) -> Vec<Vec<u16>> {
+        let o = WindowOrder::new(order, windows, group);
+        let mut r = stream.reader();
+        (0..windows)
+            .map(|k| {
+                let mut w = Vec::new();
+                r.read(o.window(k) as usize * ctx, ctx + 1, &mut w);
+                w
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shuffled_order_reads_the_same_nested_windows() {
+        let lang = SynthLang::builtin(3, 2);
+        let stream = TrainStream::Synth { lang: Box::new(lang), seed: 3 };
+        let ctx = 16;
+        for group in [7u64, 1000] {
+            let seq = read_tokens(&stream, DataOrder::Sequential, 50, ctx, group);
+            let shuf = read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group);
+            assert_ne!(seq, shuf, "the order changes");
+            let sorted = |mut v: Vec<Vec<u16>>| {
+                v.sort();
+                v
+            };
+            // Equal D: the same windows (token multisets), whatever the order ...
+            assert_eq!(sorted(seq.clone()), sorted(shuf.clone()));
+            // ... in the same order every time (seeded, no state) ...
+            assert_eq!(shuf, read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group));
+            // ... and a longer run's windows contain a shorter run's.
+            let longer = read_tokens(&stream, DataOrder::Shuffled, 80, ctx, group);
+            assert!(shuf.iter().all(|w| longer.contains(w)));
+            assert_eq!(sorted(longer), sorted(read_tokens(&stream, DataOrder::Sequential, 80, ctx, group)));
+        }
+    }
+
+    #[test]
+    fn shuffled_groups_visit_every_window_once() {
+        for (windows, group) in [(10u64, 3u64), (12, 4), (5, 100), (1, 1)] {
+            let o = WindowOrder::new(DataOrder::Shuffled, windows, group);
+            let mut seen: Vec<u64> = (0..windows).map(|k| o.window(k)).collect();
+            seen.sort();
+            assert_eq!(seen, (0..windows).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn reads_across_chunks_use_both_cache_slots() {
+        let lang = SynthLang::builtin(5, 2);
+        let stream = TrainStream::Synth { lang: Box::new(lang), seed: 5 };
+        let mut r = stream.reader();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        // A window spanning chunks 0 and 1, then chunk 0 again: both stay cached and agree
+        // with a fresh reader.
+        r.read(SYNTH_CHUNK - 3, 8, &mut a);
+        r.read(10, 8, &mut a);
+        let mut fresh = stream.reader();
+        fresh.read(SYNTH_CHUNK - 3, 8, &mut b);
+        let mut fresh = stream.reader();
+        fresh.read(10, 8, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(r.cache.iter().flatten().count(), 2);
+    }
 
     /// A tiny language: 2 topics, 2 classes, 5 words.
     fn tiny() -> SynthLang {

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::hashing::{fnv1a, hex_id};
 pub use crate::model::Shape;
-use crate::spec::{CooldownShape, LrRule, Schedule, SweepSpec, TrainingSpec};
+use crate::spec::{CooldownShape, DataOrder, LrRule, Schedule, SweepSpec, TrainingSpec};
 
 /// The data a run reads: `steps` batches of `batch_size` windows of `context` tokens, in the
 /// order of `seed`, evaluated every `eval_interval` steps.
@@ -33,6 +33,10 @@ pub struct DataSettings {
     pub steps: usize,
     pub seed: u64,
     pub eval_interval: usize,
+    /// Omitted from the id when sequential, so ids of sequential runs are those of scheme 2
+    /// before this setting existed.
+    #[serde(skip_serializing_if = "DataOrder::is_sequential")]
+    pub order: DataOrder,
 }
 
 impl DataSettings {
@@ -173,6 +177,36 @@ struct IdKey<'a> {
 pub const ID_SCHEME: u32 = 2;
 
 impl RunPlan {
+    /// A run of these settings, its derived sizes (D, N, C) computed; no id, budget, point or
+    /// parent yet.
+    pub fn from_settings(
+        shape: Shape,
+        data: DataSettings,
+        optim: OptimSettings,
+        schedule: ScheduleSettings,
+    ) -> Self {
+        let tokens = data.tokens();
+        let n = shape.non_embedding_params();
+        let flops = 6.0 * n as f64 * tokens as f64;
+        RunPlan {
+            id: String::new(),
+            shape,
+            data,
+            optim,
+            schedule,
+            tokens,
+            n_params: n,
+            n_params_total: shape.total_params(data.vocab_size, data.context),
+            flops,
+            budget: None,
+            lr_multiplier: 1.0,
+            point_id: String::new(),
+            parent: None,
+            branch_step: 0,
+            flops_spent: flops,
+        }
+    }
+
     /// A standalone run with the spec's default optimizer and schedule, seed 0, and an id
     /// (benchmarks and tests; sweeps build theirs from the spec).
     pub fn new(
@@ -182,9 +216,6 @@ impl RunPlan {
         batch_size: usize,
         steps: usize,
     ) -> Self {
-        let tokens = (steps * batch_size * context) as u64;
-        let n = shape.non_embedding_params();
-        let flops = 6.0 * n as f64 * tokens as f64;
         let data = DataSettings {
             context,
             vocab_size,
@@ -192,25 +223,11 @@ impl RunPlan {
             steps,
             seed: 0,
             eval_interval: steps.div_ceil(10).max(1),
+            order: DataOrder::Sequential,
         };
-        let mut r = RunPlan {
-            id: String::new(),
-            shape,
-            data,
-            optim: OptimSettings::default(),
-            schedule: ScheduleSettings::default(),
-            tokens,
-            n_params: n,
-            n_params_total: shape.total_params(vocab_size, context),
-            flops,
-            budget: None,
-            lr_multiplier: 1.0,
-            point_id: String::new(),
-            parent: None,
-            branch_step: 0,
-            flops_spent: flops,
-        };
-        r.schedule.warmup_steps = r.schedule.warmup_steps.min(steps);
+        let mut schedule = ScheduleSettings::default();
+        schedule.warmup_steps = schedule.warmup_steps.min(steps);
+        let mut r = RunPlan::from_settings(shape, data, OptimSettings::default(), schedule);
         r.id = run_id(&r, 0, 0.0, false);
         r
     }
@@ -451,15 +468,10 @@ fn expand_target(cx: &Ctx, t: &Target, steps: usize) -> Vec<RunPlan> {
 
 /// One run of `shape` for `steps` steps with the spec's training settings.
 fn single_run(cx: &Ctx, shape: Shape, steps: usize, seed: u64) -> RunPlan {
-    let (t, ctx) = (&cx.spec.training, cx.spec.model.context);
-    let tokens = (steps * cx.batch * ctx) as u64;
-    let n = shape.non_embedding_params();
-    let flops = 6.0 * n as f64 * tokens as f64;
-    let warmup = t
-        .warmup_steps
-        .min((t.warmup_fraction * steps as f64).ceil() as usize);
+    let t = &cx.spec.training;
+    let warmup = t.warmup_steps.min((t.warmup_fraction * steps as f64).ceil() as usize);
     let data = DataSettings {
-        context: ctx,
+        context: cx.spec.model.context,
         vocab_size: cx.vocab_size,
         batch_size: cx.batch,
         steps,
@@ -469,24 +481,15 @@ fn single_run(cx: &Ctx, shape: Shape, steps: usize, seed: u64) -> RunPlan {
         } else {
             steps.div_ceil(10)
         },
+        // Cooldown branches share one stable phase, so they must read one prefix in order.
+        order: if cx.spec.data.branches {
+            DataOrder::Sequential
+        } else {
+            t.data_order
+        },
     };
-    RunPlan {
-        id: String::new(),
-        shape,
-        data,
-        optim: OptimSettings::from_training(t),
-        schedule: ScheduleSettings::from_training(t, warmup),
-        tokens,
-        n_params: n,
-        n_params_total: shape.total_params(cx.vocab_size, ctx),
-        flops,
-        budget: None,
-        lr_multiplier: 1.0,
-        point_id: String::new(),
-        parent: None,
-        branch_step: 0,
-        flops_spent: flops,
-    }
+    let optim = OptimSettings::from_training(t);
+    RunPlan::from_settings(shape, data, optim, ScheduleSettings::from_training(t, warmup))
 }
 
 /// The peak LR before any multiplier: the spec's, or its width / compute rule.

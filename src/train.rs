@@ -17,7 +17,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::{Corpus, StreamReader};
+use crate::corpus::{Corpus, StreamReader, WindowOrder};
 use crate::model::{Gpt, GptConfig};
 use crate::plan::RunPlan;
 use crate::record::{CurveRow, RunOutcome, Status};
@@ -39,12 +39,15 @@ fn batch<B: Backend>(
     device: &B::Device,
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let (b, t) = (run.data.batch_size, run.data.context);
+    let windows = (run.data.steps * b) as u64;
+    let order = WindowOrder::new(run.data.order, windows, train.shuffle_group(t));
     let mut x = Vec::with_capacity(b * t);
     let mut y = Vec::with_capacity(b * t);
     let mut window = Vec::with_capacity(t + 1);
     for i in 0..b {
         window.clear();
-        train.read((step * b + i) * t, t + 1, &mut window);
+        let w = order.window((step * b + i) as u64) as usize;
+        train.read(w * t, t + 1, &mut window);
         x.extend(window[..t].iter().map(|&v| v as i32));
         y.extend(window[1..].iter().map(|&v| v as i32));
     }

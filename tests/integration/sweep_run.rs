@@ -140,7 +140,9 @@ fn wsd_cooldown_branches_match_separate_runs() {
     let branched = dir.join("branched.yaml");
     std::fs::write(&branched, WSD.replace("BRANCHES", "  branches: true")).unwrap();
     let separate = dir.join("separate.yaml");
-    std::fs::write(&separate, WSD.replace("BRANCHES\n", "")).unwrap();
+    // Branch groups read their prefix in order; the separate runs must too to compare.
+    let sequential = format!("{}  data_order: sequential\n", WSD.replace("BRANCHES\n", ""));
+    std::fs::write(&separate, sequential).unwrap();
     let (ob, os) = (dir.join("b"), dir.join("s"));
     let o = scalelab(&["plan", branched.to_str().unwrap()]);
     let plan = String::from_utf8_lossy(&o.stdout).to_string();
