@@ -285,9 +285,25 @@ struct FitArgs {
     /// Huber delta on log-loss residuals.
     #[arg(long, value_name = "DELTA", default_value_t = 1e-3)]
     huber_delta: f64,
-    /// Fix the irreducible loss E instead of fitting it.
-    #[arg(long, value_name = "E")]
+    /// Fix the irreducible loss E instead of fitting it (`--e VALUE` is the same).
+    #[arg(long, value_name = "E", alias = "e")]
     fix_e: Option<f64>,
+    /// Pin E to the results folder's exact loss floor (`floor.json`, built-in corpus) and
+    /// report that law; without this flag the pinned law is shown beside the free one.
+    #[arg(long, conflicts_with = "fix_e")]
+    e_floor: bool,
+    /// Fitting method: `a3` (Approach 3, 5-parameter L-BFGS from a grid), `vpnls` (variable
+    /// projection: E, A, B by NNLS, alpha and beta searched), or `both` (Approach 3 is the
+    /// law, VPNLS beside it).
+    #[arg(long, value_name = "METHOD", default_value = "both", value_parser = fit::Method::parse)]
+    method: fit::Method,
+    /// Approach 3's objective: `huber` (Huber on log L, Hoffmann et al.) or `sse` (squared
+    /// error on L; VPNLS always uses it).
+    #[arg(long, value_name = "OBJ", default_value = "huber", value_parser = fit::laws::FitObjective::parse)]
+    objective: fit::laws::FitObjective,
+    /// Skip the rolling backtests (fit on the first k budgets, predict the later ones).
+    #[arg(long)]
+    no_backtest: bool,
     /// Held-out check: `largest-budget`, `none`, or a fraction such as 0.2
     /// (default: none for `fit`, largest-budget for `report`).
     #[arg(long, value_name = "RULE", value_parser = Holdout::parse)]
@@ -389,17 +405,40 @@ impl FitArgs {
                 ))
             }
         };
+        let floor = self.floor(results)?;
         Ok(FitOptions {
             data_constrained: self.data_constrained,
             base,
             delta: self.huber_delta,
             fixed_e: self.fix_e,
+            floor,
+            pin_e_to_floor: self.e_floor,
+            method: self.method,
+            objective: self.objective,
+            backtest: !self.no_backtest,
             bootstrap: self.bootstrap,
             seed: self.seed,
             holdout,
             targets,
             grid_stride: self.grid_stride.max(1),
         })
+    }
+}
+
+impl FitArgs {
+    /// The folder's loss floor (nats/token), required by `--e-floor`.
+    fn floor(&self, results: Option<&PathBuf>) -> anyhow::Result<Option<f64>> {
+        let floor = match results {
+            Some(dir) => scalelab::results::read_floor(dir)?.map(|f| f.nats_per_token),
+            None => None,
+        };
+        if self.e_floor && floor.is_none() {
+            return Err(user(
+                "--e-floor needs a results folder with floor.json (the built-in corpus writes it); \
+                 use --fix-e VALUE to pin E to a known value instead",
+            ));
+        }
+        Ok(floor)
     }
 }
 

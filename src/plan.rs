@@ -426,19 +426,27 @@ fn targets(spec: &SweepSpec, shapes: &[Shape]) -> Vec<Target> {
 fn steps_or_drop(cx: &Ctx, t: &Target) -> Result<usize, Dropped> {
     let steps = (t.tokens / cx.tokens_per_step).round() as usize;
     let min_steps = cx.spec.data.min_steps;
+    let what = match t.budget {
+        Some(c) => format!("{} at C={c:.3e}", t.shape.label()),
+        None => format!("{} at D={:.3e}", t.shape.label(), t.tokens),
+    };
+    let window = cx.spec.data.isoflop.as_ref().and_then(|i| i.tokens_per_param);
+    let ratio = t.tokens / t.shape.non_embedding_params() as f64;
+    if let (Some([lo, hi]), Some(_)) = (window, t.budget) {
+        if !(lo..=hi).contains(&ratio) {
+            let reason =
+                format!("D/N = {ratio:.1} outside data.isoflop.tokens_per_param [{lo}, {hi}]");
+            return Err(Dropped { what, reason });
+        }
+    }
     if steps >= min_steps {
         return Ok(steps);
     }
-    Err(Dropped {
-        what: match t.budget {
-            Some(c) => format!("{} at C={c:.3e}", t.shape.label()),
-            None => format!("{} at D={:.3e}", t.shape.label(), t.tokens),
-        },
-        reason: format!(
-            "{steps} steps of {} tokens < data.min_steps {min_steps}",
-            cx.tokens_per_step as usize
-        ),
-    })
+    let reason = format!(
+        "{steps} steps of {} tokens < data.min_steps {min_steps}",
+        cx.tokens_per_step as usize
+    );
+    Err(Dropped { what, reason })
 }
 
 /// The runs of one target: one per seed and LR multiplier.
@@ -499,6 +507,10 @@ fn base_lr(t: &TrainingSpec, shape: &Shape, flops: f64) -> f64 {
         Some(ls) => match ls.rule {
             LrRule::Width => t.lr * ls.base_width as f64 / shape.d_model as f64,
             LrRule::Compute => ls.k.unwrap_or(t.lr) * flops.powf(ls.p.unwrap_or(0.0)),
+            LrRule::Params => {
+                let n = shape.non_embedding_params() as f64;
+                ls.k.unwrap_or(t.lr) * n.powf(ls.p.unwrap_or(0.0))
+            }
         },
     }
 }
@@ -740,6 +752,14 @@ mod tests {
         for r in &p.runs {
             assert!((r.optim.lr - 2.0 * r.flops.powf(-0.1)).abs() < 1e-12);
         }
+        let n = spec(
+            "  lr_scaling: {rule: params, k: 0.047, p: -0.141}\n",
+            "  tokens: [6400]",
+        );
+        for r in &build(&n, "t", 256, 1).unwrap().runs {
+            let want = 0.047 * (r.n_params as f64).powf(-0.141);
+            assert!((r.optim.lr - want).abs() < 1e-15);
+        }
         let m = spec("  lr_multipliers: [0.5, 1, 2]\n", "  tokens: [6400]");
         let p = build(&m, "t", 256, 1).unwrap();
         assert_eq!(p.runs.len(), 6);
@@ -824,6 +844,21 @@ mod tests {
         r.budget = Some(1e12);
         r.lr_multiplier = 3.0;
         assert_eq!(id(&r), base.id);
+    }
+
+    #[test]
+    fn isoflop_window_keeps_runs_near_the_ratio() {
+        let s = spec(
+            "",
+            "  isoflop: {budgets: [1.0e9, 1.0e10], tokens_per_param: [2, 40]}",
+        );
+        let p = build(&s, "t", 256, 1).unwrap();
+        for r in &p.runs {
+            let ratio = r.tokens as f64 / r.n_params as f64;
+            assert!((1.5..=45.0).contains(&ratio), "ratio {ratio}");
+        }
+        assert!(p.dropped.iter().any(|d| d.reason.contains("outside data.isoflop.tokens_per_param")));
+        assert!(!p.runs.is_empty());
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub fn run_point(choice: &FitSpec, r: &RunRecord) -> Point {
 }
 
 /// `floor.json`, typed: `None` when absent, an error naming the file when malformed.
-fn read_floor(dir: &Path) -> anyhow::Result<Option<Floor>> {
+pub fn read_floor(dir: &Path) -> anyhow::Result<Option<Floor>> {
     let path = dir.join(crate::fsio::FLOOR_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -242,12 +242,14 @@ mod tests {
         let total = FitSpec {
             n: NChoice::Total,
             c: CChoice::SixNd,
+            ..FitSpec::default()
         };
         let p = run_point(&total, &r);
         assert_eq!((p.n, p.c()), (1500.0, 6.0 * 1500.0 * 20_000.0));
         let full = FitSpec {
             n: NChoice::Total,
             c: CChoice::Full,
+            ..FitSpec::default()
         };
         assert_eq!(run_point(&full, &r).c(), r.flops_full);
     }

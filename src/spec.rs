@@ -318,6 +318,11 @@ fn default_min_steps() -> usize {
 pub struct IsoFlopSpec {
     /// Compute budgets C in FLOPs (C = 6 · N_non-embedding · D).
     pub budgets: Vec<f64>,
+    /// Keep only the runs whose tokens per parameter D/N lie in `[lo, hi]`: centres each
+    /// budget's grid on its likely optimum and skips runs far from it (the smallest models at
+    /// the largest budgets, the costliest runs of a grid). Dropped runs are listed by `plan`.
+    #[serde(default)]
+    pub tokens_per_param: Option<[f64; 2]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -370,6 +375,7 @@ pub enum CooldownShape {
 #[serde(deny_unknown_fields)]
 pub struct LrScaling {
     /// `width`: lr · base_width / d_model. `compute`: k · C^p with C = 6ND of the run.
+    /// `params`: k · N^p with N the run's non-embedding parameters.
     pub rule: LrRule,
     #[serde(default = "default_base_width")]
     pub base_width: usize,
@@ -384,6 +390,7 @@ pub struct LrScaling {
 pub enum LrRule {
     Width,
     Compute,
+    Params,
 }
 
 fn default_base_width() -> usize {
@@ -994,6 +1001,13 @@ fn data_problems(d: &DataSpec, p: &mut Vec<String>) {
                 ));
             }
         }
+        if let Some([lo, hi]) = iso.tokens_per_param {
+            if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+                p.push(format!(
+                    "data.isoflop.tokens_per_param: [{lo}, {hi}] must be [lo, hi] with 0 < lo < hi (e.g. [10, 400])"
+                ));
+            }
+        }
     }
     if d.min_steps == 0 {
         p.push("data.min_steps: must be at least 1".into());
@@ -1146,6 +1160,9 @@ fn schedule_problems(t: &TrainingSpec, p: &mut Vec<String>) {
             }
             LrRule::Compute if ls.k.is_none() || ls.p.is_none() => p.push(
                 "training.lr_scaling: rule `compute` needs `k` and `p` (lr = k · C^p, e.g. k: 0.3, p: -0.125)".into(),
+            ),
+            LrRule::Params if ls.k.is_none() || ls.p.is_none() => p.push(
+                "training.lr_scaling: rule `params` needs `k` and `p` (lr = k · N^p, e.g. k: 0.047, p: -0.141)".into(),
             ),
             _ => {}
         }

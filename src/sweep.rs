@@ -461,6 +461,8 @@ fn migrate_legacy_ids(p: &Prepared) -> anyhow::Result<()> {
         .runs
         .iter()
         .chain(&p.plan.parents)
+        // Scheme 1 predates shuffled orders: only a sequential run can be the same run.
+        .filter(|r| r.data.order.is_sequential())
         .map(|r| (plan::legacy_run_id_v1(r, fp, eval), r.id.clone()))
         .collect();
     let n = crate::store::migrate_ids(&p.out_dir, &map, &metadata(p, 0.0))?;

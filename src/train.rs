@@ -491,11 +491,7 @@ pub fn train_branched<B: AutodiffBackend>(
                 &mut |m, o, seg| save_point(ckpt, &parent.id, m, o, seg, &before, start),
             );
             model = m;
-            stable.status = seg.status;
-            stable.last_loss = seg.last_loss;
-            stable.steps_done = seg.steps_done;
-            stable.train_time += seg.train_time;
-            stable.curve.extend(seg.curve);
+            stable.append(seg);
         }
         let out = if stable.status == Status::Ok {
             let mut branch_optim = optim.clone();
@@ -509,14 +505,7 @@ pub fn train_branched<B: AutodiffBackend>(
                 on_step,
             )
         } else {
-            let seg = Segment {
-                status: Status::Diverged,
-                last_loss: f64::NAN,
-                steps_done: to,
-                train_time: 0.0,
-                curve: Vec::new(),
-            };
-            outcome(seg, b, to, 0.0)
+            diverged_before(b, to)
         };
         on_branch(i, &out);
         outs[i] = Some(out);
@@ -529,6 +518,29 @@ pub fn train_branched<B: AutodiffBackend>(
         prior.wall_s + start.elapsed().as_secs_f64(),
     );
     (parent_out, outs.into_iter().map(|o| o.unwrap()).collect())
+}
+
+impl Segment {
+    /// Continue this segment with the next one (the stable phase, branch point by branch point).
+    fn append(&mut self, next: Segment) {
+        self.status = next.status;
+        self.last_loss = next.last_loss;
+        self.steps_done = next.steps_done;
+        self.train_time += next.train_time;
+        self.curve.extend(next.curve);
+    }
+}
+
+/// The outcome of a branch whose stable phase diverged before its branch point `to`.
+fn diverged_before(branch: &RunPlan, to: usize) -> RunOutcome {
+    let seg = Segment {
+        status: Status::Diverged,
+        last_loss: f64::NAN,
+        steps_done: to,
+        train_time: 0.0,
+        curve: Vec::new(),
+    };
+    outcome(seg, branch, to, 0.0)
 }
 
 /// A branch's cooldown: from the stable model at step `from` to the branch's last step.

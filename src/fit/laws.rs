@@ -1,7 +1,9 @@
 //! The parametric laws and their fitting objectives (Huber loss on log-loss, summed).
 //!
 //! * Chinchilla (Approach 3): `L = E + A/N^α + B/D^β`, parameterised as
-//!   `log L̂ = LSE(a − α log N, b − β log D, e)`, `A = e^a, B = e^b, E = e^e`.
+//!   `log L̂ = LSE(a − α log N, b − β log D, e)`, `A = e^a, B = e^b, E = e^e`; the objective
+//!   is summed Huber on log-loss (default) or the sum of squared errors on L
+//!   ([`FitObjective`]).
 //! * Kaplan single-variable: `L = (X_c/X)^α_X` (+ E), as `log L̂ = k − α log X` or
 //!   `LSE(k − α log X, e)` with `X_c = e^(k/α)`.
 //! * Kaplan joint: `L = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D`, as
@@ -36,7 +38,33 @@ pub fn chinchilla_grid() -> Vec<Vec<f64>> {
     v
 }
 
-/// Σ Huber_δ(log L̂(N, D) − log L) for the Chinchilla law.
+/// What Approach 3 minimises over the points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitObjective {
+    /// Σ Huber_δ(log L̂ − log L) (Hoffmann et al., Besiroglu et al.).
+    #[default]
+    Huber,
+    /// Σ (L̂ − L)² on the loss itself (Open-Athena's variable projection).
+    Sse,
+}
+
+impl FitObjective {
+    /// The per-point loss and its derivative with respect to log L̂, given log L̂ and log L.
+    #[inline]
+    pub fn point(self, pred: f64, ln_l: f64, delta: f64) -> (f64, f64) {
+        match self {
+            FitObjective::Huber => huber(pred - ln_l, delta),
+            FitObjective::Sse => {
+                let lhat = pred.exp();
+                let r = lhat - ln_l.exp();
+                (r * r, 2.0 * r * lhat)
+            }
+        }
+    }
+}
+
+/// Σ Huber_δ(log L̂(N, D) − log L) (or Σ (L̂ − L)², [`FitObjective`]) for the Chinchilla law.
 pub struct ChinchillaObjective<'a> {
     pub ln_n: &'a [f64],
     pub ln_d: &'a [f64],
@@ -44,6 +72,7 @@ pub struct ChinchillaObjective<'a> {
     pub delta: f64,
     /// When set, e = ln E is fixed and the parameter vector is `[a, b, α, β]`.
     pub fixed_e: Option<f64>,
+    pub objective: FitObjective,
 }
 
 impl ChinchillaObjective<'_> {
@@ -65,7 +94,7 @@ impl Objective for ChinchillaObjective<'_> {
         for i in 0..self.ln_l.len() {
             let (ln_n, ln_d) = (self.ln_n[i], self.ln_d[i]);
             let pred = lse(&[a - al * ln_n, b - be * ln_d, e], &mut w);
-            let (h, dh) = huber(pred - self.ln_l[i], self.delta);
+            let (h, dh) = self.objective.point(pred, self.ln_l[i], self.delta);
             total += h;
             g[0] += dh * w[0];
             g[1] += dh * w[1];
@@ -229,11 +258,17 @@ mod tests {
             ln_l: &ln_l,
             delta: 10.0,
             fixed_e: None,
+            objective: FitObjective::Huber,
         };
         check_grad(&c, &[6.0, 7.0, 0.5, 0.3, 0.35]);
+        let sse = ChinchillaObjective {
+            objective: FitObjective::Sse,
+            ..c
+        };
+        check_grad(&sse, &[6.0, 7.0, 0.5, 0.3, 0.35]);
         let cf = ChinchillaObjective {
             fixed_e: Some(0.4),
-            ..c
+            ..sse
         };
         check_grad(&cf, &[6.0, 7.0, 0.3, 0.35]);
         let k = KaplanObjective {

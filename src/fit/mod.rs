@@ -20,10 +20,14 @@
 //! run's N and C); it reads no results folder or sweep spec itself. [`percentile`] and [`ci`] are the
 //! one definition of a bootstrap interval, used by `fits.json`, the text and the report.
 
+pub mod backtest;
 pub mod constrained;
+pub mod floor;
+pub mod interval;
 pub mod isoflop;
 pub mod laws;
 pub mod optim;
+pub mod vpnls;
 
 use std::path::Path;
 use std::time::Instant;
@@ -35,6 +39,7 @@ use crate::bail_user;
 use crate::hashing::Rng;
 use crate::table::Table;
 use isoflop::{Approach1, Approach2, CurvePoint};
+pub use laws::FitObjective;
 use laws::{ChinchillaObjective, ChinchillaParams, KaplanNdObjective, KaplanObjective};
 use optim::{multi_start, Convergence, LbfgsOptions};
 
@@ -263,10 +268,55 @@ impl Holdout {
     }
 }
 
+/// Which fitter gives the Chinchilla law (`--method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Approach 3: L-BFGS over all 5 parameters from the 4,500-start grid.
+    A3,
+    /// Variable projection: (E, A, B) by NNLS, (α, β) searched ([`vpnls`]).
+    Vpnls,
+    /// Approach 3 as the law, VPNLS beside it (the default: VPNLS costs little).
+    #[default]
+    Both,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "a3" => Ok(Method::A3),
+            "vpnls" => Ok(Method::Vpnls),
+            "both" => Ok(Method::Both),
+            _ => bail_user!("--method {s:?}: use a3, vpnls or both"),
+        }
+    }
+}
+
+impl FitObjective {
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "huber" => Ok(FitObjective::Huber),
+            "sse" => Ok(FitObjective::Sse),
+            _ => bail_user!(
+                "--objective {s:?}: use huber (Huber on log-loss) or sse (squared error on L)"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FitOptions {
     pub delta: f64,
     pub fixed_e: Option<f64>,
+    /// The known irreducible loss (the built-in corpus's `floor.json`): the law is also
+    /// fitted with E pinned there and shown beside the free fit.
+    pub floor: Option<f64>,
+    /// Pin E to `floor` (`fit: {e: floor}`, `--e-floor`).
+    pub pin_e_to_floor: bool,
+    pub method: Method,
+    pub objective: FitObjective,
+    /// Rolling backtests over the compute budgets ([`backtest`]).
+    pub backtest: bool,
     pub bootstrap: usize,
     pub seed: u64,
     pub holdout: Holdout,
@@ -285,6 +335,11 @@ impl Default for FitOptions {
         FitOptions {
             delta: 1e-3,
             fixed_e: None,
+            floor: None,
+            pin_e_to_floor: false,
+            method: Method::Both,
+            objective: FitObjective::Huber,
+            backtest: true,
             bootstrap: 1000,
             seed: 42,
             holdout: Holdout::None,
@@ -306,6 +361,9 @@ pub struct Approach3 {
     pub log_params: [f64; 5],
     pub fixed_e: Option<f64>,
     pub huber_delta: f64,
+    /// Which fitter produced it (`a3` or `vpnls`) and what it minimised.
+    pub method: Method,
+    pub objective_kind: FitObjective,
     pub convergence: Convergence,
     pub seconds: f64,
 }
@@ -327,6 +385,7 @@ pub fn fit_chinchilla(
         ln_l: &ln_l,
         delta: opts.delta,
         fixed_e,
+        objective: opts.objective,
     };
     let starts: Vec<Vec<f64>> = match fixed_e {
         Some(_) => dedup(
@@ -351,9 +410,60 @@ pub fn fit_chinchilla(
         log_params: full,
         fixed_e: opts.fixed_e,
         huber_delta: opts.delta,
+        method: Method::A3,
+        objective_kind: opts.objective,
         convergence,
         seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// The Chinchilla law by the chosen method: VPNLS when `--method vpnls`, else Approach 3
+/// from `starts`. Bootstrap, hold-out and backtests all refit through here.
+pub fn fit_law(
+    points: &[Point],
+    opts: &FitOptions,
+    starts: &[Vec<f64>],
+) -> anyhow::Result<Approach3> {
+    if opts.method != Method::Vpnls {
+        return fit_chinchilla(points, opts, starts);
+    }
+    let v = fit_vpnls(points, opts.fixed_e);
+    let p = v.params;
+    let ln = |x: f64| x.max(1e-300).ln();
+    Ok(Approach3 {
+        params: p,
+        objective: v.sse,
+        log_params: [ln(p.a), ln(p.b), ln(p.e), p.alpha, p.beta],
+        fixed_e: opts.fixed_e,
+        huber_delta: opts.delta,
+        method: Method::Vpnls,
+        objective_kind: FitObjective::Sse,
+        convergence: Convergence {
+            starts: v.grid_points,
+            failed_starts: 0,
+            converged_starts: 1,
+            best_iterations: v.refine_evaluations as u64,
+            best_grad_norm: f64::NAN,
+            best_converged: true,
+        },
+        seconds: v.seconds,
+    })
+}
+
+/// VPNLS on the points ([`vpnls::fit`]).
+pub fn fit_vpnls(points: &[Point], fixed_e: Option<f64>) -> vpnls::VpnlsFit {
+    let ln_n: Vec<f64> = points.iter().map(|p| p.n.ln()).collect();
+    let ln_d: Vec<f64> = points.iter().map(|p| p.d.ln()).collect();
+    let loss: Vec<f64> = points.iter().map(|p| p.loss).collect();
+    vpnls::fit(&ln_n, &ln_d, &loss, fixed_e)
+}
+
+/// Σ (L̂ − L)² of a law over the points.
+pub fn sse(p: &ChinchillaParams, points: &[Point]) -> f64 {
+    points
+        .iter()
+        .map(|q| (p.predict(q.n, q.d) - q.loss).powi(2))
+        .sum()
 }
 
 fn dedup(mut v: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
@@ -591,6 +701,36 @@ pub struct FitReport {
     pub data_constrained: Option<constrained::ConstrainedFit>,
     /// Where its base law came from.
     pub data_constrained_base: Option<String>,
+    /// VPNLS beside Approach 3 (`--method both`).
+    pub vpnls: Option<vpnls::Comparison>,
+    /// The law with E pinned to the known floor beside the free law (results folders with
+    /// `floor.json`).
+    pub e_floor: Option<floor::FloorComparison>,
+    /// Rolling backtests over the compute budgets.
+    pub backtest: Option<backtest::Backtest>,
+    /// What prediction intervals of new runs are built from (with a bootstrap).
+    pub prediction: Option<interval::PredictionModel>,
+    pub timings: Timings,
+}
+
+/// Wall-clock seconds of each part of the fit (`fit --json`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub law: f64,
+    pub vpnls: f64,
+    pub bootstrap: f64,
+    pub e_floor: f64,
+    pub backtest: f64,
+    pub total: f64,
+}
+
+impl FitReport {
+    /// The 95% prediction interval of a new run's loss at (N, D): bootstrap laws plus
+    /// resampled residuals ([`interval`]); `None` without a bootstrap.
+    pub fn prediction_interval(&self, n: f64, d: f64) -> Option<[f64; 2]> {
+        let laws = self.bootstrap.as_ref()?.params();
+        Some(self.prediction.as_ref()?.interval(&laws, n, d, 0.95))
+    }
 }
 
 impl Bootstrap {
@@ -626,7 +766,7 @@ pub fn ci(mut v: Vec<f64>) -> [f64; 2] {
 }
 
 /// The standard grid, thinned by `stride`.
-fn grid(stride: usize) -> Vec<Vec<f64>> {
+pub fn grid(stride: usize) -> Vec<Vec<f64>> {
     laws::chinchilla_grid()
         .into_iter()
         .step_by(stride.max(1))
@@ -649,9 +789,7 @@ pub fn bootstrap(points: &[Point], full: &Approach3, opts: &FitOptions) -> Boots
             for _ in 0..per - 1 {
                 starts.push(g[rng.below(g.len())].clone());
             }
-            fit_chinchilla(&sample, opts, &starts)
-                .ok()
-                .map(|a| a.params)
+            fit_law(&sample, opts, &starts).ok().map(|a| a.params)
         })
         .collect();
     let ok: Vec<ChinchillaParams> = results.iter().flatten().copied().collect();
@@ -716,7 +854,7 @@ fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<Holdout
             test.len()
         );
     }
-    let fit = fit_chinchilla(&train, opts, &grid(opts.grid_stride))?;
+    let fit = fit_law(&train, opts, &grid(opts.grid_stride))?;
     let pts: Vec<HeldOutPoint> = test
         .iter()
         .map(|p| HeldOutPoint {
@@ -779,20 +917,44 @@ fn split_epochs(data: &Dataset, opts: &FitOptions) -> anyhow::Result<EpochSplit>
     Ok(EpochSplit { single, repeated })
 }
 
+/// The options with E resolved: pinned to the floor when asked (a user error without one).
+fn resolve_e(opts: &FitOptions) -> anyhow::Result<FitOptions> {
+    let mut o = opts.clone();
+    if opts.pin_e_to_floor {
+        let Some(fl) = opts.floor else {
+            bail_user!("E pinned to the loss floor (`fit: {{e: floor}}` or --e-floor), but there is no floor.json: only the built-in corpus has a known floor; use --fix-e VALUE instead");
+        };
+        o.fixed_e = Some(fl);
+    }
+    Ok(o)
+}
+
+/// Time a step, adding its seconds to `t`.
+fn timed<T>(t: &mut f64, f: impl FnOnce() -> T) -> T {
+    let t0 = Instant::now();
+    let v = f();
+    *t += t0.elapsed().as_secs_f64();
+    v
+}
+
 /// Run every fit on a dataset.
 pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
+    let t0 = Instant::now();
     if !(opts.delta > 0.0) {
         bail_user!("--huber-delta must be positive");
     }
+    let opts = &resolve_e(opts)?;
     let EpochSplit {
         single: data,
         repeated,
     } = split_epochs(data, opts)?;
     let pts = &data.points;
-    let a3 = fit_chinchilla(pts, opts, &grid(opts.grid_stride))?;
+    let mut tm = Timings::default();
+    let a3 = timed(&mut tm.law, || fit_law(pts, opts, &grid(opts.grid_stride)))?;
     let p = a3.params;
-    let boot = (opts.bootstrap > 0).then(|| bootstrap(pts, &a3, opts));
-    let compute_optimal = compute_optimal(&p, boot.as_ref(), &opts.targets);
+    let boot = timed(&mut tm.bootstrap, || {
+        (opts.bootstrap > 0).then(|| bootstrap(pts, &a3, opts))
+    });
     let (holdout, holdout_note) = match holdout(pts, opts) {
         Ok(h) => (h, None),
         Err(e) => (None, Some(e.to_string())),
@@ -813,6 +975,8 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
             pts.len()
         ));
     }
+    let extras = extras(pts, opts, &a3, &mut tm, &mut warnings)?;
+    tm.total = t0.elapsed().as_secs_f64();
     Ok(FitReport {
         data_constrained,
         data_constrained_base,
@@ -826,8 +990,12 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         source: data.source.clone(),
         n_points: pts.len(),
         dropped_top: data.dropped_top,
+        compute_optimal: compute_optimal(&p, boot.as_ref(), &opts.targets),
+        prediction: boot.as_ref().map(|_| {
+            let n_free = if opts.fixed_e.is_some() { 4 } else { 5 };
+            interval::PredictionModel::new(&p, pts, n_free, opts.seed)
+        }),
         approach3: a3,
-        compute_optimal,
         bootstrap: boot,
         kaplan: fit_kaplan(pts, opts.delta),
         approach2: isoflop::approach2(pts),
@@ -839,6 +1007,47 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
             .map(|q| [q.n, q.d, q.loss, p.predict(q.n, q.d)])
             .collect(),
         choices: choices(opts),
+        vpnls: extras.vpnls,
+        e_floor: extras.e_floor,
+        backtest: extras.backtest,
+        timings: tm,
+    })
+}
+
+/// The fits beside the law: VPNLS, the floor comparison and the backtests.
+struct Extras {
+    vpnls: Option<vpnls::Comparison>,
+    e_floor: Option<floor::FloorComparison>,
+    backtest: Option<backtest::Backtest>,
+}
+
+fn extras(
+    pts: &[Point],
+    opts: &FitOptions,
+    a3: &Approach3,
+    tm: &mut Timings,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Extras> {
+    let vpnls = timed(&mut tm.vpnls, || {
+        (opts.method == Method::Both).then(|| {
+            let v = fit_vpnls(pts, opts.fixed_e);
+            let huber = opts.objective == FitObjective::Huber;
+            vpnls::compare(v, &a3.params, sse(&a3.params, pts), huber)
+        })
+    });
+    let e_floor = timed(&mut tm.e_floor, || {
+        opts.floor
+            .map(|fl| floor::compare(pts, opts, a3, fl))
+            .transpose()
+    })?;
+    warnings.extend(e_floor.as_ref().and_then(|f| f.warning.clone()));
+    let backtest = timed(&mut tm.backtest, || {
+        opts.backtest.then(|| backtest::run(pts, opts)).flatten()
+    });
+    Ok(Extras {
+        vpnls,
+        e_floor,
+        backtest,
     })
 }
 
@@ -908,6 +1117,9 @@ fn choices(opts: &FitOptions) -> Vec<String> {
         format!("Approach 3: starts = standard grid alpha,beta in {{0,..,2}} step 0.5, e in {{-1,..,1}} step 0.5, a,b in {{0,..,25}} step 5 ({} starts used)", grid(opts.grid_stride).len()),
         format!("bootstrap: {} resamples of the points with replacement (seed {}), each refit from the full-fit optimum + 8 random grid starts; 95% percentile intervals", opts.bootstrap, opts.seed),
         "compute-optimal: C = 6 N D, closed form from Approach 3".into(),
+        format!("law: --method {:?} (both = Approach 3 as the law, VPNLS beside it), Approach 3 objective {:?}; VPNLS: E, A, B by non-negative least squares for fixed (alpha, beta), which are searched on a 50 x 50 grid (0.05..2.5) then Nelder-Mead, minimising the squared error on L", opts.method, opts.objective),
+        format!("E: {}", match (opts.fixed_e, opts.floor) { (Some(e), _) => format!("fixed at {e}"), (None, Some(f)) => format!("free; also fitted pinned to the loss floor {f}"), (None, None) => "free".into() }),
+        "backtests: budgets sorted by C; fit on the first k (>= 8 points), predict each later budget's best loss and each run; 95% prediction intervals from up to 100 bootstrap laws x 25 resampled log residuals (inflated by sqrt(n/(n-p)))".into(),
         "Approach 2: per-budget least-squares parabola of loss in ln N; budgets with < 3 sizes or an out-of-range vertex are excluded; ln N_opt regressed on ln C".into(),
     ]
 }
@@ -1025,6 +1237,7 @@ pub fn render_text(r: &FitReport) -> String {
     text_compute_optimal(&mut s, r);
     text_kaplan(&mut s, r);
     text_holdout(&mut s, r);
+    text_trust(&mut s, r);
     if let Some(f) = &r.data_constrained {
         text_data_constrained(&mut s, r, f);
     }
@@ -1044,31 +1257,16 @@ fn text_approach3(s: &mut String, r: &FitReport) {
         s,
         "\nApproach 3  L = E + A/N^alpha + B/D^beta   (95% bootstrap CI)"
     );
-    let _ = writeln!(s, "  E      {:>12}{}", num(r.e), text_ci(b.map(|b| b.e)));
-    let _ = writeln!(
-        s,
-        "  A      {:>12}{}",
-        num(r.a),
-        text_ci(b.map(|b| b.a_coef))
-    );
-    let _ = writeln!(
-        s,
-        "  B      {:>12}{}",
-        num(r.b),
-        text_ci(b.map(|b| b.b_coef))
-    );
-    let _ = writeln!(
-        s,
-        "  alpha  {:>12}{}",
-        num(r.alpha),
-        text_ci(b.map(|b| b.alpha))
-    );
-    let _ = writeln!(
-        s,
-        "  beta   {:>12}{}",
-        num(r.beta),
-        text_ci(b.map(|b| b.beta))
-    );
+    let rows = [
+        ("E", r.e, b.map(|b| b.e)),
+        ("A", r.a, b.map(|b| b.a_coef)),
+        ("B", r.b, b.map(|b| b.b_coef)),
+        ("alpha", r.alpha, b.map(|b| b.alpha)),
+        ("beta", r.beta, b.map(|b| b.beta)),
+    ];
+    for (name, v, interval) in rows {
+        let _ = writeln!(s, "  {name:<6} {:>12}{}", num(v), text_ci(interval));
+    }
     for w in &r.warnings {
         let _ = writeln!(s, "  warning: {w}");
     }
@@ -1168,6 +1366,41 @@ fn text_holdout(s: &mut String, r: &FitReport) {
             100.0 * h.mean_abs_pct_error,
             100.0 * h.max_abs_pct_error
         );
+    }
+}
+
+/// VPNLS, the floor comparison and the backtests, one line each.
+fn text_trust(s: &mut String, r: &FitReport) {
+    use std::fmt::Write;
+    if let Some(v) = &r.vpnls {
+        let p = v.fit.params;
+        let _ = writeln!(s, "\nVPNLS (SSE on L): E={} A={} B={} alpha={} beta={}  SSE {:.6e} (Approach 3's law: {:.6e}; max rel. diff {:.2e})", num(p.e), num(p.a), num(p.b), num(p.alpha), num(p.beta), v.fit.sse, v.approach3_sse, v.max_rel_diff);
+    }
+    if let Some(f) = &r.e_floor {
+        let _ = writeln!(s, "\nE pinned to the floor {}: A={} B={} alpha={} beta={}; the free E is {:+.1}% from the floor", num(f.floor), num(f.pinned.a), num(f.pinned.b), num(f.pinned.alpha), num(f.pinned.beta), 100.0 * f.free_e_rel_diff);
+    }
+    if let Some(b) = &r.backtest {
+        let _ = writeln!(
+            s,
+            "\nBacktests ({} budgets): |error| of the best loss by extrapolation distance",
+            b.budgets
+        );
+        for row in &b.table {
+            let cov = row
+                .coverage
+                .map(|c| format!(", 95% PI coverage {:.0}%", 100.0 * c))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  {:?} {:>6}: mean {:.2}%  max {:.2}%  ({} backtests; runs: mean {:.2}%{cov})",
+                row.method,
+                row.label,
+                100.0 * row.best_mean_abs_rel_err,
+                100.0 * row.best_max_abs_rel_err,
+                row.predictions,
+                100.0 * row.run_mean_abs_rel_err
+            );
+        }
     }
 }
 

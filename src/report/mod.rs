@@ -48,7 +48,13 @@ impl ReportData {
     /// points fitted with `opts`.
     pub fn from_folder(folder: &ResultsFolder, opts: &FitOptions) -> anyhow::Result<ReportData> {
         let data = folder.dataset(0)?;
-        let (fit, fit_error) = fit_or_reason(&data, opts);
+        let pin = folder.fit_choice().e == crate::spec::EChoice::Floor && opts.fixed_e.is_none();
+        let opts = FitOptions {
+            floor: folder.floor.map(|f| f.nats_per_token),
+            pin_e_to_floor: opts.pin_e_to_floor || pin,
+            ..opts.clone()
+        };
+        let (fit, fit_error) = fit_or_reason(&data, &opts);
         let dir = folder.dir.display().to_string();
         let fit_choice = folder.fit_choice();
         Ok(ReportData {
@@ -195,7 +201,7 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
             "No scaling law was fitted: {}",
             d.fit_error.as_deref().unwrap_or("unknown reason")
         ))),
-        Some(f) => fit_blocks(&mut b, d, f),
+        Some(f) => fit_blocks(&mut b, d, f, drawn),
     }
     if !d.runs.is_empty() {
         b.extend(runs_blocks(d));
@@ -212,13 +218,20 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
 }
 
 /// The sections on the fit, in report order.
-fn fit_blocks(b: &mut Vec<Block>, d: &ReportData, f: &FitReport) {
+fn fit_blocks(b: &mut Vec<Block>, d: &ReportData, f: &FitReport, drawn: &[Fig]) {
     b.extend(approach3_blocks(f));
+    b.extend(trust_blocks(f, drawn));
+    if let Some(v) = &f.vpnls {
+        b.extend(vpnls_blocks(f, v));
+    }
     if let Some(dc) = &f.data_constrained {
         b.extend(data_constrained_blocks(f, dc));
     }
     if let Some(fl) = d.floor {
         b.push(floor_block(f, fl));
+    }
+    if let Some(fc) = &f.e_floor {
+        b.extend(pinned_blocks(fc));
     }
     b.extend(agreement_blocks(f));
     if !f.approach2.budgets.is_empty() {
@@ -357,6 +370,128 @@ fn floor_block(f: &FitReport, fl: Floor) -> Block {
         num(f.e),
         ci(f.bootstrap.as_ref().map(|b| b.e))
     ))
+}
+
+/// "How far can this be trusted?": the rolling backtests' errors by extrapolation distance,
+/// the prediction intervals' coverage, and the figure.
+fn trust_blocks(f: &FitReport, drawn: &[Fig]) -> Vec<Block> {
+    let mut b = vec![Block::H(2, "How far can this be trusted?".into())];
+    let Some(bt) = &f.backtest else {
+        b.push(Block::P("No rolling backtests: they need at least 3 compute budgets (or were turned off with --no-backtest).".into()));
+        return b;
+    };
+    b.push(Block::P(format!(
+        "Rolling backtests over the {} compute budgets ({}): fitted on the first k budgets, each later budget predicted. Distance = target C / largest fitted C. Errors are relative: the budget's best loss (lowest observed against lowest predicted over its runs) and each run's loss; coverage = share of runs inside their 95% prediction interval ({} bootstrap resamples per fold, residuals resampled).",
+        bt.budgets, bt.grouping, bt.interval_resamples
+    )));
+    let pct = |v: f64| format!("{:.2}%", 100.0 * v);
+    let rows = bt
+        .table
+        .iter()
+        .map(|r| {
+            vec![
+                method_name(r.method).into(),
+                r.label.clone(),
+                r.predictions.to_string(),
+                pct(r.best_mean_abs_rel_err),
+                pct(r.best_max_abs_rel_err),
+                r.runs.to_string(),
+                pct(r.run_mean_abs_rel_err),
+                r.coverage
+                    .map(|c| format!("{:.0}%", 100.0 * c))
+                    .unwrap_or_else(|| "–".into()),
+            ]
+        })
+        .collect();
+    let head = [
+        "method",
+        "distance",
+        "backtests",
+        "best loss mean |err|",
+        "best loss max |err|",
+        "runs",
+        "run mean |err|",
+        "95% PI coverage",
+    ];
+    b.push(Block::Table(header(&head), rows));
+    if drawn.contains(&Fig::Backtest) {
+        b.push(Block::Figure(Fig::Backtest));
+    }
+    b
+}
+
+fn method_name(m: fit::Method) -> &'static str {
+    match m {
+        fit::Method::A3 => "Approach 3",
+        fit::Method::Vpnls => "VPNLS",
+        fit::Method::Both => "both",
+    }
+}
+
+/// VPNLS beside Approach 3: the two laws when they differ, else one line.
+fn vpnls_blocks(f: &FitReport, v: &fit::vpnls::Comparison) -> Vec<Block> {
+    let mut b = vec![Block::H(
+        3,
+        "Variable projection (VPNLS) beside Approach 3".into(),
+    )];
+    let p = v.fit.params;
+    if !v.differ {
+        b.push(Block::P(format!(
+            "VPNLS (E, A, B by non-negative least squares, (α, β) searched) gives the same law (largest parameter difference {:.2e}); SSE on L {:.6e} against Approach 3's {:.6e}. {}.",
+            v.max_rel_diff, v.fit.sse, v.approach3_sse, v.note
+        )));
+        return b;
+    }
+    let row = |name: &str, x: f64, y: f64| vec![name.to_string(), num(x), num(y)];
+    b.push(Block::Table(
+        header(&["parameter", "Approach 3", "VPNLS"]),
+        vec![
+            row("E", f.e, p.e),
+            row("A", f.a, p.a),
+            row("B", f.b, p.b),
+            row("α", f.alpha, p.alpha),
+            row("β", f.beta, p.beta),
+            row("a = β/(α+β)", f.compute_optimal.a, p.exponent_a()),
+            row("SSE on L", v.approach3_sse, v.fit.sse),
+        ],
+    ));
+    b.push(Block::P(format!(
+        "The laws differ (largest relative parameter difference {:.1}%): {}.",
+        100.0 * v.max_rel_diff,
+        v.note
+    )));
+    b
+}
+
+/// The law with E pinned to the floor beside the free law.
+fn pinned_blocks(fc: &fit::floor::FloorComparison) -> Vec<Block> {
+    let row = |name: &str, x: f64, y: f64| vec![name.to_string(), num(x), num(y)];
+    let (fr, pn) = (fc.free, fc.pinned);
+    let mut b = vec![
+        Block::H(3, "E free and E pinned to the loss floor".into()),
+        Block::Table(
+            header(&["parameter", "E free", "E pinned to the floor"]),
+            vec![
+                row("E", fr.e, pn.e),
+                row("A", fr.a, pn.a),
+                row("B", fr.b, pn.b),
+                row("α", fr.alpha, pn.alpha),
+                row("β", fr.beta, pn.beta),
+                row("a = β/(α+β)", fr.exponent_a(), pn.exponent_a()),
+                row("objective", fc.free_objective, fc.pinned_objective),
+            ],
+        ),
+        Block::P(format!(
+            "The free E lands {:+.1}% from the floor {}; the law reported above is the {} one.",
+            100.0 * fc.free_e_rel_diff,
+            num(fc.floor),
+            if fc.law_is_pinned { "pinned" } else { "free" }
+        )),
+    ];
+    if let Some(w) = &fc.warning {
+        b.push(Block::P(format!("Warning: {w}.")));
+    }
+    b
 }
 
 /// The compute-optimal exponent a by Approaches 3, 2 and 1, side by side.
@@ -645,7 +780,13 @@ fn baseline_blocks(d: &ReportData) -> Vec<Block> {
 /// The figures drawn, and the ones skipped with the reason.
 fn figure_blocks(drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block> {
     let mut b = vec![Block::H(2, "Figures".into())];
-    b.extend(drawn.iter().map(|f| Block::Figure(*f)));
+    // The backtest figure is shown in "How far can this be trusted?".
+    b.extend(
+        drawn
+            .iter()
+            .filter(|f| **f != Fig::Backtest)
+            .map(|f| Block::Figure(*f)),
+    );
     if !skipped.is_empty() {
         b.push(Block::P(format!(
             "Skipped: {}.",
@@ -845,5 +986,90 @@ mod tests {
         let (points, _, table) = report_ns("", "report-n-default");
         assert_eq!(points, vec![1000.0, 4000.0]);
         assert_eq!(table, vec!["1.000e3", "4.000e3"]);
+    }
+
+    /// A folder of 16 runs on 4 IsoFLOP budgets from a known law, with `floor.json`.
+    fn floor_folder(name: &str) -> PathBuf {
+        use crate::results::testing::{run, tmp};
+        let dir = tmp(name);
+        let mut store = crate::store::ResultsStore::open(&dir, Vec::new()).unwrap();
+        let law = fit::laws::ChinchillaParams {
+            e: 1.7,
+            a: 400.0,
+            b: 1800.0,
+            alpha: 0.34,
+            beta: 0.28,
+        };
+        for k in 0..4 {
+            let c = 1e15 * 10f64.powi(k);
+            let n_star = law.optimal(c).0;
+            for j in 0..4 {
+                let n = (n_star * 3f64.powf(j as f64 - 1.5)).round();
+                let d = (c / (6.0 * n)).round();
+                let mut r = run(
+                    &format!("r{k}{j}"),
+                    n as i64,
+                    n as i64,
+                    d as i64,
+                    law.predict(n, d),
+                );
+                r.budget = Some(c);
+                store.add(r, Vec::new()).unwrap();
+            }
+        }
+        let floor = Floor {
+            nats_per_token: 1.6,
+            bits_per_byte: 2.3,
+            entropy_rate_bits_per_byte: 2.3,
+        };
+        std::fs::write(
+            dir.join(crate::fsio::FLOOR_FILE),
+            serde_json::to_string(&floor).unwrap(),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_folder_with_a_floor_reports_the_pinned_fit_beside_the_free_one() {
+        let dir = floor_folder("report-floor");
+        let folder = ResultsFolder::load(&dir).unwrap();
+        let opts = FitOptions {
+            bootstrap: 20,
+            grid_stride: 9,
+            ..FitOptions::default()
+        };
+        let d = ReportData::from_folder(&folder, &opts).unwrap();
+        let w = write(&d, &dir, &[Format::Svg]).unwrap();
+        assert!(w.drawn.contains(&Fig::Backtest), "{:?}", w.skipped);
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("fits.json")).unwrap()).unwrap();
+        let fc = &json["e_floor"];
+        assert_eq!(fc["pinned"]["E"].as_f64(), Some(1.6));
+        let free_e = fc["free"]["E"].as_f64().unwrap();
+        assert!(
+            (free_e - 1.7).abs() < 0.01,
+            "noise-free: the free fit finds the true E, {free_e}"
+        );
+        let rel = fc["free_e_rel_diff"].as_f64().unwrap();
+        assert!((rel - 0.1 / 1.6).abs() < 0.01, "{rel}");
+        assert_eq!(fc["law_is_pinned"].as_bool(), Some(false));
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        for needle in [
+            "E free and E pinned to the loss floor",
+            "E pinned to the floor",
+            "How far can this be trusted?",
+            "plots/backtest.svg",
+            "more than 5%",
+        ] {
+            assert!(md.contains(needle), "report.md lacks {needle:?}");
+        }
+        // The trust section comes right after the law.
+        let (law, trust) = (
+            md.find("## Approach 3").unwrap(),
+            md.find("## How far").unwrap(),
+        );
+        assert!(law < trust && !md[law + 3..trust].contains("\n## "));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

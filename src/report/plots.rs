@@ -69,10 +69,11 @@ pub enum Fig {
     Residuals,
     Bootstrap,
     Curves,
+    Backtest,
 }
 
 impl Fig {
-    pub const ALL: [Fig; 8] = [
+    pub const ALL: [Fig; 9] = [
         Fig::LossVsCompute,
         Fig::Isoflop,
         Fig::OptimalAllocation,
@@ -81,6 +82,7 @@ impl Fig {
         Fig::Residuals,
         Fig::Bootstrap,
         Fig::Curves,
+        Fig::Backtest,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -93,6 +95,7 @@ impl Fig {
             Fig::Residuals => "residuals",
             Fig::Bootstrap => "bootstrap",
             Fig::Curves => "training_curves",
+            Fig::Backtest => "backtest",
         }
     }
 
@@ -106,6 +109,7 @@ impl Fig {
             Fig::Residuals => "Predicted vs observed loss",
             Fig::Bootstrap => "Bootstrap distributions",
             Fig::Curves => "Training curves",
+            Fig::Backtest => "Backtests: prediction error vs extrapolation distance",
         }
     }
 
@@ -146,6 +150,13 @@ impl Fig {
                     .is_none()
                     .then(|| "bootstrap disabled (--bootstrap 0)".into())
             }),
+            Fig::Backtest => {
+                no_fit().or_else(|| {
+                    d.fit.as_ref().unwrap().backtest.is_none().then(|| {
+                        "no backtests (fewer than 3 compute budgets, or --no-backtest)".into()
+                    })
+                })
+            }
             Fig::Curves => d
                 .curves
                 .is_empty()
@@ -291,6 +302,7 @@ fn draw<DB: DrawingBackend>(
         Fig::Residuals => residuals(d, &area),
         Fig::Bootstrap => bootstrap(d, &area),
         Fig::Curves => curves(d, &area),
+        Fig::Backtest => backtest(d, &area),
     }
 }
 
@@ -1042,6 +1054,61 @@ fn curves<DB: DrawingBackend>(d: &ReportData, area: &DrawingArea<DB, Shift>) -> 
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], viridis(0.5, 0.0, 1.0)));
     legend(&mut c)?;
     color_note(area, "N (params)", lo, hi)
+}
+
+/// Each backtest's |error| on the later budget's best loss against target C / largest
+/// fitted C, one colour per method, with the mean per distance bin as a line.
+fn backtest<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let b = d.fit.as_ref().unwrap().backtest.as_ref().unwrap();
+    let pct = |v: f64| 100.0 * v;
+    let xr = log_range(b.predictions.iter().map(|p| p.distance));
+    let ymax = b
+        .predictions
+        .iter()
+        .map(|p| pct(p.best_abs_rel_err))
+        .fold(0.1, f64::max);
+    let mut c = chart!(
+        area,
+        xr.log_scale(),
+        0.0..ymax * 1.15,
+        "extrapolation distance: target C / largest fitted C",
+        "|error| of the budget's best loss (%)"
+    );
+    for (k, m) in [crate::fit::Method::A3, crate::fit::Method::Vpnls]
+        .into_iter()
+        .enumerate()
+    {
+        let col = if k == 0 { BLUE } else { RED };
+        let pts: Vec<(f64, f64)> = b
+            .predictions
+            .iter()
+            .filter(|p| p.method == m)
+            .map(|p| (p.distance, pct(p.best_abs_rel_err)))
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let name = if k == 0 { "Approach 3" } else { "VPNLS" };
+        c.draw_series(
+            pts.iter()
+                .map(|&q| Circle::new(q, 5, col.mix(0.6).filled())),
+        )
+        .map_err(pe)?
+        .label(name)
+        .legend(move |(x, y)| Circle::new((x + 10, y), 4, col.filled()));
+        let line: Vec<(f64, f64)> = b
+            .table
+            .iter()
+            .filter(|r| r.method == m)
+            .map(|r| (r.distance, pct(r.best_mean_abs_rel_err)))
+            .collect();
+        c.draw_series(LineSeries::new(line, col.stroke_width(2)))
+            .map_err(pe)?;
+    }
+    legend(&mut c)
 }
 
 #[cfg(test)]

@@ -20,3 +20,4 @@ mod fit_synthetic;
 mod migrate_ids;
 mod report;
 mod sweep_run;
+mod trust;
