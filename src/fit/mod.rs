@@ -1392,8 +1392,8 @@ fn text_trust(s: &mut String, r: &FitReport) {
                 .unwrap_or_default();
             let _ = writeln!(
                 s,
-                "  {:?} {:>6}: mean {:.2}%  max {:.2}%  ({} backtests; runs: mean {:.2}%{cov})",
-                row.method,
+                "  {:<6} {:>6}: mean {:.2}%  max {:.2}%  ({} backtests; runs: mean {:.2}%{cov})",
+                format!("{:?}", row.method),
                 row.label,
                 100.0 * row.best_mean_abs_rel_err,
                 100.0 * row.best_max_abs_rel_err,

@@ -194,14 +194,21 @@ fn estimate_header() -> Vec<String> {
 }
 
 fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block> {
+    // The answer first (prediction, trust, warnings), then the evidence: figures before the
+    // long tables.
     let mut b = vec![Block::H(1, d.title.clone())];
-    b.push(summary_table(d));
     match &d.fit {
         None => b.push(Block::P(format!(
             "No scaling law was fitted: {}",
             d.fit_error.as_deref().unwrap_or("unknown reason")
         ))),
-        Some(f) => fit_blocks(&mut b, d, f, drawn),
+        Some(f) => b.extend(answer_blocks(f)),
+    }
+    b.extend(figure_blocks(drawn, skipped));
+    b.push(Block::H(2, "Provenance".into()));
+    b.push(summary_table(d));
+    if let Some(f) = &d.fit {
+        fit_blocks(&mut b, d, f, drawn);
     }
     if !d.runs.is_empty() {
         b.extend(runs_blocks(d));
@@ -209,12 +216,66 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
     if !d.baselines.is_empty() {
         b.extend(baseline_blocks(d));
     }
-    b.extend(figure_blocks(drawn, skipped));
     if let Some(f) = &d.fit {
         b.push(Block::H(2, "Fitting choices".into()));
         b.extend(f.choices.iter().map(|c| Block::P(format!("- {c}"))));
     }
     b
+}
+
+/// "The answer": the predicted loss and compute-optimal model at the target budgets, how
+/// well the law predicted budgets it did not see, and every warning.
+fn answer_blocks(f: &FitReport) -> Vec<Block> {
+    let mut b = vec![Block::H(2, "The answer".into())];
+    for t in &f.compute_optimal.targets {
+        b.push(Block::P(format!(
+            "- At C = {:.3e} FLOPs: N* = {:.3e}, D* = {:.3e}, predicted loss {} (95% CI {}).",
+            t.flops,
+            t.n_opt,
+            t.d_opt,
+            num(t.loss),
+            ci(t.loss_ci)
+        )));
+    }
+    b.push(Block::P(trust_sentence(f)));
+    let mut warnings: Vec<&String> = f.warnings.iter().collect();
+    if let Some(w) = f.e_floor.as_ref().and_then(|e| e.warning.as_ref()) {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
+    if warnings.is_empty() {
+        b.push(Block::P("No warnings.".into()));
+    }
+    b.extend(warnings.iter().map(|w| Block::P(format!("- Warning: {w}"))));
+    b
+}
+
+/// One sentence: the held-out error and the farthest backtest's error.
+fn trust_sentence(f: &FitReport) -> String {
+    let held = match &f.holdout {
+        Some(h) => format!(
+            "Held out ({}): predicted with mean |error| {:.2}% (max {:.2}%).",
+            h.rule,
+            100.0 * h.mean_abs_pct_error,
+            100.0 * h.max_abs_pct_error
+        ),
+        None => "No held-out check.".into(),
+    };
+    // The farthest backtest of the reported law (Approach 3 unless only VPNLS ran).
+    let far = f.backtest.as_ref().and_then(|bt| {
+        let a3 = bt.table.iter().rev().find(|r| r.method == fit::Method::A3);
+        a3.or(bt.table.last())
+    });
+    match far {
+        Some(r) => format!(
+            "{held} Farthest rolling backtest ({} extrapolation, {}): best-loss error {:.2}%. Details in \"How far can this be trusted?\".",
+            r.label,
+            method_name(r.method),
+            100.0 * r.best_mean_abs_rel_err
+        ),
+        None => held,
+    }
 }
 
 /// The sections on the fit, in report order.

@@ -17,6 +17,7 @@ mod crash_safety;
 mod executors;
 mod fit_published;
 mod fit_synthetic;
+mod committed_example;
 mod migrate_ids;
 mod report;
 mod sweep_run;

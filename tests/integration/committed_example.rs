@@ -1,0 +1,39 @@
+//! The README's figures for the main job come from the committed example's `fits.json`: the
+//! design-study row is rebuilt from it here, so a regenerated example with other numbers fails
+//! until the README says what the example shows.
+
+use crate::common::*;
+
+#[test]
+fn readme_design_row_matches_the_committed_fits() {
+    let fits: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("results/example-quick/fits.json")).unwrap(),
+    )
+    .unwrap();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let f = |path: &[&str]| {
+        path.iter()
+            .fold(&fits, |v, k| &v[*k])
+            .as_f64()
+            .unwrap_or_else(|| panic!("fits.json has no number at {path:?}"))
+    };
+    let budgets = fits["approach2"]["budgets"].as_array().unwrap();
+    let usable = budgets.iter().filter(|b| b["n_opt"].is_number()).count();
+    let ci = |k: &str| {
+        let (lo, hi) = (f(&["bootstrap", k, "0"]), f(&["bootstrap", k, "1"]));
+        format!("{lo:.2}–{hi:.2} ({:.1}×)", hi / lo)
+    };
+    let row = format!(
+        "| {usable} of {} | {:.3} / {:.3} / {:.3} | {}, {} | {:.2}% | {:.3} ({:+.0}%) |",
+        budgets.len(),
+        f(&["compute_optimal", "a"]),
+        f(&["approach2", "a"]),
+        f(&["approach1", "a"]),
+        ci("alpha"),
+        ci("beta"),
+        100.0 * f(&["holdout", "mean_abs_pct_error"]),
+        f(&["E"]),
+        100.0 * f(&["e_floor", "free_e_rel_diff"]),
+    );
+    assert!(readme.contains(&row), "README lacks the main job's row:\n{row}");
+}
