@@ -20,7 +20,8 @@ fn readme_design_row_matches_the_committed_fits() {
     let budgets = fits["approach2"]["budgets"].as_array().unwrap();
     let usable = budgets.iter().filter(|b| b["n_opt"].is_number()).count();
     let ci = |k: &str| {
-        let (lo, hi) = (f(&["bootstrap", k, "0"]), f(&["bootstrap", k, "1"]));
+        let v = &fits["bootstrap"][k];
+        let (lo, hi) = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
         format!("{lo:.2}–{hi:.2} ({:.1}×)", hi / lo)
     };
     let row = format!(
