@@ -276,6 +276,16 @@ struct FitArgs {
     /// Drop rows where any text cell contains TEXT (e.g. `validation-optimal`).
     #[arg(long, value_name = "TEXT")]
     drop_matching: Option<String>,
+    /// Drop rows whose COL cell is true (default COL: `outlier`, the collectors' flag in
+    /// openathena_isoflops/isoflops.csv).
+    #[arg(long, value_name = "COL", num_args = 0..=1, default_missing_value = "outlier")]
+    drop_outliers: Option<String>,
+    /// Fit each group of rows separately (columns, comma separated, e.g.
+    /// `source,dataset,condition`) by Approaches 2, 3 and VPNLS, and print one table (with
+    /// --json, an array); the target is the first --target-flops, else each set's largest
+    /// budget x 10.
+    #[arg(long, value_name = "COL,COL", value_delimiter = ',')]
+    group_by: Vec<String>,
     /// Bootstrap resamples for the intervals (0 disables).
     #[arg(long, value_name = "K", default_value_t = 1000)]
     bootstrap: usize,
@@ -352,6 +362,7 @@ impl FitArgs {
                     drop_matching: self.drop_matching.clone(),
                     unique: self.unique_col.clone(),
                     epochs: self.epochs_col.clone(),
+                    drop_outliers: self.drop_outliers.clone(),
                 };
                 Dataset::from_table(file, &cols, self.drop_top)
             }
@@ -591,6 +602,9 @@ fn cmd_plan(path: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn cmd_fit(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow::Result<()> {
+    if !args.group_by.is_empty() {
+        return cmd_fit_groups(results, args, json);
+    }
     let data = args.dataset(results.as_ref())?;
     let opts = args.options(results.as_ref(), Holdout::None)?;
     let report = fit::fit_all(&data, &opts)?;
@@ -605,12 +619,57 @@ fn cmd_fit(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow::Resul
     Ok(())
 }
 
+/// `fit --input FILE --group-by COL,...`: one row per group ([`fit::grouped`]).
+fn cmd_fit_groups(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow::Result<()> {
+    let (Some(file), None) = (&args.input, &results) else {
+        return Err(user("--group-by needs --input FILE (not a results folder)"));
+    };
+    let cols = Columns {
+        drop_matching: args.drop_matching.clone(),
+        drop_outliers: args.drop_outliers.clone(),
+        budget: args.budget_col.clone(),
+        ..table_columns(&args)?
+    };
+    let sets = Dataset::groups_from_table(file, &cols, &args.group_by, args.drop_top)?;
+    let opts = args.options(None, Holdout::None)?;
+    let target = opts.targets.first().copied();
+    let rows: Vec<fit::grouped::GroupRow> = sets
+        .iter()
+        .map(|d| fit::grouped::fit_group(d, &opts, target))
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        print!("{}", fit::grouped::render_table(&rows));
+    }
+    Ok(())
+}
+
+/// The N, D or C, loss and unique-token columns of a table input.
+fn table_columns(args: &FitArgs) -> anyhow::Result<Columns> {
+    let (Some(n), Some(loss)) = (&args.n_col, &args.loss_col) else {
+        return Err(user("--input needs --n-col COL and --loss-col COL (and --d-col or --c-col)"));
+    };
+    Ok(Columns {
+        n: n.clone(),
+        d: args.d_col.clone(),
+        c: args.c_col.clone(),
+        loss: loss.clone(),
+        unique: args.unique_col.clone(),
+        epochs: args.epochs_col.clone(),
+        ..Default::default()
+    })
+}
+
 fn cmd_report(
     results: Option<PathBuf>,
     args: FitArgs,
     formats: Vec<report::plots::Format>,
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
+    if !args.group_by.is_empty() {
+        return Err(user("--group-by is for `scalelab fit` (one table of many sets); report one set at a time"));
+    }
     let opts = args.options(results.as_ref(), Holdout::LargestBudget)?;
     let (data, out) = match (&results, out) {
         (Some(dir), out) => (

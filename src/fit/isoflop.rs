@@ -1,4 +1,9 @@
 //! Approach 2 (IsoFLOP parabolas) and Approach 1 (lower envelope of training curves).
+//!
+//! Also owns Approach 2's per-budget diagnostics ([`BudgetDiagnostics`]): whether the vertex
+//! lies inside the sampled sizes, how off-centre the grid is, and how asymmetric the profile
+//! is; the budgets whose parabola vertex is likely biased are flagged ([`BiasFlag`]) and
+//! warned about ([`warnings`]).
 
 use serde::Serialize;
 
@@ -17,6 +22,159 @@ pub struct BudgetFit {
     pub loss_at_opt: Option<f64>,
     /// Why the budget is not used in the frontier regression (None = used).
     pub excluded: Option<String>,
+    /// Where the vertex sits and how lopsided the profile is (None without a vertex).
+    pub diagnostics: Option<BudgetDiagnostics>,
+}
+
+impl BudgetFit {
+    /// Whether the diagnostics flag this budget's vertex as possibly biased.
+    pub fn possibly_biased(&self) -> bool {
+        self.diagnostics.as_ref().is_some_and(|d| !d.flags.is_empty())
+    }
+}
+
+/// |offset| above this: the vertex is near an edge of the sampled sizes.
+pub const NEAR_EDGE: f64 = 0.6;
+/// |asymmetry| above this: the profile is strongly asymmetric.
+pub const ASYMMETRIC: f64 = 0.3;
+
+/// Why a budget's vertex may be biased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BiasFlag {
+    /// The vertex lies outside the sampled ln N range (|offset| > 1): an extrapolation.
+    VertexOutside,
+    /// The vertex lies inside but near an edge (|offset| > [`NEAR_EDGE`]).
+    NearEdge,
+    /// The profile is strongly asymmetric (|asymmetry| > [`ASYMMETRIC`]).
+    Asymmetric,
+}
+
+impl BiasFlag {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            BiasFlag::VertexOutside => "vertex outside the sampled sizes",
+            BiasFlag::NearEdge => "vertex near the edge of the sampled sizes",
+            BiasFlag::Asymmetric => "strongly asymmetric profile",
+        }
+    }
+}
+
+/// One budget's Approach-2 diagnostics.
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetDiagnostics {
+    /// The vertex lies within [N_min, N_max].
+    pub vertex_inside: bool,
+    /// (ln N_opt − mid) / half-width of the sampled ln N range: 0 = centred, ±1 = at the
+    /// smallest / largest size sampled, beyond ±1 = outside.
+    pub offset: f64,
+    /// Asymmetry of the profile at the vertex, h·L‴/(3·L″) from a cubic in ln N (h = the
+    /// half-width): 0 for a symmetric profile; at ±h from the vertex the loss rises
+    /// (1 + s)/(1 − s) times as much on the large-N side as on the small-N side. For the
+    /// Chinchilla law it is h(β − α)/3. None with fewer than 4 sizes.
+    pub asymmetry: Option<f64>,
+    /// ln of the cubic's minimum minus ln N_opt of the parabola: how far the asymmetry moves
+    /// the vertex (N_opt × e^shift). None with fewer than 4 sizes or no cubic minimum.
+    pub cubic_shift: Option<f64>,
+    pub flags: Vec<BiasFlag>,
+}
+
+/// The diagnostics of a parabola vertex at ln N = `v` over sizes `x` (ln N) with losses `y`.
+pub fn diagnose(x: &[f64], y: &[f64], v: f64) -> BudgetDiagnostics {
+    let (lo, hi) = x
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &t| {
+            (l.min(t), h.max(t))
+        });
+    let (mid, h) = ((lo + hi) / 2.0, ((hi - lo) / 2.0).max(1e-300));
+    let offset = (v - mid) / h;
+    let u: Vec<f64> = x.iter().map(|t| (t - mid) / h).collect();
+    let cubic = (distinct(x) >= 4).then(|| poly_fit(&u, y, 3)).flatten();
+    let asymmetry = cubic.as_ref().and_then(|c| {
+        let curv = c[2] + 3.0 * c[3] * offset;
+        (curv > 0.0).then(|| c[3] / curv)
+    });
+    // The cubic's local minimum c1 + 2 c2 u + 3 c3 u² = 0 with L″ > 0, in the stable form.
+    let cubic_shift = cubic.as_ref().and_then(|c| {
+        let root = (4.0 * c[2] * c[2] - 12.0 * c[3] * c[1]).sqrt();
+        let den = 2.0 * c[2] + root;
+        (den > 0.0).then(|| h * (-2.0 * c[1] / den - offset))
+    });
+    let mut flags = Vec::new();
+    if offset.abs() > 1.0 {
+        flags.push(BiasFlag::VertexOutside);
+    } else if offset.abs() > NEAR_EDGE {
+        flags.push(BiasFlag::NearEdge);
+    }
+    if asymmetry.is_some_and(|s| s.abs() > ASYMMETRIC) {
+        flags.push(BiasFlag::Asymmetric);
+    }
+    BudgetDiagnostics {
+        vertex_inside: offset.abs() <= 1.0,
+        offset,
+        asymmetry,
+        cubic_shift,
+        flags,
+    }
+}
+
+/// Least-squares polynomial Σ c_k x^k of degree `deg` (x should be scaled to about [−1, 1]).
+pub fn poly_fit(x: &[f64], y: &[f64], deg: usize) -> Option<Vec<f64>> {
+    let k = deg + 1;
+    if x.len() < k {
+        return None;
+    }
+    let mut m = vec![vec![0.0; k]; k];
+    let mut r = vec![0.0; k];
+    for (&xi, &yi) in x.iter().zip(y) {
+        let pw: Vec<f64> = (0..k).map(|j| xi.powi(j as i32)).collect();
+        for i in 0..k {
+            r[i] += pw[i] * yi;
+            for j in 0..k {
+                m[i][j] += pw[i] * pw[j];
+            }
+        }
+    }
+    super::vpnls::solve(m, r)
+}
+
+/// The number of distinct values in `x` (to 1e-9).
+fn distinct(x: &[f64]) -> usize {
+    let mut v = x.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    v.len()
+}
+
+/// One warning naming the budgets whose vertex may be biased, with why (none if none).
+pub fn warnings(a2: &Approach2) -> Vec<String> {
+    let flagged: Vec<String> = a2
+        .budgets
+        .iter()
+        .filter_map(|b| {
+            let d = b.diagnostics.as_ref().filter(|d| !d.flags.is_empty())?;
+            let why: Vec<&str> = d.flags.iter().map(BiasFlag::describe).collect();
+            let asym = d
+                .asymmetry
+                .map(|s| format!(", asymmetry {s:+.2}"))
+                .unwrap_or_default();
+            Some(format!(
+                "C = {:.3e} ({}: offset {:+.2}{asym})",
+                b.budget,
+                why.join(", "),
+                d.offset
+            ))
+        })
+        .collect();
+    if flagged.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "Approach 2: the parabola vertex may be biased at {} of {} budgets: {}; offset = vertex position in the sampled ln N range (0 centred, +-1 at an edge); hollow markers and dashed parabolas in the IsoFLOP plot",
+        flagged.len(),
+        a2.budgets.len(),
+        flagged.join("; ")
+    )]
 }
 
 /// Approach 2: per-budget parabola vertices and the frontier fits
@@ -151,62 +309,68 @@ pub fn group_budgets(points: &[Point]) -> (String, Vec<(f64, Vec<usize>)>) {
     ("C = 6ND clustered (gaps > 25%)".into(), groups)
 }
 
+/// One budget's parabola, vertex and diagnostics over sizes `x` (ln N) and losses `y`.
+fn fit_budget(budget: f64, x: &[f64], y: &[f64]) -> BudgetFit {
+    let (n_min, n_max) = x
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let mut bf = BudgetFit {
+        budget,
+        points: x.len(),
+        n_min: n_min.exp(),
+        n_max: n_max.exp(),
+        parabola: None,
+        n_opt: None,
+        d_opt: None,
+        loss_at_opt: None,
+        excluded: None,
+        diagnostics: None,
+    };
+    let distinct = distinct(x);
+    if distinct < 3 {
+        bf.excluded = Some(format!(
+            "{distinct} distinct model size(s); a parabola needs 3"
+        ));
+        return bf;
+    }
+    let Some(p) = parabola_fit(x, y) else {
+        bf.excluded = Some("singular parabola fit".into());
+        return bf;
+    };
+    bf.parabola = Some(p);
+    if p[0] <= 0.0 {
+        bf.excluded = Some("parabola opens downward (no minimum)".into());
+        return bf;
+    }
+    let v = -p[1] / (2.0 * p[0]);
+    let n = v.exp();
+    bf.n_opt = Some(n);
+    bf.d_opt = Some(budget / (6.0 * n));
+    bf.loss_at_opt = Some(p[0] * v * v + p[1] * v + p[2]);
+    bf.diagnostics = Some(diagnose(x, y, v));
+    if v < n_min || v > n_max {
+        bf.excluded = Some(format!(
+            "vertex N = {:.3e} outside the sampled range [{:.3e}, {:.3e}]",
+            n,
+            n_min.exp(),
+            n_max.exp()
+        ));
+    }
+    bf
+}
+
 pub fn approach2(points: &[Point]) -> Approach2 {
     let (grouping, groups) = group_budgets(points);
-    let mut budgets = Vec::new();
-    for (budget, idx) in groups {
-        let x: Vec<f64> = idx.iter().map(|&i| points[i].n.ln()).collect();
-        let y: Vec<f64> = idx.iter().map(|&i| points[i].loss).collect();
-        let (n_min, n_max) = x
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
-        let mut bf = BudgetFit {
-            budget,
-            points: idx.len(),
-            n_min: n_min.exp(),
-            n_max: n_max.exp(),
-            parabola: None,
-            n_opt: None,
-            d_opt: None,
-            loss_at_opt: None,
-            excluded: None,
-        };
-        let distinct = {
-            let mut v = x.clone();
-            v.sort_by(f64::total_cmp);
-            v.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
-            v.len()
-        };
-        if distinct < 3 {
-            bf.excluded = Some(format!(
-                "{distinct} distinct model size(s); a parabola needs 3"
-            ));
-        } else if let Some(p) = parabola_fit(&x, &y) {
-            bf.parabola = Some(p);
-            if p[0] <= 0.0 {
-                bf.excluded = Some("parabola opens downward (no minimum)".into());
-            } else {
-                let v = -p[1] / (2.0 * p[0]);
-                let n = v.exp();
-                bf.n_opt = Some(n);
-                bf.d_opt = Some(budget / (6.0 * n));
-                bf.loss_at_opt = Some(p[0] * v * v + p[1] * v + p[2]);
-                if v < n_min || v > n_max {
-                    bf.excluded = Some(format!(
-                        "vertex N = {:.3e} outside the sampled range [{:.3e}, {:.3e}]",
-                        n,
-                        n_min.exp(),
-                        n_max.exp()
-                    ));
-                }
-            }
-        } else {
-            bf.excluded = Some("singular parabola fit".into());
-        }
-        budgets.push(bf);
-    }
+    let budgets: Vec<BudgetFit> = groups
+        .into_iter()
+        .map(|(budget, idx)| {
+            let x: Vec<f64> = idx.iter().map(|&i| points[i].n.ln()).collect();
+            let y: Vec<f64> = idx.iter().map(|&i| points[i].loss).collect();
+            fit_budget(budget, &x, &y)
+        })
+        .collect();
     let used: Vec<&BudgetFit> = budgets.iter().filter(|b| b.excluded.is_none()).collect();
     let lc: Vec<f64> = used.iter().map(|b| b.budget.ln()).collect();
     let ln_n: Vec<f64> = used.iter().map(|b| b.n_opt.unwrap().ln()).collect();
@@ -317,5 +481,122 @@ mod tests {
         let a1 = approach1(&curves, 12);
         let a = a1.a.unwrap();
         assert!((a - 0.5).abs() < 0.1, "a = {a}");
+    }
+}
+
+#[cfg(test)]
+mod diagnostics_tests {
+    use super::*;
+    use crate::fit::laws::ChinchillaParams;
+
+    const C: f64 = 1e20;
+
+    /// 7 sizes at budget `C` on the law `p`, spanning `span`× in N, centred `shift` half-widths
+    /// away from the true compute-optimal N (negative: the grid sits below it).
+    fn grid(p: &ChinchillaParams, span: f64, shift: f64) -> (Vec<Point>, f64) {
+        let x0 = p.optimal(C).0.ln();
+        let h = span.ln() / 2.0;
+        let pts = (0..7)
+            .map(|i| {
+                let n = (x0 + h * (shift + (i as f64 / 3.0 - 1.0))).exp();
+                let d = C / (6.0 * n);
+                Point {
+                    n,
+                    d,
+                    loss: p.predict(n, d),
+                    budget: Some(C),
+                    c: None,
+                    unique: None,
+                }
+            })
+            .collect();
+        (pts, x0)
+    }
+
+    const SYMMETRIC: ChinchillaParams = ChinchillaParams {
+        e: 1.7,
+        a: 400.0,
+        b: 1800.0,
+        alpha: 0.3,
+        beta: 0.3,
+    };
+
+    #[test]
+    fn centred_grid_is_not_flagged() {
+        let (pts, x0) = grid(&SYMMETRIC, 30.0, 0.0);
+        let a2 = approach2(&pts);
+        let b = &a2.budgets[0];
+        let d = b.diagnostics.as_ref().unwrap();
+        assert!(d.offset.abs() < 1e-6, "offset {}", d.offset);
+        assert!(d.vertex_inside && d.flags.is_empty(), "{d:?}");
+        assert!(d.asymmetry.unwrap().abs() < 1e-6, "{d:?}");
+        assert!((b.n_opt.unwrap().ln() - x0).abs() < 1e-6);
+        assert!(warnings(&a2).is_empty());
+    }
+
+    #[test]
+    fn off_centre_grid_is_flagged_and_warned() {
+        // The true optimum sits 0.8 half-widths above the grid's centre.
+        let (pts, _) = grid(&SYMMETRIC, 30.0, -0.8);
+        let a2 = approach2(&pts);
+        let d = a2.budgets[0].diagnostics.clone().unwrap();
+        assert!(
+            d.offset > NEAR_EDGE && d.offset <= 1.0,
+            "offset {}",
+            d.offset
+        );
+        assert_eq!(d.flags, vec![BiasFlag::NearEdge]);
+        assert!(
+            a2.budgets[0].excluded.is_none(),
+            "near the edge is still used"
+        );
+        let w = warnings(&a2);
+        assert!(
+            w.len() == 1 && w[0].contains("C = 1.000e20") && w[0].contains("near the edge"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn vertex_outside_the_grid_is_flagged_and_excluded() {
+        let (pts, _) = grid(&SYMMETRIC, 30.0, -1.6);
+        let a2 = approach2(&pts);
+        let b = &a2.budgets[0];
+        let d = b.diagnostics.as_ref().unwrap();
+        assert!(d.offset > 1.0 && !d.vertex_inside, "{d:?}");
+        assert_eq!(d.flags, vec![BiasFlag::VertexOutside]);
+        assert!(b.excluded.as_deref().unwrap().contains("outside"));
+        assert!(warnings(&a2)[0].contains("vertex outside"));
+    }
+
+    #[test]
+    fn asymmetric_profile_is_measured_and_its_shift_points_to_the_optimum() {
+        // α = 0.1, β = 0.7 over 100× in N (h = ln 10): the local asymmetry h(β − α)/3 = 0.46.
+        let p = ChinchillaParams {
+            e: 1.7,
+            a: 30.0,
+            b: 1e6,
+            alpha: 0.1,
+            beta: 0.7,
+        };
+        let (pts, x0) = grid(&p, 100.0, 0.0);
+        let a2 = approach2(&pts);
+        let b = &a2.budgets[0];
+        let d = b.diagnostics.as_ref().unwrap();
+        // Measured: 0.574 (the window adds higher-order terms to the local 0.46).
+        let theory = 10f64.ln() * (0.7 - 0.1) / 3.0;
+        assert!(
+            (d.asymmetry.unwrap() - theory).abs() < 0.15,
+            "{d:?}, theory {theory}"
+        );
+        assert!(d.flags.contains(&BiasFlag::Asymmetric), "{d:?}");
+        // The parabola's vertex is 0.38 low in ln N; the cubic's minimum is within 0.02.
+        let v = b.n_opt.unwrap().ln();
+        assert!(v - x0 < -0.3, "the parabola is biased low: {}", v - x0);
+        let corrected = v + d.cubic_shift.unwrap();
+        assert!(
+            (corrected - x0).abs() < 0.2 * (v - x0).abs(),
+            "{v} {corrected} {x0}"
+        );
     }
 }

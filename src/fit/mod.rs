@@ -23,6 +23,7 @@
 pub mod backtest;
 pub mod constrained;
 pub mod floor;
+pub mod grouped;
 pub mod interval;
 pub mod isoflop;
 pub mod laws;
@@ -88,6 +89,15 @@ pub struct Columns {
     /// Unique-token column U_D, or an epochs column (U_D = D / epochs).
     pub unique: Option<String>,
     pub epochs: Option<String>,
+    /// Drop rows whose cell in this column is true (`True`, `true` or 1), e.g. the
+    /// collectors' `outlier` flag in `openathena_isoflops/isoflops.csv`.
+    pub drop_outliers: Option<String>,
+}
+
+/// Whether a cell reads as true (`true`, `True`, `yes`, or a non-zero number).
+fn truthy(s: &str) -> bool {
+    let s = s.trim().to_ascii_lowercase();
+    s == "true" || s == "yes" || s.parse::<f64>().is_ok_and(|v| v != 0.0)
 }
 
 /// Numbers written in a text cell, in order, with whether each used an exponent.
@@ -134,20 +144,100 @@ fn budget_number(s: &str) -> Option<f64> {
     nums.iter().find(|n| n.1).or(nums.first()).map(|n| n.0)
 }
 
+/// The rows a table input keeps: not matching `--drop-matching`, not flagged by
+/// `--drop-outliers`.
+fn kept_rows(t: &Table, cols: &Columns) -> anyhow::Result<Vec<bool>> {
+    let mut keep = match &cols.drop_matching {
+        Some(m) => t.rows_matching(m).iter().map(|d| !d).collect(),
+        None => vec![true; t.rows],
+    };
+    if let Some(o) = &cols.drop_outliers {
+        for (k, cell) in t.text(o, "--drop-outliers")?.iter().enumerate() {
+            keep[k] &= !cell.as_deref().is_some_and(truthy);
+        }
+    }
+    Ok(keep)
+}
+
+/// D per row: the D column, or C / 6N from the compute column.
+fn d_column(t: &Table, cols: &Columns, n: &[Option<f64>]) -> anyhow::Result<Vec<Option<f64>>> {
+    Ok(match (&cols.d, &cols.c) {
+        (Some(dc), _) => t.numeric(dc, "--d-col")?,
+        (None, Some(cc)) => {
+            let c = t.numeric(cc, "--c-col")?;
+            c.iter().zip(n).map(|(c, n)| Some(c.as_ref()? / (6.0 * n.as_ref()?))).collect()
+        }
+        (None, None) => bail_user!("give the data size as --d-col COL, or the compute as --c-col COL (then D = C / 6N)"),
+    })
+}
+
+/// Unique tokens per row: the unique column, or D / epochs.
+fn unique_column(t: &Table, cols: &Columns, d: &[Option<f64>]) -> anyhow::Result<Vec<Option<f64>>> {
+    Ok(match (&cols.unique, &cols.epochs) {
+        (Some(u), _) => t.numeric(u, "--unique-col")?,
+        (None, Some(e)) => t
+            .numeric(e, "--epochs-col")?
+            .iter()
+            .zip(d)
+            .map(|(e, d)| Some(d.as_ref()? / e.filter(|e| *e > 0.0)?))
+            .collect(),
+        (None, None) => vec![None; t.rows],
+    })
+}
+
 impl Dataset {
     /// Points from a CSV / Parquet file.
     pub fn from_table(path: &Path, cols: &Columns, drop_top: usize) -> anyhow::Result<Dataset> {
         let t = Table::read(path)?;
+        let keep = kept_rows(&t, cols)?;
+        Dataset::from_rows(&t, cols, &keep, path.display().to_string(), drop_top)
+    }
+
+    /// One dataset per distinct value of the `group_by` columns (joined with `/`, empty
+    /// cells left out), in order of first appearance; `drop_top` applies to each.
+    pub fn groups_from_table(
+        path: &Path,
+        cols: &Columns,
+        group_by: &[String],
+        drop_top: usize,
+    ) -> anyhow::Result<Vec<Dataset>> {
+        let t = Table::read(path)?;
+        let keep = kept_rows(&t, cols)?;
+        let keys: Vec<Vec<Option<String>>> = group_by
+            .iter()
+            .map(|g| t.text(g, "--group-by"))
+            .collect::<anyhow::Result<_>>()?;
+        let label = |k: usize| {
+            let parts: Vec<&str> = keys.iter().filter_map(|c| c[k].as_deref()).collect();
+            parts.join("/")
+        };
+        let mut labels: Vec<String> = Vec::new();
+        for k in (0..t.rows).filter(|&k| keep[k]) {
+            if !labels.contains(&label(k)) {
+                labels.push(label(k));
+            }
+        }
+        labels
+            .into_iter()
+            .map(|l| {
+                let rows: Vec<bool> = (0..t.rows).map(|k| keep[k] && label(k) == l).collect();
+                Dataset::from_rows(&t, cols, &rows, l, drop_top)
+            })
+            .collect()
+    }
+
+    /// Points from the rows of `t` marked in `keep`.
+    fn from_rows(
+        t: &Table,
+        cols: &Columns,
+        keep: &[bool],
+        source: String,
+        drop_top: usize,
+    ) -> anyhow::Result<Dataset> {
+        let path = t.path.as_path();
         let n = t.numeric(&cols.n, "--n-col")?;
         let loss = t.numeric(&cols.loss, "--loss-col")?;
-        let d: Vec<Option<f64>> = match (&cols.d, &cols.c) {
-            (Some(dc), _) => t.numeric(dc, "--d-col")?,
-            (None, Some(cc)) => {
-                let c = t.numeric(cc, "--c-col")?;
-                c.iter().zip(&n).map(|(c, n)| Some(c.as_ref()? / (6.0 * n.as_ref()?))).collect()
-            }
-            (None, None) => bail_user!("give the data size as --d-col COL, or the compute as --c-col COL (then D = C / 6N)"),
-        };
+        let d = d_column(t, cols, &n)?;
         let budget: Vec<Option<f64>> = match &cols.budget {
             Some(b) => t
                 .text(b, "--budget-col")?
@@ -156,22 +246,9 @@ impl Dataset {
                 .collect(),
             None => vec![None; t.rows],
         };
-        let unique: Vec<Option<f64>> = match (&cols.unique, &cols.epochs) {
-            (Some(u), _) => t.numeric(u, "--unique-col")?,
-            (None, Some(e)) => t
-                .numeric(e, "--epochs-col")?
-                .iter()
-                .zip(&d)
-                .map(|(e, d)| Some(d.as_ref()? / e.filter(|e| *e > 0.0)?))
-                .collect(),
-            (None, None) => vec![None; t.rows],
-        };
-        let dropped_rows = match &cols.drop_matching {
-            Some(m) => t.rows_matching(m),
-            None => vec![false; t.rows],
-        };
+        let unique = unique_column(t, cols, &d)?;
         let mut points = Vec::new();
-        for k in (0..t.rows).filter(|&k| !dropped_rows[k]) {
+        for k in (0..t.rows).filter(|&k| keep[k]) {
             let (Some(nv), Some(dv), Some(lv)) = (n[k], d[k], loss[k]) else {
                 bail_user!(
                     "{}: row {} has an empty N, D or loss cell",
@@ -198,7 +275,7 @@ impl Dataset {
             });
         }
         let mut ds = Dataset {
-            source: path.display().to_string(),
+            source,
             points,
             dropped_top: 0,
             curves: Vec::new(),
@@ -976,6 +1053,8 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         ));
     }
     let extras = extras(pts, opts, &a3, &mut tm, &mut warnings)?;
+    let approach2 = isoflop::approach2(pts);
+    warnings.extend(isoflop::warnings(&approach2));
     tm.total = t0.elapsed().as_secs_f64();
     Ok(FitReport {
         data_constrained,
@@ -998,7 +1077,7 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         approach3: a3,
         bootstrap: boot,
         kaplan: fit_kaplan(pts, opts.delta),
-        approach2: isoflop::approach2(pts),
+        approach2,
         approach1: (!data.curves.is_empty()).then(|| isoflop::approach1(&data.curves, 30)),
         holdout,
         holdout_note,
@@ -1121,6 +1200,7 @@ fn choices(opts: &FitOptions) -> Vec<String> {
         format!("E: {}", match (opts.fixed_e, opts.floor) { (Some(e), _) => format!("fixed at {e}"), (None, Some(f)) => format!("free; also fitted pinned to the loss floor {f}"), (None, None) => "free".into() }),
         "backtests: budgets sorted by C; fit on the first k (>= 8 points), predict each later budget's best loss and each run; 95% prediction intervals from up to 100 bootstrap laws x 25 resampled log residuals (inflated by sqrt(n/(n-p)))".into(),
         "Approach 2: per-budget least-squares parabola of loss in ln N; budgets with < 3 sizes or an out-of-range vertex are excluded; ln N_opt regressed on ln C".into(),
+        format!("Approach 2 diagnostics: offset = (ln N_opt - mid)/half-width of the sampled ln N range, asymmetry = h L'''/(3 L'') at the vertex from a cubic in ln N (>= 4 sizes); a budget is flagged when |offset| > {} or |asymmetry| > {}", isoflop::NEAR_EDGE, isoflop::ASYMMETRIC),
     ]
 }
 

@@ -72,7 +72,7 @@ fn quad(g: &[Vec<f64>], c: &[f64]) -> f64 {
 }
 
 /// Gaussian elimination with partial pivoting; `None` when singular.
-fn solve(mut m: Vec<Vec<f64>>, mut r: Vec<f64>) -> Option<Vec<f64>> {
+pub(crate) fn solve(mut m: Vec<Vec<f64>>, mut r: Vec<f64>) -> Option<Vec<f64>> {
     let n = r.len();
     for col in 0..n {
         let p = (col..n).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;

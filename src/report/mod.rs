@@ -437,6 +437,13 @@ fn floor_block(f: &FitReport, fl: Floor) -> Block {
 /// the prediction intervals' coverage, and the figure.
 fn trust_blocks(f: &FitReport, drawn: &[Fig]) -> Vec<Block> {
     let mut b = vec![Block::H(2, "How far can this be trusted?".into())];
+    let flagged = f.approach2.budgets.iter().filter(|g| g.possibly_biased()).count();
+    if flagged > 0 {
+        b.push(Block::P(format!(
+            "Approach 2: {flagged} of {} IsoFLOP budgets may give a biased vertex (off-centre grid or asymmetric profile); see the IsoFLOP budgets table and the dashed parabolas in the IsoFLOP plot.",
+            f.approach2.budgets.len()
+        )));
+    }
     let Some(bt) = &f.backtest else {
         b.push(Block::P("No rolling backtests: they need at least 3 compute budgets (or were turned off with --no-backtest).".into()));
         return b;
@@ -593,7 +600,8 @@ fn agreement_blocks(f: &FitReport) -> Vec<Block> {
     ]
 }
 
-/// Approach 2's budgets: each parabola's optimum, or why the budget is excluded.
+/// Approach 2's budgets: each parabola's optimum, or why the budget is excluded, and the
+/// diagnostics of its vertex (off-centre grid, asymmetric profile).
 fn isoflop_budget_blocks(f: &FitReport) -> Vec<Block> {
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.3e}")).unwrap_or_else(|| "–".into());
     let rows = f
@@ -601,7 +609,7 @@ fn isoflop_budget_blocks(f: &FitReport) -> Vec<Block> {
         .budgets
         .iter()
         .map(|bg| {
-            vec![
+            let mut row = vec![
                 format!("{:.3e}", bg.budget),
                 bg.points.to_string(),
                 opt(bg.n_opt),
@@ -611,7 +619,9 @@ fn isoflop_budget_blocks(f: &FitReport) -> Vec<Block> {
                     .clone()
                     .map(|e| format!("no: {e}"))
                     .unwrap_or_else(|| "yes".into()),
-            ]
+            ];
+            row.extend(diagnostic_cells(bg.diagnostics.as_ref()));
+            row
         })
         .collect();
     let head = [
@@ -621,10 +631,40 @@ fn isoflop_budget_blocks(f: &FitReport) -> Vec<Block> {
         "D_opt",
         "loss at N_opt",
         "used",
+        "vertex offset",
+        "asymmetry",
+        "cubic shift of N_opt",
+        "possibly biased",
     ];
     vec![
         Block::H(3, format!("IsoFLOP budgets ({})", f.approach2.grouping)),
         Block::Table(header(&head), rows),
+        Block::P(format!(
+            "Vertex offset = (ln N_opt − mid) / half-width of the budget's sampled ln N range: 0 = centred, ±1 = at the smallest / largest size, beyond = outside. Asymmetry = h·L‴/(3·L″) at the vertex from a cubic in ln N (0 = symmetric; the loss rises (1 + s)/(1 − s) times as much on the large-N side); the cubic shift is how far the cubic's minimum lies from the parabola's, as a factor on N_opt. A budget is flagged when |offset| > {} or |asymmetry| > {}: its parabola is dashed and its vertex hollow in the IsoFLOP plot.",
+            fit::isoflop::NEAR_EDGE,
+            fit::isoflop::ASYMMETRIC
+        )),
+    ]
+}
+
+/// The diagnostics columns of one budget (dashes without a vertex).
+fn diagnostic_cells(d: Option<&fit::isoflop::BudgetDiagnostics>) -> Vec<String> {
+    let dash = || "–".to_string();
+    let Some(d) = d else {
+        return vec![dash(), dash(), dash(), dash()];
+    };
+    let flags: Vec<&str> = d.flags.iter().map(|f| f.describe()).collect();
+    vec![
+        format!("{:+.2}", d.offset),
+        d.asymmetry.map(|s| format!("{s:+.2}")).unwrap_or_else(dash),
+        d.cubic_shift
+            .map(|v| format!("×{:.2}", v.exp()))
+            .unwrap_or_else(dash),
+        if flags.is_empty() {
+            "no".into()
+        } else {
+            format!("yes: {}", flags.join(", "))
+        },
     ]
 }
 

@@ -522,6 +522,15 @@ fn isoflop<DB: DrawingBackend>(
         .map_err(pe)?
         .label("parabola minimum")
         .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, BLACK.filled()));
+    if budgets
+        .iter()
+        .any(|b| b.diagnostics.as_ref().is_some_and(|d| !d.flags.is_empty()))
+    {
+        c.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+            .map_err(pe)?
+            .label("hollow, dashed: possibly biased")
+            .legend(|(x, y)| EmptyElement::at((x + 10, y)) + hollow_triangle());
+    }
     legend(&mut c)
 }
 
@@ -551,23 +560,38 @@ fn draw_budget<'a, DB: DrawingBackend + 'a>(
         .map(|n| (n, p[0] * n.ln().powi(2) + p[1] * n.ln() + p[2]))
         .filter(|(_, y)| yr.contains(y))
         .collect();
+    let flagged = b.diagnostics.as_ref().is_some_and(|d| !d.flags.is_empty());
     let style = if b.excluded.is_some() {
         col.mix(0.4).stroke_width(1)
     } else {
         col.stroke_width(2)
     };
-    c.draw_series(LineSeries::new(line, style)).map_err(pe)?;
-    if let (Some(n), Some(l), None) = (b.n_opt, b.loss_at_opt, &b.excluded) {
-        if xr.contains(&n) && yr.contains(&l) {
-            c.draw_series(std::iter::once(TriangleMarker::new(
-                (n, l),
-                8,
-                BLACK.filled(),
-            )))
+    if flagged {
+        c.draw_series(DashedLineSeries::new(line, 8, 5, style))
             .map_err(pe)?;
+    } else {
+        c.draw_series(LineSeries::new(line, style)).map_err(pe)?;
+    }
+    if let (Some(n), Some(l)) = (b.n_opt, b.loss_at_opt) {
+        if xr.contains(&n) && yr.contains(&l) && (b.excluded.is_none() || flagged) {
+            if flagged {
+                c.draw_series(std::iter::once(EmptyElement::at((n, l)) + hollow_triangle()))
+                    .map_err(pe)?;
+            } else {
+                c.draw_series(std::iter::once(TriangleMarker::new((n, l), 8, BLACK.filled())))
+                    .map_err(pe)?;
+            }
         }
     }
     Ok(())
+}
+
+/// The outline of a triangle marker (pixel offsets), for a possibly biased vertex.
+fn hollow_triangle() -> PathElement<(i32, i32)> {
+    PathElement::new(
+        vec![(0, -8), (7, 5), (-7, 5), (0, -8)],
+        BLACK.stroke_width(2),
+    )
 }
 
 /// The bootstrap band of N_opt and D_opt at one budget: (C, [N lo, hi], [D lo, hi]).
