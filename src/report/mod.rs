@@ -437,7 +437,12 @@ fn floor_block(f: &FitReport, fl: Floor) -> Block {
 /// the prediction intervals' coverage, and the figure.
 fn trust_blocks(f: &FitReport, drawn: &[Fig]) -> Vec<Block> {
     let mut b = vec![Block::H(2, "How far can this be trusted?".into())];
-    let flagged = f.approach2.budgets.iter().filter(|g| g.possibly_biased()).count();
+    let flagged = f
+        .approach2
+        .budgets
+        .iter()
+        .filter(|g| g.possibly_biased())
+        .count();
     if flagged > 0 {
         b.push(Block::P(format!(
             "Approach 2: {flagged} of {} IsoFLOP budgets may give a biased vertex (off-centre grid or asymmetric profile); see the IsoFLOP budgets table and the dashed parabolas in the IsoFLOP plot.",
@@ -510,18 +515,22 @@ fn vpnls_blocks(f: &FitReport, v: &fit::vpnls::Comparison) -> Vec<Block> {
         )));
         return b;
     }
-    let row = |name: &str, x: f64, y: f64| vec![name.to_string(), num(x), num(y)];
+    let a3 = fit::laws::ChinchillaParams {
+        e: f.e,
+        a: f.a,
+        b: f.b,
+        alpha: f.alpha,
+        beta: f.beta,
+    };
+    let mut rows = law_rows(&a3, &p);
+    rows.push(vec![
+        "SSE on L".into(),
+        num(v.approach3_sse),
+        num(v.fit.sse),
+    ]);
     b.push(Block::Table(
         header(&["parameter", "Approach 3", "VPNLS"]),
-        vec![
-            row("E", f.e, p.e),
-            row("A", f.a, p.a),
-            row("B", f.b, p.b),
-            row("α", f.alpha, p.alpha),
-            row("β", f.beta, p.beta),
-            row("a = β/(α+β)", f.compute_optimal.a, p.exponent_a()),
-            row("SSE on L", v.approach3_sse, v.fit.sse),
-        ],
+        rows,
     ));
     b.push(Block::P(format!(
         "The laws differ (largest relative parameter difference {:.1}%): {}.",
@@ -531,23 +540,32 @@ fn vpnls_blocks(f: &FitReport, v: &fit::vpnls::Comparison) -> Vec<Block> {
     b
 }
 
+/// Two laws side by side: E, A, B, α, β and the compute-optimal exponent a.
+fn law_rows(x: &fit::laws::ChinchillaParams, y: &fit::laws::ChinchillaParams) -> Vec<Vec<String>> {
+    let row = |name: &str, u: f64, v: f64| vec![name.to_string(), num(u), num(v)];
+    vec![
+        row("E", x.e, y.e),
+        row("A", x.a, y.a),
+        row("B", x.b, y.b),
+        row("α", x.alpha, y.alpha),
+        row("β", x.beta, y.beta),
+        row("a = β/(α+β)", x.exponent_a(), y.exponent_a()),
+    ]
+}
+
 /// The law with E pinned to the floor beside the free law.
 fn pinned_blocks(fc: &fit::floor::FloorComparison) -> Vec<Block> {
-    let row = |name: &str, x: f64, y: f64| vec![name.to_string(), num(x), num(y)];
-    let (fr, pn) = (fc.free, fc.pinned);
+    let mut rows = law_rows(&fc.free, &fc.pinned);
+    rows.push(vec![
+        "objective".into(),
+        num(fc.free_objective),
+        num(fc.pinned_objective),
+    ]);
     let mut b = vec![
         Block::H(3, "E free and E pinned to the loss floor".into()),
         Block::Table(
             header(&["parameter", "E free", "E pinned to the floor"]),
-            vec![
-                row("E", fr.e, pn.e),
-                row("A", fr.a, pn.a),
-                row("B", fr.b, pn.b),
-                row("α", fr.alpha, pn.alpha),
-                row("β", fr.beta, pn.beta),
-                row("a = β/(α+β)", fr.exponent_a(), pn.exponent_a()),
-                row("objective", fc.free_objective, fc.pinned_objective),
-            ],
+            rows,
         ),
         Block::P(format!(
             "The free E lands {:+.1}% from the floor {}; the law reported above is the {} one.",

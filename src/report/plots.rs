@@ -575,11 +575,17 @@ fn draw_budget<'a, DB: DrawingBackend + 'a>(
     if let (Some(n), Some(l)) = (b.n_opt, b.loss_at_opt) {
         if xr.contains(&n) && yr.contains(&l) && (b.excluded.is_none() || flagged) {
             if flagged {
-                c.draw_series(std::iter::once(EmptyElement::at((n, l)) + hollow_triangle()))
-                    .map_err(pe)?;
+                c.draw_series(std::iter::once(
+                    EmptyElement::at((n, l)) + hollow_triangle(),
+                ))
+                .map_err(pe)?;
             } else {
-                c.draw_series(std::iter::once(TriangleMarker::new((n, l), 8, BLACK.filled())))
-                    .map_err(pe)?;
+                c.draw_series(std::iter::once(TriangleMarker::new(
+                    (n, l),
+                    8,
+                    BLACK.filled(),
+                )))
+                .map_err(pe)?;
             }
         }
     }
