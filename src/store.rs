@@ -282,6 +282,8 @@ pub struct ResultsStore {
     /// What [`load`] found when the store was opened.
     pub run_files: usize,
     pub unreadable: Vec<String>,
+    /// Columns an older file lacked (filled with their defaults; see [`crate::record`]).
+    pub filled_columns: Vec<&'static str>,
 }
 
 impl ResultsStore {
@@ -303,6 +305,7 @@ impl ResultsStore {
             metadata,
             run_files: l.run_files,
             unreadable: l.unreadable,
+            filled_columns: l.filled_columns,
         })
     }
 
@@ -396,6 +399,7 @@ pub fn migrate_ids(
         metadata: meta.to_vec(),
         run_files: 0,
         unreadable: Vec::new(),
+        filled_columns: Vec::new(),
     };
     store.flush()?;
     for old in &renamed {

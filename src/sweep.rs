@@ -488,6 +488,13 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     for u in &store.unreadable {
         eprintln!("scalelab: warning: unreadable result file {u}; its run will be retrained");
     }
+    if !store.filled_columns.is_empty() {
+        eprintln!(
+            "scalelab: note: {} was written by an older scalelab; its rows lack {} (filled with the defaults stated in the README, \"Results files\"); the merged runs.parquet gets every column at its next rewrite",
+            p.out_dir.display(),
+            store.filled_columns.join(", ")
+        );
+    }
     let units = units(&p.plan, &store);
     let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
     let skipped = p.plan.runs.len() - pending_runs;
