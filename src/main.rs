@@ -344,9 +344,9 @@ struct FitArgs {
 
 impl FitArgs {
     /// The dataset: a results folder or a table.
-    fn dataset(&self, results: Option<&PathBuf>) -> anyhow::Result<Dataset> {
-        match (results, &self.input) {
-            (Some(dir), None) => ResultsFolder::load(dir)?.dataset(self.drop_top),
+    fn dataset(&self, folder: Option<&ResultsFolder>) -> anyhow::Result<Dataset> {
+        match (folder, &self.input) {
+            (Some(f), None) => f.dataset(self.drop_top),
             (None, Some(file)) => {
                 let (Some(n), Some(loss)) = (&self.n_col, &self.loss_col) else {
                     return Err(user(
@@ -375,7 +375,7 @@ impl FitArgs {
 
     fn options(
         &self,
-        results: Option<&PathBuf>,
+        folder: Option<&ResultsFolder>,
         default_holdout: Holdout,
     ) -> anyhow::Result<FitOptions> {
         let holdout = self.holdout.unwrap_or(default_holdout);
@@ -395,8 +395,8 @@ impl FitArgs {
         }
         let mut targets = self.target_flops.clone();
         if targets.is_empty() {
-            if let Some(dir) = results {
-                targets = sweep_targets(dir);
+            if let Some(spec) = folder.and_then(|f| f.spec.as_ref()) {
+                targets = spec.target_flops.clone();
             }
         }
         let base = match self.base.as_slice() {
@@ -416,7 +416,7 @@ impl FitArgs {
                 ))
             }
         };
-        let floor = self.floor(results)?;
+        let floor = self.floor(folder)?;
         Ok(FitOptions {
             data_constrained: self.data_constrained,
             base,
@@ -438,11 +438,8 @@ impl FitArgs {
 
 impl FitArgs {
     /// The folder's loss floor (nats/token), required by `--e-floor`.
-    fn floor(&self, results: Option<&PathBuf>) -> anyhow::Result<Option<f64>> {
-        let floor = match results {
-            Some(dir) => scalelab::results::read_floor(dir)?.map(|f| f.nats_per_token),
-            None => None,
-        };
+    fn floor(&self, folder: Option<&ResultsFolder>) -> anyhow::Result<Option<f64>> {
+        let floor = folder.and_then(|f| f.floor).map(|f| f.nats_per_token);
         if self.e_floor && floor.is_none() {
             return Err(user(
                 "--e-floor needs a results folder with floor.json (the built-in corpus writes it); \
@@ -451,13 +448,6 @@ impl FitArgs {
         }
         Ok(floor)
     }
-}
-
-/// `target_flops` from the copy of the sweep spec in a results folder.
-fn sweep_targets(dir: &std::path::Path) -> Vec<f64> {
-    scalelab::spec::SweepSpec::from_results_dir(dir)
-        .map(|s| s.target_flops)
-        .unwrap_or_default()
 }
 
 fn spec_source(path: Option<PathBuf>) -> anyhow::Result<SpecSource> {
@@ -605,8 +595,9 @@ fn cmd_fit(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow::Resul
     if !args.group_by.is_empty() {
         return cmd_fit_groups(results, args, json);
     }
-    let data = args.dataset(results.as_ref())?;
-    let opts = args.options(results.as_ref(), Holdout::None)?;
+    let folder = results.as_deref().map(ResultsFolder::load).transpose()?;
+    let data = args.dataset(folder.as_ref())?;
+    let opts = args.options(folder.as_ref(), Holdout::None)?;
     let report = fit::fit_all(&data, &opts)?;
     if let Some(dir) = &results {
         write_fits(dir, &report)?;
@@ -670,11 +661,12 @@ fn cmd_report(
     if !args.group_by.is_empty() {
         return Err(user("--group-by is for `scalelab fit` (one table of many sets); report one set at a time"));
     }
-    let opts = args.options(results.as_ref(), Holdout::LargestBudget)?;
-    let (data, out) = match (&results, out) {
-        (Some(dir), out) => (
-            report::ReportData::from_folder(&ResultsFolder::load(dir)?, &opts)?,
-            out.unwrap_or(dir.clone()),
+    let folder = results.as_deref().map(ResultsFolder::load).transpose()?;
+    let opts = args.options(folder.as_ref(), Holdout::LargestBudget)?;
+    let (data, out) = match (&folder, out) {
+        (Some(f), out) => (
+            report::ReportData::from_folder(f, &opts)?,
+            out.unwrap_or(f.dir.clone()),
         ),
         (None, Some(out)) => (
             report::ReportData::from_dataset(args.dataset(None)?, &opts),
