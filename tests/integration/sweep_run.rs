@@ -115,15 +115,15 @@ fn plan_prints_table_without_training() {
     let o = scalelab(&["plan", "sweeps/quick.yaml", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = String::from_utf8_lossy(&o.stdout);
-    // The main job: 3 IsoFLOP budgets, 5 to 7 sizes each (18 runs).
+    // The main job: 3 IsoFLOP budgets, 5 to 7 sizes each, two seeds (36 runs).
     assert!(
-        s.contains("18 runs") && s.contains("C=6ND") && s.contains("ETA"),
+        s.contains("36 runs") && s.contains("C=6ND") && s.contains("ETA"),
         "{s}"
     );
-    assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 18);
+    assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 36);
     for budget in ["3.00e10", "1.00e11", "3.00e11"] {
-        let sizes = s.lines().filter(|l| l.ends_with("pending") && l.contains(budget)).count();
-        assert!((5..=7).contains(&sizes), "{budget}: {sizes} sizes\n{s}");
+        let runs = s.lines().filter(|l| l.ends_with("pending") && l.contains(budget)).count();
+        assert!((10..=14).contains(&runs), "{budget}: {runs} runs\n{s}");
     }
     assert!(!out.join("runs.parquet").exists());
 }
