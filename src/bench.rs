@@ -223,11 +223,21 @@ pub fn run_cli(
     json: bool,
 ) -> anyhow::Result<()> {
     device.ensure_usable()?;
-    if let Some(s) = names.iter().find(|s| !shapes().iter().any(|b| b.name == *s)) {
+    if let Some(s) = names
+        .iter()
+        .find(|s| !shapes().iter().any(|b| b.name == *s))
+    {
         crate::bail_user!("--shapes: unknown shape {s:?}; use a, b and/or c");
     }
     let results: Vec<BenchResult> = crate::with_backend!(device, |B, dev| {
-        bench_all::<B>(&dev, &device.backend_name(), names, seconds, attention, !json)
+        bench_all::<B>(
+            &dev,
+            &device.backend_name(),
+            names,
+            seconds,
+            attention,
+            !json,
+        )
     });
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -256,7 +266,10 @@ fn bench_all<B: AutodiffBackend>(
         .map(|(b, fused)| {
             let r = bench_shape::<B>(b, dev, seconds, peak, backend, fused);
             if verbose {
-                eprintln!("scalelab: shape {}: {:.0} tokens/s", r.shape, r.tokens_per_s);
+                eprintln!(
+                    "scalelab: shape {}: {:.0} tokens/s",
+                    r.shape, r.tokens_per_s
+                );
             }
             r
         })

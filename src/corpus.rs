@@ -442,7 +442,10 @@ impl StreamReader<'_> {
     /// At least the first `need` tokens of built-in chunk `k`, from the cache or generated
     /// (growing a cached prefix geometrically, so reads stay linear in the tokens read).
     fn chunk(&mut self, lang: &SynthLang, seed: u64, k: usize, need: usize) -> &[u16] {
-        let hit = self.cache.iter().position(|c| matches!(c, Some((ck, _)) if *ck == k));
+        let hit = self
+            .cache
+            .iter()
+            .position(|c| matches!(c, Some((ck, _)) if *ck == k));
         if let Some(i) = hit {
             self.cache.swap(0, i);
         } else {
@@ -1029,7 +1032,13 @@ mod tests {
     use super::*;
 
     /// The tokens a run of `windows` windows reads, in read order.
-    fn read_tokens(stream: &TrainStream, order: DataOrder, windows: u64, ctx: usize, group: u64) -> Vec<Vec<u16>> {
+    fn read_tokens(
+        stream: &TrainStream,
+        order: DataOrder,
+        windows: u64,
+        ctx: usize,
+        group: u64,
+    ) -> Vec<Vec<u16>> {
         let o = WindowOrder::new(order, windows, group);
         let mut r = stream.reader();
         (0..windows)
@@ -1044,7 +1053,10 @@ mod tests {
     #[test]
     fn shuffled_order_reads_the_same_nested_windows() {
         let lang = SynthLang::builtin(3, 2);
-        let stream = TrainStream::Synth { lang: Box::new(lang), seed: 3 };
+        let stream = TrainStream::Synth {
+            lang: Box::new(lang),
+            seed: 3,
+        };
         let ctx = 16;
         for group in [7u64, 1000] {
             let seq = read_tokens(&stream, DataOrder::Sequential, 50, ctx, group);
@@ -1057,11 +1069,17 @@ mod tests {
             // Equal D: the same windows (token multisets), whatever the order ...
             assert_eq!(sorted(seq.clone()), sorted(shuf.clone()));
             // ... in the same order every time (seeded, no state) ...
-            assert_eq!(shuf, read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group));
+            assert_eq!(
+                shuf,
+                read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group)
+            );
             // ... and a longer run's windows contain a shorter run's.
             let longer = read_tokens(&stream, DataOrder::Shuffled, 80, ctx, group);
             assert!(shuf.iter().all(|w| longer.contains(w)));
-            assert_eq!(sorted(longer), sorted(read_tokens(&stream, DataOrder::Sequential, 80, ctx, group)));
+            assert_eq!(
+                sorted(longer),
+                sorted(read_tokens(&stream, DataOrder::Sequential, 80, ctx, group))
+            );
         }
     }
 
@@ -1078,7 +1096,10 @@ mod tests {
     #[test]
     fn reads_across_chunks_use_both_cache_slots() {
         let lang = SynthLang::builtin(5, 2);
-        let stream = TrainStream::Synth { lang: Box::new(lang), seed: 5 };
+        let stream = TrainStream::Synth {
+            lang: Box::new(lang),
+            seed: 5,
+        };
         let mut r = stream.reader();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         // A window spanning chunks 0 and 1, then chunk 0 again: both stay cached and agree

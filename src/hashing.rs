@@ -92,7 +92,12 @@ impl Permutation {
         Permutation {
             n,
             half_bits: bits.div_ceil(2).max(1),
-            keys: [rng.next_u64(), rng.next_u64(), rng.next_u64(), rng.next_u64()],
+            keys: [
+                rng.next_u64(),
+                rng.next_u64(),
+                rng.next_u64(),
+                rng.next_u64(),
+            ],
         }
     }
 
@@ -140,10 +145,19 @@ mod tests {
             seen.sort();
             assert_eq!(seen, (0..n).collect::<Vec<_>>(), "n = {n}");
         }
-        let a: Vec<u64> = (0..100).map(|i| Permutation::new(100, 1).apply(i)).collect();
-        let b: Vec<u64> = (0..100).map(|i| Permutation::new(100, 2).apply(i)).collect();
+        let a: Vec<u64> = (0..100)
+            .map(|i| Permutation::new(100, 1).apply(i))
+            .collect();
+        let b: Vec<u64> = (0..100)
+            .map(|i| Permutation::new(100, 2).apply(i))
+            .collect();
         assert_ne!(a, b);
         assert_ne!(a, (0..100).collect::<Vec<_>>(), "shuffled");
-        assert_eq!(a, (0..100).map(|i| Permutation::new(100, 1).apply(i)).collect::<Vec<_>>());
+        assert_eq!(
+            a,
+            (0..100)
+                .map(|i| Permutation::new(100, 1).apply(i))
+                .collect::<Vec<_>>()
+        );
     }
 }

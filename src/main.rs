@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use scalelab::device::DeviceChoice;
 use scalelab::error::{is_user_error, user};
 use scalelab::fit::{self, Columns, Dataset, FitOptions, Holdout};
 use scalelab::results::ResultsFolder;
 use scalelab::spec::SpecSource;
-use scalelab::device::DeviceChoice;
 use scalelab::{bench, report, slurm, sweep};
 
 /// Scaling-law experiments on language models: a YAML sweep trains real Transformer LMs
@@ -479,7 +479,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(a) => cmd_submit(a),
         Command::RunOne(a) => cmd_run_one(a),
         Command::Status { results } => {
-            print!("{}", slurm::status(&sweep::prepare_results(&results, None)?)?);
+            print!(
+                "{}",
+                slurm::status(&sweep::prepare_results(&results, None)?)?
+            );
             Ok(())
         }
         Command::Baselines { results } => {
@@ -502,9 +505,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             out,
         } => cmd_report(results, args, format, out),
-        Command::Bench(a) => {
-            bench::run_cli(a.device, &a.shapes, a.seconds, a.attention, a.json)
-        }
+        Command::Bench(a) => bench::run_cli(a.device, &a.shapes, a.seconds, a.attention, a.json),
     }
 }
 
@@ -639,7 +640,9 @@ fn cmd_fit_groups(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow
 /// The N, D or C, loss and unique-token columns of a table input.
 fn table_columns(args: &FitArgs) -> anyhow::Result<Columns> {
     let (Some(n), Some(loss)) = (&args.n_col, &args.loss_col) else {
-        return Err(user("--input needs --n-col COL and --loss-col COL (and --d-col or --c-col)"));
+        return Err(user(
+            "--input needs --n-col COL and --loss-col COL (and --d-col or --c-col)",
+        ));
     };
     Ok(Columns {
         n: n.clone(),
@@ -659,7 +662,9 @@ fn cmd_report(
     out: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     if !args.group_by.is_empty() {
-        return Err(user("--group-by is for `scalelab fit` (one table of many sets); report one set at a time"));
+        return Err(user(
+            "--group-by is for `scalelab fit` (one table of many sets); report one set at a time",
+        ));
     }
     let folder = results.as_deref().map(ResultsFolder::load).transpose()?;
     let opts = args.options(folder.as_ref(), Holdout::LargestBudget)?;

@@ -163,7 +163,6 @@ impl KneserNey {
     }
 }
 
-
 /// Baselines for every (order, size), trained on the tokens the runs saw (the first D
 /// tokens of the training stream, repeated epochs included) and scored like the runs.
 pub fn baselines(

@@ -430,7 +430,12 @@ fn steps_or_drop(cx: &Ctx, t: &Target) -> Result<usize, Dropped> {
         Some(c) => format!("{} at C={c:.3e}", t.shape.label()),
         None => format!("{} at D={:.3e}", t.shape.label(), t.tokens),
     };
-    let window = cx.spec.data.isoflop.as_ref().and_then(|i| i.tokens_per_param);
+    let window = cx
+        .spec
+        .data
+        .isoflop
+        .as_ref()
+        .and_then(|i| i.tokens_per_param);
     let ratio = t.tokens / t.shape.non_embedding_params() as f64;
     if let (Some([lo, hi]), Some(_)) = (window, t.budget) {
         if !(lo..=hi).contains(&ratio) {
@@ -477,7 +482,9 @@ fn expand_target(cx: &Ctx, t: &Target, steps: usize) -> Vec<RunPlan> {
 /// One run of `shape` for `steps` steps with the spec's training settings.
 fn single_run(cx: &Ctx, shape: Shape, steps: usize, seed: u64) -> RunPlan {
     let t = &cx.spec.training;
-    let warmup = t.warmup_steps.min((t.warmup_fraction * steps as f64).ceil() as usize);
+    let warmup = t
+        .warmup_steps
+        .min((t.warmup_fraction * steps as f64).ceil() as usize);
     let data = DataSettings {
         context: cx.spec.model.context,
         vocab_size: cx.vocab_size,
@@ -497,7 +504,12 @@ fn single_run(cx: &Ctx, shape: Shape, steps: usize, seed: u64) -> RunPlan {
         },
     };
     let optim = OptimSettings::from_training(t);
-    RunPlan::from_settings(shape, data, optim, ScheduleSettings::from_training(t, warmup))
+    RunPlan::from_settings(
+        shape,
+        data,
+        optim,
+        ScheduleSettings::from_training(t, warmup),
+    )
 }
 
 /// The peak LR before any multiplier: the spec's, or its width / compute rule.
@@ -857,7 +869,10 @@ mod tests {
             let ratio = r.tokens as f64 / r.n_params as f64;
             assert!((1.5..=45.0).contains(&ratio), "ratio {ratio}");
         }
-        assert!(p.dropped.iter().any(|d| d.reason.contains("outside data.isoflop.tokens_per_param")));
+        assert!(p
+            .dropped
+            .iter()
+            .any(|d| d.reason.contains("outside data.isoflop.tokens_per_param")));
         assert!(!p.runs.is_empty());
     }
 

@@ -15,8 +15,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::corpus::{self, Corpus, CorpusSource};
 use crate::device::DeviceChoice;
 use crate::plan::{self, Plan, RunPlan};
-use crate::spec::{SpecSource, SweepSpec};
 use crate::record::{CurveRow, RunOutcome, RunRecord, Status};
+use crate::spec::{SpecSource, SweepSpec};
 use crate::store::ResultsStore;
 use crate::train;
 
@@ -100,7 +100,11 @@ pub fn prepare_results(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Resu
             dir.display()
         );
     }
-    prepare(SpecSource::from_file(&spec)?, Some(dir.to_path_buf()), device)
+    prepare(
+        SpecSource::from_file(&spec)?,
+        Some(dir.to_path_buf()),
+        device,
+    )
 }
 
 /// Write what a results folder keeps beside the results: the copy of the spec
@@ -865,7 +869,11 @@ impl Progress {
         let lead = u.members[0];
         bar.set_prefix(match u.parent {
             Some(_) => format!("{tag}{} {} branches", lead.shape.label(), u.members.len()),
-            None => format!("{tag}{} D={}", lead.shape.label(), human(lead.tokens as f64)),
+            None => format!(
+                "{tag}{} D={}",
+                lead.shape.label(),
+                human(lead.tokens as f64)
+            ),
         });
     }
 
@@ -1320,7 +1328,9 @@ impl Eta {
         let steps = u.steps().max(1);
         let per = secs / steps as f64;
         self.per_step.insert(r.shape, per);
-        let flops = r.shape.flops_per_token_full(r.data.vocab_size, r.data.context)
+        let flops = r
+            .shape
+            .flops_per_token_full(r.data.vocab_size, r.data.context)
             * (r.data.batch_size * r.data.context) as f64;
         if self.rate.is_none_or(|(_, n)| r.n_params >= n) {
             self.rate = Some((flops / per, r.n_params));
@@ -1331,7 +1341,8 @@ impl Eta {
         self.per_step.get(&r.shape).copied().or_else(|| {
             let (rate, _) = self.rate?;
             Some(
-                r.shape.flops_per_token_full(r.data.vocab_size, r.data.context)
+                r.shape
+                    .flops_per_token_full(r.data.vocab_size, r.data.context)
                     * (r.data.batch_size * r.data.context) as f64
                     / rate,
             )
@@ -1493,7 +1504,6 @@ fn guarded(f: impl FnOnce() -> RunOutcome) -> RunOutcome {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
         .unwrap_or_else(|e| failed(run_panic_message(&e), t0.elapsed().as_secs_f64()))
 }
-
 
 /// Existing results in an output folder (for `plan`).
 pub fn existing_runs(dir: &Path) -> Vec<RunRecord> {

@@ -29,7 +29,9 @@ pub struct BudgetFit {
 impl BudgetFit {
     /// Whether the diagnostics flag this budget's vertex as possibly biased.
     pub fn possibly_biased(&self) -> bool {
-        self.diagnostics.as_ref().is_some_and(|d| !d.flags.is_empty())
+        self.diagnostics
+            .as_ref()
+            .is_some_and(|d| !d.flags.is_empty())
     }
 }
 

@@ -165,9 +165,14 @@ fn d_column(t: &Table, cols: &Columns, n: &[Option<f64>]) -> anyhow::Result<Vec<
         (Some(dc), _) => t.numeric(dc, "--d-col")?,
         (None, Some(cc)) => {
             let c = t.numeric(cc, "--c-col")?;
-            c.iter().zip(n).map(|(c, n)| Some(c.as_ref()? / (6.0 * n.as_ref()?))).collect()
+            c.iter()
+                .zip(n)
+                .map(|(c, n)| Some(c.as_ref()? / (6.0 * n.as_ref()?)))
+                .collect()
         }
-        (None, None) => bail_user!("give the data size as --d-col COL, or the compute as --c-col COL (then D = C / 6N)"),
+        (None, None) => bail_user!(
+            "give the data size as --d-col COL, or the compute as --c-col COL (then D = C / 6N)"
+        ),
     })
 }
 

@@ -36,5 +36,8 @@ fn readme_design_row_matches_the_committed_fits() {
         f(&["E"]),
         100.0 * f(&["e_floor", "free_e_rel_diff"]),
     );
-    assert!(readme.contains(&row), "README lacks the main job's row:\n{row}");
+    assert!(
+        readme.contains(&row),
+        "README lacks the main job's row:\n{row}"
+    );
 }

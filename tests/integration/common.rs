@@ -99,7 +99,9 @@ pub(crate) fn assert_complete(out: &Path, n: usize) -> Vec<scalelab::record::Run
     ids.sort();
     ids.dedup();
     assert_eq!((runs.len(), ids.len()), (n, n), "each run exactly once");
-    assert!(runs.iter().all(|r| r.status == scalelab::record::Status::Ok));
+    assert!(runs
+        .iter()
+        .all(|r| r.status == scalelab::record::Status::Ok));
     let curves = scalelab::store::read_curves(out).unwrap();
     assert_eq!(
         curves.len() as i64,

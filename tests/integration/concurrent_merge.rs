@@ -44,7 +44,11 @@ fn assert_merged(out: &Path, n: usize) {
         .sum()
         .unwrap();
     let curves = parquet(&out.join("curves.parquet"));
-    assert_eq!(curves.height() as i64, steps, "one curve row per step (polars)");
+    assert_eq!(
+        curves.height() as i64,
+        steps,
+        "one curve row per step (polars)"
+    );
 }
 
 #[test]
@@ -77,6 +81,10 @@ fn two_runs_at_once_leave_complete_merged_tables() {
     std::fs::remove_file(out.join("runs.parquet")).unwrap();
     let o = scalelab(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("0 trained, 4 skipped"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("0 trained, 4 skipped"),
+        "{}",
+        stderr(&o)
+    );
     assert_merged(&out, 4);
 }

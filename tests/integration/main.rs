@@ -11,13 +11,13 @@
 mod common;
 
 mod cli_errors;
+mod committed_example;
 mod concurrent_merge;
 mod corpus;
 mod crash_safety;
 mod executors;
 mod fit_published;
 mod fit_synthetic;
-mod committed_example;
 mod migrate_ids;
 mod report;
 mod sweep_run;

@@ -122,7 +122,10 @@ fn plan_prints_table_without_training() {
     );
     assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 36);
     for budget in ["3.00e10", "1.00e11", "3.00e11"] {
-        let runs = s.lines().filter(|l| l.ends_with("pending") && l.contains(budget)).count();
+        let runs = s
+            .lines()
+            .filter(|l| l.ends_with("pending") && l.contains(budget))
+            .count();
         assert!((10..=14).contains(&runs), "{budget}: {runs} runs\n{s}");
     }
     assert!(!out.join("runs.parquet").exists());
@@ -146,7 +149,10 @@ fn wsd_cooldown_branches_match_separate_runs() {
     std::fs::write(&branched, WSD.replace("BRANCHES", "  branches: true")).unwrap();
     let separate = dir.join("separate.yaml");
     // Branch groups read their prefix in order; the separate runs must too to compare.
-    let sequential = format!("{}  data_order: sequential\n", WSD.replace("BRANCHES\n", ""));
+    let sequential = format!(
+        "{}  data_order: sequential\n",
+        WSD.replace("BRANCHES\n", "")
+    );
     std::fs::write(&separate, sequential).unwrap();
     let (ob, os) = (dir.join("b"), dir.join("s"));
     let o = scalelab(&["plan", branched.to_str().unwrap()]);
@@ -166,9 +172,15 @@ fn wsd_cooldown_branches_match_separate_runs() {
     assert!(o.status.success(), "{}", stderr(&o));
     let rb = scalelab::store::read_runs(&ob).unwrap();
     let rs = scalelab::store::read_runs(&os).unwrap();
-    let stable: Vec<_> = rb.iter().filter(|r| r.status == scalelab::record::Status::Stable).collect();
+    let stable: Vec<_> = rb
+        .iter()
+        .filter(|r| r.status == scalelab::record::Status::Stable)
+        .collect();
     assert_eq!(stable.len(), 1);
-    let branches: Vec<_> = rb.iter().filter(|r| r.status == scalelab::record::Status::Ok).collect();
+    let branches: Vec<_> = rb
+        .iter()
+        .filter(|r| r.status == scalelab::record::Status::Ok)
+        .collect();
     assert_eq!(branches.len(), 3);
     for b in &branches {
         assert_eq!(b.parent, stable[0].run_id);
