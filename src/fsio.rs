@@ -32,7 +32,7 @@ pub fn failpoint(name: &str) {
 
 /// Failpoints `before-rename:<file name>` and `before-rename:*.<extension>`: the new
 /// content is written and synced, the old file still in place.
-pub fn failpoint_rename(path: &Path) {
+fn failpoint_rename(path: &Path) {
     if std::env::var_os("SCALELAB_FAILPOINT").is_none() {
         return;
     }
@@ -46,7 +46,7 @@ pub fn failpoint_rename(path: &Path) {
 }
 
 /// Temp-file name beside `path`, unique per process and call.
-pub fn temp_path(path: &Path) -> PathBuf {
+fn temp_path(path: &Path) -> PathBuf {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     dir.join(format!(

@@ -348,22 +348,7 @@ impl FitArgs {
         match (folder, &self.input) {
             (Some(f), None) => f.dataset(self.drop_top),
             (None, Some(file)) => {
-                let (Some(n), Some(loss)) = (&self.n_col, &self.loss_col) else {
-                    return Err(user(
-                        "--input needs --n-col COL and --loss-col COL (and --d-col or --c-col)",
-                    ));
-                };
-                let cols = Columns {
-                    n: n.clone(),
-                    d: self.d_col.clone(),
-                    c: self.c_col.clone(),
-                    loss: loss.clone(),
-                    budget: self.budget_col.clone(),
-                    drop_matching: self.drop_matching.clone(),
-                    unique: self.unique_col.clone(),
-                    epochs: self.epochs_col.clone(),
-                    drop_outliers: self.drop_outliers.clone(),
-                };
+                let cols = table_columns(self)?;
                 Dataset::from_table(file, &cols, self.drop_top)
             }
             (Some(_), Some(_)) => Err(user("give a results folder or --input FILE, not both")),
@@ -616,12 +601,7 @@ fn cmd_fit_groups(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow
     let (Some(file), None) = (&args.input, &results) else {
         return Err(user("--group-by needs --input FILE (not a results folder)"));
     };
-    let cols = Columns {
-        drop_matching: args.drop_matching.clone(),
-        drop_outliers: args.drop_outliers.clone(),
-        budget: args.budget_col.clone(),
-        ..table_columns(&args)?
-    };
+    let cols = table_columns(&args)?;
     let sets = Dataset::groups_from_table(file, &cols, &args.group_by, args.drop_top)?;
     let opts = args.options(None, Holdout::None)?;
     let target = opts.targets.first().copied();
@@ -637,7 +617,7 @@ fn cmd_fit_groups(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow
     Ok(())
 }
 
-/// The N, D or C, loss and unique-token columns of a table input.
+/// The columns and row filters of a table input (`--input FILE`).
 fn table_columns(args: &FitArgs) -> anyhow::Result<Columns> {
     let (Some(n), Some(loss)) = (&args.n_col, &args.loss_col) else {
         return Err(user(
@@ -649,9 +629,11 @@ fn table_columns(args: &FitArgs) -> anyhow::Result<Columns> {
         d: args.d_col.clone(),
         c: args.c_col.clone(),
         loss: loss.clone(),
+        budget: args.budget_col.clone(),
+        drop_matching: args.drop_matching.clone(),
         unique: args.unique_col.clone(),
         epochs: args.epochs_col.clone(),
-        ..Default::default()
+        drop_outliers: args.drop_outliers.clone(),
     })
 }
 

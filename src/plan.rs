@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::hashing::{fnv1a, hex_id};
+use crate::hashing::hex_id;
 pub use crate::model::Shape;
 use crate::spec::{CooldownShape, DataOrder, LrRule, Schedule, SweepSpec, TrainingSpec};
 
@@ -677,7 +677,7 @@ pub fn legacy_run_id_v1(r: &RunPlan, corpus_fp: u64, eval_tokens: f64) -> String
         r.parent.is_some(),
         r.branch_step
     );
-    format!("{:016x}", fnv1a(key.as_bytes()))
+    hex_id(&key)
 }
 
 #[cfg(test)]

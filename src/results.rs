@@ -135,14 +135,19 @@ impl ResultsFolder {
         Ok(ds)
     }
 
-    /// Eval points of the curves of `ok` runs, at each run's N.
-    fn curve_points(&self, choice: &FitSpec) -> Vec<CurvePoint> {
-        let n_of: std::collections::HashMap<&str, f64> = self
-            .runs
+    /// Each `ok` run's N, as `choice` counts it, by run id: the runs whose curves the fit and
+    /// the report use.
+    pub fn ok_run_n(&self, choice: &FitSpec) -> std::collections::HashMap<&str, f64> {
+        self.runs
             .iter()
             .filter(|r| r.status == Status::Ok)
             .map(|r| (r.run_id.as_str(), run_point(choice, r).n))
-            .collect();
+            .collect()
+    }
+
+    /// Eval points of the curves of `ok` runs, at each run's N.
+    fn curve_points(&self, choice: &FitSpec) -> Vec<CurvePoint> {
+        let n_of = self.ok_run_n(choice);
         self.curves
             .iter()
             .filter_map(|(id, c)| {

@@ -12,12 +12,11 @@
 //! every run and by `scalelab collect`; every reader ([`load`]) overlays the per-run files on
 //! the merged ones, so a run is never lost or counted twice, whichever step a crash hit.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use crate::fsio::{failpoint, failpoint_rename, remove_stale_temp_files, temp_path};
+use crate::fsio::{failpoint, remove_stale_temp_files, write_bytes_atomic};
 
 use crate::record::{
     baselines_frame, baselines_from_frame, curves_frame, curves_from_frame, mark_selected,
@@ -31,27 +30,19 @@ pub const RUN_FILES_DIR: &str = "runs";
 /// ... and `curves/<run-id>.parquet` (its loss curve).
 pub const CURVE_FILES_DIR: &str = "curves";
 
-/// Write `df` to `path` atomically with key-value metadata.
+/// Write `df` to `path` atomically with key-value metadata (serialized, then
+/// [`write_bytes_atomic`]: the one temp-file + fsync + rename).
 pub fn write_parquet_atomic(
     path: &Path,
     df: &mut DataFrame,
     meta: &[(String, String)],
 ) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = temp_path(path);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        ParquetWriter::new(&mut f)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_key_value_metadata(Some(KeyValueMetadata::from_static(meta.to_vec())))
-            .finish(df)?;
-        f.flush()?;
-        f.sync_all()?;
-    }
-    failpoint_rename(path);
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_key_value_metadata(Some(KeyValueMetadata::from_static(meta.to_vec())))
+        .finish(df)?;
+    write_bytes_atomic(path, &bytes)
 }
 
 fn read_frame(path: &Path) -> anyhow::Result<DataFrame> {
@@ -365,10 +356,16 @@ pub fn migrate_ids(
     map: &std::collections::HashMap<String, String>,
     meta: &[(String, String)],
 ) -> anyhow::Result<usize> {
-    let l = load(dir)?;
-    if !l.runs.iter().any(|r| map.contains_key(&r.run_id)) {
+    // Cheap check first (file names and the merged ids, no curves): the whole folder is
+    // read only when some run carries an old id.
+    let per_run = parquet_files(&dir.join(RUN_FILES_DIR));
+    let stem = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().to_string());
+    let mut ids: Vec<String> = per_run.iter().filter_map(stem).collect();
+    ids.extend(merged_run_ids(dir)?);
+    if !ids.iter().any(|id| map.contains_key(id)) {
         return Ok(0);
     }
+    let l = load(dir)?;
     let rename = |id: &str| map.get(id).cloned().unwrap_or_else(|| id.to_string());
     let mut curves: std::collections::HashMap<String, Vec<CurveRow>> = Default::default();
     for (id, c) in l.curves {

@@ -79,7 +79,7 @@ pub fn prepare(
     }
     let plan = plan::build(&spec, &src.label, corpus.vocab_size, corpus.fingerprint)?;
     let out_dir = out.unwrap_or_else(|| spec.out_dir());
-    let spec_hash = format!("{:016x}", crate::hashing::fnv1a(src.text.as_bytes()));
+    let spec_hash = crate::hashing::hex_id(&src.text);
     Ok(Prepared {
         spec,
         source: src,

@@ -75,11 +75,7 @@ pub fn fit_group(data: &Dataset, opts: &FitOptions, target: Option<f64>) -> Grou
         Some(c) => (c, "given".to_string()),
         None => (10.0 * largest, "largest budget x 10".to_string()),
     };
-    let flagged = a2
-        .budgets
-        .iter()
-        .filter(|b| b.diagnostics.as_ref().is_some_and(|d| !d.flags.is_empty()))
-        .count();
+    let flagged = a2.budgets.iter().filter(|b| b.possibly_biased()).count();
     let a3_opts = FitOptions {
         method: Method::A3,
         ..opts.clone()

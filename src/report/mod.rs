@@ -96,12 +96,7 @@ impl ReportData {
 
 /// The curve of each `ok` run, by run id, at the run's N as the fit counts it.
 fn run_curves(folder: &ResultsFolder, choice: &FitSpec) -> Vec<RunCurve> {
-    let n_of: std::collections::HashMap<&str, f64> = folder
-        .runs
-        .iter()
-        .filter(|r| r.status == Status::Ok)
-        .map(|r| (r.run_id.as_str(), run_point(choice, r).n))
-        .collect();
+    let n_of = folder.ok_run_n(choice);
     let mut by_run: std::collections::BTreeMap<&str, RunCurve> = Default::default();
     for (id, c) in &folder.curves {
         let Some(&n) = n_of.get(id.as_str()) else {

@@ -522,10 +522,7 @@ fn isoflop<DB: DrawingBackend>(
         .map_err(pe)?
         .label("parabola minimum")
         .legend(|(x, y)| TriangleMarker::new((x + 10, y), 7, BLACK.filled()));
-    if budgets
-        .iter()
-        .any(|b| b.diagnostics.as_ref().is_some_and(|d| !d.flags.is_empty()))
-    {
+    if budgets.iter().any(|b| b.possibly_biased()) {
         c.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
             .map_err(pe)?
             .label("hollow, dashed: possibly biased")
@@ -560,7 +557,7 @@ fn draw_budget<'a, DB: DrawingBackend + 'a>(
         .map(|n| (n, p[0] * n.ln().powi(2) + p[1] * n.ln() + p[2]))
         .filter(|(_, y)| yr.contains(y))
         .collect();
-    let flagged = b.diagnostics.as_ref().is_some_and(|d| !d.flags.is_empty());
+    let flagged = b.possibly_biased();
     let style = if b.excluded.is_some() {
         col.mix(0.4).stroke_width(1)
     } else {
