@@ -102,7 +102,10 @@ pub fn bench_shape<B: AutodiffBackend>(
     fused_attention: bool,
 ) -> BenchResult {
     let corpus = corpus::load(
-        &CorpusSource::Builtin { seed: 1, topics: 8 },
+        &CorpusSource::Builtin {
+            seed: 1,
+            lang: Default::default(),
+        },
         s.context,
         s.context,
         0.05,

@@ -8,10 +8,10 @@
 //!
 //! # The built-in language
 //! A hidden Markov source over *words*. The hidden state of each word is a pair
-//! (topic, grammatical class). Topics persist (stay probability 0.98 per word, so a topic
+//! (topic, grammatical class). Topics persist (by default stay probability 0.98 per word, so a topic
 //! lasts ~50 words, far beyond short contexts) and pick which content words are frequent;
 //! classes follow a small grammar (determiner → adjective* → noun → verb | preposition | punctuation …).
-//! Each class owns a Zipf–Mandelbrot distributed vocabulary (2,643 words in all) spelled from
+//! Each class owns a Zipf–Mandelbrot distributed vocabulary (by default 2,643 words in all) spelled from
 //! letters in syllables, with class-specific suffixes; frequent words are short. A word's
 //! bytes end with a delimiter (space or newline) that never occurs inside a word, so the code
 //! is prefix-free and the byte stream parses uniquely into words.
@@ -60,6 +60,52 @@ fn stationary(trans: &[Vec<f64>]) -> Vec<f64> {
         }
     }
     p
+}
+
+/// The built-in language's knobs (`corpus.builtin: {topics, lexicon, zipf, topic_stay}`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LangKnobs {
+    /// Number of topics (1..=64).
+    pub topics: usize,
+    /// Scale of the open classes' vocabularies (1.0: 400 adjectives, 1,500 nouns, 700 verbs;
+    /// 2,643 words in all).
+    pub lexicon: f64,
+    /// Zipf exponent of word frequencies within a class: weight ∝ 1/(rank + 2.7)^zipf.
+    pub zipf: f64,
+    /// Probability that the topic stays the same from one word to the next.
+    pub topic_stay: f64,
+}
+
+impl Default for LangKnobs {
+    /// The spec's defaults (`corpus.builtin` with no keys).
+    fn default() -> Self {
+        let b = crate::spec::BuiltinSpec::default();
+        LangKnobs {
+            topics: b.topics,
+            lexicon: b.lexicon,
+            zipf: b.zipf,
+            topic_stay: b.topic_stay,
+        }
+    }
+}
+
+impl LangKnobs {
+    /// The part of the corpus fingerprint the knobs add: empty for the default knobs (so
+    /// folders made before the knobs existed keep their run ids).
+    fn fingerprint_suffix(&self) -> String {
+        let d = LangKnobs {
+            topics: self.topics,
+            ..LangKnobs::default()
+        };
+        if *self == d {
+            String::new()
+        } else {
+            format!(
+                ":lex{}:zipf{}:stay{}",
+                self.lexicon, self.zipf, self.topic_stay
+            )
+        }
+    }
 }
 
 /// A hidden-Markov word language with a product state (topic × class); see the module docs.
@@ -220,11 +266,25 @@ impl SynthLang {
         self.class_trans.len()
     }
 
-    /// The built-in language used by the default sweeps.
+    /// The built-in language with the default knobs ([`LangKnobs::default`]) and `n_topics`.
     pub fn builtin(seed: u64, n_topics: usize) -> Self {
+        Self::with_knobs(
+            seed,
+            LangKnobs {
+                topics: n_topics,
+                ..LangKnobs::default()
+            },
+        )
+    }
+
+    /// The built-in language with explicit knobs (`corpus.builtin` in the spec).
+    pub fn with_knobs(seed: u64, k: LangKnobs) -> Self {
+        let n_topics = k.topics;
         let mut rng = Rng::new(seed ^ 0x5CA1_E1AB);
-        // Classes: 0 determiner, 1 adjective, 2 noun, 3 verb, 4 preposition, 5 punctuation.
-        let sizes = [16usize, 400, 1500, 700, 24, 3];
+        // Classes: 0 determiner, 1 adjective, 2 noun, 3 verb, 4 preposition, 5 punctuation;
+        // the open classes (1-3) scale with `lexicon`.
+        let open = |n: f64| ((n * k.lexicon).round() as usize).max(4);
+        let sizes = [16usize, open(400.0), open(1500.0), open(700.0), 24, 3];
         let content = [false, true, true, true, false, false];
         let class_trans = vec![
             vec![0.0, 0.3, 0.7, 0.0, 0.0, 0.0],
@@ -234,7 +294,7 @@ impl SynthLang {
             vec![0.7, 0.0, 0.3, 0.0, 0.0, 0.0],
             vec![0.6, 0.0, 0.3, 0.0, 0.1, 0.0],
         ];
-        let topic_trans = topic_transitions(n_topics, 0.98);
+        let topic_trans = topic_transitions(n_topics, k.topic_stay);
         let mut seen = std::collections::HashSet::new();
         let mut words = Vec::new();
         let mut word_class = Vec::new();
@@ -247,7 +307,7 @@ impl SynthLang {
                     new_word(&mut rng, c, rank, &mut seen)
                 };
                 // Zipf-like weights; a content word may have a home topic where it is 12x likelier.
-                let base_w = 1.0 / (rank as f64 + 2.7).powf(1.1);
+                let base_w = 1.0 / (rank as f64 + 2.7).powf(k.zipf);
                 let home = if content[c] && rng.next_f64() < 0.6 {
                     Some(rng.below(n_topics))
                 } else {
@@ -387,7 +447,7 @@ pub struct Floor {
 #[derive(Clone, Debug)]
 pub enum CorpusSource {
     /// The built-in synthetic language.
-    Builtin { seed: u64, topics: usize },
+    Builtin { seed: u64, lang: LangKnobs },
     /// UTF-8 text files: byte-level tokens (vocab 256), or byte-level BPE with `bpe_vocab`
     /// tokens trained on the training split (cached next to the corpus).
     Text {
@@ -622,9 +682,7 @@ pub fn load(
 ) -> anyhow::Result<Corpus> {
     let n_windows = eval_tokens.div_ceil(context).max(1);
     match source {
-        CorpusSource::Builtin { seed, topics } => {
-            Ok(load_builtin(*seed, *topics, context, n_windows))
-        }
+        CorpusSource::Builtin { seed, lang } => Ok(load_builtin(*seed, *lang, context, n_windows)),
         CorpusSource::Text {
             files,
             bpe_vocab: None,
@@ -676,8 +734,9 @@ pub fn load(
 
 /// The built-in language: eval windows starting at word boundaries, scored exactly, and the
 /// training stream generated on demand.
-fn load_builtin(seed: u64, topics: usize, context: usize, n_windows: usize) -> Corpus {
-    let lang = SynthLang::builtin(seed, topics);
+fn load_builtin(seed: u64, knobs: LangKnobs, context: usize, n_windows: usize) -> Corpus {
+    let lang = SynthLang::with_knobs(seed, knobs);
+    let topics = knobs.topics;
     let (eval, nats) = builtin_eval_windows(&lang, seed, context, n_windows);
     let rate_text = lang.generate(seed ^ 0xE7A1_0000_0000_0002, 200_000);
     let lp = lang.log_probs(&rate_text.bytes);
@@ -685,9 +744,16 @@ fn load_builtin(seed: u64, topics: usize, context: usize, n_windows: usize) -> C
     let tail = &lp[20_000..];
     let rate = -tail.iter().sum::<f64>() / tail.len() as f64;
     Corpus {
-        description: format!("built-in synthetic language (seed {seed}, {topics} topics)"),
+        description: format!(
+            "built-in synthetic language (seed {seed}, {topics} topics, {} words, zipf {}, topic stay {})",
+            lang.words.len(),
+            knobs.zipf,
+            knobs.topic_stay
+        ),
         vocab_size: 256,
-        fingerprint: fnv1a(format!("builtin-v1:{seed}:{topics}").as_bytes()),
+        fingerprint: fnv1a(
+            format!("builtin-v1:{seed}:{topics}{}", knobs.fingerprint_suffix()).as_bytes(),
+        ),
         train: TrainStream::Synth {
             lang: Box::new(lang),
             seed,
@@ -1210,6 +1276,39 @@ mod tests {
                 want
             );
         }
+    }
+
+    #[test]
+    fn knobs_shape_the_language_and_default_knobs_keep_the_fingerprint() {
+        let default = SynthLang::builtin(1, 8);
+        assert_eq!(default.words.len(), 2643);
+        let k = |lexicon: f64, zipf: f64, topic_stay: f64| LangKnobs {
+            topics: 8,
+            lexicon,
+            zipf,
+            topic_stay,
+        };
+        assert_eq!(
+            SynthLang::with_knobs(1, k(1.0, 1.1, 0.98)).words.len(),
+            2643
+        );
+        // Open classes scale: 16 + 100 + 375 + 175 + 24 + 3.
+        let small = SynthLang::with_knobs(1, k(0.25, 1.1, 0.98));
+        assert_eq!(small.words.len(), 693);
+        // Topic persistence reaches the transition matrix.
+        let sticky = SynthLang::with_knobs(1, k(1.0, 1.1, 0.5));
+        assert!((sticky.topic_trans[0][0] - 0.5).abs() < 1e-12);
+        // A steeper Zipf concentrates mass on a class's first words: lower entropy text.
+        let h = |lang: &SynthLang| {
+            let t = lang.generate(5, 30_000);
+            let lp = lang.log_probs(&t.bytes);
+            -lp.iter().sum::<f64>() / lp.len() as f64
+        };
+        assert!(h(&SynthLang::with_knobs(1, k(1.0, 1.6, 0.98))) < h(&default));
+        assert!(h(&small) < h(&default));
+        // Default knobs keep the fingerprint (and so run ids) of folders made before the knobs.
+        assert_eq!(k(1.0, 1.1, 0.98).fingerprint_suffix(), "");
+        assert_ne!(k(0.25, 1.1, 0.98).fingerprint_suffix(), "");
     }
 
     #[test]

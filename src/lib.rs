@@ -9,18 +9,22 @@
 //!
 //! Beside the pipeline: [`device`] picks the burn backend; [`bench`] measures throughput;
 //! [`ngram`] trains the Kneser-Ney baselines; [`tokenize`] is the BPE tokenizer; [`table`]
-//! reads CSV/Parquet inputs for the fitter; [`error`] separates bad input (exit code 2) from
+//! reads CSV/Parquet inputs for the fitter; [`curves`] feeds whole training curves to the
+//! loss-curve laws (`scalelab curves`); [`hp`] feeds grids of runs to the hyperparameter laws
+//! (`scalelab hp`); [`error`] separates bad input (exit code 2) from
 //! internal failures. At the bottom, imported by anyone and importing nothing of the crate:
 //! [`fsio`] (atomic writes, failpoints, locks, globs, folder file names) and [`hashing`]
 //! (FNV-1a, the seeded RNG).
 
 pub mod bench;
 pub mod corpus;
+pub mod curves;
 pub mod device;
 pub mod error;
 pub mod fit;
 pub mod fsio;
 pub mod hashing;
+pub mod hp;
 pub mod model;
 pub mod ngram;
 pub mod plan;

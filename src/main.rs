@@ -110,10 +110,83 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Loss-curve laws: fit schedule-aware laws of loss over whole training curves (Tissue
+    /// et al. 2024, L = L0 + A*S1^-alpha - C*S2; the Multi-Power Law, Luo et al. 2025) and
+    /// check how far they predict: each run's final loss from its first --fraction of steps,
+    /// and, per group (model size), the longest run's final loss from the shorter runs. Input:
+    /// a results folder (train loss of every step; writes curve_laws.json into it) or a table
+    /// with --input (one row per logged eval, the LR in a column).
+    Curves(CurvesArgs),
+    /// Hyperparameter laws: locate each (N, D) group's optimal learning rate and batch size
+    /// from its grid of runs (a quadratic in ln lr, ln bs around the best run; the best run
+    /// where the optimum is at the grid's edge), fit lr* = c N^a D^b, bs* = c D^b and the
+    /// compute-only forms with bootstrap intervals, and score the groups of the largest N,
+    /// held out, at the laws' settings. Input: a results folder (writes hp_laws.json into
+    /// it) or a table with --input.
+    Hp(HpArgs),
     /// Benchmark training throughput (tokens/s) and MFU against the measured matmul peak,
     /// for three fixed shapes: a (d64 L2 h2 ctx64 batch32), b (d128 L4 h4 ctx128 b16),
     /// c (d256 L6 h8 ctx128 b8). Not a test: prints a table (or JSON).
     Bench(BenchArgs),
+}
+
+// `hp` options.
+#[derive(clap::Args)]
+struct HpArgs {
+    /// A sweep's results folder (with runs.parquet; columns n_params, tokens, lr, batch_size,
+    /// eval_loss).
+    results: Option<PathBuf>,
+    /// A CSV or Parquet table instead: one row per run.
+    #[arg(long, conflicts_with = "results")]
+    input: Option<PathBuf>,
+    #[arg(long, default_value = "N")]
+    n_col: String,
+    #[arg(long, default_value = "D")]
+    d_col: String,
+    #[arg(long, default_value = "lr")]
+    lr_col: String,
+    /// Batch-size column (any unit; the law is in that unit).
+    #[arg(long, default_value = "bs")]
+    bs_col: String,
+    #[arg(long, default_value = "loss")]
+    loss_col: String,
+    /// Hold out the groups of the K largest N and score them at the laws' settings.
+    #[arg(long, default_value_t = 1)]
+    hold_out: usize,
+    /// Print one JSON object instead of the text summary.
+    #[arg(long)]
+    json: bool,
+}
+
+// `curves` options.
+#[derive(clap::Args)]
+struct CurvesArgs {
+    /// A sweep's results folder (with curves.parquet).
+    results: Option<PathBuf>,
+    /// A CSV or Parquet table instead: one row per logged eval.
+    #[arg(long, conflicts_with = "results")]
+    input: Option<PathBuf>,
+    /// Columns that together name a run (comma separated), e.g. size,chinchilla_multiple,rerun.
+    #[arg(long, value_delimiter = ',', default_value = "run_id")]
+    run_col: Vec<String>,
+    /// Column grouping runs that share a law in the longest-run check (e.g. the model size).
+    #[arg(long)]
+    group_col: Option<String>,
+    /// Step column.
+    #[arg(long, default_value = "step")]
+    step_col: String,
+    /// Learning-rate column (the LR at that step; steps between rows are interpolated).
+    #[arg(long, default_value = "lr")]
+    lr_col: String,
+    /// Loss column.
+    #[arg(long, default_value = "loss")]
+    loss_col: String,
+    /// Share of each run's steps the early check fits.
+    #[arg(long, default_value_t = 0.5)]
+    fraction: f64,
+    /// Print one JSON object instead of the text summary.
+    #[arg(long)]
+    json: bool,
 }
 
 // `run` options (the subcommand's help is its doc comment above).
@@ -417,6 +490,7 @@ impl FitArgs {
             holdout,
             targets,
             grid_stride: self.grid_stride.max(1),
+            reference: folder.and_then(|f| f.best_baseline()),
         })
     }
 }
@@ -490,8 +564,57 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             out,
         } => cmd_report(results, args, format, out),
+        Command::Curves(a) => cmd_curves(a),
+        Command::Hp(a) => cmd_hp(a),
         Command::Bench(a) => bench::run_cli(a.device, &a.shapes, a.seconds, a.attention, a.json),
     }
+}
+
+fn cmd_hp(a: HpArgs) -> anyhow::Result<()> {
+    use scalelab::hp::HpColumns;
+    let (path, cols) = match (&a.results, &a.input) {
+        (Some(dir), _) => (dir, HpColumns::results_folder()),
+        (None, Some(p)) => (
+            p,
+            HpColumns {
+                n: a.n_col.clone(),
+                d: a.d_col.clone(),
+                lr: a.lr_col.clone(),
+                bs: a.bs_col.clone(),
+                loss: a.loss_col.clone(),
+            },
+        ),
+        (None, None) => return Err(user("scalelab hp: give a results folder or --input FILE")),
+    };
+    print!(
+        "{}",
+        scalelab::hp::command(path, &cols, a.hold_out, a.json)?
+    );
+    Ok(())
+}
+
+fn cmd_curves(a: CurvesArgs) -> anyhow::Result<()> {
+    use scalelab::curves::{CurvesInput, TableColumns};
+    let input = match (&a.results, &a.input) {
+        (Some(dir), _) => CurvesInput::Folder(dir),
+        (None, Some(path)) => CurvesInput::Table(
+            path,
+            TableColumns {
+                run: a.run_col.clone(),
+                group: a.group_col.clone(),
+                step: a.step_col.clone(),
+                lr: a.lr_col.clone(),
+                loss: a.loss_col.clone(),
+            },
+        ),
+        (None, None) => {
+            return Err(user(
+                "scalelab curves: give a results folder or --input FILE",
+            ))
+        }
+    };
+    print!("{}", scalelab::curves::command(input, a.fraction, a.json)?);
+    Ok(())
 }
 
 fn cmd_run(a: RunArgs) -> anyhow::Result<()> {

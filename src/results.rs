@@ -99,6 +99,23 @@ impl ResultsFolder {
             .unwrap_or_default()
     }
 
+    /// The best n-gram baseline (lowest eval loss over orders and training sizes), as the
+    /// reference the fit's crossover is measured against; `None` without baselines.
+    pub fn best_baseline(&self) -> Option<crate::fit::crossover::Reference> {
+        let b = self
+            .baselines
+            .iter()
+            .filter(|b| b.eval_loss.is_finite())
+            .min_by(|a, b| a.eval_loss.total_cmp(&b.eval_loss))?;
+        Some(crate::fit::crossover::Reference {
+            loss: b.eval_loss,
+            label: format!(
+                "the best n-gram baseline (Kneser-Ney {}-gram on {:.3e} tokens)",
+                b.order, b.train_tokens as f64
+            ),
+        })
+    }
+
     /// One metadata value (`scalelab.sweep`, `scalelab.corpus`, ...).
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata

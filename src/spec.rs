@@ -232,6 +232,15 @@ pub struct BuiltinSpec {
     pub seed: u64,
     #[serde(default = "default_topics")]
     pub topics: usize,
+    /// Scale of the open-class vocabularies (1.0: 2,643 words in all; 0.25: 668).
+    #[serde(default = "default_lexicon")]
+    pub lexicon: f64,
+    /// Zipf exponent of word frequencies within a class (default 1.1).
+    #[serde(default = "default_zipf")]
+    pub zipf: f64,
+    /// Probability that the topic stays from one word to the next (default 0.98).
+    #[serde(default = "default_topic_stay")]
+    pub topic_stay: f64,
 }
 
 impl Default for BuiltinSpec {
@@ -239,8 +248,21 @@ impl Default for BuiltinSpec {
         BuiltinSpec {
             seed: default_corpus_seed(),
             topics: default_topics(),
+            lexicon: default_lexicon(),
+            zipf: default_zipf(),
+            topic_stay: default_topic_stay(),
         }
     }
+}
+
+fn default_lexicon() -> f64 {
+    1.0
+}
+fn default_zipf() -> f64 {
+    1.1
+}
+fn default_topic_stay() -> f64 {
+    0.98
 }
 
 fn default_corpus_seed() -> u64 {
@@ -709,6 +731,24 @@ fn corpus_source_problems(c: &CorpusSpec, src: &SpecSource, p: &mut Vec<String>)
             p.push(format!(
                 "corpus.builtin.topics: {} is out of range; use 1..=64",
                 b.topics
+            ));
+        }
+        if !(b.lexicon >= 0.01 && b.lexicon <= 8.0) {
+            p.push(format!(
+                "corpus.builtin.lexicon: {} is out of range; use 0.01..=8 (1.0 is the default 2,643-word lexicon)",
+                b.lexicon
+            ));
+        }
+        if !(b.zipf >= 0.0 && b.zipf <= 4.0) {
+            p.push(format!(
+                "corpus.builtin.zipf: {} is out of range; use 0..=4 (default 1.1)",
+                b.zipf
+            ));
+        }
+        if !(b.topic_stay >= 0.0 && b.topic_stay < 1.0) {
+            p.push(format!(
+                "corpus.builtin.topic_stay: {} is out of range; use 0 <= topic_stay < 1 (default 0.98)",
+                b.topic_stay
             ));
         }
     }

@@ -53,7 +53,12 @@ fn corpus_source(spec: &SweepSpec, src: &SpecSource) -> CorpusSource {
         let b = c.builtin.clone().unwrap_or_default();
         CorpusSource::Builtin {
             seed: b.seed,
-            topics: b.topics,
+            lang: corpus::LangKnobs {
+                topics: b.topics,
+                lexicon: b.lexicon,
+                zipf: b.zipf,
+                topic_stay: b.topic_stay,
+            },
         }
     }
 }

@@ -22,8 +22,11 @@
 
 pub mod backtest;
 pub mod constrained;
+pub mod crossover;
+pub mod curve;
 pub mod floor;
 pub mod grouped;
+pub mod hp;
 pub mod interval;
 pub mod isoflop;
 pub mod laws;
@@ -410,6 +413,9 @@ pub struct FitOptions {
     /// Base law for the data-constrained fit (default: the Approach-3 fit on single-epoch
     /// points).
     pub base: Option<ChinchillaParams>,
+    /// A loss to overtake (the sweep's best n-gram baseline): the fit reports the compute
+    /// where the frontier crosses it ([`crossover`]).
+    pub reference: Option<crossover::Reference>,
 }
 
 impl Default for FitOptions {
@@ -429,6 +435,7 @@ impl Default for FitOptions {
             grid_stride: 1,
             data_constrained: false,
             base: None,
+            reference: None,
         }
     }
 }
@@ -792,6 +799,8 @@ pub struct FitReport {
     pub backtest: Option<backtest::Backtest>,
     /// What prediction intervals of new runs are built from (with a bootstrap).
     pub prediction: Option<interval::PredictionModel>,
+    /// Where the frontier overtakes the reference loss (the best n-gram baseline).
+    pub crossover: Option<crossover::Crossover>,
     pub timings: Timings,
 }
 
@@ -1060,6 +1069,11 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     let extras = extras(pts, opts, &a3, &mut tm, &mut warnings)?;
     let approach2 = isoflop::approach2(pts);
     warnings.extend(isoflop::warnings(&approach2));
+    let crossover = opts.reference.as_ref().map(|r| {
+        let all: Vec<Point> = pts.iter().chain(&repeated).cloned().collect();
+        let samples = boot.as_ref().map(|b| b.params());
+        crossover::crossover(&p, samples.as_deref(), &all, r)
+    });
     tm.total = t0.elapsed().as_secs_f64();
     Ok(FitReport {
         data_constrained,
@@ -1094,6 +1108,7 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         vpnls: extras.vpnls,
         e_floor: extras.e_floor,
         backtest: extras.backtest,
+        crossover,
         timings: tm,
     })
 }
@@ -1323,6 +1338,9 @@ pub fn render_text(r: &FitReport) -> String {
     text_kaplan(&mut s, r);
     text_holdout(&mut s, r);
     text_trust(&mut s, r);
+    if let Some(x) = &r.crossover {
+        let _ = std::fmt::Write::write_str(&mut s, &format!("\n{}\n", crossover::sentence(x)));
+    }
     if let Some(f) = &r.data_constrained {
         text_data_constrained(&mut s, r, f);
     }

@@ -41,6 +41,8 @@ pub struct ReportData {
     pub baselines: Vec<BaselineRow>,
     /// Which N and C a run counts with (the sweep's `fit:`), as in the fit.
     pub fit_choice: FitSpec,
+    /// The loss-curve laws' checks on the runs' curves (results folders).
+    pub curve_laws: Option<fit::curve::CurveReport>,
 }
 
 impl ReportData {
@@ -52,6 +54,7 @@ impl ReportData {
         let opts = FitOptions {
             floor: folder.floor.map(|f| f.nats_per_token),
             pin_e_to_floor: opts.pin_e_to_floor || pin,
+            reference: opts.reference.clone().or_else(|| folder.best_baseline()),
             ..opts.clone()
         };
         let (fit, fit_error) = fit_or_reason(&data, &opts);
@@ -72,6 +75,7 @@ impl ReportData {
             fit_error,
             baselines: folder.baselines.clone(),
             fit_choice,
+            curve_laws: curve_laws(folder),
         })
     }
 
@@ -90,8 +94,21 @@ impl ReportData {
             fit_error,
             baselines: Vec::new(),
             fit_choice: FitSpec::default(),
+            curve_laws: None,
         }
     }
+}
+
+/// Both loss-curve checks on the folder's single-epoch runs (`None` without any).
+fn curve_laws(folder: &ResultsFolder) -> Option<fit::curve::CurveReport> {
+    let runs = crate::curves::from_folder(folder);
+    (!runs.is_empty()).then(|| {
+        let what = format!(
+            "train loss, means over {:.0}% of each run",
+            100.0 * crate::curves::TRAIN_BLOCK
+        );
+        fit::curve::validate(&what, &runs, 0.5)
+    })
 }
 
 /// The curve of each `ok` run, by run id, at the run's N as the fit counts it.
@@ -205,6 +222,9 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
     if let Some(f) = &d.fit {
         fit_blocks(&mut b, d, f, drawn);
     }
+    if let Some(c) = &d.curve_laws {
+        b.extend(curve_law_blocks(c));
+    }
     if !d.runs.is_empty() {
         b.extend(runs_blocks(d));
     }
@@ -233,6 +253,9 @@ fn answer_blocks(f: &FitReport) -> Vec<Block> {
         )));
     }
     b.push(Block::P(trust_sentence(f)));
+    if let Some(x) = &f.crossover {
+        b.push(Block::P(fit::crossover::sentence(x)));
+    }
     let mut warnings: Vec<&String> = f.warnings.iter().collect();
     if let Some(w) = f.e_floor.as_ref().and_then(|e| e.warning.as_ref()) {
         if !warnings.contains(&w) {
@@ -888,6 +911,42 @@ fn baseline_blocks(d: &ReportData) -> Vec<Block> {
             if best_run < best.eval_loss { "the Transformer wins" } else { "the n-gram wins" }
         )));
     }
+    b
+}
+
+/// The loss-curve laws' two checks on this sweep's curves (`scalelab curves`).
+fn curve_law_blocks(c: &fit::curve::CurveReport) -> Vec<Block> {
+    use fit::curve::CheckKind;
+    let mut b = vec![
+        Block::H(2, "Loss-curve laws: predicting a run's end".into()),
+        Block::P(format!(
+            "Schedule-aware laws fitted on whole training curves ({}): each run's final loss predicted from its first half, and each shape's longest run from its shorter runs. `scalelab curves DIR` prints these and writes curve_laws.json.",
+            c.source
+        )),
+    ];
+    let rows = c
+        .checks
+        .iter()
+        .map(|k| {
+            vec![
+                k.law.name().to_string(),
+                match k.kind {
+                    CheckKind::Early => format!(
+                        "first {:.0}% → final loss",
+                        100.0 * k.fraction.unwrap_or(0.0)
+                    ),
+                    CheckKind::Longest => "shorter runs → longest run".into(),
+                },
+                k.cases.len().to_string(),
+                format!("{:.2}%", 100.0 * k.mean_abs_rel_err),
+                format!("{:.2}%", 100.0 * k.max_abs_rel_err),
+            ]
+        })
+        .collect();
+    b.push(Block::Table(
+        header(&["law", "check", "predictions", "mean |error|", "max |error|"]),
+        rows,
+    ));
     b
 }
 

@@ -1,0 +1,82 @@
+//! Hyperparameter laws on Step Law's 1,911 dense runs (17 (N, D) groups, each a grid of LR x
+//! batch size): optima located, laws fitted with the largest N held out, the held-out groups
+//! scored at the laws' settings, and the exponents set against Step Law's 1,000 bootstrap fits.
+
+use scalelab::fit::hp::{analyse, Located};
+use scalelab::hp::{read_runs, HpColumns};
+use scalelab::table::Table;
+
+use crate::common::*;
+
+fn steplaw_cols(loss: &str) -> HpColumns {
+    HpColumns {
+        n: "N".into(),
+        d: "D".into(),
+        lr: "lr".into(),
+        bs: "bs".into(),
+        loss: loss.into(),
+    }
+}
+
+/// The [2.5%, 97.5%] range of a column of Step Law's bootstrap fits.
+fn their_range(col: &str) -> [f64; 2] {
+    let t = Table::read(&shared_data().join("steplaw/fitted_lr_bs_bootstrap_params.csv")).unwrap();
+    let v: Vec<f64> = t
+        .numeric(col, "col")
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .collect();
+    scalelab::fit::ci(v)
+}
+
+#[test]
+fn steplaw_held_out_groups_land_within_half_a_percent_of_their_best_run() {
+    let path = shared_data().join("steplaw/dense_lr_bs_loss.csv");
+    let runs = read_runs(&path, &steplaw_cols("smooth loss")).unwrap();
+    assert_eq!(runs.len(), 1911);
+    let r = analyse("steplaw", &runs, 1, 1000, 42).unwrap();
+    assert_eq!(r.optima.len(), 17);
+    // With the smoothed final loss (what Step Law fitted) every group's optimum is interior.
+    assert!(r.optima.iter().all(|o| o.located == Located::Quadratic));
+    assert_eq!(r.held_out.len(), 2);
+    // Measured: +0.107% and +0.162% (mean +0.135%); the goal is 0.5% on average.
+    let mean = r.mean_rel_excess.unwrap();
+    assert!(mean >= 0.0 && mean <= 0.005, "mean excess {mean}");
+    // The D exponent of lr* lies inside Step Law's bootstrap range; the N exponent, fitted on
+    // N spanning only 2.5x once the largest N is held out, is steeper (measured -0.879 vs
+    // their -0.774..-0.655): asserted as measured, so a change shows.
+    let [lo, hi] = their_range("lr_coefD");
+    let b = r.laws.lr_nd.exponents[1];
+    assert!(b >= lo && b <= hi, "lr D exponent {b} outside [{lo}, {hi}]");
+    let a = r.laws.lr_nd.exponents[0];
+    assert!((a + 0.879).abs() < 0.01, "lr N exponent {a}");
+    let bs = r.laws.bs_d.exponents[0];
+    assert!((bs - 0.650).abs() < 0.01, "bs D exponent {bs}");
+}
+
+#[test]
+fn hp_command_reads_a_table_and_names_missing_columns() {
+    let path = shared_data().join("steplaw/dense_lr_bs_loss.csv");
+    let o = scalelab(&[
+        "hp",
+        "--input",
+        path.to_str().unwrap(),
+        "--loss-col",
+        "smooth loss",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["optima"].as_array().unwrap().len(), 17);
+    assert!(j["laws"]["lr_nd"]["exponents_ci"].as_array().unwrap().len() == 2);
+    assert_user_error(
+        &scalelab(&["hp", "--input", path.to_str().unwrap(), "--bs-col", "batch"]),
+        &["batch", "--bs-col"],
+    );
+    // Too few groups to fit: a clear error, exit 2.
+    assert_user_error(
+        &scalelab(&["hp", "--input", path.to_str().unwrap(), "--hold-out", "15"]),
+        &["too few", "--hold-out 0"],
+    );
+}
