@@ -153,7 +153,7 @@ pub fn sentence(x: &Crossover) -> String {
         None => {
             let short = x.flops.map(|c| {
                 format!(
-                    ", {:.0}× less compute than the crossing",
+                    "; the crossing needs {:.1}× its compute",
                     c / x.best_run_flops
                 )
             });

@@ -127,6 +127,61 @@ fn levels(v: impl Iterator<Item = f64>) -> Vec<f64> {
     l
 }
 
+/// The runs within two grid steps (per coordinate) of the best run, and their box
+/// [x_lo, x_hi, y_lo, y_hi] in (ln lr, ln bs).
+fn neighbourhood<'a>(ok: &[&'a HpRun], best: &HpRun) -> (Vec<&'a HpRun>, [f64; 4]) {
+    let (lx, ly) = (
+        levels(ok.iter().map(|r| r.lr.ln())),
+        levels(ok.iter().map(|r| r.bs.ln())),
+    );
+    let (bx, by) = (level(&lx, best.lr.ln()), level(&ly, best.bs.ln()));
+    let local: Vec<&HpRun> = ok
+        .iter()
+        .copied()
+        .filter(|r| {
+            level(&lx, r.lr.ln()).abs_diff(bx) <= 2 && level(&ly, r.bs.ln()).abs_diff(by) <= 2
+        })
+        .collect();
+    let span = |v: Vec<f64>| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        (lo, v.iter().cloned().fold(f64::NEG_INFINITY, f64::max))
+    };
+    let (x0, x1) = span(local.iter().map(|r| r.lr.ln()).collect());
+    let (y0, y1) = span(local.iter().map(|r| r.bs.ln()).collect());
+    (local, [x0, x1, y0, y1])
+}
+
+/// The least-squares quadratic in (ln lr, ln bs) over `local` (coordinates centred on the best
+/// run for conditioning, returned un-centred); `None` with fewer than 7 runs or fewer than 3
+/// levels of either coordinate.
+fn local_quadratic(local: &[&HpRun], best: &HpRun) -> Option<[f64; 6]> {
+    let nx = levels(local.iter().map(|r| r.lr.ln())).len();
+    let ny = levels(local.iter().map(|r| r.bs.ln())).len();
+    if local.len() < 7 || nx < 3 || ny < 3 {
+        return None;
+    }
+    let (cx, cy) = (best.lr.ln(), best.bs.ln());
+    let rows: Vec<Vec<f64>> = local
+        .iter()
+        .map(|r| quad_row(r.lr.ln() - cx, r.bs.ln() - cy))
+        .collect();
+    let y: Vec<f64> = local.iter().map(|r| r.loss).collect();
+    Some(uncentre(&least_squares(&rows, &y)?, cx, cy))
+}
+
+/// The quadratic's vertex when it opens upwards (positive definite), else `None`.
+fn vertex(s: &[f64; 6]) -> Option<(f64, f64)> {
+    // Gradient zero: [2a b; b 2d] (x, y) = −(c1, c2).
+    let (c1, c2, a, b, d) = (s[1], s[2], s[3], s[4], s[5]);
+    let det = 4.0 * a * d - b * b;
+    (a > 0.0 && det > 0.0).then(|| {
+        (
+            (-2.0 * d * c1 + b * c2) / det,
+            (-2.0 * a * c2 + b * c1) / det,
+        )
+    })
+}
+
 /// Locate the optimum of one group's runs (see the module docs). `None` without a finite run.
 pub fn locate(runs: &[HpRun]) -> Option<Optimum> {
     let ok: Vec<&HpRun> = runs
@@ -134,41 +189,8 @@ pub fn locate(runs: &[HpRun]) -> Option<Optimum> {
         .filter(|r| r.loss.is_finite() && r.lr > 0.0 && r.bs > 0.0)
         .collect();
     let best = **ok.iter().min_by(|a, b| a.loss.total_cmp(&b.loss))?;
-    let (lx, ly) = (
-        levels(ok.iter().map(|r| r.lr.ln())),
-        levels(ok.iter().map(|r| r.bs.ln())),
-    );
-    let (bx, by) = (level(&lx, best.lr.ln()), level(&ly, best.bs.ln()));
-    let near = |l: usize, b: usize| l.abs_diff(b) <= 2;
-    let local: Vec<&HpRun> = ok
-        .iter()
-        .copied()
-        .filter(|r| near(level(&lx, r.lr.ln()), bx) && near(level(&ly, r.bs.ln()), by))
-        .collect();
-    let xs: Vec<f64> = local.iter().map(|r| r.lr.ln()).collect();
-    let ys: Vec<f64> = local.iter().map(|r| r.bs.ln()).collect();
-    let bx_ = [
-        xs.iter().cloned().fold(f64::INFINITY, f64::min),
-        xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-    ];
-    let by_ = [
-        ys.iter().cloned().fold(f64::INFINITY, f64::min),
-        ys.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-    ];
-    let local_box = [bx_[0], bx_[1], by_[0], by_[1]];
-    // Centre the coordinates for conditioning.
-    let (cx, cy) = (best.lr.ln(), best.bs.ln());
-    let spread = levels(xs.iter().copied()).len() >= 3 && levels(ys.iter().copied()).len() >= 3;
-    let fit = (spread && local.len() >= 7)
-        .then(|| {
-            let rows: Vec<Vec<f64>> = local
-                .iter()
-                .map(|r| quad_row(r.lr.ln() - cx, r.bs.ln() - cy))
-                .collect();
-            let y: Vec<f64> = local.iter().map(|r| r.loss).collect();
-            least_squares(&rows, &y)
-        })
-        .flatten();
+    let (local, local_box) = neighbourhood(&ok, &best);
+    let surface = local_quadratic(&local, &best);
     let grid = Optimum {
         n: best.n,
         d: best.d,
@@ -179,39 +201,21 @@ pub fn locate(runs: &[HpRun]) -> Option<Optimum> {
         located: Located::Grid,
         runs: ok.len(),
         local_runs: local.len(),
-        surface: None,
+        surface,
         local_box,
     };
-    let Some(c) = fit else { return Some(grid) };
-    // Vertex: gradient zero, [2a  b; b  2c] v = −[x; y].
-    let (a, b, cc) = (c[3], c[4], c[5]);
-    let det = 4.0 * a * cc - b * b;
-    // Un-centre: s(x, y) = q(x − cx, y − cy).
-    let surface = uncentre(&c, cx, cy);
-    if !(a > 0.0 && det > 0.0) {
-        return Some(Optimum {
-            surface: Some(surface),
+    let b = local_box;
+    let inside = |(x, y): (f64, f64)| x >= b[0] && x <= b[1] && y >= b[2] && y <= b[3];
+    match surface.and_then(|s| vertex(&s)).filter(|&v| inside(v)) {
+        Some((vx, vy)) => Some(Optimum {
+            lr: vx.exp(),
+            bs: vy.exp(),
+            loss: surface_at(&surface?, vx, vy),
+            located: Located::Quadratic,
             ..grid
-        });
+        }),
+        None => Some(grid),
     }
-    let vx = (-c[1] * 2.0 * cc + c[2] * b) / det + cx;
-    let vy = (-c[2] * 2.0 * a + c[1] * b) / det + cy;
-    let inside =
-        vx >= local_box[0] && vx <= local_box[1] && vy >= local_box[2] && vy <= local_box[3];
-    if !inside {
-        return Some(Optimum {
-            surface: Some(surface),
-            ..grid
-        });
-    }
-    Some(Optimum {
-        lr: vx.exp(),
-        bs: vy.exp(),
-        loss: surface_at(&surface, vx, vy),
-        located: Located::Quadratic,
-        surface: Some(surface),
-        ..grid
-    })
 }
 
 /// The coefficients of q(x − cx, y − cy) in (x, y).

@@ -1069,11 +1069,7 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     let extras = extras(pts, opts, &a3, &mut tm, &mut warnings)?;
     let approach2 = isoflop::approach2(pts);
     warnings.extend(isoflop::warnings(&approach2));
-    let crossover = opts.reference.as_ref().map(|r| {
-        let all: Vec<Point> = pts.iter().chain(&repeated).cloned().collect();
-        let samples = boot.as_ref().map(|b| b.params());
-        crossover::crossover(&p, samples.as_deref(), &all, r)
-    });
+    let crossover = crossover_of(&p, boot.as_ref(), pts, &repeated, opts);
     tm.total = t0.elapsed().as_secs_f64();
     Ok(FitReport {
         data_constrained,
@@ -1111,6 +1107,20 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         crossover,
         timings: tm,
     })
+}
+
+/// Where the frontier crosses the reference loss, over every point (repeated data included).
+fn crossover_of(
+    p: &ChinchillaParams,
+    boot: Option<&Bootstrap>,
+    single: &[Point],
+    repeated: &[Point],
+    opts: &FitOptions,
+) -> Option<crossover::Crossover> {
+    let r = opts.reference.as_ref()?;
+    let all: Vec<Point> = single.iter().chain(repeated).cloned().collect();
+    let samples = boot.map(|b| b.params());
+    Some(crossover::crossover(p, samples.as_deref(), &all, r))
 }
 
 /// The fits beside the law: VPNLS, the floor comparison and the backtests.
