@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::bail_user;
-use crate::fit::curve::{densify, RunCurve};
+use crate::fit::curve::{block_means, densify, RunCurve};
 use crate::record::Status;
 use crate::results::ResultsFolder;
 use crate::table::Table;
@@ -113,15 +113,8 @@ pub fn from_folder(folder: &ResultsFolder) -> Vec<RunCurve> {
                 &c.iter().map(|x| (x.step as f64, x.lr)).collect::<Vec<_>>(),
                 last,
             );
-            let block = ((TRAIN_BLOCK * last as f64) as usize).max(1);
-            let evals = c
-                .chunks(block)
-                .filter(|ch| ch.len() == block || ch.last().map(|x| x.step) == Some(last))
-                .map(|ch| {
-                    let mean = ch.iter().map(|x| x.train_loss).sum::<f64>() / ch.len() as f64;
-                    (ch.last().unwrap().step, mean)
-                })
-                .collect();
+            let per_step: Vec<(usize, f64)> = c.iter().map(|x| (x.step, x.train_loss)).collect();
+            let evals = block_means(&per_step, last, TRAIN_BLOCK);
             Some(RunCurve {
                 id: r.run_id.clone(),
                 group: format!("d{}-L{}", r.d_model, r.n_layer),

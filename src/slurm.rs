@@ -423,6 +423,20 @@ pub fn status(p: &Prepared) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// "; predicted final loss X" for a run past [`crate::fit::curve::MIN_FRACTION`] of its steps:
+/// the Multi-Power Law fitted on its curve so far (train loss over blocks of 2% of the run),
+/// with its whole planned schedule. Empty before that or when the fit fails.
+fn predicted_final(r: &crate::plan::RunPlan, curve: &[crate::record::CurveRow]) -> String {
+    use crate::fit::curve::{block_means, predict_final, CurveLaw};
+    let total = r.data.steps;
+    let lr: Vec<f64> = (0..total).map(|s| r.lr_at(s)).collect();
+    let per_step: Vec<(usize, f64)> = curve.iter().map(|c| (c.step, c.train_loss)).collect();
+    let evals = block_means(&per_step, total, crate::curves::TRAIN_BLOCK);
+    predict_final(CurveLaw::MultiPower, &lr, &evals)
+        .map(|l| format!("; predicted final train loss {l:.3} (Multi-Power Law)"))
+        .unwrap_or_default()
+}
+
 /// A run's state and detail, from its result, Slurm's word on its unit, its lock and its
 /// checkpoint.
 fn run_state(p: &Prepared, r: &crate::plan::RunPlan, seen: &Seen) -> (String, String) {
@@ -432,7 +446,14 @@ fn run_state(p: &Prepared, r: &crate::plan::RunPlan, seen: &Seen) -> (String, St
     let ckpt = crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id)));
     let at_step = |what: &str| {
         ckpt.as_ref()
-            .map(|c| format!("{what} {}/{}", c.step, r.data.steps))
+            .map(|c| {
+                format!(
+                    "{what} {}/{}{}",
+                    c.step,
+                    r.data.steps,
+                    predicted_final(r, &c.curve)
+                )
+            })
             .unwrap_or_default()
     };
     match (done, seen.slurm.get(&lead)) {

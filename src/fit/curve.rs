@@ -355,6 +355,44 @@ pub fn predict(f: &CurveFit, p: &Prepared, i: usize) -> f64 {
     eval_law(f.law, &x, p, i, None)
 }
 
+/// Least share of a run's steps done before [`predict_final`] predicts its end.
+pub const MIN_FRACTION: f64 = 0.3;
+
+/// Average per-step training losses `(step, loss)` over blocks of `share` of `total` steps:
+/// the curve points the laws fit on our runs (each batch is unseen when its loss is taken).
+pub fn block_means(per_step: &[(usize, f64)], total: usize, share: f64) -> Vec<(usize, f64)> {
+    let block = ((share * total as f64) as usize).max(1);
+    per_step
+        .chunks(block)
+        .filter(|ch| ch.len() == block)
+        .map(|ch| {
+            let mean = ch.iter().map(|x| x.1).sum::<f64>() / ch.len() as f64;
+            (ch[ch.len() - 1].0, mean)
+        })
+        .collect()
+}
+
+/// A running run's predicted final loss: `law` fitted on its curve so far (`evals`, steps
+/// done) with its whole planned schedule `lr` (steps 1..=T), evaluated at step T. `None`
+/// before [`MIN_FRACTION`] of the steps or when the fit fails.
+pub fn predict_final(law: CurveLaw, lr: &[f64], evals: &[(usize, f64)]) -> Option<f64> {
+    let total = lr.len();
+    let done = evals.last()?.0;
+    if (done as f64) < MIN_FRACTION * total as f64 || done >= total {
+        return None;
+    }
+    let mut all = evals.to_vec();
+    all.push((total, f64::NAN));
+    let p = prepare(&RunCurve {
+        id: String::new(),
+        group: String::new(),
+        lr: lr.to_vec(),
+        evals: all,
+    });
+    let f = fit(law, &[(&p, done)])?;
+    Some(predict(&f, &p, p.step.len() - 1))
+}
+
 /// One prediction of a check: a run's final loss, observed and predicted.
 #[derive(Debug, Clone, Serialize)]
 pub struct Case {
@@ -585,6 +623,41 @@ mod tests {
             (pred - (pw - want_ld)).abs() < 1e-12,
             "{pred} vs {}",
             pw - want_ld
+        );
+    }
+
+    #[test]
+    fn a_running_run_gets_its_final_loss_predicted() {
+        let truth = CurveFit {
+            law: CurveLaw::MultiPower,
+            params: vec![2.0, 0.9, 0.5, 300.0, 0.02, 0.6, 0.5],
+            objective: 0.0,
+            n_evals: 0,
+        };
+        let lr = cosine(4000, 200, 1e-3);
+        let skel = RunCurve {
+            id: "r".into(),
+            group: "g".into(),
+            lr: lr.clone(),
+            evals: (1..=50).map(|k| (k * 80, 0.0)).collect(),
+        };
+        let p = prepare(&skel);
+        let curve: Vec<(usize, f64)> = (0..p.step.len())
+            .map(|i| (p.step[i], predict(&truth, &p, i)))
+            .collect();
+        let final_loss = curve.last().unwrap().1;
+        // Too early: nothing.
+        assert!(predict_final(CurveLaw::MultiPower, &lr, &curve[..10]).is_none());
+        let got = predict_final(CurveLaw::MultiPower, &lr, &curve[..30]).unwrap();
+        assert!(
+            (got / final_loss - 1.0).abs() < 0.005,
+            "{got} vs {final_loss}"
+        );
+        // Block means of a flat per-step curve are flat, one per full block.
+        let flat: Vec<(usize, f64)> = (1..=100).map(|s| (s, 3.0)).collect();
+        assert_eq!(
+            block_means(&flat, 100, 0.1),
+            (1..=10).map(|k| (10 * k, 3.0)).collect::<Vec<_>>()
         );
     }
 
