@@ -139,15 +139,19 @@ struct HpArgs {
     /// A CSV or Parquet table instead: one row per run.
     #[arg(long, conflicts_with = "results")]
     input: Option<PathBuf>,
+    /// Parameter-count column (N).
     #[arg(long, default_value = "N")]
     n_col: String,
+    /// Training-tokens column (D).
     #[arg(long, default_value = "D")]
     d_col: String,
+    /// Peak learning-rate column.
     #[arg(long, default_value = "lr")]
     lr_col: String,
     /// Batch-size column (any unit; the law is in that unit).
     #[arg(long, default_value = "bs")]
     bs_col: String,
+    /// Final-loss column (e.g. Step Law's `smooth loss`).
     #[arg(long, default_value = "loss")]
     loss_col: String,
     /// Hold out the groups of the K largest N and score them at the laws' settings.

@@ -467,7 +467,7 @@ fn expand_target(cx: &Ctx, t: &Target, steps: usize) -> Vec<RunPlan> {
         for &mult in &multipliers {
             let mut run = single_run(cx, t.shape, steps, seed);
             run.budget = t.budget;
-            run.optim.lr = base_lr(tr, &t.shape, run.flops) * mult;
+            run.optim.lr = base_lr(tr, &t.shape, run.flops, run.tokens as f64) * mult;
             run.lr_multiplier = mult;
             run.point_id = hex_id(&format!(
                 "point|{:x}|{:?}|{steps}|{}|{seed}|{:?}",
@@ -512,8 +512,8 @@ fn single_run(cx: &Ctx, shape: Shape, steps: usize, seed: u64) -> RunPlan {
     )
 }
 
-/// The peak LR before any multiplier: the spec's, or its width / compute rule.
-fn base_lr(t: &TrainingSpec, shape: &Shape, flops: f64) -> f64 {
+/// The peak LR before any multiplier: the spec's, or its width / compute / N / (N, D) rule.
+fn base_lr(t: &TrainingSpec, shape: &Shape, flops: f64, tokens: f64) -> f64 {
     match &t.lr_scaling {
         None => t.lr,
         Some(ls) => match ls.rule {
@@ -522,6 +522,11 @@ fn base_lr(t: &TrainingSpec, shape: &Shape, flops: f64) -> f64 {
             LrRule::Params => {
                 let n = shape.non_embedding_params() as f64;
                 ls.k.unwrap_or(t.lr) * n.powf(ls.p.unwrap_or(0.0))
+            }
+            LrRule::ParamsTokens => {
+                let n = shape.non_embedding_params() as f64;
+                let d = tokens.powf(ls.q.unwrap_or(0.0));
+                ls.k.unwrap_or(t.lr) * n.powf(ls.p.unwrap_or(0.0)) * d
             }
         },
     }
@@ -772,6 +777,22 @@ mod tests {
             let want = 0.047 * (r.n_params as f64).powf(-0.141);
             assert!((r.optim.lr - want).abs() < 1e-15);
         }
+        // A law from `scalelab hp` (lr* = c N^a D^b) sets each run's LR from its N and D.
+        let nd = spec(
+            "  lr_scaling: {rule: params_tokens, k: 1.78, p: -0.712, q: 0.307}\n",
+            "  tokens: [6400, 12800]",
+        );
+        let runs = build(&nd, "t", 256, 1).unwrap().runs;
+        assert_eq!(runs.len(), 4);
+        for r in &runs {
+            let want = 1.78 * (r.n_params as f64).powf(-0.712) * (r.tokens as f64).powf(0.307);
+            assert!(
+                (r.optim.lr / want - 1.0).abs() < 1e-12,
+                "{} vs {want}",
+                r.optim.lr
+            );
+        }
+        assert!(runs[0].optim.lr != runs[1].optim.lr || runs[0].tokens == runs[1].tokens);
         let m = spec("  lr_multipliers: [0.5, 1, 2]\n", "  tokens: [6400]");
         let p = build(&m, "t", 256, 1).unwrap();
         assert_eq!(p.runs.len(), 6);

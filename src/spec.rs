@@ -397,7 +397,8 @@ pub enum CooldownShape {
 #[serde(deny_unknown_fields)]
 pub struct LrScaling {
     /// `width`: lr · base_width / d_model. `compute`: k · C^p with C = 6ND of the run.
-    /// `params`: k · N^p with N the run's non-embedding parameters.
+    /// `params`: k · N^p with N the run's non-embedding parameters. `params_tokens`:
+    /// k · N^p · D^q (the form `scalelab hp` fits: its lr_nd law's c, a, b).
     pub rule: LrRule,
     #[serde(default = "default_base_width")]
     pub base_width: usize,
@@ -405,6 +406,9 @@ pub struct LrScaling {
     pub k: Option<f64>,
     #[serde(default)]
     pub p: Option<f64>,
+    /// The exponent of D (`params_tokens` only).
+    #[serde(default)]
+    pub q: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -413,6 +417,8 @@ pub enum LrRule {
     Width,
     Compute,
     Params,
+    #[serde(rename = "params_tokens")]
+    ParamsTokens,
 }
 
 fn default_base_width() -> usize {
@@ -1203,6 +1209,9 @@ fn schedule_problems(t: &TrainingSpec, p: &mut Vec<String>) {
             ),
             LrRule::Params if ls.k.is_none() || ls.p.is_none() => p.push(
                 "training.lr_scaling: rule `params` needs `k` and `p` (lr = k · N^p, e.g. k: 0.047, p: -0.141)".into(),
+            ),
+            LrRule::ParamsTokens if ls.k.is_none() || ls.p.is_none() || ls.q.is_none() => p.push(
+                "training.lr_scaling: rule `params_tokens` needs `k`, `p` and `q` (lr = k · N^p · D^q, e.g. from `scalelab hp`: k = c, p = a, q = b)".into(),
             ),
             _ => {}
         }
