@@ -1,15 +1,20 @@
-//! The README's figures for the main job come from the committed example's `fits.json`: the
-//! design-study row is rebuilt from it here, so a regenerated example with other numbers fails
-//! until the README says what the example shows.
+//! The README's figures for the main job and the 10× sweep come from the committed examples'
+//! `fits.json`: their design-study rows are rebuilt from it here, so a regenerated example with
+//! other numbers fails until the README says what the example shows.
 
 use crate::common::*;
 
 #[test]
-fn readme_design_row_matches_the_committed_fits() {
-    let fits: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("results/example-quick/fits.json")).unwrap(),
-    )
-    .unwrap();
+fn readme_design_rows_match_the_committed_fits() {
+    for example in ["example-quick", "example-cpu-hour"] {
+        check_row(example);
+    }
+}
+
+fn check_row(example: &str) {
+    let path = repo().join("results").join(example).join("fits.json");
+    let fits: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let f = |path: &[&str]| {
         path.iter()
@@ -38,6 +43,6 @@ fn readme_design_row_matches_the_committed_fits() {
     );
     assert!(
         readme.contains(&row),
-        "README lacks the main job's row:\n{row}"
+        "README lacks the row of {example}:\n{row}"
     );
 }
