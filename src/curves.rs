@@ -169,3 +169,90 @@ pub fn command(input: CurvesInput, fraction: f64, json: bool) -> anyhow::Result<
         crate::fit::curve::render_text(&report)
     })
 }
+
+/// The progress display's running prediction of a run's final training loss: per-step losses
+/// are kept as they arrive; from [`crate::fit::curve::MIN_FRACTION`] of the steps on, every
+/// 10% of them, the Multi-Power Law is refitted on their 2% block means with the run's whole
+/// planned schedule (no bootstrap: it runs on the training thread).
+pub struct FinalPredictor {
+    lr: Vec<f64>,
+    losses: Vec<(usize, f64)>,
+    next_at: usize,
+    latest: Option<f64>,
+}
+
+impl FinalPredictor {
+    pub fn new(run: &crate::plan::RunPlan) -> Self {
+        let total = run.data.steps;
+        FinalPredictor {
+            lr: (0..total).map(|s| run.lr_at(s)).collect(),
+            losses: Vec::with_capacity(total),
+            next_at: (crate::fit::curve::MIN_FRACTION * total as f64).ceil() as usize,
+            latest: None,
+        }
+    }
+
+    /// Record step `step`'s training loss; the latest prediction (if any yet).
+    pub fn observe(&mut self, step: usize, loss: f64) -> Option<f64> {
+        use crate::fit::curve::{predict_final, CurveLaw};
+        let total = self.lr.len();
+        if self.losses.last().is_some_and(|l| step <= l.0) {
+            self.losses.clear();
+        }
+        self.losses.push((step, loss));
+        if step >= self.next_at && step < total {
+            self.next_at = step + (total / 10).max(1);
+            let evals = block_means(&self.losses, total, TRAIN_BLOCK);
+            self.latest = predict_final(CurveLaw::MultiPower, &self.lr, &evals, 0)
+                .map(|p| p.loss)
+                .or(self.latest);
+        }
+        self.latest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fit::curve::{predict, prepare, CurveFit, CurveLaw};
+    use crate::model::Shape;
+    use crate::plan::RunPlan;
+
+    /// Fed a run's per-step losses drawn from the Multi-Power Law on its own schedule, the
+    /// progress display's predictor stays silent before 30% of the steps, then predicts the
+    /// final loss; a restart of the step count (a resumed or new branch) starts afresh.
+    #[test]
+    fn predictor_predicts_the_end_of_a_run_as_it_trains() {
+        let run = RunPlan::new(Shape::new(16, 2, 2, None), 256, 16, 4, 2000);
+        let lr: Vec<f64> = (0..2000).map(|s| run.lr_at(s)).collect();
+        let truth = CurveFit {
+            law: CurveLaw::MultiPower,
+            params: vec![2.0, 0.05, 0.5, 300.0, 0.02, 0.6, 0.5],
+            objective: 0.0,
+            n_evals: 0,
+        };
+        let p = prepare(&RunCurve {
+            id: "r".into(),
+            group: "g".into(),
+            lr,
+            evals: (1..=2000).map(|s| (s, 0.0)).collect(),
+        });
+        let loss: Vec<f64> = (0..2000).map(|i| predict(&truth, &p, i)).collect();
+        let mut pred = FinalPredictor::new(&run);
+        for s in 1..=599 {
+            assert_eq!(pred.observe(s, loss[s - 1]), None, "step {s}");
+        }
+        let mut last = None;
+        for s in 600..=1500 {
+            last = pred.observe(s, loss[s - 1]);
+        }
+        let got = last.expect("a prediction after 30% of the steps");
+        assert!(
+            (got / loss[1999] - 1.0).abs() < 0.01,
+            "{got} vs {}",
+            loss[1999]
+        );
+        pred.observe(1, loss[0]);
+        assert_eq!(pred.losses.len(), 1);
+    }
+}

@@ -423,18 +423,28 @@ pub fn status(p: &Prepared) -> anyhow::Result<String> {
     Ok(s)
 }
 
-/// "; predicted final loss X" for a run past [`crate::fit::curve::MIN_FRACTION`] of its steps:
-/// the Multi-Power Law fitted on its curve so far (train loss over blocks of 2% of the run),
-/// with its whole planned schedule. Empty before that or when the fit fails.
+/// "; predicted final train loss X [lo, hi]" for a run past [`crate::fit::curve::MIN_FRACTION`]
+/// of its steps: the Multi-Power Law fitted on its curve so far (train loss over blocks of 2% of
+/// the run), with its whole planned schedule, and a 30-resample residual-bootstrap interval.
+/// Empty before that or when the fit fails.
 fn predicted_final(r: &crate::plan::RunPlan, curve: &[crate::record::CurveRow]) -> String {
     use crate::fit::curve::{block_means, predict_final, CurveLaw};
     let total = r.data.steps;
     let lr: Vec<f64> = (0..total).map(|s| r.lr_at(s)).collect();
     let per_step: Vec<(usize, f64)> = curve.iter().map(|c| (c.step, c.train_loss)).collect();
     let evals = block_means(&per_step, total, crate::curves::TRAIN_BLOCK);
-    predict_final(CurveLaw::MultiPower, &lr, &evals)
-        .map(|l| format!("; predicted final train loss {l:.3} (Multi-Power Law)"))
-        .unwrap_or_default()
+    match predict_final(CurveLaw::MultiPower, &lr, &evals, 30) {
+        Some(p) => {
+            let ci =
+                p.ci.map(|[lo, hi]| format!(" [{lo:.3}, {hi:.3}]"))
+                    .unwrap_or_default();
+            format!(
+                "; predicted final train loss {:.3}{ci} (Multi-Power Law)",
+                p.loss
+            )
+        }
+        None => String::new(),
+    }
 }
 
 /// A run's state and detail, from its result, Slurm's word on its unit, its lock and its

@@ -774,7 +774,10 @@ fn step_unit<'a>(
     };
     Progress::start_unit(bar, tag, u);
     let t_unit = Instant::now();
-    let mut on_step = Progress::step_counter(bar);
+    // The predicted final loss costs a few curve fits per run: only where a bar shows it.
+    let predictor = (u.parent.is_none() && !bar.is_hidden())
+        .then(|| crate::curves::FinalPredictor::new(u.members[0]));
+    let mut on_step = Progress::step_counter(bar, predictor);
     let store_branch = |r: &RunPlan, o: &RunOutcome| branch_file(cx.p, r, o, cx.peak, &cx.meta);
     let mut train = || train_unit(cx.p, u, device, &cx.ckpt, &mut on_step, &store_branch);
     let outcomes = match pool {
@@ -882,10 +885,19 @@ impl Progress {
         });
     }
 
-    /// A worker's step callback: its bar counts steps seen (steps restart at each branch).
-    fn step_counter(bar: &ProgressBar) -> impl FnMut(train::StepInfo) + Send + '_ {
+    /// A worker's step callback: its bar counts steps seen (steps restart at each branch)
+    /// and, for a single run, shows its predicted final training loss once there is one.
+    fn step_counter(
+        bar: &ProgressBar,
+        mut predictor: Option<crate::curves::FinalPredictor>,
+    ) -> impl FnMut(train::StepInfo) + Send + '_ {
         let (mut done_steps, mut last_step) = (0usize, 0usize);
         move |st: train::StepInfo| {
+            let predicted = predictor
+                .as_mut()
+                .and_then(|p| p.observe(st.step, st.train_loss))
+                .map(|l| format!("  final ≈ {l:.3}"))
+                .unwrap_or_default();
             done_steps += if st.step > last_step {
                 st.step - last_step
             } else {
@@ -894,7 +906,7 @@ impl Progress {
             last_step = st.step;
             bar.set_position(done_steps as u64);
             bar.set_message(format!(
-                "loss {:.4}  {:.0} tok/s",
+                "loss {:.4}  {:.0} tok/s{predicted}",
                 st.train_loss, st.tokens_per_s
             ));
         }

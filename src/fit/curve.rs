@@ -322,6 +322,11 @@ fn starts(law: CurveLaw, runs: &[(&Prepared, usize)]) -> Vec<Vec<f64>> {
 /// Fit `law` on each run's evals up to its cutoff step (one shared law over all `runs`).
 /// `None` when there are fewer evals than parameters + 2 or every start fails.
 pub fn fit(law: CurveLaw, runs: &[(&Prepared, usize)]) -> Option<CurveFit> {
+    fit_from(law, runs, &starts(law, runs))
+}
+
+/// [`fit`] from given starts (in the fitted coordinates: L0 raw, the rest in logs).
+fn fit_from(law: CurveLaw, runs: &[(&Prepared, usize)], starts: &[Vec<f64>]) -> Option<CurveFit> {
     let n: usize = runs.iter().map(|&(p, c)| fitted(p, c).count()).sum();
     if n < law.n_params() + 2 {
         return None;
@@ -333,7 +338,7 @@ pub fn fit(law: CurveLaw, runs: &[(&Prepared, usize)]) -> Option<CurveFit> {
         tol_cost: 1e-15,
         memory: 10,
     };
-    let (best, _) = multi_start(&obj, &starts(law, runs), opt)?;
+    let (best, _) = multi_start(&obj, starts, opt)?;
     let mut params = best.x.clone();
     for v in &mut params[1..] {
         *v = v.exp();
@@ -346,13 +351,18 @@ pub fn fit(law: CurveLaw, runs: &[(&Prepared, usize)]) -> Option<CurveFit> {
     })
 }
 
-/// The fitted law's loss at eval `i` of `p`.
-pub fn predict(f: &CurveFit, p: &Prepared, i: usize) -> f64 {
+/// A fit's parameters in the fitted coordinates.
+fn coordinates(f: &CurveFit) -> Vec<f64> {
     let mut x = f.params.clone();
     for v in &mut x[1..] {
         *v = v.ln();
     }
-    eval_law(f.law, &x, p, i, None)
+    x
+}
+
+/// The fitted law's loss at eval `i` of `p`.
+pub fn predict(f: &CurveFit, p: &Prepared, i: usize) -> f64 {
+    eval_law(f.law, &coordinates(f), p, i, None)
 }
 
 /// Least share of a run's steps done before [`predict_final`] predicts its end.
@@ -372,10 +382,26 @@ pub fn block_means(per_step: &[(usize, f64)], total: usize, share: f64) -> Vec<(
         .collect()
 }
 
+/// A running run's predicted final loss and its 95% interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Prediction {
+    pub loss: f64,
+    /// From a residual bootstrap: the fitted curve plus resampled relative residuals, refitted
+    /// from the fit's own parameters and predicted again; `None` with no resamples (or when
+    /// every refit fails).
+    pub ci: Option<[f64; 2]>,
+}
+
 /// A running run's predicted final loss: `law` fitted on its curve so far (`evals`, steps
-/// done) with its whole planned schedule `lr` (steps 1..=T), evaluated at step T. `None`
-/// before [`MIN_FRACTION`] of the steps or when the fit fails.
-pub fn predict_final(law: CurveLaw, lr: &[f64], evals: &[(usize, f64)]) -> Option<f64> {
+/// done) with its whole planned schedule `lr` (steps 1..=T), evaluated at step T, with a
+/// residual-bootstrap interval over `resamples` refits. `None` before [`MIN_FRACTION`] of the
+/// steps or when the fit fails.
+pub fn predict_final(
+    law: CurveLaw,
+    lr: &[f64],
+    evals: &[(usize, f64)],
+    resamples: usize,
+) -> Option<Prediction> {
     let total = lr.len();
     let done = evals.last()?.0;
     if (done as f64) < MIN_FRACTION * total as f64 || done >= total {
@@ -383,14 +409,34 @@ pub fn predict_final(law: CurveLaw, lr: &[f64], evals: &[(usize, f64)]) -> Optio
     }
     let mut all = evals.to_vec();
     all.push((total, f64::NAN));
-    let p = prepare(&RunCurve {
+    let mut p = prepare(&RunCurve {
         id: String::new(),
         group: String::new(),
         lr: lr.to_vec(),
         evals: all,
     });
     let f = fit(law, &[(&p, done)])?;
-    Some(predict(&f, &p, p.step.len() - 1))
+    let last = p.step.len() - 1;
+    let loss = predict(&f, &p, last);
+    let used: Vec<usize> = fitted(&p, done).collect();
+    let smooth: Vec<f64> = used.iter().map(|&i| predict(&f, &p, i)).collect();
+    let resid: Vec<f64> = used
+        .iter()
+        .zip(&smooth)
+        .map(|(&i, m)| p.loss[i] / m - 1.0)
+        .collect();
+    let mut rng = crate::hashing::Rng::new(0x5EED ^ total as u64);
+    let mut draws = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        for (k, &i) in used.iter().enumerate() {
+            p.loss[i] = smooth[k] * (1.0 + resid[rng.below(resid.len())]);
+        }
+        if let Some(fb) = fit_from(law, &[(&p, done)], &[coordinates(&f)]) {
+            draws.push(predict(&fb, &p, last));
+        }
+    }
+    let ci = (!draws.is_empty()).then(|| super::ci(draws));
+    Some(Prediction { loss, ci })
 }
 
 /// One prediction of a check: a run's final loss, observed and predicted.
@@ -647,11 +693,24 @@ mod tests {
             .collect();
         let final_loss = curve.last().unwrap().1;
         // Too early: nothing.
-        assert!(predict_final(CurveLaw::MultiPower, &lr, &curve[..10]).is_none());
-        let got = predict_final(CurveLaw::MultiPower, &lr, &curve[..30]).unwrap();
+        assert!(predict_final(CurveLaw::MultiPower, &lr, &curve[..10], 0).is_none());
+        let got = predict_final(CurveLaw::MultiPower, &lr, &curve[..30], 0).unwrap();
         assert!(
-            (got / final_loss - 1.0).abs() < 0.005,
-            "{got} vs {final_loss}"
+            (got.loss / final_loss - 1.0).abs() < 0.005,
+            "{got:?} vs {final_loss}"
+        );
+        assert!(got.ci.is_none());
+        // With 0.5% noise the residual bootstrap gives an interval around the prediction.
+        let mut rng = crate::hashing::Rng::new(11);
+        let noisy: Vec<(usize, f64)> = curve[..30]
+            .iter()
+            .map(|&(s, l)| (s, l * (1.0 + 0.01 * (rng.next_f64() - 0.5))))
+            .collect();
+        let got = predict_final(CurveLaw::MultiPower, &lr, &noisy, 30).unwrap();
+        let [lo, hi] = got.ci.unwrap();
+        assert!(
+            lo < got.loss && got.loss < hi && hi - lo < 0.1 * got.loss,
+            "{got:?}"
         );
         // Block means of a flat per-step curve are flat, one per full block.
         let flat: Vec<(usize, f64)> = (1..=100).map(|s| (s, 3.0)).collect();
