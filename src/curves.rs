@@ -170,6 +170,20 @@ pub fn command(input: CurvesInput, fraction: f64, json: bool) -> anyhow::Result<
     })
 }
 
+/// A run's predicted final training loss from its per-step training losses so far
+/// (`(step, loss)`): the Multi-Power Law fitted on their [`TRAIN_BLOCK`] block means with the
+/// run's whole planned schedule `lr` ([`crate::plan::RunPlan::lr_schedule`]), with
+/// `resamples` bootstrap refits for an interval. `status` and the progress display both use it.
+pub fn predict_run_final(
+    lr: &[f64],
+    per_step: &[(usize, f64)],
+    resamples: usize,
+) -> Option<crate::fit::curve::Prediction> {
+    use crate::fit::curve::{predict_final, CurveLaw};
+    let evals = block_means(per_step, lr.len(), TRAIN_BLOCK);
+    predict_final(CurveLaw::MultiPower, lr, &evals, resamples)
+}
+
 /// The progress display's running prediction of a run's final training loss: per-step losses
 /// are kept as they arrive; from [`crate::fit::curve::MIN_FRACTION`] of the steps on, every
 /// 10% of them, the Multi-Power Law is refitted on their 2% block means with the run's whole
@@ -185,7 +199,7 @@ impl FinalPredictor {
     pub fn new(run: &crate::plan::RunPlan) -> Self {
         let total = run.data.steps;
         FinalPredictor {
-            lr: (0..total).map(|s| run.lr_at(s)).collect(),
+            lr: run.lr_schedule(),
             losses: Vec::with_capacity(total),
             next_at: (crate::fit::curve::MIN_FRACTION * total as f64).ceil() as usize,
             latest: None,
@@ -194,7 +208,6 @@ impl FinalPredictor {
 
     /// Record step `step`'s training loss; the latest prediction (if any yet).
     pub fn observe(&mut self, step: usize, loss: f64) -> Option<f64> {
-        use crate::fit::curve::{predict_final, CurveLaw};
         let total = self.lr.len();
         if self.losses.last().is_some_and(|l| step <= l.0) {
             self.losses.clear();
@@ -202,8 +215,7 @@ impl FinalPredictor {
         self.losses.push((step, loss));
         if step >= self.next_at && step < total {
             self.next_at = step + (total / 10).max(1);
-            let evals = block_means(&self.losses, total, TRAIN_BLOCK);
-            self.latest = predict_final(CurveLaw::MultiPower, &self.lr, &evals, 0)
+            self.latest = predict_run_final(&self.lr, &self.losses, 0)
                 .map(|p| p.loss)
                 .or(self.latest);
         }
@@ -224,7 +236,7 @@ mod tests {
     #[test]
     fn predictor_predicts_the_end_of_a_run_as_it_trains() {
         let run = RunPlan::new(Shape::new(16, 2, 2, None), 256, 16, 4, 2000);
-        let lr: Vec<f64> = (0..2000).map(|s| run.lr_at(s)).collect();
+        let lr = run.lr_schedule();
         let truth = CurveFit {
             law: CurveLaw::MultiPower,
             params: vec![2.0, 0.05, 0.5, 300.0, 0.02, 0.6, 0.5],

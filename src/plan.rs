@@ -239,6 +239,11 @@ impl RunPlan {
         self.data.steps - cool
     }
 
+    /// The learning rate of every step, in order (`[k]` is step k + 1 of the curve).
+    pub fn lr_schedule(&self) -> Vec<f64> {
+        (0..self.data.steps).map(|s| self.lr_at(s)).collect()
+    }
+
     /// Learning rate at `step` (0-based): linear warmup, then cosine, constant or WSD.
     pub fn lr_at(&self, step: usize) -> f64 {
         let (lr, s) = (self.optim.lr, &self.schedule);

@@ -428,12 +428,8 @@ pub fn status(p: &Prepared) -> anyhow::Result<String> {
 /// the run), with its whole planned schedule, and a 30-resample residual-bootstrap interval.
 /// Empty before that or when the fit fails.
 fn predicted_final(r: &crate::plan::RunPlan, curve: &[crate::record::CurveRow]) -> String {
-    use crate::fit::curve::{block_means, predict_final, CurveLaw};
-    let total = r.data.steps;
-    let lr: Vec<f64> = (0..total).map(|s| r.lr_at(s)).collect();
     let per_step: Vec<(usize, f64)> = curve.iter().map(|c| (c.step, c.train_loss)).collect();
-    let evals = block_means(&per_step, total, crate::curves::TRAIN_BLOCK);
-    match predict_final(CurveLaw::MultiPower, &lr, &evals, 30) {
+    match crate::curves::predict_run_final(&r.lr_schedule(), &per_step, 30) {
         Some(p) => {
             let ci =
                 p.ci.map(|[lo, hi]| format!(" [{lo:.3}, {hi:.3}]"))

@@ -689,21 +689,18 @@ mod tests {
         r
     }
 
+    /// The built-in language with two topics, context 16, 64 eval tokens.
+    fn two_topic_corpus() -> corpus::Corpus {
+        let lang = corpus::LangKnobs {
+            topics: 2,
+            ..Default::default()
+        };
+        corpus::load(&CorpusSource::Builtin { seed: 1, lang }, 16, 64, 0.05).unwrap()
+    }
+
     #[test]
     fn exploding_lr_is_reported_as_diverged() {
-        let c = corpus::load(
-            &CorpusSource::Builtin {
-                seed: 1,
-                lang: corpus::LangKnobs {
-                    topics: 2,
-                    ..Default::default()
-                },
-            },
-            16,
-            64,
-            0.05,
-        )
-        .unwrap();
+        let c = two_topic_corpus();
         let out = train_run::<Autodiff<Flex>>(&plan(1e30, 20), &c, &FlexDevice, &mut |_| {});
         assert_eq!(out.status, Status::Diverged);
         assert!(out.eval_loss.is_nan());
@@ -711,19 +708,7 @@ mod tests {
 
     #[test]
     fn global_clip_keeps_training_stable_and_loss_falls() {
-        let c = corpus::load(
-            &CorpusSource::Builtin {
-                seed: 1,
-                lang: corpus::LangKnobs {
-                    topics: 2,
-                    ..Default::default()
-                },
-            },
-            16,
-            64,
-            0.05,
-        )
-        .unwrap();
+        let c = two_topic_corpus();
         let mut p = plan(1e-2, 60);
         p.optim.grad_clip = 1.0;
         let out = train_run::<Autodiff<Flex>>(&p, &c, &FlexDevice, &mut |_| {});

@@ -60,32 +60,6 @@ pub struct Optimum {
     pub local_box: [f64; 4],
 }
 
-/// Solve the small dense system `a·x = b` by Gaussian elimination with partial pivoting.
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for c in 0..n {
-        let p = (c..n).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
-        if a[p][c].abs() < 1e-12 {
-            return None;
-        }
-        a.swap(c, p);
-        b.swap(c, p);
-        for r in c + 1..n {
-            let f = a[r][c] / a[c][c];
-            for k in c..n {
-                a[r][k] -= f * a[c][k];
-            }
-            b[r] -= f * b[c];
-        }
-    }
-    let mut x = vec![0.0; n];
-    for r in (0..n).rev() {
-        let s: f64 = (r + 1..n).map(|k| a[r][k] * x[k]).sum();
-        x[r] = (b[r] - s) / a[r][r];
-    }
-    Some(x)
-}
-
 /// Least squares `min |X·β − y|²` through the normal equations (columns centred by the
 /// caller where it matters).
 pub fn least_squares(x: &[Vec<f64>], y: &[f64]) -> Option<Vec<f64>> {
@@ -100,7 +74,7 @@ pub fn least_squares(x: &[Vec<f64>], y: &[f64]) -> Option<Vec<f64>> {
             }
         }
     }
-    solve(a, b)
+    super::vpnls::solve(a, b)
 }
 
 fn quad_row(x: f64, y: f64) -> Vec<f64> {
