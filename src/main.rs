@@ -165,8 +165,10 @@ struct HpArgs {
 // `curves` options.
 #[derive(clap::Args)]
 struct CurvesArgs {
-    /// A sweep's results folder (with curves.parquet).
-    results: Option<PathBuf>,
+    /// A sweep's results folder (with curves.parquet), or several: runs of one shape in
+    /// different folders then form one group (e.g. a cosine and a WSD sweep of the same
+    /// shapes, for the transfer check across schedules).
+    results: Vec<PathBuf>,
     /// A CSV or Parquet table instead: one row per logged eval.
     #[arg(long, conflicts_with = "results")]
     input: Option<PathBuf>,
@@ -225,6 +227,8 @@ struct RunArgs {
     devices: Vec<DeviceChoice>,
     #[command(flatten)]
     ckpt: CheckpointArgs,
+    #[command(flatten)]
+    prune: PruneArgs,
     /// Continue a results folder that was started from a different version of the spec
     /// (finished runs whose settings are unchanged are kept). Without it, a changed spec
     /// is an error and nothing is written.
@@ -291,6 +295,8 @@ struct RunOneArgs {
     device: Option<DeviceChoice>,
     #[command(flatten)]
     ckpt: CheckpointArgs,
+    #[command(flatten)]
+    prune: PruneArgs,
 }
 
 // `bench` options.
@@ -324,6 +330,35 @@ struct CheckpointArgs {
     /// Keep each run's last checkpoint after it finishes (default: delete it).
     #[arg(long)]
     keep_checkpoints: bool,
+}
+
+/// Early stopping shared by `run` and `run-one`.
+#[derive(clap::Args)]
+struct PruneArgs {
+    /// Stop an IsoFLOP run once its predicted final training loss is, with 95% confidence,
+    /// worse than the best finished run of its budget by more than --prune-margin; it is
+    /// recorded as `pruned` with its prediction, and fits leave it out unless
+    /// `--include-pruned`. Predictions are made at 30/50/70/90% of each run.
+    #[arg(long)]
+    prune: bool,
+    /// Relative margin for --prune: 0.02 prunes a run whose predicted loss is confidently
+    /// more than 2% above its budget's best.
+    #[arg(long, value_name = "F", default_value_t = 0.02, requires = "prune")]
+    prune_margin: f64,
+}
+
+impl PruneArgs {
+    fn policy(&self) -> anyhow::Result<Option<scalelab::curves::PrunePolicy>> {
+        if !(self.prune_margin >= 0.0 && self.prune_margin.is_finite()) {
+            return Err(user(format!(
+                "--prune-margin must be a relative margin >= 0 (e.g. 0.02), got {}",
+                self.prune_margin
+            )));
+        }
+        Ok(self.prune.then_some(scalelab::curves::PrunePolicy {
+            margin: self.prune_margin,
+        }))
+    }
 }
 
 /// Input and fitting options shared by `fit` and `report`.
@@ -409,6 +444,10 @@ struct FitArgs {
     /// Column holding each run's epochs (then U_D = D / epochs).
     #[arg(long, value_name = "COL")]
     epochs_col: Option<String>,
+    /// Also fit the runs `run --prune` stopped early, each at its predicted final eval loss
+    /// (default: left out; a pruned run is a prediction, not a measurement).
+    #[arg(long)]
+    include_pruned: bool,
     /// Fit the data-constrained law of Muennighoff et al. 2023 (R_D*, R_N*, with the base law
     /// held fixed). On by default whenever some run repeated its data.
     #[arg(long)]
@@ -423,7 +462,7 @@ impl FitArgs {
     /// The dataset: a results folder or a table.
     fn dataset(&self, folder: Option<&ResultsFolder>) -> anyhow::Result<Dataset> {
         match (folder, &self.input) {
-            (Some(f), None) => f.dataset(self.drop_top),
+            (Some(f), None) => f.dataset_with(self.drop_top, self.include_pruned),
             (None, Some(file)) => {
                 let cols = table_columns(self)?;
                 Dataset::from_table(file, &cols, self.drop_top)
@@ -481,6 +520,7 @@ impl FitArgs {
         let floor = self.floor(folder)?;
         Ok(FitOptions {
             data_constrained: self.data_constrained,
+            include_pruned: self.include_pruned,
             base,
             delta: self.huber_delta,
             fixed_e: self.fix_e,
@@ -599,9 +639,9 @@ fn cmd_hp(a: HpArgs) -> anyhow::Result<()> {
 
 fn cmd_curves(a: CurvesArgs) -> anyhow::Result<()> {
     use scalelab::curves::{CurvesInput, TableColumns};
-    let input = match (&a.results, &a.input) {
-        (Some(dir), _) => CurvesInput::Folder(dir),
-        (None, Some(path)) => CurvesInput::Table(
+    let input = match (&a.results[..], &a.input) {
+        ([_, ..], _) => CurvesInput::Folders(&a.results),
+        ([], Some(path)) => CurvesInput::Table(
             path,
             TableColumns {
                 run: a.run_col.clone(),
@@ -611,7 +651,7 @@ fn cmd_curves(a: CurvesArgs) -> anyhow::Result<()> {
                 loss: a.loss_col.clone(),
             },
         ),
-        (None, None) => {
+        ([], None) => {
             return Err(user(
                 "scalelab curves: give a results folder or --input FILE",
             ))
@@ -631,6 +671,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         checkpoint_every: a.ckpt.checkpoint_every,
         keep_checkpoints: a.ckpt.keep_checkpoints,
         update_spec: a.update_spec,
+        prune: a.prune.policy()?,
     };
     let s = sweep::run(&p, &opts)?;
     eprintln!("{}", s.message());
@@ -690,6 +731,7 @@ fn cmd_run_one(a: RunOneArgs) -> anyhow::Result<()> {
     let opts = sweep::RunOptions {
         checkpoint_every: a.ckpt.checkpoint_every,
         keep_checkpoints: a.ckpt.keep_checkpoints,
+        prune: a.prune.policy()?,
         ..Default::default()
     };
     let msg = sweep::run_one(&p, &task, &opts)?;

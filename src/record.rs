@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::plan::RunPlan;
 
 /// How a run ended. `Stable` marks the stable phase of a cooldown-branch group: trained,
-/// stored for resume and curves, not a data point itself.
+/// stored for resume and curves, not a data point itself. `Pruned`: stopped early by
+/// `run --prune` because its predicted final loss was confidently worse than its budget's
+/// best (see [`crate::curves::PrunePolicy`]); not a data point unless a fit asks for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -24,10 +26,17 @@ pub enum Status {
     Diverged,
     Failed,
     Stable,
+    Pruned,
 }
 
 impl Status {
-    pub const ALL: [Status; 4] = [Status::Ok, Status::Diverged, Status::Failed, Status::Stable];
+    pub const ALL: [Status; 5] = [
+        Status::Ok,
+        Status::Diverged,
+        Status::Failed,
+        Status::Stable,
+        Status::Pruned,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -35,6 +44,7 @@ impl Status {
             Status::Diverged => "diverged",
             Status::Failed => "failed",
             Status::Stable => "stable",
+            Status::Pruned => "pruned",
         }
     }
 
@@ -63,6 +73,19 @@ pub struct CurveRow {
     pub train_loss: f64,
     /// Present at eval steps.
     pub eval_loss: Option<f64>,
+    /// Present at the steps where the executor predicted the run's final training loss
+    /// (see [`crate::curves::FinalPredictor`]): the run's prediction history.
+    #[serde(default)]
+    pub predicted: Option<Predicted>,
+}
+
+/// A run's final training loss (the mean over its last 2% of steps) as predicted during
+/// training, with its 95% interval when one was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Predicted {
+    pub loss: f64,
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
 }
 
 /// What a finished training run reports (the trainer's output).
@@ -185,7 +208,7 @@ impl Cell for Status {
             .map(|s| {
                 Status::parse(s).ok_or_else(|| {
                     anyhow::anyhow!(
-                        "column {name}: unknown status {s:?} (expected one of ok, diverged, failed, stable)"
+                        "column {name}: unknown status {s:?} (expected one of ok, diverged, failed, stable, pruned)"
                     )
                 })
             })
@@ -307,6 +330,10 @@ run_record! {
     point_id: String = String::new(),
     /// The run the fit uses for its point (the best LR of an LR sweep).
     selected: bool = false,
+    /// A pruned run: its final eval loss as predicted when it was stopped (the predicted
+    /// final training loss plus the eval − train gap at the stop); what `fit
+    /// --include-pruned` uses as its loss.
+    predicted_eval_loss: Option<f64> = None,
 }
 
 /// What the corpus and device contribute to a run's row.
@@ -396,6 +423,7 @@ impl RunRecord {
             lr_multiplier: r.lr_multiplier,
             point_id: r.point_id.clone(),
             selected: false,
+            predicted_eval_loss: None,
         }
     }
 }
@@ -435,6 +463,18 @@ pub fn curves_frame(rows: &[(String, CurveRow)]) -> anyhow::Result<DataFrame> {
         col!("lr", rows, |r| r.1.lr),
         col!("train_loss", rows, |r| r.1.train_loss),
         col!("eval_loss", rows, |r| r.1.eval_loss),
+        col!("predicted_final_loss", rows, |r| r
+            .1
+            .predicted
+            .map(|p| p.loss)),
+        col!("predicted_final_lo", rows, |r| r
+            .1
+            .predicted
+            .and_then(|p| p.lo)),
+        col!("predicted_final_hi", rows, |r| r
+            .1
+            .predicted
+            .and_then(|p| p.hi)),
     ])?)
 }
 
@@ -446,6 +486,14 @@ pub fn curves_from_frame(df: &DataFrame) -> anyhow::Result<Vec<(String, CurveRow
     let lr: Vec<f64> = need(df, "lr")?;
     let tl: Vec<f64> = need(df, "train_loss")?;
     let el: Vec<Option<f64>> = need(df, "eval_loss")?;
+    // Files from before the prediction history lack these columns.
+    let optional =
+        |name| <Option<f64>>::read(df, name).map(|v| v.unwrap_or(vec![None; df.height()]));
+    let (pl, plo, phi) = (
+        optional("predicted_final_loss")?,
+        optional("predicted_final_lo")?,
+        optional("predicted_final_hi")?,
+    );
     Ok((0..df.height())
         .map(|k| {
             let row = CurveRow {
@@ -454,6 +502,11 @@ pub fn curves_from_frame(df: &DataFrame) -> anyhow::Result<Vec<(String, CurveRow
                 lr: lr[k],
                 train_loss: tl[k],
                 eval_loss: el[k],
+                predicted: pl[k].map(|loss| Predicted {
+                    loss,
+                    lo: plo[k],
+                    hi: phi[k],
+                }),
             };
             (id[k].clone(), row)
         })

@@ -133,15 +133,38 @@ impl ResultsFolder {
     /// positive loss, N and C as the spec chooses; the eval points of the curves of `ok`
     /// runs for Approach 1; the `drop_top` highest losses dropped.
     pub fn dataset(&self, drop_top: usize) -> anyhow::Result<Dataset> {
+        self.dataset_with(drop_top, false)
+    }
+
+    /// [`Self::dataset`], and with `include_pruned` the `pruned` runs of points that have no
+    /// `ok` run, each at its predicted final eval loss (`fit --include-pruned`).
+    pub fn dataset_with(&self, drop_top: usize, include_pruned: bool) -> anyhow::Result<Dataset> {
         let choice = self.fit_choice();
-        let points: Vec<Point> = self
+        let usable = |l: f64| l.is_finite() && l > 0.0;
+        let mut points: Vec<Point> = self
             .runs
             .iter()
-            .filter(|r| {
-                r.status == Status::Ok && r.selected && r.eval_loss.is_finite() && r.eval_loss > 0.0
-            })
+            .filter(|r| r.status == Status::Ok && r.selected && usable(r.eval_loss))
             .map(|r| run_point(&choice, r))
             .collect();
+        if include_pruned {
+            let has_ok: std::collections::HashSet<&str> = self
+                .runs
+                .iter()
+                .filter(|r| r.status == Status::Ok)
+                .map(|r| r.point_id.as_str())
+                .collect();
+            for r in self.runs.iter().filter(|r| r.status == Status::Pruned) {
+                match r.predicted_eval_loss.filter(|&l| usable(l)) {
+                    Some(l) if !has_ok.contains(r.point_id.as_str()) => {
+                        let mut r = r.clone();
+                        r.eval_loss = l;
+                        points.push(run_point(&choice, &r));
+                    }
+                    _ => {}
+                }
+            }
+        }
         let mut ds = Dataset {
             source: self.source(&choice),
             points,
@@ -238,6 +261,7 @@ pub(crate) mod testing {
             lr: 1e-3,
             train_loss: loss,
             eval_loss: Some(loss),
+            predicted: None,
         };
         let a = run("a", 1000, 1500, 20_000, 3.0);
         store

@@ -476,6 +476,16 @@ fn run_state(p: &Prepared, r: &crate::plan::RunPlan, seen: &Seen) -> (String, St
             ),
         ),
         (Some(d), _) if d.status == Status::Diverged => ("diverged".into(), String::new()),
+        (Some(d), _) if d.status == Status::Pruned => (
+            "pruned".into(),
+            format!(
+                "at step {}/{}; predicted final eval {}",
+                d.steps_done,
+                d.steps,
+                d.predicted_eval_loss
+                    .map_or("?".into(), |l| format!("{l:.4}"))
+            ),
+        ),
         (_, Some(st))
             if st == "running" || st == "pending" || st == "requeued" || st == "completing" =>
         {

@@ -13,9 +13,10 @@ use std::time::Instant;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::corpus::{self, Corpus, CorpusSource};
+use crate::curves::{FinalPredictor, PrunePolicy};
 use crate::device::DeviceChoice;
 use crate::plan::{self, Plan, RunPlan};
-use crate::record::{CurveRow, RunOutcome, RunRecord, Status};
+use crate::record::{CurveRow, Predicted, RunOutcome, RunRecord, Status};
 use crate::spec::{SpecSource, SweepSpec};
 use crate::store::ResultsStore;
 use crate::train;
@@ -309,6 +310,8 @@ pub struct RunOptions {
     pub keep_checkpoints: bool,
     /// Accept a results folder started from a different spec (see [`check_results_folder`]).
     pub update_spec: bool,
+    /// Stop IsoFLOP runs predicted to end confidently worse than their budget's best.
+    pub prune: Option<PrunePolicy>,
 }
 
 impl Default for RunOptions {
@@ -321,6 +324,7 @@ impl Default for RunOptions {
             checkpoint_every: None,
             keep_checkpoints: false,
             update_spec: false,
+            prune: None,
         }
     }
 }
@@ -404,6 +408,11 @@ pub struct SweepSummary {
     pub failed: usize,
     /// Pending runs skipped because another process was training them.
     pub busy: usize,
+    /// Runs stopped by `--prune`, and the FLOPs their unfinished steps would have cost.
+    pub pruned: usize,
+    pub flops_saved: f64,
+    /// FLOPs of the whole plan.
+    pub flops_total: f64,
     pub out_dir: PathBuf,
 }
 
@@ -423,6 +432,15 @@ impl SweepSummary {
             },
             self.out_dir.display()
         );
+        if self.pruned > 0 {
+            s += &format!(
+                "\nscalelab: --prune stopped {} runs early, saving {:.3e} FLOPs ({:.1}% of the sweep); \
+                 they are `pruned` in runs.parquet, left out of fits unless `fit --include-pruned`",
+                self.pruned,
+                self.flops_saved,
+                100.0 * self.flops_saved / self.flops_total.max(1e-300)
+            );
+        }
         if self.busy > 0 {
             s += &format!(
                 "\nscalelab: runs.parquet and curves.parquet hold the runs finished so far; the other \
@@ -517,6 +535,8 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
         peak,
         meta: store.metadata.clone(),
         skipped,
+        prune: opts.prune,
+        bests: BudgetBests::from_store(&store),
     };
     let order = work_order(&units, cx.workers, opts.max_runs);
     let tally = train_pending(&cx, &order, opts.plain, &mut store)?;
@@ -571,6 +591,9 @@ fn finish_sweep(cx: &Ctx<'_>, opts: &RunOptions, t: &Tally) -> anyhow::Result<Sw
         trained: t.trained,
         failed: t.failed,
         busy: t.busy,
+        pruned: t.pruned,
+        flops_saved: t.flops_saved,
+        flops_total: cx.p.plan.flops_spent(),
         out_dir: cx.p.out_dir.clone(),
     })
 }
@@ -654,6 +677,9 @@ struct Ctx<'a> {
     meta: Vec<(String, String)>,
     /// Planned runs already finished when the sweep started.
     skipped: usize,
+    /// `--prune`: the policy and each budget's best so far.
+    prune: Option<PrunePolicy>,
+    bests: BudgetBests,
 }
 
 impl Ctx<'_> {
@@ -774,10 +800,8 @@ fn step_unit<'a>(
     };
     Progress::start_unit(bar, tag, u);
     let t_unit = Instant::now();
-    // The predicted final loss costs a few curve fits per run: only where a bar shows it.
-    let predictor = (u.parent.is_none() && !bar.is_hidden())
-        .then(|| crate::curves::FinalPredictor::new(u.members[0]));
-    let mut on_step = Progress::step_counter(bar, predictor);
+    let prune = cx.prune.map(|policy| (policy, &cx.bests));
+    let mut on_step = UnitWatch::new(u, prune, Progress::step_counter(bar));
     let store_branch = |r: &RunPlan, o: &RunOutcome| branch_file(cx.p, r, o, cx.peak, &cx.meta);
     let mut train = || train_unit(cx.p, u, device, &cx.ckpt, &mut on_step, &store_branch);
     let outcomes = match pool {
@@ -885,19 +909,11 @@ impl Progress {
         });
     }
 
-    /// A worker's step callback: its bar counts steps seen (steps restart at each branch)
+    /// A worker's step display: its bar counts steps seen (steps restart at each branch)
     /// and, for a single run, shows its predicted final training loss once there is one.
-    fn step_counter(
-        bar: &ProgressBar,
-        mut predictor: Option<crate::curves::FinalPredictor>,
-    ) -> impl FnMut(train::StepInfo) + Send + '_ {
+    fn step_counter(bar: &ProgressBar) -> impl FnMut(train::StepInfo, Option<Predicted>) + '_ {
         let (mut done_steps, mut last_step) = (0usize, 0usize);
-        move |st: train::StepInfo| {
-            let predicted = predictor
-                .as_mut()
-                .and_then(|p| p.observe(st.step, st.train_loss))
-                .map(|l| format!("  final ≈ {l:.3}"))
-                .unwrap_or_default();
+        move |st: train::StepInfo, predicted: Option<Predicted>| {
             done_steps += if st.step > last_step {
                 st.step - last_step
             } else {
@@ -905,6 +921,9 @@ impl Progress {
             };
             last_step = st.step;
             bar.set_position(done_steps as u64);
+            let predicted = predicted
+                .map(|p| format!("  final ≈ {:.3}", p.loss))
+                .unwrap_or_default();
             bar.set_message(format!(
                 "loss {:.4}  {:.0} tok/s{predicted}",
                 st.train_loss, st.tokens_per_s
@@ -941,6 +960,8 @@ struct Tally {
     busy: usize,
     /// Runs another process finished after this one read the folder.
     finished_elsewhere: usize,
+    pruned: usize,
+    flops_saved: f64,
     flops_done: f64,
     eta: Eta,
     /// Units of the queue not reported yet.
@@ -954,6 +975,8 @@ impl Tally {
             failed: 0,
             busy: 0,
             finished_elsewhere: 0,
+            pruned: 0,
+            flops_saved: 0.0,
             flops_done: 0.0,
             eta: Eta::default(),
             pending: order.iter().copied().collect(),
@@ -1020,12 +1043,18 @@ impl Tally {
             .map(|t| t / cx.workers as f64);
         progress.sweep_done(self.flops_done, left);
         let rows = unit_records(cx.p, u, outcomes, cx.peak);
-        for ((r, outcome), (rec, _)) in outcomes.iter().zip(&rows) {
+        for ((r, outcome), (rec, curve)) in outcomes.iter().zip(&rows) {
             let is_parent = u.parent.is_some_and(|pp| pp.id == r.id);
             if !is_parent {
                 self.trained += 1;
-                if outcome.status == Status::Failed {
-                    self.failed += 1;
+                match outcome.status {
+                    Status::Failed => self.failed += 1,
+                    Status::Pruned => {
+                        self.pruned += 1;
+                        self.flops_saved += r.flops_spent - rec.flops_spent;
+                    }
+                    Status::Ok => cx.bests.record(rec, curve),
+                    _ => {}
                 }
                 let done = cx.skipped + self.trained;
                 let line = run_line(done, cx.p.plan.runs.len(), r, rec, left);
@@ -1042,7 +1071,7 @@ impl Tally {
 /// `[k/n] shape D= N=: status eval (train), tok/s, time; sweep ETA`.
 fn run_line(done: usize, runs: usize, r: &RunPlan, rec: &RunRecord, left: Option<f64>) -> String {
     format!(
-        "[{}/{}] {} D={} N={}{}: {} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
+        "[{}/{}] {} D={} N={}{}: {}{} eval {:.4} (train {:.4}), {:.0} tok/s, {:.1}s; sweep ETA {}",
         done,
         runs,
         r.shape.label(),
@@ -1054,6 +1083,13 @@ fn run_line(done: usize, runs: usize, r: &RunPlan, rec: &RunRecord, left: Option
             String::new()
         },
         rec.status,
+        match rec.predicted_eval_loss {
+            Some(p) if rec.status == Status::Pruned => format!(
+                " at step {}/{} (predicted final eval {p:.4})",
+                rec.steps_done, rec.steps
+            ),
+            _ => String::new(),
+        },
         rec.eval_loss,
         rec.final_train_loss,
         rec.tokens_per_s,
@@ -1175,6 +1211,11 @@ fn unit_records(
             if is_parent && rec.status == Status::Ok {
                 rec.status = Status::Stable;
             }
+            if rec.status == Status::Pruned {
+                rec.predicted_eval_loss =
+                    crate::curves::pruned_eval_estimate(&outcome.curve, r.data.steps);
+                rec.flops_spent = r.flops_spent * outcome.steps_done as f64 / r.data.steps as f64;
+            }
             (rec, outcome.curve.clone())
         })
         .collect()
@@ -1283,12 +1324,15 @@ fn train_one(
         }
     };
     let t0 = Instant::now();
+    // `--prune` in a job array: against the best runs finished when this task started.
+    let bests = BudgetBests::from_store(&store);
+    let prune = opts.prune.map(|policy| (policy, &bests));
     let outcomes = train_unit(
         p,
         u,
         p.device,
         &opts.checkpointing(p),
-        &mut log_every_30s(id),
+        &mut UnitWatch::new(u, prune, log_every_30s(id)),
         &|r, o| branch_file(p, r, o, peak, meta),
     );
     let rows = unit_records(p, u, &outcomes, peak);
@@ -1308,17 +1352,118 @@ fn train_one(
 }
 
 /// `run-one`'s progress: a line every 30 seconds.
-fn log_every_30s(id: &str) -> impl FnMut(train::StepInfo) + '_ {
+fn log_every_30s(id: &str) -> impl FnMut(train::StepInfo, Option<Predicted>) + '_ {
     let mut last_print = Instant::now();
-    move |st: train::StepInfo| {
+    move |st: train::StepInfo, predicted: Option<Predicted>| {
         if last_print.elapsed().as_secs_f64() > 30.0 {
             last_print = Instant::now();
             eprintln!(
-                "scalelab: {id} step {}/{} loss {:.4} {:.0} tok/s",
-                st.step, st.steps, st.train_loss, st.tokens_per_s
+                "scalelab: {id} step {}/{} loss {:.4} {:.0} tok/s{}",
+                st.step,
+                st.steps,
+                st.train_loss,
+                st.tokens_per_s,
+                predicted
+                    .map(|p| format!(", predicted final {:.4}", p.loss))
+                    .unwrap_or_default()
             );
         }
     }
+}
+
+/// A worker's watch over one unit: its display (`show`, given the latest prediction), and
+/// for a single run its final-loss predictions, logged on its curve rows, and with `--prune`
+/// the check of each new prediction against its IsoFLOP budget's best.
+struct UnitWatch<'a, F> {
+    show: F,
+    predictor: Option<FinalPredictor>,
+    prune: Option<(PrunePolicy, &'a BudgetBests, f64)>,
+}
+
+impl<'a, F: FnMut(train::StepInfo, Option<Predicted>)> UnitWatch<'a, F> {
+    fn new(u: &Unit<'_>, prune: Option<(PrunePolicy, &'a BudgetBests)>, show: F) -> Self {
+        let single = u.parent.is_none().then(|| u.members[0]);
+        UnitWatch {
+            show,
+            predictor: single.map(|r| {
+                let resamples = if prune.is_some() {
+                    crate::curves::PREDICT_RESAMPLES
+                } else {
+                    0
+                };
+                FinalPredictor::new(r, resamples)
+            }),
+            prune: prune.and_then(|(policy, bests)| Some((policy, bests, single?.budget?))),
+        }
+    }
+}
+
+impl<F: FnMut(train::StepInfo, Option<Predicted>)> train::StepObserver for UnitWatch<'_, F> {
+    fn resumed(&mut self, curve: &[CurveRow]) {
+        if let Some(p) = &mut self.predictor {
+            p.resumed(curve);
+        }
+    }
+
+    fn step(&mut self, st: train::StepInfo) -> train::StepReply {
+        let prediction = self
+            .predictor
+            .as_mut()
+            .and_then(|p| p.observe(st.step, st.train_loss));
+        let prune = match (prediction, self.prune) {
+            (Some(p), Some((policy, bests, budget))) => {
+                bests.best(budget).is_some_and(|b| policy.prunes(&p, b))
+            }
+            _ => false,
+        };
+        (self.show)(st, self.predictor.as_ref().and_then(|p| p.latest()));
+        train::StepReply { prediction, prune }
+    }
+}
+
+/// `--prune`'s reference: each IsoFLOP budget's best final training loss
+/// ([`crate::curves::final_train_mean`]) over its finished `ok` runs; read by the workers,
+/// updated by the collecting thread as runs finish.
+#[derive(Default)]
+struct BudgetBests(Mutex<Vec<(f64, f64)>>);
+
+impl BudgetBests {
+    /// The bests of the runs a results store already holds.
+    fn from_store(store: &ResultsStore) -> Self {
+        let bests = BudgetBests::default();
+        let mut curves: std::collections::HashMap<&str, Vec<CurveRow>> = Default::default();
+        for (id, c) in &store.curves {
+            curves.entry(id.as_str()).or_default().push(*c);
+        }
+        for r in store.runs.iter().filter(|r| r.status == Status::Ok) {
+            if let Some(c) = curves.get_mut(r.run_id.as_str()) {
+                c.sort_by_key(|x| x.step);
+                bests.record(r, c);
+            }
+        }
+        bests
+    }
+
+    fn record(&self, rec: &RunRecord, curve: &[CurveRow]) {
+        let (Some(budget), Some(loss)) = (rec.budget, crate::curves::final_train_mean(curve))
+        else {
+            return;
+        };
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match v.iter_mut().find(|(b, _)| same_budget(*b, budget)) {
+            Some(e) => e.1 = e.1.min(loss),
+            None => v.push((budget, loss)),
+        }
+    }
+
+    fn best(&self, budget: f64) -> Option<f64> {
+        let v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter().find(|(b, _)| same_budget(*b, budget)).map(|e| e.1)
+    }
+}
+
+fn same_budget(a: f64, b: f64) -> bool {
+    (a / b - 1.0).abs() < 1e-9
 }
 
 fn eta_text(secs: Option<f64>) -> String {
@@ -1444,7 +1589,7 @@ fn train_unit<'a>(
     u: &Unit<'a>,
     device: DeviceChoice,
     ckpt: &train::Checkpointing,
-    on_step: &mut dyn FnMut(train::StepInfo),
+    on_step: &mut dyn train::StepObserver,
     on_branch: &(dyn Fn(&RunPlan, &RunOutcome) + Sync),
 ) -> Vec<(&'a RunPlan, RunOutcome)> {
     match u.parent {

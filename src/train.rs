@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::corpus::{Corpus, StreamReader, WindowOrder};
 use crate::model::{Gpt, GptConfig};
 use crate::plan::RunPlan;
-use crate::record::{CurveRow, RunOutcome, Status};
+use crate::record::{CurveRow, Predicted, RunOutcome, Status};
 
 /// Live progress, sent after every step.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +29,31 @@ pub struct StepInfo {
     pub steps: usize,
     pub train_loss: f64,
     pub tokens_per_s: f64,
+}
+
+/// The executor's answer to a step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepReply {
+    /// A prediction of the run's final loss made at this step: logged on its curve row.
+    pub prediction: Option<Predicted>,
+    /// Stop the run here: it ends as `pruned` (after an eval at this step).
+    pub prune: bool,
+}
+
+/// Who watches a run train: told about the curve a resumed run logged before, then every
+/// step; any `FnMut(StepInfo)` closure is one (it never predicts nor prunes).
+pub trait StepObserver {
+    /// The curve logged before this process took the run up (a resume), before its first
+    /// new step; not called for a fresh start.
+    fn resumed(&mut self, _curve: &[CurveRow]) {}
+    fn step(&mut self, info: StepInfo) -> StepReply;
+}
+
+impl<F: FnMut(StepInfo)> StepObserver for F {
+    fn step(&mut self, info: StepInfo) -> StepReply {
+        self(info);
+        StepReply::default()
+    }
 }
 
 /// Token batch `[batch, context]` inputs and shifted targets for `step`.
@@ -190,7 +215,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
     to: usize,
     corpus: &Corpus,
     device: &B::Device,
-    on_step: &mut dyn FnMut(StepInfo),
+    on_step: &mut dyn StepObserver,
     save: &mut dyn FnMut(&Gpt<B>, &O, &Segment),
 ) -> (Gpt<B>, Segment) {
     let tokens_per_step = (run.data.batch_size * run.data.context) as u64;
@@ -217,6 +242,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
                 lr,
                 train_loss: loss_v,
                 eval_loss: None,
+                predicted: None,
             });
             break;
         }
@@ -231,8 +257,17 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
         seg.steps_done = step + 1;
         seg.last_loss = loss_v;
         let tokens = seg.steps_done as u64 * tokens_per_step;
-        let is_eval =
-            seg.steps_done % run.data.eval_interval == 0 || seg.steps_done == run.data.steps;
+        let reply = on_step.step(StepInfo {
+            step: seg.steps_done,
+            steps: run.data.steps,
+            train_loss: loss_v,
+            tokens_per_s: (seg.steps_done - from) as f64 * tokens_per_step as f64
+                / seg.train_time.max(1e-9),
+        });
+        let prune = reply.prune && seg.steps_done < run.data.steps;
+        let is_eval = prune
+            || seg.steps_done % run.data.eval_interval == 0
+            || seg.steps_done == run.data.steps;
         let eval = if is_eval {
             Some(eval_loss(&model.valid(), corpus, device))
         } else {
@@ -244,14 +279,12 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
             lr,
             train_loss: loss_v,
             eval_loss: eval,
+            predicted: reply.prediction,
         });
-        on_step(StepInfo {
-            step: seg.steps_done,
-            steps: run.data.steps,
-            train_loss: loss_v,
-            tokens_per_s: (seg.steps_done - from) as f64 * tokens_per_step as f64
-                / seg.train_time.max(1e-9),
-        });
+        if prune {
+            seg.status = Status::Pruned;
+            break;
+        }
         if seg.steps_done < to {
             save(&model, optim, &seg);
         }
@@ -260,7 +293,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
 }
 
 fn outcome(seg: Segment, run: &RunPlan, from: usize, wall_s: f64) -> RunOutcome {
-    let eval = if seg.status == Status::Ok {
+    let eval = if matches!(seg.status, Status::Ok | Status::Pruned) {
         seg.curve
             .iter()
             .rev()
@@ -288,7 +321,7 @@ pub fn train_run<B: AutodiffBackend>(
     run: &RunPlan,
     corpus: &Corpus,
     device: &B::Device,
-    on_step: &mut dyn FnMut(StepInfo),
+    on_step: &mut dyn StepObserver,
 ) -> RunOutcome {
     train_run_with::<B>(run, corpus, device, true, None, on_step)
 }
@@ -302,7 +335,7 @@ pub fn train_run_checkpointed<B: AutodiffBackend>(
     corpus: &Corpus,
     device: &B::Device,
     ckpt: &Checkpointing,
-    on_step: &mut dyn FnMut(StepInfo),
+    on_step: &mut dyn StepObserver,
 ) -> RunOutcome {
     train_run_with::<B>(run, corpus, device, true, Some(ckpt), on_step)
 }
@@ -314,7 +347,7 @@ pub fn train_run_with<B: AutodiffBackend>(
     device: &B::Device,
     fused_attention: bool,
     ckpt: Option<&Checkpointing>,
-    on_step: &mut dyn FnMut(StepInfo),
+    on_step: &mut dyn StepObserver,
 ) -> RunOutcome {
     let start = Instant::now();
     let (model, optim) = init::<B>(run, corpus, device, fused_attention);
@@ -327,6 +360,9 @@ pub fn train_run_with<B: AutodiffBackend>(
         device,
     );
     let from = prior.step;
+    if from > 0 {
+        on_step.resumed(&prior.curve);
+    }
     let (_, mut seg) = run_steps(
         model,
         &mut optim,
@@ -446,7 +482,7 @@ pub fn train_branched<B: AutodiffBackend>(
     corpus: &Corpus,
     device: &B::Device,
     ckpt: Option<&Checkpointing>,
-    on_step: &mut dyn FnMut(StepInfo),
+    on_step: &mut dyn StepObserver,
     on_branch: &mut dyn FnMut(usize, &RunOutcome),
 ) -> (RunOutcome, Vec<RunOutcome>) {
     let start = Instant::now();
@@ -457,6 +493,9 @@ pub fn train_branched<B: AutodiffBackend>(
         .min()
         .unwrap_or(0);
     let (mut model, mut optim, prior) = resume(ckpt, &parent.id, first, model, optim, device);
+    if prior.step > 0 {
+        on_step.resumed(&prior.curve);
+    }
     let mut order: Vec<usize> = (0..branches.len()).collect();
     order.sort_by_key(|&i| branches[i].branch_step);
     let mut outs: Vec<Option<RunOutcome>> = vec![None; branches.len()];
@@ -551,7 +590,7 @@ fn cool_down<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
     from: usize,
     corpus: &Corpus,
     device: &B::Device,
-    on_step: &mut dyn FnMut(StepInfo),
+    on_step: &mut dyn StepObserver,
 ) -> RunOutcome {
     let t0 = Instant::now();
     let (_, seg) = run_steps(

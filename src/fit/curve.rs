@@ -67,6 +67,9 @@ pub struct RunCurve {
     pub id: String,
     /// Runs of one group share a law in the longest-run check (e.g. one model size).
     pub group: String,
+    /// The schedule, as a label (e.g. `cosine`, `wsd`; empty when unknown): the transfer
+    /// check tells predictions across schedules from those within one.
+    pub schedule: String,
     /// η of steps 1..=T (`lr[0]` is step 1).
     pub lr: Vec<f64>,
     /// (step, loss), steps ascending, within 1..=T.
@@ -110,6 +113,7 @@ struct Block {
 pub struct Prepared {
     pub id: String,
     pub group: String,
+    pub schedule: String,
     /// Per eval: step, loss, S1, S2 (Tissue), blocks before it (Multi-Power).
     pub step: Vec<usize>,
     pub loss: Vec<f64>,
@@ -124,10 +128,9 @@ pub struct Prepared {
 /// Schedule features of `run` at its evals (see the module docs).
 pub fn prepare(run: &RunCurve) -> Prepared {
     let t = run.lr.len();
-    let peak = (0..t)
-        .max_by(|&a, &b| run.lr[a].total_cmp(&run.lr[b]))
-        .unwrap_or(0)
-        + 1;
+    // The first step at the peak LR (a WSD run's constant phase is fitted, not skipped).
+    let top = run.lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let peak = run.lr.iter().position(|&x| x == top).unwrap_or(0) + 1;
     let eta = |step: usize| if step == 0 { 0.0 } else { run.lr[step - 1] };
     let drop = |step: usize| {
         if step > peak {
@@ -165,6 +168,7 @@ pub fn prepare(run: &RunCurve) -> Prepared {
     Prepared {
         id: run.id.clone(),
         group: run.group.clone(),
+        schedule: run.schedule.clone(),
         step: evals.iter().map(|e| e.0).collect(),
         loss: evals.iter().map(|e| e.1).collect(),
         s1: evals.iter().map(|e| s1[e.0.min(t)]).collect(),
@@ -412,12 +416,17 @@ pub fn predict_final(
     let mut p = prepare(&RunCurve {
         id: String::new(),
         group: String::new(),
+        schedule: String::new(),
         lr: lr.to_vec(),
         evals: all,
     });
     let f = fit(law, &[(&p, done)])?;
     let last = p.step.len() - 1;
     let loss = predict(&f, &p, last);
+    // A law whose annealing term runs away can extrapolate below zero: no prediction.
+    if !(loss.is_finite() && loss > 0.0) {
+        return None;
+    }
     let used: Vec<usize> = fitted(&p, done).collect();
     let smooth: Vec<f64> = used.iter().map(|&i| predict(&f, &p, i)).collect();
     let resid: Vec<f64> = used
@@ -432,7 +441,10 @@ pub fn predict_final(
             p.loss[i] = smooth[k] * (1.0 + resid[rng.below(resid.len())]);
         }
         if let Some(fb) = fit_from(law, &[(&p, done)], &[coordinates(&f)]) {
-            draws.push(predict(&fb, &p, last));
+            let y = predict(&fb, &p, last);
+            if y.is_finite() && y > 0.0 {
+                draws.push(y);
+            }
         }
     }
     let ci = (!draws.is_empty()).then(|| super::ci(draws));
@@ -447,6 +459,11 @@ pub struct Case {
     pub observed: f64,
     pub predicted: f64,
     pub rel_err: f64,
+    /// Transfer check: the runs the law was fitted on ...
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
+    /// ... and whether one of them has another schedule kind than this run (cosine ↔ WSD).
+    pub cross_schedule: bool,
 }
 
 /// Which check.
@@ -457,6 +474,9 @@ pub enum CheckKind {
     Early,
     /// Per group, fit one law on every run but the longest; predict the longest's final loss.
     Longest,
+    /// Per group, for each run: fit one law on one or two other runs of the group (another
+    /// schedule first, then the nearest lengths); predict this run's final loss.
+    Transfer,
 }
 
 /// A check's predictions with one law, and their errors.
@@ -467,7 +487,8 @@ pub struct Check {
     /// Early check: the fraction of each run's steps fitted.
     pub fraction: Option<f64>,
     pub cases: Vec<Case>,
-    /// Runs (early) or groups (longest) with too few evals to fit, or whose fit failed.
+    /// Predictions not made: too few evals to fit, a failed fit, or a law extrapolating to a
+    /// non-positive loss.
     pub skipped: usize,
     pub mean_abs_rel_err: f64,
     pub max_abs_rel_err: f64,
@@ -493,16 +514,67 @@ fn check(
     }
 }
 
-fn case(f: &CurveFit, p: &Prepared) -> Case {
+/// The prediction of `p`'s final loss by `f`; `None` when the law extrapolates to a
+/// non-positive or non-finite loss (a failed fit: counted as skipped).
+fn case(f: &CurveFit, p: &Prepared) -> Option<Case> {
     let i = p.step.len() - 1;
     let predicted = predict(f, p, i);
-    Case {
+    if !(predicted.is_finite() && predicted > 0.0) {
+        return None;
+    }
+    Some(Case {
         run: p.id.clone(),
         group: p.group.clone(),
         observed: p.loss[i],
         predicted,
         rel_err: (predicted - p.loss[i]) / p.loss[i],
+        from: Vec::new(),
+        cross_schedule: false,
+    })
+}
+
+/// A schedule label's kind: its first word (`wsd` of `wsd T=1000 from 800`).
+fn schedule_kind(label: &str) -> &str {
+    label.split_whitespace().next().unwrap_or("")
+}
+
+/// Per group, for each run with another run in its group: fit one law on at most two other
+/// runs (those of another schedule kind first, then the nearest in length), predict the
+/// run's final loss. Covers cosine ↔ WSD, other cooldown lengths and other run lengths.
+pub fn check_transfer(runs: &[Prepared], law: CurveLaw) -> Check {
+    let last = |p: &Prepared| *p.step.last().unwrap() as f64;
+    let usable: Vec<&Prepared> = runs.iter().filter(|p| !p.step.is_empty()).collect();
+    let (mut cases, mut skipped) = (Vec::new(), 0);
+    for target in &usable {
+        let kind = schedule_kind(&target.schedule);
+        let mut others: Vec<&Prepared> = usable
+            .iter()
+            .copied()
+            .filter(|p| p.group == target.group && p.id != target.id)
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        let key = |p: &Prepared| {
+            let same_kind = schedule_kind(&p.schedule) == kind;
+            (same_kind, (last(p) / last(target)).ln().abs())
+        };
+        others.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+        });
+        others.truncate(2);
+        let fitted: Vec<(&Prepared, usize)> = others.iter().map(|&p| (p, usize::MAX)).collect();
+        match fit(law, &fitted).and_then(|f| case(&f, target)) {
+            Some(mut c) => {
+                c.from = others.iter().map(|p| p.id.clone()).collect();
+                c.cross_schedule = others.iter().any(|p| schedule_kind(&p.schedule) != kind);
+                cases.push(c);
+            }
+            None => skipped += 1,
+        }
     }
+    check(CheckKind::Transfer, law, None, cases, skipped)
 }
 
 /// Fit each run on its evals up to `fraction` of its last eval's step; predict its final
@@ -513,7 +585,7 @@ pub fn check_early(runs: &[Prepared], law: CurveLaw, fraction: f64) -> Check {
         .filter(|p| !p.step.is_empty())
         .map(|p| {
             let cutoff = (fraction * *p.step.last().unwrap() as f64) as usize;
-            fit(law, &[(p, cutoff)]).map(|f| case(&f, p))
+            fit(law, &[(p, cutoff)]).and_then(|f| case(&f, p))
         })
         .collect();
     let skipped = results.iter().filter(|c| c.is_none()).count();
@@ -548,8 +620,9 @@ pub fn check_longest(runs: &[Prepared], law: CurveLaw) -> Check {
             .filter(|p| *p.step.last().unwrap() < last)
             .map(|&p| (p, usize::MAX))
             .collect();
-        match (!shorter.is_empty()).then(|| fit(law, &shorter)).flatten() {
-            Some(f) => cases.push(case(&f, longest)),
+        let fitted = (!shorter.is_empty()).then(|| fit(law, &shorter)).flatten();
+        match fitted.and_then(|f| case(&f, longest)) {
+            Some(c) => cases.push(c),
             None => skipped += 1,
         }
     }
@@ -577,7 +650,10 @@ pub fn validate(source: &str, runs: &[RunCurve], fraction: f64) -> CurveReport {
     for law in CurveLaw::ALL {
         checks.push(check_longest(&prepared, law));
     }
-    let chosen = [CheckKind::Early, CheckKind::Longest]
+    for law in CurveLaw::ALL {
+        checks.push(check_transfer(&prepared, law));
+    }
+    let chosen = [CheckKind::Early, CheckKind::Longest, CheckKind::Transfer]
         .into_iter()
         .filter_map(|k| {
             checks
@@ -607,6 +683,23 @@ pub fn render_text(r: &CurveReport) -> String {
             ),
             CheckKind::Longest => {
                 "per group, fit the shorter runs, predict the longest run's final loss".into()
+            }
+            CheckKind::Transfer => {
+                let cross: Vec<f64> = c
+                    .cases
+                    .iter()
+                    .filter(|k| k.cross_schedule)
+                    .map(|k| k.rel_err.abs())
+                    .collect();
+                let mut w = "per group, fit 1-2 other runs (another schedule first), predict each run's final loss".to_string();
+                if !cross.is_empty() {
+                    w += &format!(
+                        " [across schedules: {} predictions, mean |error| {:.2}%]",
+                        cross.len(),
+                        100.0 * cross.iter().sum::<f64>() / cross.len() as f64
+                    );
+                }
+                w
             }
         };
         let _ = writeln!(
@@ -649,11 +742,19 @@ mod tests {
         let run = RunCurve {
             id: "r".into(),
             group: "g".into(),
+            schedule: String::new(),
             lr: vec![1.0, 2.0, 1.0, 0.5],
             evals: vec![(1, 5.0), (2, 4.0), (3, 3.5), (4, 3.0)],
         };
         let p = prepare(&run);
         assert_eq!(p.peak_step, 2);
+        // A constant (WSD) phase: the peak is where it starts, so the phase is fitted.
+        let wsd = RunCurve {
+            lr: vec![1.0, 2.0, 2.0, 2.0, 1.0],
+            evals: vec![(5, 3.0)],
+            ..run.clone()
+        };
+        assert_eq!(prepare(&wsd).peak_step, 2);
         assert_eq!(p.s1, vec![1.0, 3.0, 4.0, 4.5]);
         // m3 = 1, m4 = λ + 0.5; S2(3) = 1, S2(4) = 1 + λ + 0.5.
         let l = TISSUE_LAMBDA;
@@ -684,6 +785,7 @@ mod tests {
         let skel = RunCurve {
             id: "r".into(),
             group: "g".into(),
+            schedule: String::new(),
             lr: lr.clone(),
             evals: (1..=50).map(|k| (k * 80, 0.0)).collect(),
         };
@@ -720,6 +822,65 @@ mod tests {
         );
     }
 
+    /// A WSD schedule: linear warmup, constant, then a linear cooldown over the last 20%
+    /// to 10% of the peak.
+    fn wsd(steps: usize, warmup: usize, peak: f64) -> Vec<f64> {
+        let cool = steps - steps / 5;
+        (1..=steps)
+            .map(|s| {
+                if s <= warmup {
+                    peak * s as f64 / warmup as f64
+                } else if s <= cool {
+                    peak
+                } else {
+                    peak * (1.0 - 0.9 * (s - cool) as f64 / (steps - cool) as f64)
+                }
+            })
+            .collect()
+    }
+
+    /// Curves of one model drawn from the Multi-Power Law (0.2% noise) under cosine and WSD
+    /// schedules of two lengths: the transfer check fits one or two runs of the other
+    /// schedule and predicts each run's final loss within 1%.
+    #[test]
+    fn transfer_predicts_one_schedule_from_the_other() {
+        let truth = CurveFit {
+            law: CurveLaw::MultiPower,
+            params: vec![2.0, 0.9, 0.5, 300.0, 0.02, 0.6, 0.5],
+            objective: 0.0,
+            n_evals: 0,
+        };
+        let mut rng = crate::hashing::Rng::new(3);
+        let mut runs = Vec::new();
+        for (kind, lr) in [
+            ("cosine", cosine(2000, 100, 1e-3)),
+            ("cosine", cosine(4000, 100, 1e-3)),
+            ("wsd", wsd(2000, 100, 1e-3)),
+            ("wsd", wsd(4000, 100, 1e-3)),
+        ] {
+            let t = lr.len();
+            let mut run = RunCurve {
+                id: format!("{kind}-{t}"),
+                group: "g".into(),
+                schedule: format!("{kind} T={t}"),
+                lr,
+                evals: (1..=50).map(|k| (k * t / 50, 0.0)).collect(),
+            };
+            let p = prepare(&run);
+            for (i, e) in run.evals.iter_mut().enumerate() {
+                e.1 = predict(&truth, &p, i) * (1.0 + 0.002 * (2.0 * rng.next_f64() - 1.0));
+            }
+            runs.push(prepare(&run));
+        }
+        let c = check_transfer(&runs, CurveLaw::MultiPower);
+        assert_eq!((c.cases.len(), c.skipped), (4, 0));
+        for k in &c.cases {
+            assert!(k.cross_schedule && k.from.len() == 2, "{k:?}");
+            assert!(k.from.iter().all(|f| f[..3] != k.run[..3]), "{k:?}");
+            assert!(k.rel_err.abs() < 0.01, "{k:?}");
+        }
+    }
+
     #[test]
     fn densify_interpolates_warmup_and_holds_the_end() {
         let lr = densify(&[(2.0, 1.0), (4.0, 0.5)], 6);
@@ -731,6 +892,7 @@ mod tests {
         let run = RunCurve {
             id: "r".into(),
             group: "g".into(),
+            schedule: String::new(),
             lr: cosine(400, 40, 1e-3),
             evals: (1..=20).map(|k| (20 * k, 3.0 + 1.0 / k as f64)).collect(),
         };
@@ -788,6 +950,7 @@ mod tests {
                     let skel = RunCurve {
                         id: format!("{steps}"),
                         group: "g".into(),
+                        schedule: String::new(),
                         lr: cosine(steps, steps / 20, 1e-3),
                         evals: (1..=40).map(|k| (k * steps / 40, 0.0)).collect(),
                     };

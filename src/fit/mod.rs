@@ -410,6 +410,9 @@ pub struct FitOptions {
     pub grid_stride: usize,
     /// Fit the data-constrained law even when no point repeats its data.
     pub data_constrained: bool,
+    /// A results folder's `pruned` runs are fitted too, at their predicted final eval loss
+    /// (see [`crate::results::ResultsFolder::dataset_with`]).
+    pub include_pruned: bool,
     /// Base law for the data-constrained fit (default: the Approach-3 fit on single-epoch
     /// points).
     pub base: Option<ChinchillaParams>,
@@ -434,6 +437,7 @@ impl Default for FitOptions {
             targets: Vec::new(),
             grid_stride: 1,
             data_constrained: false,
+            include_pruned: false,
             base: None,
             reference: None,
         }

@@ -43,13 +43,15 @@ pub struct ReportData {
     pub fit_choice: FitSpec,
     /// The loss-curve laws' checks on the runs' curves (results folders).
     pub curve_laws: Option<fit::curve::CurveReport>,
+    /// How well the final-loss predictions logged during training came true.
+    pub predictions: Vec<crate::curves::PredictionAccuracy>,
 }
 
 impl ReportData {
     /// From a loaded results folder: its runs, curves, metadata, floor and baselines; its
     /// points fitted with `opts`.
     pub fn from_folder(folder: &ResultsFolder, opts: &FitOptions) -> anyhow::Result<ReportData> {
-        let data = folder.dataset(0)?;
+        let data = folder.dataset_with(0, opts.include_pruned)?;
         let pin = folder.fit_choice().e == crate::spec::EChoice::Floor && opts.fixed_e.is_none();
         let opts = FitOptions {
             floor: folder.floor.map(|f| f.nats_per_token),
@@ -76,6 +78,7 @@ impl ReportData {
             baselines: folder.baselines.clone(),
             fit_choice,
             curve_laws: curve_laws(folder),
+            predictions: crate::curves::prediction_accuracy(folder),
         })
     }
 
@@ -95,6 +98,7 @@ impl ReportData {
             baselines: Vec::new(),
             fit_choice: FitSpec::default(),
             curve_laws: None,
+            predictions: Vec::new(),
         }
     }
 }
@@ -225,6 +229,7 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
     if let Some(c) = &d.curve_laws {
         b.extend(curve_law_blocks(c));
     }
+    b.extend(prediction_blocks(d));
     if !d.runs.is_empty() {
         b.extend(runs_blocks(d));
     }
@@ -349,11 +354,15 @@ fn summary_table(d: &ReportData) -> Block {
     rows.push(vec![
         "runs".into(),
         format!(
-            "{} ({} ok, {} diverged, {} failed)",
+            "{} ({} ok, {} diverged, {} failed{})",
             d.runs.len(),
             count(Status::Ok),
             count(Status::Diverged),
-            count(Status::Failed)
+            count(Status::Failed),
+            match count(Status::Pruned) {
+                0 => String::new(),
+                k => format!(", {k} pruned"),
+            }
         ),
     ]);
     rows.push(vec![
@@ -920,7 +929,7 @@ fn curve_law_blocks(c: &fit::curve::CurveReport) -> Vec<Block> {
     let mut b = vec![
         Block::H(2, "Loss-curve laws: predicting a run's end".into()),
         Block::P(format!(
-            "Schedule-aware laws fitted on whole training curves ({}): each run's final loss predicted from its first half, and each shape's longest run from its shorter runs. `scalelab curves DIR` prints these and writes curve_laws.json.",
+            "Schedule-aware laws fitted on whole training curves ({}): each run's final loss predicted from its first half, each shape's longest run from its shorter runs, and each run from one or two other runs of its shape (another schedule first: cosine ↔ WSD, other cooldowns, other lengths). `scalelab curves DIR` prints these and writes curve_laws.json.",
             c.source
         )),
     ];
@@ -936,6 +945,14 @@ fn curve_law_blocks(c: &fit::curve::CurveReport) -> Vec<Block> {
                         100.0 * k.fraction.unwrap_or(0.0)
                     ),
                     CheckKind::Longest => "shorter runs → longest run".into(),
+                    CheckKind::Transfer => {
+                        let cross = k.cases.iter().filter(|c| c.cross_schedule).count();
+                        if cross > 0 {
+                            format!("1–2 other runs → each run ({cross} across schedules)")
+                        } else {
+                            "1–2 other runs → each run".into()
+                        }
+                    }
                 },
                 k.cases.len().to_string(),
                 format!("{:.2}%", 100.0 * k.mean_abs_rel_err),
@@ -947,6 +964,69 @@ fn curve_law_blocks(c: &fit::curve::CurveReport) -> Vec<Block> {
         header(&["law", "check", "predictions", "mean |error|", "max |error|"]),
         rows,
     ));
+    b
+}
+
+/// The final-loss predictions made while the runs trained, scored against how the runs
+/// ended, and what `--prune` stopped (nothing when neither happened).
+fn prediction_blocks(d: &ReportData) -> Vec<Block> {
+    let pruned: Vec<&RunRecord> = d
+        .runs
+        .iter()
+        .filter(|r| r.status == Status::Pruned)
+        .collect();
+    if d.predictions.is_empty() && pruned.is_empty() {
+        return Vec::new();
+    }
+    let mut b = vec![
+        Block::H(2, "Predictions made during training".into()),
+        Block::P(format!(
+            "While each run trained, its final training loss (the mean over its last {:.0}% of steps) was predicted from its curve so far with the Multi-Power Law (with `--prune`, also a {}-refit bootstrap interval); every prediction is kept on its step's row of curves.parquet (`predicted_final_loss`, `_lo`, `_hi`). Scored here against how the runs ended:",
+            100.0 * crate::curves::TRAIN_BLOCK,
+            crate::curves::PREDICT_RESAMPLES
+        )),
+    ];
+    let rows = d
+        .predictions
+        .iter()
+        .map(|a| {
+            vec![
+                format!("{:.0}%", 100.0 * a.fraction),
+                a.runs.to_string(),
+                format!("{:.2}%", 100.0 * a.mean_abs_rel_err),
+                format!("{:.2}%", 100.0 * a.max_abs_rel_err),
+                a.coverage
+                    .map(|c| format!("{:.0}%", 100.0 * c))
+                    .unwrap_or_else(|| "–".into()),
+            ]
+        })
+        .collect();
+    b.push(Block::Table(
+        header(&[
+            "predicted at",
+            "runs",
+            "mean |error|",
+            "max |error|",
+            "95% interval held the final loss",
+        ]),
+        rows,
+    ));
+    if !pruned.is_empty() {
+        let planned: f64 = pruned.iter().map(|r| r.flops).sum();
+        let spent: f64 = pruned.iter().map(|r| r.flops_spent).sum();
+        let sweep: f64 = d
+            .runs
+            .iter()
+            .filter(|r| r.flops_spent.is_finite())
+            .map(|r| r.flops_spent)
+            .sum();
+        b.push(Block::P(format!(
+            "`--prune` stopped {} runs early, saving {:.3e} FLOPs ({:.1}% of what the sweep would have spent); they are left out of the fit (`fit --include-pruned` fits them at their predicted final eval loss).",
+            pruned.len(),
+            planned - spent,
+            100.0 * (planned - spent) / (sweep + planned - spent).max(1e-300)
+        )));
+    }
     b
 }
 

@@ -5,7 +5,8 @@
 //! `cli_errors` covers bad input (exit code 2), `sweep_run` running and planning sweeps,
 //! `fit_published` and `fit_synthetic` the fitter, `report` the reports, `corpus` real
 //! corpora and baselines, `executors` workers, concurrent tasks and Slurm, and `crash_safety`
-//! kills, failpoints and checkpoints. Test names carry their module as a prefix, e.g.
+//! kills, failpoints and checkpoints, `predictions` the final-loss predictions made while
+//! runs train (and `--prune`). Test names carry their module as a prefix, e.g.
 //! `cargo test --test integration crash_safety::`.
 
 mod common;
@@ -21,6 +22,7 @@ mod fit_published;
 mod fit_synthetic;
 mod hp_laws;
 mod migrate_ids;
+mod predictions;
 mod report;
 mod sweep_run;
 mod trust;
