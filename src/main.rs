@@ -338,7 +338,7 @@ struct PruneArgs {
     /// Stop an IsoFLOP run once its predicted final training loss is, with 95% confidence,
     /// worse than the best finished run of its budget by more than --prune-margin; it is
     /// recorded as `pruned` with its prediction, and fits leave it out unless
-    /// `--include-pruned`. Predictions are made at 30/50/70/90% of each run.
+    /// `--include-pruned`. Predictions are made at 30/50/70% of each run.
     #[arg(long)]
     prune: bool,
     /// Relative margin for --prune: 0.02 prunes a run whose predicted loss is confidently

@@ -18,7 +18,7 @@ use crate::plan::RunPlan;
 /// How a run ended. `Stable` marks the stable phase of a cooldown-branch group: trained,
 /// stored for resume and curves, not a data point itself. `Pruned`: stopped early by
 /// `run --prune` because its predicted final loss was confidently worse than its budget's
-/// best (see [`crate::curves::PrunePolicy`]); not a data point unless a fit asks for it.
+/// best (the policy is `curves::PrunePolicy`); not a data point unless a fit asks for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -74,7 +74,7 @@ pub struct CurveRow {
     /// Present at eval steps.
     pub eval_loss: Option<f64>,
     /// Present at the steps where the executor predicted the run's final training loss
-    /// (see [`crate::curves::FinalPredictor`]): the run's prediction history.
+    /// (`curves::FinalPredictor`): the run's prediction history.
     #[serde(default)]
     pub predicted: Option<Predicted>,
 }

@@ -1410,9 +1410,9 @@ impl<F: FnMut(train::StepInfo, Option<Predicted>)> train::StepObserver for UnitW
             .predictor
             .as_mut()
             .and_then(|p| p.observe(st.step, st.train_loss));
-        let prune = match (prediction, self.prune) {
-            (Some(p), Some((policy, bests, budget))) => {
-                bests.best(budget).is_some_and(|b| policy.prunes(&p, b))
+        let prune = match (prediction, self.prune, &self.predictor) {
+            (Some(p), Some((policy, bests, budget)), Some(pred)) => {
+                bests.prunes(&policy, &p, pred.latest_index(), budget)
             }
             _ => false,
         };
@@ -1422,10 +1422,11 @@ impl<F: FnMut(train::StepInfo, Option<Predicted>)> train::StepObserver for UnitW
 }
 
 /// `--prune`'s reference: each IsoFLOP budget's best final training loss
-/// ([`crate::curves::final_train_mean`]) over its finished `ok` runs; read by the workers,
-/// updated by the collecting thread as runs finish.
+/// ([`crate::curves::final_train_mean`]) over its finished `ok` runs, and how far the finished
+/// runs' own predictions erred ([`crate::curves::Calibration`]); read by the workers, updated
+/// by the collecting thread as runs finish.
 #[derive(Default)]
-struct BudgetBests(Mutex<Vec<(f64, f64)>>);
+struct BudgetBests(Mutex<(Vec<(f64, f64)>, crate::curves::Calibration)>);
 
 impl BudgetBests {
     /// The bests of the runs a results store already holds.
@@ -1445,20 +1446,27 @@ impl BudgetBests {
     }
 
     fn record(&self, rec: &RunRecord, curve: &[CurveRow]) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.record(curve, rec.steps.max(1) as usize);
         let (Some(budget), Some(loss)) = (rec.budget, crate::curves::final_train_mean(curve))
         else {
             return;
         };
-        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match v.iter_mut().find(|(b, _)| same_budget(*b, budget)) {
+        match g.0.iter_mut().find(|(b, _)| same_budget(*b, budget)) {
             Some(e) => e.1 = e.1.min(loss),
-            None => v.push((budget, loss)),
+            None => g.0.push((budget, loss)),
         }
     }
 
-    fn best(&self, budget: f64) -> Option<f64> {
-        let v = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        v.iter().find(|(b, _)| same_budget(*b, budget)).map(|e| e.1)
+    /// Whether `policy` prunes a run of `budget` on prediction `p` (made at
+    /// [`crate::curves::PREDICT_AT`] index `k`).
+    fn prunes(&self, policy: &PrunePolicy, p: &Predicted, k: usize, budget: f64) -> bool {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let best =
+            g.0.iter()
+                .find(|(b, _)| same_budget(*b, budget))
+                .map(|e| e.1);
+        best.is_some_and(|b| policy.prunes(p, k, b, &g.1))
     }
 }
 

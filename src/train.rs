@@ -256,32 +256,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
         seg.train_time += t0.elapsed().as_secs_f64();
         seg.steps_done = step + 1;
         seg.last_loss = loss_v;
-        let tokens = seg.steps_done as u64 * tokens_per_step;
-        let reply = on_step.step(StepInfo {
-            step: seg.steps_done,
-            steps: run.data.steps,
-            train_loss: loss_v,
-            tokens_per_s: (seg.steps_done - from) as f64 * tokens_per_step as f64
-                / seg.train_time.max(1e-9),
-        });
-        let prune = reply.prune && seg.steps_done < run.data.steps;
-        let is_eval = prune
-            || seg.steps_done % run.data.eval_interval == 0
-            || seg.steps_done == run.data.steps;
-        let eval = if is_eval {
-            Some(eval_loss(&model.valid(), corpus, device))
-        } else {
-            None
-        };
-        seg.curve.push(CurveRow {
-            step: seg.steps_done,
-            tokens,
-            lr,
-            train_loss: loss_v,
-            eval_loss: eval,
-            predicted: reply.prediction,
-        });
-        if prune {
+        if log_step(&model, run, &mut seg, lr, from, corpus, device, on_step) {
             seg.status = Status::Pruned;
             break;
         }
@@ -290,6 +265,41 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
         }
     }
     (model, seg)
+}
+
+/// After the optimizer step `seg.steps_done` (at `lr`): tell the observer, evaluate when due
+/// (or when the observer prunes the run here), log the curve row with the observer's
+/// prediction. Returns whether the run is pruned.
+#[allow(clippy::too_many_arguments)]
+fn log_step<B: AutodiffBackend>(
+    model: &Gpt<B>,
+    run: &RunPlan,
+    seg: &mut Segment,
+    lr: f64,
+    from: usize,
+    corpus: &Corpus,
+    device: &B::Device,
+    on_step: &mut dyn StepObserver,
+) -> bool {
+    let tokens_per_step = (run.data.batch_size * run.data.context) as u64;
+    let done = seg.steps_done;
+    let reply = on_step.step(StepInfo {
+        step: done,
+        steps: run.data.steps,
+        train_loss: seg.last_loss,
+        tokens_per_s: (done - from) as f64 * tokens_per_step as f64 / seg.train_time.max(1e-9),
+    });
+    let prune = reply.prune && done < run.data.steps;
+    let is_eval = prune || done % run.data.eval_interval == 0 || done == run.data.steps;
+    seg.curve.push(CurveRow {
+        step: done,
+        tokens: done as u64 * tokens_per_step,
+        lr,
+        train_loss: seg.last_loss,
+        eval_loss: is_eval.then(|| eval_loss(&model.valid(), corpus, device)),
+        predicted: reply.prediction,
+    });
+    prune
 }
 
 fn outcome(seg: Segment, run: &RunPlan, from: usize, wall_s: f64) -> RunOutcome {
@@ -510,14 +520,7 @@ pub fn train_branched<B: AutodiffBackend>(
         let b = branches[i];
         let to = b.branch_step.min(parent.data.steps);
         if stable.status == Status::Ok && stable.steps_done < to {
-            let before = CheckpointMeta {
-                run_id: parent.id.clone(),
-                step: stable.steps_done,
-                train_time: stable.train_time,
-                wall_s: prior.wall_s,
-                last_loss: stable.last_loss,
-                curve: stable.curve.clone(),
-            };
+            let before = stable.meta(&parent.id, prior.wall_s);
             let (m, seg) = run_steps(
                 model,
                 &mut optim,
@@ -560,6 +563,18 @@ pub fn train_branched<B: AutodiffBackend>(
 }
 
 impl Segment {
+    /// The checkpoint state of run `id` at the end of this segment.
+    fn meta(&self, id: &str, wall_s: f64) -> CheckpointMeta {
+        CheckpointMeta {
+            run_id: id.to_string(),
+            step: self.steps_done,
+            train_time: self.train_time,
+            wall_s,
+            last_loss: self.last_loss,
+            curve: self.curve.clone(),
+        }
+    }
+
     /// Continue this segment with the next one (the stable phase, branch point by branch point).
     fn append(&mut self, next: Segment) {
         self.status = next.status;

@@ -640,8 +640,18 @@ pub struct CurveReport {
     pub chosen: Vec<(CheckKind, CurveLaw)>,
 }
 
-/// Run [`check_early`] (at `fraction`) and [`check_longest`] with every law.
-pub fn validate(source: &str, runs: &[RunCurve], fraction: f64) -> CurveReport {
+/// Whether the transfer check has something the longest-run check lacks: runs of more than
+/// one schedule kind, or cooldown branches (runs that leave a shared stable phase).
+pub fn schedules_vary(runs: &[RunCurve]) -> bool {
+    let mut kinds: Vec<&str> = runs.iter().map(|r| schedule_kind(&r.schedule)).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds.len() > 1 || runs.iter().any(|r| r.schedule.contains(" from "))
+}
+
+/// Run [`check_early`] (at `fraction`), [`check_longest`] and, with `transfer`,
+/// [`check_transfer`] with every law.
+pub fn validate(source: &str, runs: &[RunCurve], fraction: f64, transfer: bool) -> CurveReport {
     let prepared: Vec<Prepared> = runs.iter().map(prepare).collect();
     let mut checks = Vec::new();
     for law in CurveLaw::ALL {
@@ -650,7 +660,7 @@ pub fn validate(source: &str, runs: &[RunCurve], fraction: f64) -> CurveReport {
     for law in CurveLaw::ALL {
         checks.push(check_longest(&prepared, law));
     }
-    for law in CurveLaw::ALL {
+    for law in CurveLaw::ALL.into_iter().filter(|_| transfer) {
         checks.push(check_transfer(&prepared, law));
     }
     let chosen = [CheckKind::Early, CheckKind::Longest, CheckKind::Transfer]

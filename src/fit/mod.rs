@@ -411,7 +411,7 @@ pub struct FitOptions {
     /// Fit the data-constrained law even when no point repeats its data.
     pub data_constrained: bool,
     /// A results folder's `pruned` runs are fitted too, at their predicted final eval loss
-    /// (see [`crate::results::ResultsFolder::dataset_with`]).
+    /// (`ResultsFolder::dataset_with` selects them).
     pub include_pruned: bool,
     /// Base law for the data-constrained fit (default: the Approach-3 fit on single-epoch
     /// points).

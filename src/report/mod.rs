@@ -111,7 +111,9 @@ fn curve_laws(folder: &ResultsFolder) -> Option<fit::curve::CurveReport> {
             "train loss, means over {:.0}% of each run",
             100.0 * crate::curves::TRAIN_BLOCK
         );
-        fit::curve::validate(&what, &runs, 0.5)
+        // The transfer check costs ~25 s on the main job and adds nothing to the longest-run
+        // check unless schedules differ.
+        fit::curve::validate(&what, &runs, 0.5, fit::curve::schedules_vary(&runs))
     })
 }
 
@@ -929,8 +931,13 @@ fn curve_law_blocks(c: &fit::curve::CurveReport) -> Vec<Block> {
     let mut b = vec![
         Block::H(2, "Loss-curve laws: predicting a run's end".into()),
         Block::P(format!(
-            "Schedule-aware laws fitted on whole training curves ({}): each run's final loss predicted from its first half, each shape's longest run from its shorter runs, and each run from one or two other runs of its shape (another schedule first: cosine ↔ WSD, other cooldowns, other lengths). `scalelab curves DIR` prints these and writes curve_laws.json.",
-            c.source
+            "Schedule-aware laws fitted on whole training curves ({}): each run's final loss predicted from its first half{}. `scalelab curves DIR` prints these and writes curve_laws.json.",
+            c.source,
+            if c.checks.iter().any(|k| k.kind == CheckKind::Transfer) {
+                ", each shape's longest run from its shorter runs, and each run from one or two other runs of its shape (another schedule first: cosine ↔ WSD, other cooldowns, other lengths)"
+            } else {
+                " and each shape's longest run from its shorter runs"
+            }
         )),
     ];
     let rows = c
@@ -1069,14 +1076,21 @@ fn render_md(blocks: &[Block], formats: &[Format]) -> String {
                 let _ = writeln!(s, "{t}\n");
             }
             Block::Table(head, rows) => {
-                let _ = writeln!(s, "| {} |", head.join(" | "));
+                // A `|` inside a cell (e.g. "mean |error|") would split it.
+                let cells = |v: &[String]| {
+                    v.iter()
+                        .map(|c| c.replace('|', "\\|"))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                };
+                let _ = writeln!(s, "| {} |", cells(head));
                 let _ = writeln!(
                     s,
                     "|{}|",
                     head.iter().map(|_| "---").collect::<Vec<_>>().join("|")
                 );
                 for r in rows {
-                    let _ = writeln!(s, "| {} |", r.join(" | "));
+                    let _ = writeln!(s, "| {} |", cells(r));
                 }
                 s.push('\n');
             }

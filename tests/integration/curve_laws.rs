@@ -23,7 +23,7 @@ fn olmo() -> Vec<scalelab::fit::curve::RunCurve> {
 fn olmo_ladder_final_losses_are_predicted_within_the_goals() {
     let runs = olmo();
     assert_eq!(runs.len(), 30);
-    let r = validate("olmo", &runs, 0.5);
+    let r = validate("olmo", &runs, 0.5, true);
     let get = |k: CheckKind, law: CurveLaw| {
         r.checks
             .iter()
