@@ -338,6 +338,8 @@ struct Ctx<'a> {
     corpus_fingerprint: u64,
     batch: usize,
     tokens_per_step: f64,
+    /// The spec has a `training.batch_sizes` grid (points then span every batch size).
+    batch_grid: bool,
 }
 
 /// A (shape, D) point to train, before seeds and LR multipliers.
@@ -356,21 +358,31 @@ pub fn build(
     vocab_size: usize,
     corpus_fingerprint: u64,
 ) -> anyhow::Result<Plan> {
-    let batch = spec.training.sequences_per_step(spec.model.context);
-    let cx = Ctx {
-        spec,
-        vocab_size,
-        corpus_fingerprint,
-        batch,
-        tokens_per_step: (batch * spec.model.context) as f64,
-    };
+    // One context per batch size (smallest first): a batch-size grid trains every target
+    // with each.
+    let ctxs: Vec<Ctx> = spec
+        .training
+        .batch_list(spec.model.context)
+        .into_iter()
+        .map(|batch| Ctx {
+            spec,
+            vocab_size,
+            corpus_fingerprint,
+            batch,
+            tokens_per_step: (batch * spec.model.context) as f64,
+            batch_grid: !spec.training.batch_sizes.is_empty(),
+        })
+        .collect();
+    let cx = &ctxs[0];
     let shapes = shapes(spec);
     let mut runs = Vec::new();
     let mut dropped = Vec::new();
     for target in targets(spec, &shapes) {
-        match steps_or_drop(&cx, &target) {
-            Ok(steps) => runs.extend(expand_target(&cx, &target, steps)),
-            Err(d) => dropped.push(d),
+        for cx in &ctxs {
+            match steps_or_drop(cx, &target) {
+                Ok(steps) => runs.extend(expand_target(cx, &target, steps)),
+                Err(d) => dropped.push(d),
+            }
         }
     }
     let parents = if spec.data.branches {
@@ -378,8 +390,8 @@ pub fn build(
     } else {
         Vec::new()
     };
-    let parents = assign_ids(&cx, &mut runs, parents);
-    check_not_empty(&cx, source_label, &shapes, &runs)?;
+    let parents = assign_ids(cx, &mut runs, parents);
+    check_not_empty(cx, source_label, &shapes, &runs)?;
     Ok(Plan {
         runs,
         parents,
@@ -431,10 +443,13 @@ fn targets(spec: &SweepSpec, shapes: &[Shape]) -> Vec<Target> {
 fn steps_or_drop(cx: &Ctx, t: &Target) -> Result<usize, Dropped> {
     let steps = (t.tokens / cx.tokens_per_step).round() as usize;
     let min_steps = cx.spec.data.min_steps;
-    let what = match t.budget {
+    let mut what = match t.budget {
         Some(c) => format!("{} at C={c:.3e}", t.shape.label()),
         None => format!("{} at D={:.3e}", t.shape.label(), t.tokens),
     };
+    if cx.batch_grid {
+        what += &format!(" with batch {}", cx.batch);
+    }
     let window = cx
         .spec
         .data
@@ -474,9 +489,15 @@ fn expand_target(cx: &Ctx, t: &Target, steps: usize) -> Vec<RunPlan> {
             run.budget = t.budget;
             run.optim.lr = base_lr(tr, &t.shape, run.flops, run.tokens as f64) * mult;
             run.lr_multiplier = mult;
+            // A batch-size grid's point spans its batch sizes (and so their step counts).
+            let key = if cx.batch_grid {
+                format!("{:.0}|grid", t.tokens)
+            } else {
+                format!("{steps}|{}", cx.batch)
+            };
             run.point_id = hex_id(&format!(
-                "point|{:x}|{:?}|{steps}|{}|{seed}|{:?}",
-                cx.corpus_fingerprint, t.shape, cx.batch, t.budget
+                "point|{:x}|{:?}|{key}|{seed}|{:?}",
+                cx.corpus_fingerprint, t.shape, t.budget
             ));
             out.push(run);
         }
@@ -803,6 +824,31 @@ mod tests {
         assert_eq!(p.runs.len(), 6);
         let ids: BTreeSet<&str> = p.runs.iter().map(|r| r.point_id.as_str()).collect();
         assert_eq!(ids.len(), 2, "an LR sweep shares the point id");
+    }
+
+    /// A batch-size grid: every point at each batch size and LR, D exact for each (steps =
+    /// D / (batch · context)), one point id across the grid, batch recorded per run.
+    #[test]
+    fn batch_size_grid_spans_each_point() {
+        let mut s = spec("  lr_multipliers: [1, 2]\n", "  tokens: [6400]");
+        s.training.batch_size = None;
+        s.training.batch_sizes = vec![8, 4, 16];
+        let p = build(&s, "t", 256, 1).unwrap();
+        assert_eq!(p.runs.len(), 2 * 3 * 2, "2 shapes × 3 batches × 2 LRs");
+        for r in &p.runs {
+            assert_eq!(
+                r.tokens, 6400,
+                "{} steps at batch {}",
+                r.data.steps, r.data.batch_size
+            );
+            assert_eq!(r.data.steps * r.data.batch_size * 16, 6400);
+        }
+        let batches: BTreeSet<usize> = p.runs.iter().map(|r| r.data.batch_size).collect();
+        assert_eq!(batches, BTreeSet::from([4, 8, 16]));
+        let points: BTreeSet<&str> = p.runs.iter().map(|r| r.point_id.as_str()).collect();
+        assert_eq!(points.len(), 2, "one point per shape across LR × batch");
+        let ids: BTreeSet<&str> = p.runs.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids.len(), 12, "every run its own id");
     }
 
     #[test]

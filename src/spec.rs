@@ -409,6 +409,71 @@ pub struct LrScaling {
     /// The exponent of D (`params_tokens` only).
     #[serde(default)]
     pub q: Option<f64>,
+    /// `params_tokens` from a fitted law: a results folder holding `hp_laws.json` (what
+    /// `scalelab hp DIR` writes) or that file; k, p, q are its lr_nd law's c, a, b (read when
+    /// the spec is loaded; a path relative to the working directory).
+    #[serde(default)]
+    pub law: Option<PathBuf>,
+}
+
+impl LrScaling {
+    /// The rule in words, with its coefficients and (for a fitted law) its source.
+    pub fn describe(&self) -> String {
+        let num = |v: Option<f64>| v.map_or("?".into(), |x| format!("{x:.4}"));
+        let base = match self.rule {
+            LrRule::Width => format!("lr · {} / d_model", self.base_width),
+            LrRule::Compute => format!("{} · C^{}", num(self.k), num(self.p)),
+            LrRule::Params => format!("{} · N^{}", num(self.k), num(self.p)),
+            LrRule::ParamsTokens => {
+                format!("{} · N^{} · D^{}", num(self.k), num(self.p), num(self.q))
+            }
+        };
+        match &self.law {
+            Some(l) => format!("{base}, the law `scalelab hp` fitted in {}", l.display()),
+            None => base,
+        }
+    }
+
+    /// With `law`: k, p, q from its `hp_laws.json`; the problem (key, file, fix) otherwise.
+    fn resolve_law(&mut self) -> Result<(), String> {
+        let Some(path) = self.law.clone() else {
+            return Ok(());
+        };
+        let key = "training.lr_scaling.law";
+        if self.rule != LrRule::ParamsTokens {
+            return Err(format!(
+                "{key}: a fitted law sets lr = c · N^a · D^b; use `rule: params_tokens`"
+            ));
+        }
+        if self.k.is_some() || self.p.is_some() || self.q.is_some() {
+            return Err(format!("{key}: give `law` or `k`, `p`, `q`, not both"));
+        }
+        let file = if path.is_dir() {
+            path.join("hp_laws.json")
+        } else {
+            path.clone()
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            format!(
+                "{key}: cannot read {} ({e}); fit it first with `scalelab hp {}`",
+                file.display(),
+                path.display()
+            )
+        })?;
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let law = &v["laws"]["lr_nd"];
+        let (c, e) = (law["coef"].as_f64(), &law["exponents"]);
+        match (c, e[0].as_f64(), e[1].as_f64()) {
+            (Some(c), Some(a), Some(b)) if c > 0.0 => {
+                (self.k, self.p, self.q) = (Some(c), Some(a), Some(b));
+                Ok(())
+            }
+            _ => Err(format!(
+                "{key}: {} has no lr_nd law (laws.lr_nd.coef and .exponents); is it `scalelab hp` output?",
+                file.display()
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -522,6 +587,11 @@ pub struct TrainingSpec {
     /// LR); all are logged, the best per point is `selected` and used by the fit.
     #[serde(default)]
     pub lr_multipliers: Vec<f64>,
+    /// Batch-size grid (sequences per step, instead of `batch_size`): every point is trained
+    /// with each, at the same D (steps = D / (batch · context)); with `lr_multipliers` the
+    /// grid is LR × batch, and the best run per point over both is `selected`.
+    #[serde(default)]
+    pub batch_sizes: Vec<usize>,
 }
 
 fn default_cooldown_fraction() -> f64 {
@@ -551,6 +621,7 @@ impl Default for TrainingSpec {
             cooldown_shape: default_cooldown_shape(),
             lr_scaling: None,
             lr_multipliers: Vec::new(),
+            batch_sizes: Vec::new(),
         }
     }
 }
@@ -584,6 +655,18 @@ fn default_grad_clip() -> f64 {
 }
 
 impl TrainingSpec {
+    /// The batch sizes (sequences per step) the runs use, ascending: the grid, or the one.
+    pub fn batch_list(&self, context: usize) -> Vec<usize> {
+        let mut v = if self.batch_sizes.is_empty() {
+            vec![self.sequences_per_step(context)]
+        } else {
+            self.batch_sizes.clone()
+        };
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Sequences per step for a given context length.
     pub fn sequences_per_step(&self, context: usize) -> usize {
         match (self.batch_size, self.batch_tokens) {
@@ -627,9 +710,13 @@ impl SpecSource {
 impl SweepSpec {
     /// Parse and validate. Errors are [`crate::error::UserError`]s that name the file and key.
     pub fn parse(src: &SpecSource) -> anyhow::Result<SweepSpec> {
-        let spec: SweepSpec = serde_saphyr::from_str(&src.text)
+        let mut spec: SweepSpec = serde_saphyr::from_str(&src.text)
             .map_err(|e| user(explain_yaml_error(&src.label, &src.text, &e)))?;
-        let problems = spec.problems(src);
+        let mut problems = Vec::new();
+        if let Some(ls) = &mut spec.training.lr_scaling {
+            problems.extend(ls.resolve_law().err());
+        }
+        problems.extend(spec.problems(src));
         if !problems.is_empty() {
             let mut msg = format!("{}: invalid sweep spec:", src.label);
             for p in &problems {
@@ -644,7 +731,11 @@ impl SweepSpec {
     /// The spec copied into a results folder (`sweep.yaml`), parsed without validation.
     pub fn from_results_dir(dir: &Path) -> Option<SweepSpec> {
         let text = std::fs::read_to_string(dir.join(crate::fsio::SWEEP_FILE)).ok()?;
-        serde_saphyr::from_str(&text).ok()
+        let mut spec: SweepSpec = serde_saphyr::from_str(&text).ok()?;
+        if let Some(ls) = &mut spec.training.lr_scaling {
+            let _ = ls.resolve_law();
+        }
+        Some(spec)
     }
 
     /// Every seed a point is trained with.
@@ -1143,6 +1234,24 @@ fn batch_problems(t: &TrainingSpec, context: usize, p: &mut Vec<String>) {
             p.push(too_many_tokens("training.batch_size", &what, tokens, fix));
         }
     }
+    if !t.batch_sizes.is_empty() && (t.batch_size.is_some() || t.batch_tokens.is_some()) {
+        p.push(
+            "training: give batch_sizes (a grid) or batch_size / batch_tokens (one), not both"
+                .into(),
+        );
+    }
+    for (i, &b) in t.batch_sizes.iter().enumerate() {
+        let tokens = b as f64 * context as f64;
+        if b == 0 {
+            p.push(format!(
+                "training.batch_sizes[{i}]: must be at least 1 sequence (e.g. [8, 16, 32])"
+            ));
+        } else if tokens > MAX_TOKENS {
+            let key = format!("training.batch_sizes[{i}]");
+            let what = format!("{b} sequences × context {context} = ");
+            p.push(too_many_tokens(&key, &what, tokens, "use a smaller batch"));
+        }
+    }
 }
 
 /// `training`: the optimizer settings.
@@ -1210,9 +1319,13 @@ fn schedule_problems(t: &TrainingSpec, p: &mut Vec<String>) {
             LrRule::Params if ls.k.is_none() || ls.p.is_none() => p.push(
                 "training.lr_scaling: rule `params` needs `k` and `p` (lr = k · N^p, e.g. k: 0.047, p: -0.141)".into(),
             ),
-            LrRule::ParamsTokens if ls.k.is_none() || ls.p.is_none() || ls.q.is_none() => p.push(
-                "training.lr_scaling: rule `params_tokens` needs `k`, `p` and `q` (lr = k · N^p · D^q, e.g. from `scalelab hp`: k = c, p = a, q = b)".into(),
-            ),
+            LrRule::ParamsTokens
+                if ls.law.is_none() && (ls.k.is_none() || ls.p.is_none() || ls.q.is_none()) =>
+            {
+                p.push(
+                "training.lr_scaling: rule `params_tokens` needs `k`, `p` and `q` (lr = k · N^p · D^q, e.g. from `scalelab hp`: k = c, p = a, q = b), or `law: DIR`".into(),
+            )
+            }
             _ => {}
         }
     }
@@ -1233,6 +1346,9 @@ fn target_flops_problems(target_flops: &[f64], p: &mut Vec<String>) {
 fn branch_problems(d: &DataSpec, t: &TrainingSpec, p: &mut Vec<String>) {
     if d.branches && t.schedule != Schedule::Wsd {
         p.push("data.branches: cooldown branches need `training.schedule: wsd`".into());
+    }
+    if d.branches && !t.batch_sizes.is_empty() {
+        p.push("data.branches: not available with a training.batch_sizes grid (the branches of a group share one stable run, so one batch size)".into());
     }
     if d.branches && d.isoflop.is_some() {
         p.push(
@@ -1569,6 +1685,40 @@ mod tests {
             text: BASE.into(),
         };
         SweepSpec::parse(&src).unwrap();
+    }
+
+    /// `lr_scaling: {rule: params_tokens, law: DIR}` takes k, p, q from DIR/hp_laws.json; a
+    /// missing file or a wrong rule is a user error naming the key and the fix.
+    #[test]
+    fn lr_law_is_read_from_hp_laws_json() {
+        let dir = std::env::temp_dir().join(format!("scalelab-spec-law-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("hp_laws.json"),
+            r#"{"laws": {"lr_nd": {"coef": 1.78, "exponents": [-0.712, 0.307]}}}"#,
+        )
+        .unwrap();
+        let text = |rule: &str, law: &std::path::Path| {
+            format!(
+                "{BASE}training:\n  lr_scaling: {{rule: {rule}, law: {}}}\n",
+                law.display()
+            )
+        };
+        let src = SpecSource {
+            label: "t.yaml".into(),
+            base_dir: PathBuf::from("."),
+            text: text("params_tokens", &dir),
+        };
+        let ls = SweepSpec::parse(&src).unwrap().training.lr_scaling.unwrap();
+        assert_eq!((ls.k, ls.p, ls.q), (Some(1.78), Some(-0.712), Some(0.307)));
+        let msg = user_error(&text("params_tokens", &dir.join("nope")));
+        assert!(
+            msg.contains("training.lr_scaling.law") && msg.contains("scalelab hp"),
+            "{msg}"
+        );
+        let msg = user_error(&text("params", &dir));
+        assert!(msg.contains("rule: params_tokens"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -462,8 +462,12 @@ pub struct Case {
     /// Transfer check: the runs the law was fitted on ...
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<String>,
-    /// ... and whether one of them has another schedule kind than this run (cosine ↔ WSD).
+    /// ... and whether one of them has another schedule kind than this run (cosine ↔ WSD) ...
     pub cross_schedule: bool,
+    /// ... and the mean |relative error| over this run's whole curve after its LR peak (the
+    /// predicted curve, not only its end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub curve_mean_abs_rel_err: Option<f64>,
 }
 
 /// Which check.
@@ -530,7 +534,16 @@ fn case(f: &CurveFit, p: &Prepared) -> Option<Case> {
         rel_err: (predicted - p.loss[i]) / p.loss[i],
         from: Vec::new(),
         cross_schedule: false,
+        curve_mean_abs_rel_err: None,
     })
+}
+
+/// The mean |relative error| of `f` over `p`'s evals after its LR peak.
+fn curve_error(f: &CurveFit, p: &Prepared) -> Option<f64> {
+    let errs: Vec<f64> = fitted(p, usize::MAX)
+        .map(|i| (predict(f, p, i) / p.loss[i] - 1.0).abs())
+        .collect();
+    (!errs.is_empty()).then(|| errs.iter().sum::<f64>() / errs.len() as f64)
 }
 
 /// A schedule label's kind: its first word (`wsd` of `wsd T=1000 from 800`).
@@ -564,9 +577,11 @@ pub fn check_transfer(runs: &[Prepared], law: CurveLaw) -> Check {
             ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
         });
         others.truncate(2);
-        let fitted: Vec<(&Prepared, usize)> = others.iter().map(|&p| (p, usize::MAX)).collect();
-        match fit(law, &fitted).and_then(|f| case(&f, target)) {
+        let sources: Vec<(&Prepared, usize)> = others.iter().map(|&p| (p, usize::MAX)).collect();
+        let f = fit(law, &sources);
+        match f.as_ref().and_then(|f| case(f, target)) {
             Some(mut c) => {
+                c.curve_mean_abs_rel_err = f.as_ref().and_then(|f| curve_error(f, target));
                 c.from = others.iter().map(|p| p.id.clone()).collect();
                 c.cross_schedule = others.iter().any(|p| schedule_kind(&p.schedule) != kind);
                 cases.push(c);
@@ -707,6 +722,17 @@ pub fn render_text(r: &CurveReport) -> String {
                         " [across schedules: {} predictions, mean |error| {:.2}%]",
                         cross.len(),
                         100.0 * cross.iter().sum::<f64>() / cross.len() as f64
+                    );
+                }
+                let curve: Vec<f64> = c
+                    .cases
+                    .iter()
+                    .filter_map(|k| k.curve_mean_abs_rel_err)
+                    .collect();
+                if !curve.is_empty() {
+                    w += &format!(
+                        " [whole predicted curves: mean |error| {:.2}%]",
+                        100.0 * curve.iter().sum::<f64>() / curve.len() as f64
                     );
                 }
                 w
@@ -886,6 +912,7 @@ mod tests {
         assert_eq!((c.cases.len(), c.skipped), (4, 0));
         for k in &c.cases {
             assert!(k.cross_schedule && k.from.len() == 2, "{k:?}");
+            assert!(k.curve_mean_abs_rel_err.is_some_and(|e| e < 0.01), "{k:?}");
             assert!(k.from.iter().all(|f| f[..3] != k.run[..3]), "{k:?}");
             assert!(k.rel_err.abs() < 0.01, "{k:?}");
         }

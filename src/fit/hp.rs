@@ -318,19 +318,19 @@ pub fn fit_laws(optima: &[Optimum], resamples: usize, seed: u64) -> Option<HpLaw
     })
 }
 
-/// The runs grouped by (N, D), in ascending order.
+/// The runs grouped by (N, D), in ascending order; D values within 1% of a group's smallest
+/// share it (a batch-size grid rounds D to whole steps of each batch).
 pub fn groups(runs: &[HpRun]) -> Vec<Vec<HpRun>> {
-    let mut keys: Vec<(f64, f64)> = runs.iter().map(|r| (r.n, r.d)).collect();
-    keys.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    keys.dedup();
-    keys.iter()
-        .map(|&(n, d)| {
-            runs.iter()
-                .copied()
-                .filter(|r| r.n == n && r.d == d)
-                .collect()
-        })
-        .collect()
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| a.n.total_cmp(&b.n).then(a.d.total_cmp(&b.d)));
+    let mut out: Vec<Vec<HpRun>> = Vec::new();
+    for r in sorted {
+        match out.last_mut() {
+            Some(g) if g[0].n == r.n && r.d <= g[0].d * 1.01 => g.push(r),
+            _ => out.push(vec![r]),
+        }
+    }
+    out
 }
 
 /// One held-out group: the law's settings, and the loss there against the best run.

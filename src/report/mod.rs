@@ -45,6 +45,8 @@ pub struct ReportData {
     pub curve_laws: Option<fit::curve::CurveReport>,
     /// How well the final-loss predictions logged during training came true.
     pub predictions: Vec<crate::curves::PredictionAccuracy>,
+    /// The sweep's peak-LR rule in words (`training.lr_scaling`), with a fitted law's source.
+    pub lr_rule: Option<String>,
 }
 
 impl ReportData {
@@ -79,6 +81,11 @@ impl ReportData {
             fit_choice,
             curve_laws: curve_laws(folder),
             predictions: crate::curves::prediction_accuracy(folder),
+            lr_rule: folder
+                .spec
+                .as_ref()
+                .and_then(|s| s.training.lr_scaling.as_ref())
+                .map(|l| l.describe()),
         })
     }
 
@@ -99,6 +106,7 @@ impl ReportData {
             fit_choice: FitSpec::default(),
             curve_laws: None,
             predictions: Vec::new(),
+            lr_rule: None,
         }
     }
 }
@@ -347,6 +355,9 @@ fn summary_table(d: &ReportData) -> Block {
         if let Some(v) = meta(key) {
             rows.push(vec![label.into(), v]);
         }
+    }
+    if let Some(rule) = &d.lr_rule {
+        rows.push(vec!["peak learning rate".into(), rule.clone()]);
     }
     if d.runs.is_empty() {
         rows.push(vec!["points".into(), d.points.len().to_string()]);

@@ -93,12 +93,19 @@ fn curves_command_on_a_results_folder_writes_curve_laws_json() {
             .unwrap();
     assert_eq!(j["runs"], 36);
     let checks = j["checks"].as_array().unwrap();
-    assert_eq!(checks.len(), 4);
-    // Every single-epoch run gets an early prediction; every shape with runs of two lengths a
-    // longest-run prediction.
-    assert!(checks
-        .iter()
-        .any(|c| c["kind"] == "early" && c["cases"].as_array().unwrap().len() == 36));
+    assert_eq!(checks.len(), 6, "three checks × two laws");
+    // Every single-epoch run gets an early prediction with the Tissue law (the Multi-Power
+    // fit of one run extrapolates below zero: skipped), and a transfer prediction from two
+    // other runs of its shape.
+    let cases = |kind: &str, law: &str| {
+        let c = checks
+            .iter()
+            .find(|c| c["kind"] == kind && c["law"] == law)
+            .unwrap();
+        c["cases"].as_array().unwrap().len()
+    };
+    assert_eq!(cases("early", "tissue"), 36);
+    assert_eq!(cases("transfer", "multi-power"), 36);
     // Bad input: exit 2, naming the flag.
     assert_user_error(
         &scalelab(&["curves", dir.to_str().unwrap(), "--fraction", "1.5"]),

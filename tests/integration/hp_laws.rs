@@ -80,3 +80,71 @@ fn hp_command_reads_a_table_and_names_missing_columns() {
         &["too few", "--hold-out 0"],
     );
 }
+
+const GRID_SPEC: &str = "name: grid\ncorpus:\n  builtin: {seed: 4, topics: 2}\n  eval_tokens: 512\nmodel:\n  context: 16\n  shapes:\n    - {d_model: 16, n_layer: 1, n_head: 2}\n    - {d_model: 24, n_layer: 1, n_head: 2}\ndata:\n  tokens: [6400, 12800]\n  min_steps: 2\ntraining:\n  batch_sizes: [4, 8]\n  lr: 0.01\n  lr_multipliers: [0.33, 1, 3]\n  warmup_steps: 10\n";
+
+/// Our own grid end to end: a sweep over LR × batch size (D exact for every batch, one point
+/// per (shape, D) with its best run selected), `scalelab hp` on it (one optimum per (N, D)
+/// group), and a spec whose LR comes from the fitted law (`lr_scaling: {law: DIR}`) plans
+/// exactly lr = c · N^a · D^b for every run.
+#[test]
+fn hp_laws_batch_grid_sweep_then_a_spec_set_by_its_law() {
+    let dir = tmp("hp-grid");
+    let spec = dir.join("grid.yaml");
+    std::fs::write(&spec, GRID_SPEC).unwrap();
+    let out = dir.join("out");
+    let o = run_spec(&spec, &out, &["--workers", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = scalelab::store::read_runs(&out).unwrap();
+    assert_eq!(runs.len(), 2 * 2 * 2 * 3, "shapes × D × batch × LR");
+    for r in &runs {
+        assert_eq!(r.steps * r.batch_size * 16, r.tokens, "{r:?}");
+        assert!([6400, 12800].contains(&r.tokens));
+    }
+    let selected = runs.iter().filter(|r| r.selected).count();
+    assert_eq!(
+        selected, 4,
+        "one selected run per (shape, D) over LR × batch"
+    );
+    let o = scalelab(&["hp", out.to_str().unwrap(), "--hold-out", "0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("hp_laws.json")).unwrap()).unwrap();
+    assert_eq!(
+        j["optima"].as_array().unwrap().len(),
+        4,
+        "one optimum per (N, D)"
+    );
+    let law = &j["laws"]["lr_nd"];
+    let (c, a, b) = (
+        law["coef"].as_f64().unwrap(),
+        law["exponents"][0].as_f64().unwrap(),
+        law["exponents"][1].as_f64().unwrap(),
+    );
+    let text = GRID_SPEC
+        .replace("  batch_sizes: [4, 8]\n", "  batch_size: 8\n")
+        .replace("  lr_multipliers: [0.33, 1, 3]\n", "")
+        .replace(
+            "  lr: 0.01\n",
+            &format!(
+                "  lr_scaling: {{rule: params_tokens, law: {}}}\n",
+                out.display()
+            ),
+        );
+    let src = scalelab::spec::SpecSource {
+        label: "law.yaml".into(),
+        base_dir: dir.clone(),
+        text,
+    };
+    let s = scalelab::spec::SweepSpec::parse(&src).unwrap();
+    let plan = scalelab::plan::build(&s, "law.yaml", 256, 1).unwrap();
+    assert_eq!(plan.runs.len(), 4);
+    for r in &plan.runs {
+        let want = c * (r.n_params as f64).powf(a) * (r.tokens as f64).powf(b);
+        assert!(
+            (r.optim.lr / want - 1.0).abs() < 1e-12,
+            "{} vs {want}",
+            r.optim.lr
+        );
+    }
+}
