@@ -358,33 +358,33 @@ pub fn build(
     vocab_size: usize,
     corpus_fingerprint: u64,
 ) -> anyhow::Result<Plan> {
-    // One context per batch size (smallest first): a batch-size grid trains every target
-    // with each.
-    let ctxs: Vec<Ctx> = spec
-        .training
-        .batch_list(spec.model.context)
-        .into_iter()
-        .map(|batch| Ctx {
-            spec,
-            vocab_size,
-            corpus_fingerprint,
-            batch,
-            tokens_per_step: (batch * spec.model.context) as f64,
-            batch_grid: !spec.training.batch_sizes.is_empty(),
-        })
-        .collect();
-    let cx = &ctxs[0];
+    // One context per batch size: a batch-size grid trains every target with each (smallest
+    // first), `batch_scaling` each target with its own.
+    let ctx = |batch: usize| Ctx {
+        spec,
+        vocab_size,
+        corpus_fingerprint,
+        batch,
+        tokens_per_step: (batch * spec.model.context) as f64,
+        batch_grid: !spec.training.batch_sizes.is_empty(),
+    };
+    let grid = spec.training.batch_list(spec.model.context);
     let shapes = shapes(spec);
     let mut runs = Vec::new();
     let mut dropped = Vec::new();
     for target in targets(spec, &shapes) {
-        for cx in &ctxs {
-            match steps_or_drop(cx, &target) {
-                Ok(steps) => runs.extend(expand_target(cx, &target, steps)),
+        let batches = match &spec.training.batch_scaling {
+            Some(bs) => vec![bs.batch_for(target.tokens)],
+            None => grid.clone(),
+        };
+        for cx in batches.into_iter().map(ctx) {
+            match steps_or_drop(&cx, &target) {
+                Ok(steps) => runs.extend(expand_target(&cx, &target, steps)),
                 Err(d) => dropped.push(d),
             }
         }
     }
+    let cx = &ctx(grid[0]);
     let parents = if spec.data.branches {
         make_branches(&mut runs, cx.tokens_per_step)
     } else {

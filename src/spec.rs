@@ -448,31 +448,12 @@ impl LrScaling {
         if self.k.is_some() || self.p.is_some() || self.q.is_some() {
             return Err(format!("{key}: give `law` or `k`, `p`, `q`, not both"));
         }
-        let file = if path.is_dir() {
-            path.join("hp_laws.json")
-        } else {
-            path.clone()
-        };
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            format!(
-                "{key}: cannot read {} ({e}); fit it first with `scalelab hp {}`",
-                file.display(),
-                path.display()
-            )
-        })?;
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let law = &v["laws"]["lr_nd"];
-        let (c, e) = (law["coef"].as_f64(), &law["exponents"]);
-        match (c, e[0].as_f64(), e[1].as_f64()) {
-            (Some(c), Some(a), Some(b)) if c > 0.0 => {
-                (self.k, self.p, self.q) = (Some(c), Some(a), Some(b));
-                Ok(())
-            }
-            _ => Err(format!(
-                "{key}: {} has no lr_nd law (laws.lr_nd.coef and .exponents); is it `scalelab hp` output?",
-                file.display()
-            )),
+        let (c, e) = read_law(key, &path, "lr_nd")?;
+        if e.len() != 2 {
+            return Err(format!("{key}: the lr_nd law needs two exponents (N, D)"));
         }
+        (self.k, self.p, self.q) = (Some(c), Some(e[0]), Some(e[1]));
+        Ok(())
     }
 }
 
@@ -592,6 +573,84 @@ pub struct TrainingSpec {
     /// grid is LR × batch, and the best run per point over both is `selected`.
     #[serde(default)]
     pub batch_sizes: Vec<usize>,
+    /// Batch size by data size: bs = k · D^q sequences per step (rounded, at least 1), or from
+    /// a fitted law (`law: DIR`: the bs_d law of DIR/hp_laws.json).
+    #[serde(default)]
+    pub batch_scaling: Option<BatchScaling>,
+}
+
+/// `training.batch_scaling`: the batch size as a power law of the run's tokens.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchScaling {
+    #[serde(default)]
+    pub k: Option<f64>,
+    #[serde(default)]
+    pub q: Option<f64>,
+    /// A results folder holding `hp_laws.json` (or that file): k, q are its bs_d law's c, b.
+    #[serde(default)]
+    pub law: Option<PathBuf>,
+}
+
+impl BatchScaling {
+    /// The rule in words, with its coefficients and (for a fitted law) its source.
+    pub fn describe(&self) -> String {
+        let num = |v: Option<f64>| v.map_or("?".into(), |x| format!("{x:.4}"));
+        let base = format!("{} · D^{} sequences", num(self.k), num(self.q));
+        match &self.law {
+            Some(l) => format!("{base}, the law `scalelab hp` fitted in {}", l.display()),
+            None => base,
+        }
+    }
+
+    /// Sequences per step for a run of `tokens` training tokens.
+    pub fn batch_for(&self, tokens: f64) -> usize {
+        let bs = self.k.unwrap_or(1.0) * tokens.powf(self.q.unwrap_or(0.0));
+        (bs.round() as usize).max(1)
+    }
+
+    /// With `law`: k, q from its `hp_laws.json`; the problem otherwise.
+    fn resolve_law(&mut self) -> Result<(), String> {
+        let Some(path) = self.law.clone() else {
+            return Ok(());
+        };
+        let key = "training.batch_scaling.law";
+        if self.k.is_some() || self.q.is_some() {
+            return Err(format!("{key}: give `law` or `k`, `q`, not both"));
+        }
+        let (c, e) = read_law(key, &path, "bs_d")?;
+        (self.k, self.q) = (Some(c), Some(e[0]));
+        Ok(())
+    }
+}
+
+/// A fitted power law of `hp_laws.json` (in `path`, a results folder, or the file itself):
+/// its coefficient and exponents; the problem (key, file, fix) otherwise.
+fn read_law(key: &str, path: &Path, name: &str) -> Result<(f64, Vec<f64>), String> {
+    let file = if path.is_dir() {
+        path.join("hp_laws.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "{key}: cannot read {} ({e}); fit it first with `scalelab hp {}`",
+            file.display(),
+            path.display()
+        )
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let law = &v["laws"][name];
+    let exps: Option<Vec<f64>> = law["exponents"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect());
+    match (law["coef"].as_f64(), exps) {
+        (Some(c), Some(e)) if c > 0.0 && !e.is_empty() => Ok((c, e)),
+        _ => Err(format!(
+            "{key}: {} has no {name} law (laws.{name}.coef and .exponents); is it `scalelab hp` output?",
+            file.display()
+        )),
+    }
 }
 
 fn default_cooldown_fraction() -> f64 {
@@ -622,6 +681,7 @@ impl Default for TrainingSpec {
             lr_scaling: None,
             lr_multipliers: Vec::new(),
             batch_sizes: Vec::new(),
+            batch_scaling: None,
         }
     }
 }
@@ -716,6 +776,9 @@ impl SweepSpec {
         if let Some(ls) = &mut spec.training.lr_scaling {
             problems.extend(ls.resolve_law().err());
         }
+        if let Some(bs) = &mut spec.training.batch_scaling {
+            problems.extend(bs.resolve_law().err());
+        }
         problems.extend(spec.problems(src));
         if !problems.is_empty() {
             let mut msg = format!("{}: invalid sweep spec:", src.label);
@@ -734,6 +797,9 @@ impl SweepSpec {
         let mut spec: SweepSpec = serde_saphyr::from_str(&text).ok()?;
         if let Some(ls) = &mut spec.training.lr_scaling {
             let _ = ls.resolve_law();
+        }
+        if let Some(bs) = &mut spec.training.batch_scaling {
+            let _ = bs.resolve_law();
         }
         Some(spec)
     }
@@ -1234,6 +1300,17 @@ fn batch_problems(t: &TrainingSpec, context: usize, p: &mut Vec<String>) {
             p.push(too_many_tokens("training.batch_size", &what, tokens, fix));
         }
     }
+    if let Some(bs) = &t.batch_scaling {
+        if !t.batch_sizes.is_empty() || t.batch_size.is_some() || t.batch_tokens.is_some() {
+            p.push("training: batch_scaling sets every run's batch; drop batch_size / batch_tokens / batch_sizes".into());
+        }
+        if bs.law.is_none() && (bs.k.is_none() || bs.q.is_none()) {
+            p.push(
+                "training.batch_scaling: needs `k` and `q` (bs = k · D^q sequences), or `law: DIR`"
+                    .into(),
+            );
+        }
+    }
     if !t.batch_sizes.is_empty() && (t.batch_size.is_some() || t.batch_tokens.is_some()) {
         p.push(
             "training: give batch_sizes (a grid) or batch_size / batch_tokens (one), not both"
@@ -1347,7 +1424,7 @@ fn branch_problems(d: &DataSpec, t: &TrainingSpec, p: &mut Vec<String>) {
     if d.branches && t.schedule != Schedule::Wsd {
         p.push("data.branches: cooldown branches need `training.schedule: wsd`".into());
     }
-    if d.branches && !t.batch_sizes.is_empty() {
+    if d.branches && (!t.batch_sizes.is_empty() || t.batch_scaling.is_some()) {
         p.push("data.branches: not available with a training.batch_sizes grid (the branches of a group share one stable run, so one batch size)".into());
     }
     if d.branches && d.isoflop.is_some() {
@@ -1719,6 +1796,16 @@ mod tests {
         let msg = user_error(&text("params", &dir));
         assert!(msg.contains("rule: params_tokens"), "{msg}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn batch_size_grid_problems_name_the_key() {
+        let msg = user_error(&format!("{BASE}training:\n  batch_sizes: [4, 0]\n"));
+        assert!(msg.contains("training.batch_sizes[1]"), "{msg}");
+        let msg = user_error(&format!(
+            "{BASE}training:\n  batch_sizes: [4, 8]\n  batch_size: 4\n"
+        ));
+        assert!(msg.contains("batch_sizes (a grid) or batch_size"), "{msg}");
     }
 
     #[test]

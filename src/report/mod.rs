@@ -47,6 +47,8 @@ pub struct ReportData {
     pub predictions: Vec<crate::curves::PredictionAccuracy>,
     /// The sweep's peak-LR rule in words (`training.lr_scaling`), with a fitted law's source.
     pub lr_rule: Option<String>,
+    /// Its batch-size rule (`training.batch_scaling`), likewise.
+    pub batch_rule: Option<String>,
 }
 
 impl ReportData {
@@ -86,6 +88,11 @@ impl ReportData {
                 .as_ref()
                 .and_then(|s| s.training.lr_scaling.as_ref())
                 .map(|l| l.describe()),
+            batch_rule: folder
+                .spec
+                .as_ref()
+                .and_then(|s| s.training.batch_scaling.as_ref())
+                .map(|b| b.describe()),
         })
     }
 
@@ -107,6 +114,7 @@ impl ReportData {
             curve_laws: None,
             predictions: Vec::new(),
             lr_rule: None,
+            batch_rule: None,
         }
     }
 }
@@ -356,8 +364,13 @@ fn summary_table(d: &ReportData) -> Block {
             rows.push(vec![label.into(), v]);
         }
     }
-    if let Some(rule) = &d.lr_rule {
-        rows.push(vec!["peak learning rate".into(), rule.clone()]);
+    for (label, rule) in [
+        ("peak learning rate", &d.lr_rule),
+        ("batch size", &d.batch_rule),
+    ] {
+        if let Some(rule) = rule {
+            rows.push(vec![label.into(), rule.clone()]);
+        }
     }
     if d.runs.is_empty() {
         rows.push(vec!["points".into(), d.points.len().to_string()]);

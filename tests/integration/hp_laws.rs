@@ -85,8 +85,8 @@ const GRID_SPEC: &str = "name: grid\ncorpus:\n  builtin: {seed: 4, topics: 2}\n 
 
 /// Our own grid end to end: a sweep over LR × batch size (D exact for every batch, one point
 /// per (shape, D) with its best run selected), `scalelab hp` on it (one optimum per (N, D)
-/// group), and a spec whose LR comes from the fitted law (`lr_scaling: {law: DIR}`) plans
-/// exactly lr = c · N^a · D^b for every run.
+/// group), and a spec whose LR and batch come from the fitted laws (`lr_scaling: {law:
+/// DIR}`, `batch_scaling: {law: DIR}`) plans exactly lr = c · N^a · D^b and bs = c · D^b.
 #[test]
 fn hp_laws_batch_grid_sweep_then_a_spec_set_by_its_law() {
     let dir = tmp("hp-grid");
@@ -121,8 +121,16 @@ fn hp_laws_batch_grid_sweep_then_a_spec_set_by_its_law() {
         law["exponents"][0].as_f64().unwrap(),
         law["exponents"][1].as_f64().unwrap(),
     );
+    let bs_law = &j["laws"]["bs_d"];
+    let (bc, bb) = (
+        bs_law["coef"].as_f64().unwrap(),
+        bs_law["exponents"][0].as_f64().unwrap(),
+    );
     let text = GRID_SPEC
-        .replace("  batch_sizes: [4, 8]\n", "  batch_size: 8\n")
+        .replace(
+            "  batch_sizes: [4, 8]\n",
+            &format!("  batch_scaling: {{law: {}}}\n", out.display()),
+        )
         .replace("  lr_multipliers: [0.33, 1, 3]\n", "")
         .replace(
             "  lr: 0.01\n",
@@ -140,11 +148,16 @@ fn hp_laws_batch_grid_sweep_then_a_spec_set_by_its_law() {
     let plan = scalelab::plan::build(&s, "law.yaml", 256, 1).unwrap();
     assert_eq!(plan.runs.len(), 4);
     for r in &plan.runs {
-        let want = c * (r.n_params as f64).powf(a) * (r.tokens as f64).powf(b);
+        let d = r.tokens as f64;
+        let want = c * (r.n_params as f64).powf(a) * d.powf(b);
         assert!(
             (r.optim.lr / want - 1.0).abs() < 1e-12,
             "{} vs {want}",
             r.optim.lr
         );
+        // The batch from the bs* law at the target D (6400 or 12800 tokens).
+        let target: f64 = if d < 9600.0 { 6400.0 } else { 12800.0 };
+        let want_bs = ((bc * target.powf(bb)).round() as usize).max(1);
+        assert_eq!(r.data.batch_size, want_bs);
     }
 }
