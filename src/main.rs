@@ -112,10 +112,12 @@ enum Command {
     },
     /// Loss-curve laws: fit schedule-aware laws of loss over whole training curves (Tissue
     /// et al. 2024, L = L0 + A*S1^-alpha - C*S2; the Multi-Power Law, Luo et al. 2025) and
-    /// check how far they predict: each run's final loss from its first --fraction of steps,
-    /// and, per group (model size), the longest run's final loss from the shorter runs. Input:
-    /// a results folder (train loss of every step; writes curve_laws.json into it) or a table
-    /// with --input (one row per logged eval, the LR in a column).
+    /// check how far they predict: each run's final loss from its first --fraction of steps;
+    /// per group (model size), the longest run's final loss from the shorter runs; and each
+    /// run's final loss and curve from one or two other runs of its group, another schedule
+    /// first (cosine <-> WSD, other cooldown lengths, other lengths). Input: one or more
+    /// results folders (train loss of every step; a single folder gets curve_laws.json) or a
+    /// table with --input (one row per logged eval, the LR in a column).
     Curves(CurvesArgs),
     /// Hyperparameter laws: locate each (N, D) group's optimal learning rate and batch size
     /// from its grid of runs (a quadratic in ln lr, ln bs around the best run; the best run
@@ -335,10 +337,12 @@ struct CheckpointArgs {
 /// Early stopping shared by `run` and `run-one`.
 #[derive(clap::Args)]
 struct PruneArgs {
-    /// Stop an IsoFLOP run once its predicted final training loss is, with 95% confidence,
-    /// worse than the best finished run of its budget by more than --prune-margin; it is
-    /// recorded as `pruned` with its prediction, and fits leave it out unless
-    /// `--include-pruned`. Predictions are made at 30/50/70% of each run.
+    /// Stop an IsoFLOP run once its predicted final training loss is confidently worse than
+    /// the best finished run of its budget by more than --prune-margin (confidently: the low
+    /// end of its bootstrap interval, and the prediction corrected by the worst over-prediction
+    /// the sweep's finished runs made at the same point, both above it). It is recorded as
+    /// `pruned` with its prediction; fits leave it out unless `--include-pruned`. Predictions
+    /// are made at 30/50/70% of each run.
     #[arg(long)]
     prune: bool,
     /// Relative margin for --prune: 0.02 prunes a run whose predicted loss is confidently
