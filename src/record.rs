@@ -328,7 +328,7 @@ run_record! {
     lr_multiplier: f64 = 1.0,
     /// (shape, D, seed) point; the runs of an LR sweep share it.
     point_id: String = String::new(),
-    /// The run the fit uses for its point (the best LR of an LR sweep).
+    /// The run the fit uses for its point (the best of an LR / batch-size grid).
     selected: bool = false,
     /// A pruned run: its final eval loss as predicted when it was stopped (the predicted
     /// final training loss plus the eval − train gap at the stop); what `fit

@@ -129,7 +129,7 @@ impl ResultsFolder {
         run_point(&self.fit_choice(), r)
     }
 
-    /// The fit points: `ok`, selected runs (the best LR of an LR sweep) with a finite
+    /// The fit points: `ok`, selected runs (the best of an LR / batch grid) with a finite
     /// positive loss, N and C as the spec chooses; the eval points of the curves of `ok`
     /// runs for Approach 1; the `drop_top` highest losses dropped.
     pub fn dataset(&self, drop_top: usize) -> anyhow::Result<Dataset> {
