@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::bail_user;
-use crate::fit::curve::{block_means, densify, RunCurve};
+use crate::fit::curve::{block_len, block_means, densify, RunCurve};
 use crate::record::{CurveRow, Predicted, Status};
 use crate::results::ResultsFolder;
 use crate::table::Table;
@@ -101,10 +101,7 @@ pub fn from_table(path: &Path, cols: &TableColumns) -> anyhow::Result<Vec<RunCur
 /// of one shape form a group; a cooldown branch's curve is its parent's stable phase up to
 /// its branch step followed by its own cooldown.
 pub fn from_folder(folder: &ResultsFolder) -> Vec<RunCurve> {
-    let mut rows: BTreeMap<&str, Vec<&crate::record::CurveRow>> = BTreeMap::new();
-    for (id, c) in &folder.curves {
-        rows.entry(id.as_str()).or_default().push(c);
-    }
+    let rows = by_run(&folder.curves);
     folder
         .runs
         .iter()
@@ -215,8 +212,8 @@ pub const PREDICT_AT: [f64; 3] = [0.3, 0.5, 0.7];
 pub const MIN_STEPS_TO_PREDICT: usize = 100;
 
 /// Bootstrap refits behind the interval of each prediction where one is asked for (`run
-/// --prune`, whose decisions need it: 20 refits cost ~0.2 s per prediction on our runs, 4% of
-/// the main job's time, so plain runs log the predictions without an interval).
+/// --prune`, whose decisions need it). They add 20 warm-started refits to a prediction's one
+/// fit (~0.12 s on the main job's runs), so plain runs log the predictions without one.
 pub const PREDICT_RESAMPLES: usize = 20;
 
 /// A running run's predictions of its final training loss: per-step losses are kept as they
@@ -238,11 +235,7 @@ impl FinalPredictor {
         FinalPredictor {
             lr: run.lr_schedule(),
             losses: Vec::with_capacity(run.data.steps),
-            next: if run.data.steps < MIN_STEPS_TO_PREDICT {
-                PREDICT_AT.len()
-            } else {
-                0
-            },
+            next: first_prediction(run.data.steps),
             latest: None,
             resamples,
         }
@@ -252,7 +245,7 @@ impl FinalPredictor {
     /// at or past its fraction of the steps (the fit sees whole blocks only).
     fn step_of(&self, k: usize) -> usize {
         let total = self.lr.len();
-        let block = ((TRAIN_BLOCK * total as f64) as usize).max(1);
+        let block = block_len(total, TRAIN_BLOCK);
         let at = (PREDICT_AT[k] * total as f64).ceil() as usize;
         at.div_ceil(block) * block
     }
@@ -263,11 +256,9 @@ impl FinalPredictor {
         self.losses = curve.iter().map(|c| (c.step, c.train_loss)).collect();
         self.latest = curve.iter().rev().find_map(|c| c.predicted);
         let last = curve.last().map_or(0, |c| c.step);
-        if self.lr.len() >= MIN_STEPS_TO_PREDICT {
-            self.next = (0..PREDICT_AT.len())
-                .find(|&k| self.step_of(k) > last)
-                .unwrap_or(PREDICT_AT.len());
-        }
+        self.next = (first_prediction(self.lr.len())..PREDICT_AT.len())
+            .find(|&k| self.step_of(k) > last)
+            .unwrap_or(PREDICT_AT.len());
     }
 
     /// Record step `step`'s training loss; the prediction made at this step, if one is due.
@@ -275,11 +266,7 @@ impl FinalPredictor {
     pub fn observe(&mut self, step: usize, loss: f64) -> Option<Predicted> {
         if self.losses.last().is_some_and(|l| step <= l.0) {
             self.losses.clear();
-            self.next = if self.lr.len() < MIN_STEPS_TO_PREDICT {
-                PREDICT_AT.len()
-            } else {
-                0
-            };
+            self.next = first_prediction(self.lr.len());
         }
         self.losses.push((step, loss));
         let due = self.next < PREDICT_AT.len() && step >= self.step_of(self.next);
@@ -309,6 +296,28 @@ impl FinalPredictor {
     }
 }
 
+/// The first prediction a run of `steps` steps makes: none (past the end of [`PREDICT_AT`])
+/// below [`MIN_STEPS_TO_PREDICT`].
+fn first_prediction(steps: usize) -> usize {
+    if steps < MIN_STEPS_TO_PREDICT {
+        PREDICT_AT.len()
+    } else {
+        0
+    }
+}
+
+/// Every curve row of `rows` by run id, each run's rows in step order.
+pub fn by_run(rows: &[(String, CurveRow)]) -> BTreeMap<&str, Vec<CurveRow>> {
+    let mut out: BTreeMap<&str, Vec<CurveRow>> = BTreeMap::new();
+    for (id, c) in rows {
+        out.entry(id.as_str()).or_default().push(*c);
+    }
+    for c in out.values_mut() {
+        c.sort_by_key(|x| x.step);
+    }
+    out
+}
+
 /// A finished run's final training loss as the predictions define it: the mean over the last
 /// [`TRAIN_BLOCK`] of its steps (`None` for an empty curve).
 pub fn final_train_mean(curve: &[CurveRow]) -> Option<f64> {
@@ -325,7 +334,7 @@ pub fn final_train_mean(curve: &[CurveRow]) -> Option<f64> {
 pub fn pruned_eval_estimate(curve: &[CurveRow], steps: usize) -> Option<f64> {
     let predicted = curve.iter().rev().find_map(|c| c.predicted)?.loss;
     let eval = curve.last()?.eval_loss?;
-    let block = ((TRAIN_BLOCK * steps as f64) as usize).clamp(1, curve.len());
+    let block = block_len(steps, TRAIN_BLOCK).min(curve.len());
     let tail = &curve[curve.len() - block..];
     let train = tail.iter().map(|c| c.train_loss).sum::<f64>() / block as f64;
     Some(predicted + eval - train)
@@ -346,17 +355,13 @@ pub struct PredictionAccuracy {
 
 /// [`PredictionAccuracy`] at each of [`PREDICT_AT`] that some `ok` run of `folder` logged.
 pub fn prediction_accuracy(folder: &ResultsFolder) -> Vec<PredictionAccuracy> {
-    let mut curves: BTreeMap<&str, Vec<CurveRow>> = BTreeMap::new();
-    for (id, c) in &folder.curves {
-        curves.entry(id.as_str()).or_default().push(*c);
-    }
+    let curves = by_run(&folder.curves);
     // (fraction index) -> (relative errors, interval hits, intervals)
     let mut acc: Vec<(Vec<f64>, usize, usize)> = vec![(Vec::new(), 0, 0); PREDICT_AT.len()];
     for r in folder.runs.iter().filter(|r| r.status == Status::Ok) {
-        let Some(c) = curves.get_mut(r.run_id.as_str()) else {
+        let Some(c) = curves.get(r.run_id.as_str()) else {
             continue;
         };
-        c.sort_by_key(|x| x.step);
         for (k, p, err) in prediction_errors(c, r.steps.max(1) as usize) {
             acc[k].0.push(err);
             if let (Some(lo), Some(hi)) = (p.lo, p.hi) {

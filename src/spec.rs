@@ -419,7 +419,7 @@ pub struct LrScaling {
 impl LrScaling {
     /// The rule in words, with its coefficients and (for a fitted law) its source.
     pub fn describe(&self) -> String {
-        let num = |v: Option<f64>| v.map_or("?".into(), |x| format!("{x:.4}"));
+        let num = coefficient;
         let base = match self.rule {
             LrRule::Width => format!("lr · {} / d_model", self.base_width),
             LrRule::Compute => format!("{} · C^{}", num(self.k), num(self.p)),
@@ -428,10 +428,7 @@ impl LrScaling {
                 format!("{} · N^{} · D^{}", num(self.k), num(self.p), num(self.q))
             }
         };
-        match &self.law {
-            Some(l) => format!("{base}, the law `scalelab hp` fitted in {}", l.display()),
-            None => base,
-        }
+        with_law_source(base, &self.law)
     }
 
     /// With `law`: k, p, q from its `hp_laws.json`; the problem (key, file, fix) otherwise.
@@ -595,12 +592,12 @@ pub struct BatchScaling {
 impl BatchScaling {
     /// The rule in words, with its coefficients and (for a fitted law) its source.
     pub fn describe(&self) -> String {
-        let num = |v: Option<f64>| v.map_or("?".into(), |x| format!("{x:.4}"));
-        let base = format!("{} · D^{} sequences", num(self.k), num(self.q));
-        match &self.law {
-            Some(l) => format!("{base}, the law `scalelab hp` fitted in {}", l.display()),
-            None => base,
-        }
+        let base = format!(
+            "{} · D^{} sequences",
+            coefficient(self.k),
+            coefficient(self.q)
+        );
+        with_law_source(base, &self.law)
     }
 
     /// Sequences per step for a run of `tokens` training tokens.
@@ -621,6 +618,19 @@ impl BatchScaling {
         let (c, e) = read_law(key, &path, "bs_d")?;
         (self.k, self.q) = (Some(c), Some(e[0]));
         Ok(())
+    }
+}
+
+/// A rule's coefficient for [`LrScaling::describe`] / [`BatchScaling::describe`].
+fn coefficient(v: Option<f64>) -> String {
+    v.map_or("?".into(), |x| format!("{x:.4}"))
+}
+
+/// A rule's description, with the fitted law it came from (if any).
+fn with_law_source(base: String, law: &Option<PathBuf>) -> String {
+    match law {
+        Some(l) => format!("{base}, the law `scalelab hp` fitted in {}", l.display()),
+        None => base,
     }
 }
 

@@ -1432,13 +1432,9 @@ impl BudgetBests {
     /// The bests of the runs a results store already holds.
     fn from_store(store: &ResultsStore) -> Self {
         let bests = BudgetBests::default();
-        let mut curves: std::collections::HashMap<&str, Vec<CurveRow>> = Default::default();
-        for (id, c) in &store.curves {
-            curves.entry(id.as_str()).or_default().push(*c);
-        }
+        let curves = crate::curves::by_run(&store.curves);
         for r in store.runs.iter().filter(|r| r.status == Status::Ok) {
-            if let Some(c) = curves.get_mut(r.run_id.as_str()) {
-                c.sort_by_key(|x| x.step);
+            if let Some(c) = curves.get(r.run_id.as_str()) {
                 bests.record(r, c);
             }
         }
@@ -1452,7 +1448,7 @@ impl BudgetBests {
         else {
             return;
         };
-        match g.0.iter_mut().find(|(b, _)| same_budget(*b, budget)) {
+        match g.0.iter_mut().find(|(b, _)| *b == budget) {
             Some(e) => e.1 = e.1.min(loss),
             None => g.0.push((budget, loss)),
         }
@@ -1462,16 +1458,9 @@ impl BudgetBests {
     /// [`crate::curves::PREDICT_AT`] index `k`).
     fn prunes(&self, policy: &PrunePolicy, p: &Predicted, k: usize, budget: f64) -> bool {
         let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let best =
-            g.0.iter()
-                .find(|(b, _)| same_budget(*b, budget))
-                .map(|e| e.1);
+        let best = g.0.iter().find(|(b, _)| *b == budget).map(|e| e.1);
         best.is_some_and(|b| policy.prunes(p, k, b, &g.1))
     }
-}
-
-fn same_budget(a: f64, b: f64) -> bool {
-    (a / b - 1.0).abs() < 1e-9
 }
 
 fn eta_text(secs: Option<f64>) -> String {

@@ -372,10 +372,15 @@ pub fn predict(f: &CurveFit, p: &Prepared, i: usize) -> f64 {
 /// Least share of a run's steps done before [`predict_final`] predicts its end.
 pub const MIN_FRACTION: f64 = 0.3;
 
+/// Steps in one block of `share` of `total` steps (at least one).
+pub fn block_len(total: usize, share: f64) -> usize {
+    ((share * total as f64) as usize).max(1)
+}
+
 /// Average per-step training losses `(step, loss)` over blocks of `share` of `total` steps:
 /// the curve points the laws fit on our runs (each batch is unseen when its loss is taken).
 pub fn block_means(per_step: &[(usize, f64)], total: usize, share: f64) -> Vec<(usize, f64)> {
-    let block = ((share * total as f64) as usize).max(1);
+    let block = block_len(total, share);
     per_step
         .chunks(block)
         .filter(|ch| ch.len() == block)
@@ -384,6 +389,12 @@ pub fn block_means(per_step: &[(usize, f64)], total: usize, share: f64) -> Vec<(
             (ch[ch.len() - 1].0, mean)
         })
         .collect()
+}
+
+/// A predicted loss, unless the law extrapolated to a non-positive or non-finite one (an
+/// annealing term that runs away): such a prediction counts as a failed fit.
+fn positive(y: f64) -> Option<f64> {
+    (y.is_finite() && y > 0.0).then_some(y)
 }
 
 /// A running run's predicted final loss and its 95% interval.
@@ -422,11 +433,7 @@ pub fn predict_final(
     });
     let f = fit(law, &[(&p, done)])?;
     let last = p.step.len() - 1;
-    let loss = predict(&f, &p, last);
-    // A law whose annealing term runs away can extrapolate below zero: no prediction.
-    if !(loss.is_finite() && loss > 0.0) {
-        return None;
-    }
+    let loss = positive(predict(&f, &p, last))?;
     let used: Vec<usize> = fitted(&p, done).collect();
     let smooth: Vec<f64> = used.iter().map(|&i| predict(&f, &p, i)).collect();
     let resid: Vec<f64> = used
@@ -441,10 +448,7 @@ pub fn predict_final(
             p.loss[i] = smooth[k] * (1.0 + resid[rng.below(resid.len())]);
         }
         if let Some(fb) = fit_from(law, &[(&p, done)], &[coordinates(&f)]) {
-            let y = predict(&fb, &p, last);
-            if y.is_finite() && y > 0.0 {
-                draws.push(y);
-            }
+            draws.extend(positive(predict(&fb, &p, last)));
         }
     }
     let ci = (!draws.is_empty()).then(|| super::ci(draws));
@@ -522,10 +526,7 @@ fn check(
 /// non-positive or non-finite loss (a failed fit: counted as skipped).
 fn case(f: &CurveFit, p: &Prepared) -> Option<Case> {
     let i = p.step.len() - 1;
-    let predicted = predict(f, p, i);
-    if !(predicted.is_finite() && predicted > 0.0) {
-        return None;
-    }
+    let predicted = positive(predict(f, p, i))?;
     Some(Case {
         run: p.id.clone(),
         group: p.group.clone(),
@@ -811,12 +812,7 @@ mod tests {
 
     #[test]
     fn a_running_run_gets_its_final_loss_predicted() {
-        let truth = CurveFit {
-            law: CurveLaw::MultiPower,
-            params: vec![2.0, 0.9, 0.5, 300.0, 0.02, 0.6, 0.5],
-            objective: 0.0,
-            n_evals: 0,
-        };
+        let truth = multi_power_truth();
         let lr = cosine(4000, 200, 1e-3);
         let skel = RunCurve {
             id: "r".into(),
@@ -858,6 +854,16 @@ mod tests {
         );
     }
 
+    /// The Multi-Power Law the synthetic-curve tests draw from.
+    fn multi_power_truth() -> CurveFit {
+        CurveFit {
+            law: CurveLaw::MultiPower,
+            params: vec![2.0, 0.9, 0.5, 300.0, 0.02, 0.6, 0.5],
+            objective: 0.0,
+            n_evals: 0,
+        }
+    }
+
     /// A WSD schedule: linear warmup, constant, then a linear cooldown over the last 20%
     /// to 10% of the peak.
     fn wsd(steps: usize, warmup: usize, peak: f64) -> Vec<f64> {
@@ -880,12 +886,7 @@ mod tests {
     /// schedule and predicts each run's final loss within 1%.
     #[test]
     fn transfer_predicts_one_schedule_from_the_other() {
-        let truth = CurveFit {
-            law: CurveLaw::MultiPower,
-            params: vec![2.0, 0.9, 0.5, 300.0, 0.02, 0.6, 0.5],
-            objective: 0.0,
-            n_evals: 0,
-        };
+        let truth = multi_power_truth();
         let mut rng = crate::hashing::Rng::new(3);
         let mut runs = Vec::new();
         for (kind, lr) in [
