@@ -11,7 +11,7 @@
 //! [`ngram`] trains the Kneser-Ney baselines; [`tokenize`] is the BPE tokenizer; [`table`]
 //! reads CSV/Parquet inputs for the fitter; [`curves`] feeds whole training curves to the
 //! loss-curve laws (`scalelab curves`); [`hp`] feeds grids of runs to the hyperparameter laws
-//! (`scalelab hp`); [`error`] separates bad input (exit code 2) from
+//! (`scalelab hp`); [`mup`] is μP's coordinate check (`scalelab coord-check`); [`error`] separates bad input (exit code 2) from
 //! internal failures. At the bottom, imported by anyone and importing nothing of the crate:
 //! [`fsio`] (atomic writes, failpoints, locks, globs, folder file names) and [`hashing`]
 //! (FNV-1a, the seeded RNG).
@@ -26,6 +26,7 @@ pub mod fsio;
 pub mod hashing;
 pub mod hp;
 pub mod model;
+pub mod mup;
 pub mod ngram;
 pub mod plan;
 pub mod record;

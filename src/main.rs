@@ -130,6 +130,37 @@ enum Command {
     /// for three fixed shapes: a (d64 L2 h2 ctx64 batch32), b (d128 L4 h4 ctx128 b16),
     /// c (d256 L6 h8 ctx128 b8). Not a test: prints a table (or JSON).
     Bench(BenchArgs),
+    /// μP coordinate check: trains each width a few AdamW steps at one LR (CPU, built-in
+    /// corpus) under the standard parametrization and under μP, and prints the mean |x| of
+    /// the residual stream after the embeddings and each block, and of the logits, with the
+    /// widest/narrowest ratio. Under μP the columns stay flat across widths; under the
+    /// standard parametrization the late activations grow with width.
+    CoordCheck(CoordArgs),
+}
+
+// `coord-check` options.
+#[derive(clap::Args)]
+struct CoordArgs {
+    /// Widths (d_model) to compare; the first is μP's base width.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 64, 128, 256])]
+    widths: Vec<usize>,
+    /// Layers of every model.
+    #[arg(long, default_value_t = 2)]
+    n_layer: usize,
+    /// Attention heads (fixed across widths: head width grows with d_model).
+    #[arg(long, default_value_t = 2)]
+    n_head: usize,
+    /// AdamW steps before measuring.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// The one learning rate every width trains at.
+    #[arg(long, default_value_t = 1e-2)]
+    lr: f64,
+    /// Context length and batch size (sequences) of the training steps.
+    #[arg(long, default_value_t = 64)]
+    context: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
 }
 
 // `hp` options.
@@ -615,7 +646,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Curves(a) => cmd_curves(a),
         Command::Hp(a) => cmd_hp(a),
         Command::Bench(a) => bench::run_cli(a.device, &a.shapes, a.seconds, a.attention, a.json),
+        Command::CoordCheck(a) => cmd_coord_check(a),
     }
+}
+
+fn cmd_coord_check(a: CoordArgs) -> anyhow::Result<()> {
+    use burn::backend::{flex::FlexDevice, Autodiff, Flex};
+    use scalelab::model::{Parametrization, Shape};
+    let (Some(&base), true) = (a.widths.first(), a.widths.iter().all(|&w| w > 0 && w % a.n_head == 0)) else {
+        return Err(user("--widths: give positive multiples of --n-head, e.g. 32,64,128"));
+    };
+    if a.n_layer == 0 || a.context < 2 || a.batch == 0 {
+        return Err(user("--n-layer, --batch: at least 1; --context: at least 2"));
+    }
+    let source = scalelab::corpus::CorpusSource::Builtin {
+        seed: 1234,
+        lang: Default::default(),
+    };
+    let corpus = scalelab::corpus::load(&source, a.context, a.context, 0.0)?;
+    for (name, param) in [
+        ("standard parametrization", Parametrization::Standard),
+        ("μP", Parametrization::Mup { base_width: base }),
+    ] {
+        let shapes: Vec<Shape> = a
+            .widths
+            .iter()
+            .map(|&w| Shape::new(w, a.n_layer, a.n_head, None).with_param(param))
+            .collect();
+        let rows = scalelab::mup::coord_check::<Autodiff<Flex>>(
+            &shapes, a.steps, a.lr, a.batch, &corpus, &FlexDevice,
+        );
+        println!("{name}: after {} steps at lr {}\n{}", a.steps, a.lr, scalelab::mup::table(&rows));
+    }
+    Ok(())
 }
 
 fn cmd_hp(a: HpArgs) -> anyhow::Result<()> {

@@ -5,6 +5,22 @@
 //! to the token embedding (logits = h · W_teᵀ). Biases everywhere, no dropout (single-epoch
 //! scaling runs do not need it). Init as GPT-2: N(0, 0.02) weights, zero biases, residual
 //! output projections scaled by 1/√(2·n_layer).
+//!
+//! # μP
+//! [`Parametrization::Mup`] is the maximal-update parametrization for Adam (Yang et al. 2022,
+//! "Tensor Programs V", Table 3) relative to a base width `b`, with width multiplier
+//! m = d_model / b; at m = 1 it is exactly the standard model. With one global Adam LR η it is
+//! implemented by multipliers in the forward pass (the abc-equivalence of the paper), so the
+//! optimizer needs no parameter groups:
+//! - hidden matrices (qkv, attention output, MLP up and down) compute (x / m) · W' + bias with
+//!   W' stored at std σ·√m: the effective weight W = W'/m starts at σ/√m (variance ∝ 1/fan_in)
+//!   and Adam moves it by η/m per step (the μP hidden LR), while biases keep LR η;
+//! - embeddings, LayerNorm gains and biases are input-like: init and LR unchanged;
+//! - the tied output head is divided by m (logits = h · W_teᵀ / m, mup's shared readout);
+//! - attention logits are scaled by √d_head_base / d_head (1/d, anchored at the base width)
+//!   instead of 1/√d_head, by multiplying q by 1/√m.
+//!
+//! Decoupled weight decay stays η·λ per step on every stored parameter (not scaled by 1/m).
 
 use burn::module::{Initializer, Param};
 use burn::nn::{
@@ -17,6 +33,39 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use serde::Serialize;
 
+/// How initialisation, per-layer learning rates and the output scale depend on width (module
+/// docs, "μP").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Parametrization {
+    /// GPT-2's: N(0, 0.02), one LR for every parameter, attention scaled by 1/√d_head.
+    #[default]
+    Standard,
+    /// μP relative to `base_width` (equal to `Standard` when d_model = base_width).
+    Mup { base_width: usize },
+}
+
+impl Parametrization {
+    pub fn is_standard(&self) -> bool {
+        *self == Parametrization::Standard
+    }
+
+    /// Width multiplier m = d_model / base_width (1 for the standard parametrization).
+    pub fn width_mult(&self, d_model: usize) -> f64 {
+        match self {
+            Parametrization::Standard => 1.0,
+            Parametrization::Mup { base_width } => d_model as f64 / *base_width as f64,
+        }
+    }
+
+    /// Its name in labels and tables: "sp" or "mup(b)".
+    pub fn label(&self) -> String {
+        match self {
+            Parametrization::Standard => "sp".into(),
+            Parametrization::Mup { base_width } => format!("mup({base_width})"),
+        }
+    }
+}
+
 /// A model's size: width, depth, heads and MLP width. Owns the parameter and FLOP
 /// accounting (conventions: the plan module's doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -25,6 +74,10 @@ pub struct Shape {
     pub n_layer: usize,
     pub n_head: usize,
     pub d_ff: usize,
+    /// Not part of the size, but of the model a shape builds; left out of run ids when
+    /// standard, so ids from before μP are unchanged.
+    #[serde(skip_serializing_if = "Parametrization::is_standard")]
+    pub param: Parametrization,
 }
 
 impl Shape {
@@ -34,7 +87,12 @@ impl Shape {
             n_layer,
             n_head,
             d_ff: d_ff.unwrap_or(4 * d_model),
+            param: Parametrization::Standard,
         }
+    }
+
+    pub fn with_param(self, param: Parametrization) -> Self {
+        Shape { param, ..self }
     }
 
     /// Non-embedding parameters (blocks + final LayerNorm).
@@ -60,7 +118,11 @@ impl Shape {
     }
 
     pub fn label(&self) -> String {
-        format!("d{}-L{}-h{}", self.d_model, self.n_layer, self.n_head)
+        let base = format!("d{}-L{}-h{}", self.d_model, self.n_layer, self.n_head);
+        match self.param {
+            Parametrization::Standard => base,
+            p => format!("{base}-{}", p.label()),
+        }
     }
 }
 
@@ -75,6 +137,9 @@ pub struct GptConfig {
     /// burn's fused attention op (true) or the explicit matmul / mask / softmax / matmul.
     #[config(default = true)]
     pub fused_attention: bool,
+    /// μP width multiplier m = d_model / base_width (1: the standard parametrization).
+    #[config(default = 1.0)]
+    pub width_mult: f64,
 }
 
 impl GptConfig {
@@ -87,11 +152,15 @@ impl GptConfig {
             shape.n_head,
             shape.d_ff,
         )
+        .with_width_mult(shape.param.width_mult(shape.d_model))
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> Gpt<B> {
         let std = 0.02;
-        let resid_std = std / (2.0 * self.n_layer as f64).sqrt();
+        let m = self.width_mult;
+        // Hidden matrices are stored at std·√m and used as W'/m (module docs, "μP").
+        let hidden_std = std * m.sqrt();
+        let resid_std = hidden_std / (2.0 * self.n_layer as f64).sqrt();
         let linear = |d_in: usize, d_out: usize, std: f64| -> Linear<B> {
             let mut l = LinearConfig::new(d_in, d_out)
                 .with_initializer(Initializer::Normal { mean: 0.0, std })
@@ -107,14 +176,15 @@ impl GptConfig {
         let blocks = (0..self.n_layer)
             .map(|_| Block {
                 ln1: LayerNormConfig::new(self.d_model).init(device),
-                qkv: linear(self.d_model, 3 * self.d_model, std),
+                qkv: linear(self.d_model, 3 * self.d_model, hidden_std),
                 proj: linear(self.d_model, self.d_model, resid_std),
                 ln2: LayerNormConfig::new(self.d_model).init(device),
-                fc: linear(self.d_model, self.d_ff, std),
+                fc: linear(self.d_model, self.d_ff, hidden_std),
                 fc_out: linear(self.d_ff, self.d_model, resid_std),
                 gelu: Gelu::new(),
                 n_head: self.n_head,
                 fused: self.fused_attention,
+                width_mult: m,
             })
             .collect();
         Gpt {
@@ -122,7 +192,18 @@ impl GptConfig {
             wpe: emb(self.context),
             blocks,
             ln_f: LayerNormConfig::new(self.d_model).init(device),
+            width_mult: m,
         }
+    }
+}
+
+/// `x / m` (μP's multiplier before a hidden matrix); `x` itself when m = 1, so the standard
+/// model runs no extra op.
+fn div_mult<B: Backend, const D: usize>(x: Tensor<B, D>, m: f64) -> Tensor<B, D> {
+    if m == 1.0 {
+        x
+    } else {
+        x.div_scalar(m)
     }
 }
 
@@ -137,27 +218,32 @@ pub struct Block<B: Backend> {
     gelu: Gelu,
     n_head: usize,
     fused: bool,
+    width_mult: f64,
 }
 
 impl<B: Backend> Block<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, c] = x.dims();
-        let (h, hd) = (self.n_head, c / self.n_head);
-        let qkv = self.qkv.forward(self.ln1.forward(x.clone()));
+        let (h, hd, m) = (self.n_head, c / self.n_head, self.width_mult);
+        let qkv = self
+            .qkv
+            .forward(div_mult(self.ln1.forward(x.clone()), m)); // [b, t, 3c]
         let heads = |i: usize| {
             qkv.clone()
                 .slice([0..b, 0..t, i * c..(i + 1) * c])
                 .reshape([b, t, h, hd])
-                .swap_dims(1, 2)
+                .swap_dims(1, 2) // [b, h, t, hd]
         };
+        // μP: attention logits √hd_base / hd instead of 1/√hd, i.e. q scaled by 1/√m.
+        let q = div_mult(heads(0), m.sqrt());
         let y = if self.fused {
             let opts = AttentionModuleOptions {
                 is_causal: true,
                 ..Default::default()
             };
-            attention(heads(0), heads(1), heads(2), None, None, opts)
+            attention(q, heads(1), heads(2), None, None, opts)
         } else {
-            let att = heads(0)
+            let att = q
                 .matmul(heads(1).transpose())
                 .div_scalar((hd as f32).sqrt());
             let mask = Tensor::<B, 2, Bool>::tril_mask([t, t], 0, &att.device())
@@ -166,12 +252,10 @@ impl<B: Backend> Block<B> {
             softmax(att.mask_fill(mask, f32::NEG_INFINITY), 3).matmul(heads(2))
         };
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
-        let x = x + self.proj.forward(y);
-        let m = self.fc_out.forward(
-            self.gelu
-                .forward(self.fc.forward(self.ln2.forward(x.clone()))),
-        );
-        x + m
+        let x = x + self.proj.forward(div_mult(y, m));
+        let up = self.fc.forward(div_mult(self.ln2.forward(x.clone()), m)); // [b, t, d_ff]
+        let mlp = self.fc_out.forward(div_mult(self.gelu.forward(up), m));
+        x + mlp
     }
 }
 
@@ -181,21 +265,60 @@ pub struct Gpt<B: Backend> {
     wpe: Embedding<B>,
     blocks: Vec<Block<B>>,
     ln_f: LayerNorm<B>,
+    width_mult: f64,
 }
 
 impl<B: Backend> Gpt<B> {
     /// Logits `[b·t, vocab]` for token ids `[b, t]`.
     pub fn forward(&self, idx: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        self.forward_traced(idx, None)
+    }
+
+    /// [`Gpt::forward`], handing `trace` the residual stream after the embeddings and after
+    /// each block (`"embed"`, `"block{i}"`, each `[b, t, d]`) and the logits (`"logits"`,
+    /// `[b·t, vocab]` flattened to 3 dims as `[1, b·t, vocab]`): the coordinate check's probe.
+    pub fn forward_traced(
+        &self,
+        idx: Tensor<B, 2, Int>,
+        mut trace: Option<&mut dyn FnMut(&str, &Tensor<B, 3>)>,
+    ) -> Tensor<B, 2> {
         let [b, t] = idx.dims();
         let device = idx.device();
         let pos = Tensor::<B, 1, Int>::arange(0..t as i64, &device).reshape([1, t]);
         let d = self.wte.weight.dims()[1];
-        let mut x = self.wte.forward(idx) + self.wpe.forward(pos).expand([b, t, d]);
-        for block in &self.blocks {
+        let mut x = self.wte.forward(idx) + self.wpe.forward(pos).expand([b, t, d]); // [b, t, d]
+        if let Some(f) = trace.as_mut() {
+            f("embed", &x);
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
+            if let Some(f) = trace.as_mut() {
+                f(&format!("block{i}"), &x);
+            }
         }
         let x = self.ln_f.forward(x).reshape([b * t, d]);
-        x.matmul(self.wte.weight.val().transpose())
+        // μP's shared readout: logits / m.
+        let logits = div_mult(x.matmul(self.wte.weight.val().transpose()), self.width_mult);
+        if let Some(f) = trace.as_mut() {
+            let v = logits.dims()[1];
+            f("logits", &logits.clone().reshape([1, b * t, v]));
+        }
+        logits
+    }
+
+    /// Std of the token embedding and of the first block's stored qkv weight (init tests).
+    #[cfg(test)]
+    pub fn param_stds(&self) -> (f64, f64) {
+        let std = |t: Tensor<B, 2>| -> f64 {
+            let v: Vec<f32> = t.into_data().convert::<f32>().to_vec().unwrap();
+            let n = v.len() as f64;
+            let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+            (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt()
+        };
+        (
+            std(self.wte.weight.val()),
+            std(self.blocks[0].qkv.weight.val()),
+        )
     }
 
     /// Mean cross-entropy (nats/token) of next-token prediction: `targets` `[b, t]`.

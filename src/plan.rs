@@ -315,14 +315,15 @@ impl Plan {
 
 /// The shapes a spec names, de-duplicated, smallest first.
 pub fn shapes(spec: &SweepSpec) -> Vec<Shape> {
+    let param = spec.model.parametrization();
     let mut set = BTreeSet::new();
     for s in &spec.model.shapes {
-        set.insert(Shape::new(s.d_model, s.n_layer, s.n_head, s.d_ff));
+        set.insert(Shape::new(s.d_model, s.n_layer, s.n_head, s.d_ff).with_param(param));
     }
     if let Some(g) = &spec.model.grid {
         for &w in &g.widths {
             for &l in &g.depths {
-                set.insert(Shape::new(w, l, w / g.head_dim, None));
+                set.insert(Shape::new(w, l, w / g.head_dim, None).with_param(param));
             }
         }
     }

@@ -158,6 +158,18 @@ impl Cell for i64 {
     }
 }
 
+impl Cell for Option<i64> {
+    fn column(name: &str, values: Vec<Self>) -> Column {
+        Column::new(name.into(), values)
+    }
+    fn read(df: &DataFrame, name: &str) -> anyhow::Result<Option<Vec<Self>>> {
+        let Some(c) = cast(df, name, &DataType::Int64)? else {
+            return Ok(None);
+        };
+        Ok(Some(c.i64()?.iter().collect()))
+    }
+}
+
 impl Cell for Option<f64> {
     fn column(name: &str, values: Vec<Self>) -> Column {
         Column::new(name.into(), values)
@@ -334,6 +346,8 @@ run_record! {
     /// final training loss plus the eval − train gap at the stop); what `fit
     /// --include-pruned` uses as its loss.
     predicted_eval_loss: Option<f64> = None,
+    /// μP's base width (None: the standard parametrization; older files: standard).
+    mup_base_width: Option<i64> = None,
 }
 
 /// What the corpus and device contribute to a run's row.
@@ -368,6 +382,12 @@ impl RunRecord {
             u(self.n_head),
             Some(u(self.d_ff)),
         )
+        .with_param(match self.mup_base_width {
+            Some(b) => crate::model::Parametrization::Mup {
+                base_width: b as usize,
+            },
+            None => crate::model::Parametrization::Standard,
+        })
     }
 
     /// The row of a trained run.
@@ -424,6 +444,10 @@ impl RunRecord {
             point_id: r.point_id.clone(),
             selected: false,
             predicted_eval_loss: None,
+            mup_base_width: match r.shape.param {
+                crate::model::Parametrization::Mup { base_width } => Some(base_width as i64),
+                crate::model::Parametrization::Standard => None,
+            },
         }
     }
 }

@@ -283,6 +283,38 @@ pub struct ModelSpec {
     /// Cross product of widths × depths.
     #[serde(default)]
     pub grid: Option<GridSpec>,
+    /// `standard` (GPT-2 init, one LR) or `mup` (μP relative to `base_width`; the model
+    /// module's docs say what it changes).
+    #[serde(default, skip_serializing_if = "ParamKind::is_standard")]
+    pub parametrization: ParamKind,
+    /// μP's base width: the d_model at which μP equals the standard model (`mup` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_width: Option<usize>,
+}
+
+/// `model.parametrization`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamKind {
+    #[default]
+    Standard,
+    Mup,
+}
+
+impl ParamKind {
+    pub fn is_standard(&self) -> bool {
+        *self == ParamKind::Standard
+    }
+}
+
+impl ModelSpec {
+    /// The parametrization every shape of the sweep gets (validated: `mup` has a base width).
+    pub fn parametrization(&self) -> crate::model::Parametrization {
+        match (self.parametrization, self.base_width) {
+            (ParamKind::Mup, Some(base_width)) => crate::model::Parametrization::Mup { base_width },
+            _ => crate::model::Parametrization::Standard,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -1053,6 +1085,18 @@ fn model_problems(m: &ModelSpec, p: &mut Vec<String>) {
     if let Some(g) = &m.grid {
         grid_problems(g, p);
     }
+    match (m.parametrization, m.base_width) {
+        (ParamKind::Mup, None) => p.push(
+            "model.base_width: `parametrization: mup` needs the width at which μP equals the standard model; add e.g. `base_width: 32`".into(),
+        ),
+        (ParamKind::Mup, Some(0)) => {
+            p.push("model.base_width: must be positive; use e.g. `base_width: 32`".into())
+        }
+        (ParamKind::Standard, Some(_)) => p.push(
+            "model.base_width: only used with `parametrization: mup`; add that or remove `base_width`".into(),
+        ),
+        _ => {}
+    }
 }
 
 /// `model.grid`.
@@ -1772,6 +1816,37 @@ mod tests {
             text: BASE.into(),
         };
         SweepSpec::parse(&src).unwrap();
+    }
+
+    /// `model.parametrization: mup` needs a positive `base_width`, and only μP takes one; a
+    /// valid μP spec gives every planned shape the μP parametrization (and the standard one
+    /// keeps run ids from before μP: the field is left out of the id when standard).
+    #[test]
+    fn mup_needs_a_base_width_and_reaches_every_shape() {
+        let with = |extra: &str| BASE.replace("  context: 16\n", &format!("  context: 16\n{extra}"));
+        let msg = user_error(&with("  parametrization: mup\n"));
+        assert!(msg.contains("model.base_width") && msg.contains("base_width: 32"), "{msg}");
+        let msg = user_error(&with("  base_width: 32\n"));
+        assert!(msg.contains("only used with `parametrization: mup`"), "{msg}");
+        let msg = user_error(&with("  parametrization: mup\n  base_width: 0\n"));
+        assert!(msg.contains("must be positive"), "{msg}");
+        let msg = user_error(&with("  parametrization: mu\n  base_width: 8\n"));
+        assert!(msg.contains("model.parametrization"), "{msg}");
+        let src = |text: String| SpecSource {
+            label: "t.yaml".into(),
+            base_dir: PathBuf::from("."),
+            text,
+        };
+        let mup = SweepSpec::parse(&src(with("  parametrization: mup\n  base_width: 16\n"))).unwrap();
+        let shapes = crate::plan::shapes(&mup);
+        assert!(shapes
+            .iter()
+            .all(|s| s.param == crate::model::Parametrization::Mup { base_width: 16 }));
+        let std = SweepSpec::parse(&src(BASE.into())).unwrap();
+        let sp = crate::plan::shapes(&std)[0];
+        assert!(sp.param.is_standard());
+        assert!(!serde_json::to_string(&sp).unwrap().contains("param"));
+        assert!(serde_json::to_string(&shapes[0]).unwrap().contains("Mup"));
     }
 
     /// `lr_scaling: {rule: params_tokens, law: DIR}` takes k, p, q from DIR/hp_laws.json; a

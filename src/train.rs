@@ -57,7 +57,7 @@ impl<F: FnMut(StepInfo)> StepObserver for F {
 }
 
 /// Token batch `[batch, context]` inputs and shifted targets for `step`.
-fn batch<B: Backend>(
+pub fn batch<B: Backend>(
     run: &RunPlan,
     train: &mut StreamReader<'_>,
     step: usize,

@@ -161,3 +161,75 @@ fn hp_laws_batch_grid_sweep_then_a_spec_set_by_its_law() {
         assert_eq!(r.data.batch_size, want_bs);
     }
 }
+
+/// μP end to end: a sweep with `parametrization: mup` trains every shape under μP (loss
+/// falls from the uniform ln 256), records its base width in runs.parquet, and labels it;
+/// `scalelab coord-check` prints the standard and μP tables, μP's logits flat across 4x width.
+#[test]
+fn hp_laws_mup_sweep_records_its_parametrization_and_coord_check_runs() {
+    let dir = tmp("mup-sweep");
+    let spec = dir.join("mup.yaml");
+    let text = GRID_SPEC
+        .replace("name: grid", "name: mup")
+        .replace(
+            "  context: 16\n",
+            "  context: 16\n  parametrization: mup\n  base_width: 16\n",
+        )
+        .replace("  batch_sizes: [4, 8]\n", "  batch_size: 4\n")
+        .replace("  lr_multipliers: [0.33, 1, 3]\n", "");
+    std::fs::write(&spec, text).unwrap();
+    let out = dir.join("out");
+    let o = run_spec(&spec, &out, &["--workers", "2", "--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let runs = scalelab::store::read_runs(&out).unwrap();
+    assert_eq!(runs.len(), 4);
+    for r in &runs {
+        assert_eq!(r.mup_base_width, Some(16), "{r:?}");
+        assert!(r.shape().label().ends_with("-mup(16)"), "{}", r.shape().label());
+        assert!(r.eval_loss < 5.55 - 1.0, "loss did not fall: {}", r.eval_loss);
+    }
+    let o = scalelab(&[
+        "coord-check", "--widths", "16,32,64", "--steps", "5", "--context", "16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("standard parametrization") && text.contains("μP"), "{text}");
+    let mup_table = text.split("μP").nth(1).unwrap();
+    let logits = mup_table.lines().find(|l| l.starts_with("logits")).unwrap();
+    let ratio: f64 = logits
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .trim_end_matches('x')
+        .parse()
+        .unwrap();
+    assert!((0.5..2.0).contains(&ratio), "μP logits moved {ratio}x over 4x width: {text}");
+}
+
+/// One source of truth for the main job's recipe: the LR and batch laws in sweeps/quick.yaml
+/// are the ones `scalelab hp results/hp-quick --hold-out 0` fitted (to 5 significant digits).
+#[test]
+fn hp_laws_main_job_uses_the_committed_hp_quick_laws() {
+    use scalelab::spec::{SpecSource, SweepSpec};
+    let text = std::fs::read_to_string(repo().join("results/hp-quick/hp_laws.json")).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let num = |v: &serde_json::Value| v.as_f64().unwrap();
+    let (lr, bs) = (&j["laws"]["lr_nd"], &j["laws"]["bs_d"]);
+    let src = SpecSource::from_file(&repo().join("sweeps/quick.yaml")).unwrap();
+    let spec = SweepSpec::parse(&src).unwrap();
+    let t = &spec.training;
+    let (l, b) = (t.lr_scaling.as_ref().unwrap(), t.batch_scaling.as_ref().unwrap());
+    let same = |ours: Option<f64>, fitted: f64, what: &str| {
+        let ours = ours.unwrap();
+        assert!(
+            ((ours - fitted) / fitted).abs() < 1e-4,
+            "sweeps/quick.yaml {what} = {ours}, results/hp-quick fitted {fitted}"
+        );
+    };
+    same(l.k, num(&lr["coef"]), "lr_scaling.k");
+    same(l.p, num(&lr["exponents"][0]), "lr_scaling.p");
+    same(l.q, num(&lr["exponents"][1]), "lr_scaling.q");
+    same(b.k, num(&bs["coef"]), "batch_scaling.k");
+    same(b.q, num(&bs["exponents"][0]), "batch_scaling.q");
+    assert_eq!(j["optima"].as_array().unwrap().len(), 7, "7 (N, D) groups");
+}
