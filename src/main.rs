@@ -653,11 +653,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn cmd_coord_check(a: CoordArgs) -> anyhow::Result<()> {
     use burn::backend::{flex::FlexDevice, Autodiff, Flex};
     use scalelab::model::{Parametrization, Shape};
-    let (Some(&base), true) = (a.widths.first(), a.widths.iter().all(|&w| w > 0 && w % a.n_head == 0)) else {
-        return Err(user("--widths: give positive multiples of --n-head, e.g. 32,64,128"));
+    let (Some(&base), true) = (
+        a.widths.first(),
+        a.widths.iter().all(|&w| w > 0 && w % a.n_head == 0),
+    ) else {
+        return Err(user(
+            "--widths: give positive multiples of --n-head, e.g. 32,64,128",
+        ));
     };
     if a.n_layer == 0 || a.context < 2 || a.batch == 0 {
-        return Err(user("--n-layer, --batch: at least 1; --context: at least 2"));
+        return Err(user(
+            "--n-layer, --batch: at least 1; --context: at least 2",
+        ));
     }
     let source = scalelab::corpus::CorpusSource::Builtin {
         seed: 1234,
@@ -674,9 +681,19 @@ fn cmd_coord_check(a: CoordArgs) -> anyhow::Result<()> {
             .map(|&w| Shape::new(w, a.n_layer, a.n_head, None).with_param(param))
             .collect();
         let rows = scalelab::mup::coord_check::<Autodiff<Flex>>(
-            &shapes, a.steps, a.lr, a.batch, &corpus, &FlexDevice,
+            &shapes,
+            a.steps,
+            a.lr,
+            a.batch,
+            &corpus,
+            &FlexDevice,
         );
-        println!("{name}: after {} steps at lr {}\n{}", a.steps, a.lr, scalelab::mup::table(&rows));
+        println!(
+            "{name}: after {} steps at lr {}\n{}",
+            a.steps,
+            a.lr,
+            scalelab::mup::table(&rows)
+        );
     }
     Ok(())
 }

@@ -225,9 +225,7 @@ impl<B: Backend> Block<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, c] = x.dims();
         let (h, hd, m) = (self.n_head, c / self.n_head, self.width_mult);
-        let qkv = self
-            .qkv
-            .forward(div_mult(self.ln1.forward(x.clone()), m)); // [b, t, 3c]
+        let qkv = self.qkv.forward(div_mult(self.ln1.forward(x.clone()), m)); // [b, t, 3c]
         let heads = |i: usize| {
             qkv.clone()
                 .slice([0..b, 0..t, i * c..(i + 1) * c])

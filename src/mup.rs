@@ -58,10 +58,16 @@ fn one_width<B: AutodiffBackend>(
     corpus: &Corpus,
     device: &B::Device,
 ) -> CoordRow {
-    let run = RunPlan::new(shape, corpus.vocab_size, corpus.context, batch, steps.max(1));
+    let run = RunPlan::new(
+        shape,
+        corpus.vocab_size,
+        corpus.context,
+        batch,
+        steps.max(1),
+    );
     B::seed(device, 0);
-    let mut model: Gpt<B> = GptConfig::from_shape(&shape, corpus.vocab_size, corpus.context)
-        .init(device);
+    let mut model: Gpt<B> =
+        GptConfig::from_shape(&shape, corpus.vocab_size, corpus.context).init(device);
     let mut optim = AdamWConfig::new()
         .with_beta_2(0.95)
         .with_weight_decay(0.0)
@@ -96,7 +102,10 @@ pub fn table(rows: &[CoordRow]) -> String {
     out += "  widest/narrowest\n";
     for (probe, _) in &first.probes {
         out += &format!("{probe:<8}");
-        let vals: Vec<f64> = rows.iter().map(|r| r.at(probe).unwrap_or(f64::NAN)).collect();
+        let vals: Vec<f64> = rows
+            .iter()
+            .map(|r| r.at(probe).unwrap_or(f64::NAN))
+            .collect();
         for v in &vals {
             out += &format!(" {v:>18.4}");
         }
@@ -132,10 +141,12 @@ mod tests {
         };
         let corpus = corpus::load(&source, 32, 256, 0.0).unwrap();
         let (sp_logits, sp_block) = growth(Parametrization::Standard, &corpus);
-        let (mup_logits, mup_block) =
-            growth(Parametrization::Mup { base_width: 16 }, &corpus);
+        let (mup_logits, mup_block) = growth(Parametrization::Mup { base_width: 16 }, &corpus);
         eprintln!("8x width: sp logits {sp_logits:.2}x block1 {sp_block:.2}x; mup logits {mup_logits:.2}x block1 {mup_block:.2}x");
-        assert!(sp_logits > 3.0, "standard: logits grew only {sp_logits:.2}x over 8x width");
+        assert!(
+            sp_logits > 3.0,
+            "standard: logits grew only {sp_logits:.2}x over 8x width"
+        );
         assert!(
             (0.5..2.0).contains(&mup_logits) && (0.5..2.0).contains(&mup_block),
             "μP: logits {mup_logits:.2}x, block1 {mup_block:.2}x over 8x width (want flat)"
@@ -153,7 +164,11 @@ mod tests {
                 TensorData::new((0..32).map(|i| i * 7 % 256).collect::<Vec<i32>>(), [2, 16]),
                 &FlexDevice,
             );
-            m.forward(idx).into_data().convert::<f32>().to_vec().unwrap()
+            m.forward(idx)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap()
         };
         let (a, b) = (out(shape), out(mup));
         assert_eq!(a, b, "μP at m = 1 must compute exactly the standard model");
@@ -169,6 +184,9 @@ mod tests {
         let m: Gpt<Flex> = cfg.init(&FlexDevice);
         let (emb, qkv) = m.param_stds();
         assert!((emb - 0.02).abs() < 0.002, "embedding std {emb}");
-        assert!((qkv - 0.04).abs() < 0.003, "qkv std {qkv} (want 0.02·√4 = 0.04)");
+        assert!(
+            (qkv - 0.04).abs() < 0.003,
+            "qkv std {qkv} (want 0.02·√4 = 0.04)"
+        );
     }
 }

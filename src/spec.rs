@@ -1572,6 +1572,9 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
         serde_saphyr::Error::InvalidScalar { ty, .. } => {
             bad_scalar_message(label, &loc, text, at, ty)
         }
+        serde_saphyr::Error::SerdeUnknownVariant {
+            variant, expected, ..
+        } => unknown_choice_message(label, &loc, text, at, variant, expected),
         serde_saphyr::Error::MultipleDocuments { .. } => format!(
             "{label}: {loc}the file holds more than one YAML document (a `---` line); \
              a sweep spec is one document, so remove the `---` and what follows or split the file"
@@ -1612,6 +1615,22 @@ fn duplicate_key_message(
         }
         None => format!("{label}: {loc}a key appears twice in the same mapping; keep one"),
     }
+}
+
+/// A value outside a closed set, e.g. `schedule: cosin`: "`training.schedule`: `cosin` is not
+/// one of cosine, constant, wsd; use one of them".
+fn unknown_choice_message(
+    label: &str,
+    loc: &str,
+    text: &str,
+    at: Option<(usize, usize)>,
+    value: &str,
+    expected: &[&str],
+) -> String {
+    let choices = expected.join(", ");
+    let path = at.and_then(|(line, column)| key_path_before(text, line, column));
+    let key = path.map(|p| format!("`{p}`: ")).unwrap_or_default();
+    format!("{label}: {loc}{key}`{value}` is not one of {choices}; use one of them")
 }
 
 /// A value that does not parse as its field's type, e.g. `checkpoint: {every: -5}`.
@@ -1823,11 +1842,18 @@ mod tests {
     /// keeps run ids from before μP: the field is left out of the id when standard).
     #[test]
     fn mup_needs_a_base_width_and_reaches_every_shape() {
-        let with = |extra: &str| BASE.replace("  context: 16\n", &format!("  context: 16\n{extra}"));
+        let with =
+            |extra: &str| BASE.replace("  context: 16\n", &format!("  context: 16\n{extra}"));
         let msg = user_error(&with("  parametrization: mup\n"));
-        assert!(msg.contains("model.base_width") && msg.contains("base_width: 32"), "{msg}");
+        assert!(
+            msg.contains("model.base_width") && msg.contains("base_width: 32"),
+            "{msg}"
+        );
         let msg = user_error(&with("  base_width: 32\n"));
-        assert!(msg.contains("only used with `parametrization: mup`"), "{msg}");
+        assert!(
+            msg.contains("only used with `parametrization: mup`"),
+            "{msg}"
+        );
         let msg = user_error(&with("  parametrization: mup\n  base_width: 0\n"));
         assert!(msg.contains("must be positive"), "{msg}");
         let msg = user_error(&with("  parametrization: mu\n  base_width: 8\n"));
@@ -1837,7 +1863,8 @@ mod tests {
             base_dir: PathBuf::from("."),
             text,
         };
-        let mup = SweepSpec::parse(&src(with("  parametrization: mup\n  base_width: 16\n"))).unwrap();
+        let mup =
+            SweepSpec::parse(&src(with("  parametrization: mup\n  base_width: 16\n"))).unwrap();
         let shapes = crate::plan::shapes(&mup);
         assert!(shapes
             .iter()

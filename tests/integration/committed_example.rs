@@ -23,7 +23,12 @@ fn check_row(example: &str) {
             .unwrap_or_else(|| panic!("fits.json has no number at {path:?}"))
     };
     let budgets = fits["approach2"]["budgets"].as_array().unwrap();
-    let usable = budgets.iter().filter(|b| b["n_opt"].is_number()).count();
+    // Usable: a vertex that Approach 2 kept (not excluded as outside the sampled sizes).
+    let usable = budgets
+        .iter()
+        .filter(|b| b["n_opt"].is_number() && b["excluded"].is_null())
+        .count();
+    assert_eq!(usable as f64, f(&["approach2", "used_budgets"]));
     let ci = |k: &str| {
         let v = &fits["bootstrap"][k];
         let (lo, hi) = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());

@@ -179,21 +179,38 @@ fn hp_laws_mup_sweep_records_its_parametrization_and_coord_check_runs() {
         .replace("  lr_multipliers: [0.33, 1, 3]\n", "");
     std::fs::write(&spec, text).unwrap();
     let out = dir.join("out");
-    let o = run_spec(&spec, &out, &["--workers", "2", "--no-report"]);
+    let o = run_spec(&spec, &out, &["--workers", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let runs = scalelab::store::read_runs(&out).unwrap();
     assert_eq!(runs.len(), 4);
     for r in &runs {
         assert_eq!(r.mup_base_width, Some(16), "{r:?}");
-        assert!(r.shape().label().ends_with("-mup(16)"), "{}", r.shape().label());
-        assert!(r.eval_loss < 5.55 - 1.0, "loss did not fall: {}", r.eval_loss);
+        assert!(
+            r.shape().label().ends_with("-mup(16)"),
+            "{}",
+            r.shape().label()
+        );
+        assert!(
+            r.eval_loss < 5.55 - 1.0,
+            "loss did not fall: {}",
+            r.eval_loss
+        );
     }
     let o = scalelab(&[
-        "coord-check", "--widths", "16,32,64", "--steps", "5", "--context", "16",
+        "coord-check",
+        "--widths",
+        "16,32,64",
+        "--steps",
+        "5",
+        "--context",
+        "16",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(text.contains("standard parametrization") && text.contains("μP"), "{text}");
+    assert!(
+        text.contains("standard parametrization") && text.contains("μP"),
+        "{text}"
+    );
     let mup_table = text.split("μP").nth(1).unwrap();
     let logits = mup_table.lines().find(|l| l.starts_with("logits")).unwrap();
     let ratio: f64 = logits
@@ -203,7 +220,10 @@ fn hp_laws_mup_sweep_records_its_parametrization_and_coord_check_runs() {
         .trim_end_matches('x')
         .parse()
         .unwrap();
-    assert!((0.5..2.0).contains(&ratio), "μP logits moved {ratio}x over 4x width: {text}");
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "μP logits moved {ratio}x over 4x width: {text}"
+    );
 }
 
 /// One source of truth for the main job's recipe: the LR and batch laws in sweeps/quick.yaml
@@ -218,7 +238,10 @@ fn hp_laws_main_job_uses_the_committed_hp_quick_laws() {
     let src = SpecSource::from_file(&repo().join("sweeps/quick.yaml")).unwrap();
     let spec = SweepSpec::parse(&src).unwrap();
     let t = &spec.training;
-    let (l, b) = (t.lr_scaling.as_ref().unwrap(), t.batch_scaling.as_ref().unwrap());
+    let (l, b) = (
+        t.lr_scaling.as_ref().unwrap(),
+        t.batch_scaling.as_ref().unwrap(),
+    );
     let same = |ours: Option<f64>, fitted: f64, what: &str| {
         let ours = ours.unwrap();
         assert!(
