@@ -57,11 +57,19 @@ impl Parametrization {
         }
     }
 
-    /// Its name in labels and tables: "sp" or "mup(b)".
-    pub fn label(&self) -> String {
+    /// μP's base width; None for the standard parametrization (how records store it).
+    pub fn base_width(&self) -> Option<usize> {
         match self {
-            Parametrization::Standard => "sp".into(),
-            Parametrization::Mup { base_width } => format!("mup({base_width})"),
+            Parametrization::Standard => None,
+            Parametrization::Mup { base_width } => Some(*base_width),
+        }
+    }
+
+    /// The inverse of [`Parametrization::base_width`].
+    pub fn from_base_width(base_width: Option<usize>) -> Self {
+        match base_width {
+            None => Parametrization::Standard,
+            Some(base_width) => Parametrization::Mup { base_width },
         }
     }
 }
@@ -119,9 +127,9 @@ impl Shape {
 
     pub fn label(&self) -> String {
         let base = format!("d{}-L{}-h{}", self.d_model, self.n_layer, self.n_head);
-        match self.param {
-            Parametrization::Standard => base,
-            p => format!("{base}-{}", p.label()),
+        match self.param.base_width() {
+            None => base,
+            Some(b) => format!("{base}-mup({b})"),
         }
     }
 }

@@ -70,7 +70,7 @@ fn one_width<B: AutodiffBackend>(
         GptConfig::from_shape(&shape, corpus.vocab_size, corpus.context).init(device);
     let mut optim = AdamWConfig::new()
         .with_beta_2(0.95)
-        .with_epsilon(1e-8) // the trainer's
+        .with_epsilon(train::ADAM_EPSILON)
         .with_weight_decay(0.0)
         .init::<B, Gpt<B>>();
     let mut reader = corpus.train.reader();

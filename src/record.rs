@@ -382,12 +382,9 @@ impl RunRecord {
             u(self.n_head),
             Some(u(self.d_ff)),
         )
-        .with_param(match self.mup_base_width {
-            Some(b) => crate::model::Parametrization::Mup {
-                base_width: b as usize,
-            },
-            None => crate::model::Parametrization::Standard,
-        })
+        .with_param(crate::model::Parametrization::from_base_width(
+            self.mup_base_width.map(|b| b as usize),
+        ))
     }
 
     /// The row of a trained run.
@@ -444,10 +441,7 @@ impl RunRecord {
             point_id: r.point_id.clone(),
             selected: false,
             predicted_eval_loss: None,
-            mup_base_width: match r.shape.param {
-                crate::model::Parametrization::Mup { base_width } => Some(base_width as i64),
-                crate::model::Parametrization::Standard => None,
-            },
+            mup_base_width: r.shape.param.base_width().map(|b| b as i64),
         }
     }
 }

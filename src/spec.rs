@@ -310,10 +310,8 @@ impl ParamKind {
 impl ModelSpec {
     /// The parametrization every shape of the sweep gets (validated: `mup` has a base width).
     pub fn parametrization(&self) -> crate::model::Parametrization {
-        match (self.parametrization, self.base_width) {
-            (ParamKind::Mup, Some(base_width)) => crate::model::Parametrization::Mup { base_width },
-            _ => crate::model::Parametrization::Standard,
-        }
+        let base = (self.parametrization == ParamKind::Mup).then_some(self.base_width);
+        crate::model::Parametrization::from_base_width(base.flatten())
     }
 }
 

@@ -165,6 +165,10 @@ fn clip_global_norm<B: AutodiffBackend>(
     norm
 }
 
+/// AdamW's ε in every run (burn's default, 1e-5, is above the size of small gradients: μP's
+/// hidden gradients are 1/m of the standard ones).
+pub const ADAM_EPSILON: f32 = 1e-8;
+
 /// Fresh model and AdamW optimizer for a run (seeded).
 fn init<B: AutodiffBackend>(
     run: &RunPlan,
@@ -189,7 +193,7 @@ fn init<B: AutodiffBackend>(
     let optim = AdamWConfig::new()
         .with_beta_1(run.optim.beta1 as f32)
         .with_beta_2(run.optim.beta2 as f32)
-        .with_epsilon(1e-8)
+        .with_epsilon(ADAM_EPSILON)
         .with_weight_decay(run.optim.weight_decay as f32)
         .init::<B, Gpt<B>>();
     (model, optim)
