@@ -31,7 +31,7 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How initialisation, per-layer learning rates and the output scale depend on width (module
 /// docs, "μP").
@@ -74,8 +74,71 @@ impl Parametrization {
     }
 }
 
-/// A model's size: width, depth, heads and MLP width. Owns the parameter and FLOP
-/// accounting (conventions: the plan module's doc).
+/// The model families (the closed set a spec's `model.shapes[i].family` names and a record's
+/// `family` column stores).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FamilyKind {
+    #[default]
+    Transformer,
+    Lstm,
+    Mlp,
+}
+
+impl FamilyKind {
+    pub const ALL: [FamilyKind; 3] = [FamilyKind::Transformer, FamilyKind::Lstm, FamilyKind::Mlp];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FamilyKind::Transformer => "transformer",
+            FamilyKind::Lstm => "lstm",
+            FamilyKind::Mlp => "mlp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FamilyKind> {
+        FamilyKind::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for FamilyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which network a shape builds, with what only that family has.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Family {
+    /// This module's GPT.
+    #[default]
+    Transformer,
+    /// [`crate::lstm`]: embedding → `n_layer` LSTM layers of width d_model → tied head.
+    Lstm,
+    /// [`crate::mlp_lm`]: Bengio et al.'s feed-forward LM over the previous `window` tokens,
+    /// `n_layer` tanh layers of width d_ff, with `direct` input → output connections or not.
+    Mlp { window: usize, direct: bool },
+}
+
+impl Family {
+    pub fn is_transformer(&self) -> bool {
+        *self == Family::Transformer
+    }
+
+    pub fn kind(&self) -> FamilyKind {
+        match self {
+            Family::Transformer => FamilyKind::Transformer,
+            Family::Lstm => FamilyKind::Lstm,
+            Family::Mlp { .. } => FamilyKind::Mlp,
+        }
+    }
+}
+
+/// A model's size: family, width, depth, heads and MLP width. Owns the parameter and FLOP
+/// accounting of every family (conventions: the plan module's doc). `n_head` is 0 outside the
+/// Transformer, `d_ff` 0 for the LSTM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Shape {
     pub d_model: usize,
@@ -86,6 +149,9 @@ pub struct Shape {
     /// standard, so ids from before μP are unchanged.
     #[serde(skip_serializing_if = "Parametrization::is_standard")]
     pub param: Parametrization,
+    /// Left out of run ids for the Transformer, so ids from before families are unchanged.
+    #[serde(skip_serializing_if = "Family::is_transformer")]
+    pub family: Family,
 }
 
 impl Shape {
@@ -96,6 +162,27 @@ impl Shape {
             n_head,
             d_ff: d_ff.unwrap_or(4 * d_model),
             param: Parametrization::Standard,
+            family: Family::Transformer,
+        }
+    }
+
+    /// An LSTM LM: `n_layer` layers of width `d_model`.
+    pub fn lstm(d_model: usize, n_layer: usize) -> Self {
+        Shape {
+            n_head: 0,
+            d_ff: 0,
+            family: Family::Lstm,
+            ..Shape::new(d_model, n_layer, 0, None)
+        }
+    }
+
+    /// A Bengio feed-forward LM: embeddings of width `d_model` for the previous `window`
+    /// tokens, `n_layer` tanh layers of width `d_ff`.
+    pub fn mlp(d_model: usize, n_layer: usize, d_ff: usize, window: usize, direct: bool) -> Self {
+        Shape {
+            n_head: 0,
+            family: Family::Mlp { window, direct },
+            ..Shape::new(d_model, n_layer, 0, Some(d_ff))
         }
     }
 
@@ -103,30 +190,68 @@ impl Shape {
         Shape { param, ..self }
     }
 
-    /// Non-embedding parameters (blocks + final LayerNorm).
+    /// Non-embedding parameters: every weight and bias but the token (and position)
+    /// embeddings, the final LayerNorm included.
     pub fn non_embedding_params(&self) -> u64 {
-        let (d, f) = (self.d_model as u64, self.d_ff as u64);
-        let per_layer = 4 * d // two LayerNorms
-            + 3 * d * d + 3 * d // qkv
-            + d * d + d // attention output
-            + d * f + f // MLP up
-            + f * d + d; // MLP down
-        self.n_layer as u64 * per_layer + 2 * d
+        let (d, f, l) = (self.d_model as u64, self.d_ff as u64, self.n_layer as u64);
+        let final_ln = 2 * d;
+        match self.family {
+            Family::Transformer => {
+                let per_layer = 4 * d // two LayerNorms
+                    + 3 * d * d + 3 * d // qkv
+                    + d * d + d // attention output
+                    + d * f + f // MLP up
+                    + f * d + d; // MLP down
+                l * per_layer + final_ln
+            }
+            // Per layer: the four gates' input and recurrent matrices and one bias each.
+            // Plus the input LayerNorm.
+            Family::Lstm => l * (4 * d * (d + d) + 4 * d) + 2 * final_ln,
+            Family::Mlp { window, direct } => {
+                let k = window as u64;
+                let first = k * d * f + f; // concatenated embeddings → first tanh layer
+                let rest = l.saturating_sub(1) * (f * f + f);
+                let out = f * d + d; // last tanh layer → d_model (then the tied head)
+                let skip = if direct { k * d * d } else { 0 }; // input → output, no bias
+                first + rest + out + skip + final_ln
+            }
+        }
     }
 
-    /// All parameters (embeddings included; the head is tied to the token embedding).
+    /// All parameters (embeddings included; the head is tied to the token embedding; only
+    /// the Transformer has position embeddings).
     pub fn total_params(&self, vocab: usize, context: usize) -> u64 {
-        self.non_embedding_params() + ((vocab + context) * self.d_model) as u64
+        let positions = if self.family.is_transformer() {
+            context
+        } else {
+            0
+        };
+        self.non_embedding_params() + ((vocab + positions) * self.d_model) as u64
     }
 
-    /// Training FLOPs per token, PaLM convention: matmuls incl. unembedding + attention.
+    /// Training FLOPs per token, PaLM convention: matmuls incl. unembedding, plus attention
+    /// for the Transformer (the recurrent and feed-forward families have no context term).
     pub fn flops_per_token_full(&self, vocab: usize, context: usize) -> f64 {
         let n = self.non_embedding_params() as f64 + (vocab * self.d_model) as f64;
-        6.0 * n + 12.0 * (self.n_layer * context * self.d_model) as f64
+        let attention = match self.family {
+            Family::Transformer => 12.0 * (self.n_layer * context * self.d_model) as f64,
+            Family::Lstm | Family::Mlp { .. } => 0.0,
+        };
+        6.0 * n + attention
     }
 
     pub fn label(&self) -> String {
-        let base = format!("d{}-L{}-h{}", self.d_model, self.n_layer, self.n_head);
+        let base = match self.family {
+            Family::Transformer => format!("d{}-L{}-h{}", self.d_model, self.n_layer, self.n_head),
+            Family::Lstm => format!("lstm-d{}-L{}", self.d_model, self.n_layer),
+            Family::Mlp { window, direct } => format!(
+                "mlp-d{}-L{}-f{}-k{window}{}",
+                self.d_model,
+                self.n_layer,
+                self.d_ff,
+                if direct { "-direct" } else { "" }
+            ),
+        };
         match self.param.base_width() {
             None => base,
             Some(b) => format!("{base}-mup({b})"),
@@ -404,6 +529,25 @@ mod tests {
         assert!(
             d_ab < 1e-4 && d_cb < 1e-4,
             "fused (flex kernel) vs explicit {d_ab}; fused (autodiff) vs explicit {d_cb}"
+        );
+    }
+
+    #[test]
+    fn recurrent_and_feed_forward_counts_match_hand_counts() {
+        // LSTM d8 L2: 2 · (4·8·(8+8) + 4·8) + two LayerNorms 2 · 16 = 1,120.
+        assert_eq!(Shape::lstm(8, 2).non_embedding_params(), 1_120);
+        // mlp d8 L2 f16 k3: 3·8·16+16 = 400, 16·16+16 = 272, 16·8+8 = 136, LayerNorm 16 (824);
+        // direct adds 3·8·8 = 192.
+        assert_eq!(Shape::mlp(8, 2, 16, 3, false).non_embedding_params(), 824);
+        assert_eq!(Shape::mlp(8, 2, 16, 3, true).non_embedding_params(), 1_016);
+        // No position embeddings and no attention term outside the Transformer.
+        assert_eq!(Shape::lstm(8, 2).total_params(256, 64), 1_120 + 256 * 8);
+        let f = Shape::lstm(8, 2).flops_per_token_full(256, 64);
+        assert_eq!(f, 6.0 * (1_120.0 + 256.0 * 8.0));
+        assert_eq!(Shape::lstm(8, 2).label(), "lstm-d8-L2");
+        assert_eq!(
+            Shape::mlp(8, 2, 16, 3, true).label(),
+            "mlp-d8-L2-f16-k3-direct"
         );
     }
 

@@ -318,7 +318,7 @@ pub fn shapes(spec: &SweepSpec) -> Vec<Shape> {
     let param = spec.model.parametrization();
     let mut set = BTreeSet::new();
     for s in &spec.model.shapes {
-        set.insert(Shape::new(s.d_model, s.n_layer, s.n_head, s.d_ff).with_param(param));
+        set.insert(s.shape().with_param(param));
     }
     if let Some(g) = &spec.model.grid {
         for &w in &g.widths {

@@ -98,6 +98,8 @@ pub struct RunOutcome {
     pub tokens_per_s: f64,
     pub wall_s: f64,
     pub curve: Vec<CurveRow>,
+    /// The final eval's loss at each position of the window (empty when there was none).
+    pub eval_loss_by_position: Vec<f64>,
     pub error: Option<String>,
 }
 
@@ -229,6 +231,65 @@ impl Cell for Status {
     }
 }
 
+impl Cell for crate::model::FamilyKind {
+    fn column(name: &str, values: Vec<Self>) -> Column {
+        Column::new(
+            name.into(),
+            values.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+        )
+    }
+    fn read(df: &DataFrame, name: &str) -> anyhow::Result<Option<Vec<Self>>> {
+        let Some(v) = String::read(df, name)? else {
+            return Ok(None);
+        };
+        v.iter()
+            .map(|s| {
+                crate::model::FamilyKind::parse(s).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "column {name}: unknown model family {s:?} (expected one of transformer, lstm, mlp)"
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some)
+    }
+}
+
+/// A list of floats per row (a Parquet list column; an empty list for a null).
+impl Cell for Vec<f64> {
+    fn column(name: &str, values: Vec<Self>) -> Column {
+        let series: Vec<Series> = values
+            .into_iter()
+            .map(|v| Series::new(PlSmallStr::EMPTY, v))
+            .collect();
+        let mut c = Column::new(name.into(), series);
+        if c.is_empty() || c.dtype() != &DataType::List(Box::new(DataType::Float64)) {
+            c = c
+                .cast(&DataType::List(Box::new(DataType::Float64)))
+                .expect("an empty or float list column casts to list[f64]");
+        }
+        c
+    }
+    fn read(df: &DataFrame, name: &str) -> anyhow::Result<Option<Vec<Self>>> {
+        let Some(c) = cast(df, name, &DataType::List(Box::new(DataType::Float64)))? else {
+            return Ok(None);
+        };
+        let mut rows = Vec::with_capacity(c.len());
+        for s in c.list()?.amortized_iter() {
+            rows.push(match s {
+                None => Vec::new(),
+                Some(s) => s
+                    .as_ref()
+                    .f64()?
+                    .iter()
+                    .map(|x| x.unwrap_or(f64::NAN))
+                    .collect(),
+            });
+        }
+        Ok(Some(rows))
+    }
+}
+
 /// Rows read from a frame, and the columns the frame lacked (filled with their defaults).
 #[derive(Debug)]
 pub struct FrameRead<T> {
@@ -348,6 +409,15 @@ run_record! {
     predicted_eval_loss: Option<f64> = None,
     /// μP's base width (None: the standard parametrization; older files: standard).
     mup_base_width: Option<i64> = None,
+    /// The model family (older files: transformer).
+    family: crate::model::FamilyKind = crate::model::FamilyKind::Transformer,
+    /// The feed-forward family's window of previous tokens (None for the other families).
+    mlp_window: Option<i64> = None,
+    /// The feed-forward family's direct input → output connections (false elsewhere).
+    mlp_direct: bool = false,
+    /// The final eval's mean loss at each position of the context window, position 0 first
+    /// (older files and runs without an eval: empty).
+    eval_loss_by_position: Vec<f64> = Vec::new(),
 }
 
 /// What the corpus and device contribute to a run's row.
@@ -375,16 +445,26 @@ impl RunRecord {
 
     /// The run's model shape.
     pub fn shape(&self) -> crate::model::Shape {
+        use crate::model::{Family, FamilyKind, Parametrization, Shape};
         let u = |v: i64| v as usize;
-        crate::model::Shape::new(
+        let family = match self.family {
+            FamilyKind::Transformer => Family::Transformer,
+            FamilyKind::Lstm => Family::Lstm,
+            FamilyKind::Mlp => Family::Mlp {
+                window: self.mlp_window.map_or(0, u),
+                direct: self.mlp_direct,
+            },
+        };
+        let shape = Shape::new(
             u(self.d_model),
             u(self.n_layer),
             u(self.n_head),
             Some(u(self.d_ff)),
         )
-        .with_param(crate::model::Parametrization::from_base_width(
+        .with_param(Parametrization::from_base_width(
             self.mup_base_width.map(|b| b as usize),
-        ))
+        ));
+        Shape { family, ..shape }
     }
 
     /// The row of a trained run.
@@ -442,6 +522,16 @@ impl RunRecord {
             selected: false,
             predicted_eval_loss: None,
             mup_base_width: r.shape.param.base_width().map(|b| b as i64),
+            family: r.shape.family.kind(),
+            mlp_window: match r.shape.family {
+                crate::model::Family::Mlp { window, .. } => Some(window as i64),
+                _ => None,
+            },
+            mlp_direct: matches!(
+                r.shape.family,
+                crate::model::Family::Mlp { direct: true, .. }
+            ),
+            eval_loss_by_position: o.eval_loss_by_position.clone(),
         }
     }
 }

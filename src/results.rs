@@ -13,6 +13,7 @@ use crate::bail_user;
 use crate::corpus::Floor;
 use crate::fit::isoflop::CurvePoint;
 use crate::fit::{Dataset, Point};
+use crate::model::FamilyKind;
 use crate::record::{BaselineRow, CurveRow, RunRecord, Status};
 use crate::spec::{CChoice, FitSpec, NChoice, SweepSpec};
 
@@ -50,6 +51,11 @@ pub fn run_point(choice: &FitSpec, r: &RunRecord) -> Point {
         c: (choice.c == CChoice::Full).then_some(r.flops_full),
         unique: Some(r.unique_tokens as f64),
     }
+}
+
+/// A run the fit uses: `ok`, selected (the best of an LR / batch grid), finite positive loss.
+fn is_fit_run(r: &RunRecord) -> bool {
+    r.status == Status::Ok && r.selected && r.eval_loss.is_finite() && r.eval_loss > 0.0
 }
 
 /// `floor.json`, typed: `None` when absent, an error naming the file when malformed.
@@ -124,14 +130,55 @@ impl ResultsFolder {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The model families of the folder's `ok` runs, in [`FamilyKind`] order.
+    pub fn families(&self) -> Vec<FamilyKind> {
+        let set: std::collections::BTreeSet<FamilyKind> = self
+            .runs
+            .iter()
+            .filter(|r| r.status == Status::Ok)
+            .map(|r| r.family)
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// The family the main fit (and Approach 1, the curves plot) uses when a sweep mixes
+    /// families: the Transformer when there is one, else the first; the others are fitted
+    /// separately ([`crate::fit::families`]). Mixing families in one law would be meaningless.
+    pub fn primary_family(&self) -> FamilyKind {
+        let fams = self.families();
+        if fams.contains(&FamilyKind::Transformer) {
+            FamilyKind::Transformer
+        } else {
+            fams.first().copied().unwrap_or_default()
+        }
+    }
+
+    /// The fit points of each family (as [`Self::dataset`] selects them, every family).
+    pub fn family_points(&self) -> Vec<(FamilyKind, Vec<Point>)> {
+        let choice = self.fit_choice();
+        self.families()
+            .into_iter()
+            .map(|f| {
+                let pts = self
+                    .runs
+                    .iter()
+                    .filter(|r| r.family == f && is_fit_run(r))
+                    .map(|r| run_point(&choice, r))
+                    .collect();
+                (f, pts)
+            })
+            .collect()
+    }
+
     /// The fit's view of one run (see [`run_point`]).
     pub fn point(&self, r: &RunRecord) -> Point {
         run_point(&self.fit_choice(), r)
     }
 
     /// The fit points: `ok`, selected runs (the best of an LR / batch grid) with a finite
-    /// positive loss, N and C as the spec chooses; the eval points of the curves of `ok`
-    /// runs for Approach 1; the `drop_top` highest losses dropped.
+    /// positive loss, N and C as the spec chooses, of the [`Self::primary_family`]; the eval
+    /// points of the curves of its `ok` runs for Approach 1; the `drop_top` highest losses
+    /// dropped.
     pub fn dataset(&self, drop_top: usize) -> anyhow::Result<Dataset> {
         self.dataset_with(drop_top, false)
     }
@@ -141,10 +188,11 @@ impl ResultsFolder {
     pub fn dataset_with(&self, drop_top: usize, include_pruned: bool) -> anyhow::Result<Dataset> {
         let choice = self.fit_choice();
         let usable = |l: f64| l.is_finite() && l > 0.0;
+        let primary = self.primary_family();
         let mut points: Vec<Point> = self
             .runs
             .iter()
-            .filter(|r| r.status == Status::Ok && r.selected && usable(r.eval_loss))
+            .filter(|r| r.family == primary && is_fit_run(r))
             .map(|r| run_point(&choice, r))
             .collect();
         if include_pruned {
@@ -154,7 +202,11 @@ impl ResultsFolder {
                 .filter(|r| r.status == Status::Ok)
                 .map(|r| r.point_id.as_str())
                 .collect();
-            for r in self.runs.iter().filter(|r| r.status == Status::Pruned) {
+            for r in self
+                .runs
+                .iter()
+                .filter(|r| r.status == Status::Pruned && r.family == primary)
+            {
                 match r.predicted_eval_loss.filter(|&l| usable(l)) {
                     Some(l) if !has_ok.contains(r.point_id.as_str()) => {
                         let mut r = r.clone();
@@ -175,12 +227,13 @@ impl ResultsFolder {
         Ok(ds)
     }
 
-    /// Each `ok` run's N, as `choice` counts it, by run id: the runs whose curves the fit and
-    /// the report use.
+    /// Each `ok` run's N, as `choice` counts it, by run id: the runs (of the primary family)
+    /// whose curves the fit and the report use.
     pub fn ok_run_n(&self, choice: &FitSpec) -> std::collections::HashMap<&str, f64> {
+        let primary = self.primary_family();
         self.runs
             .iter()
-            .filter(|r| r.status == Status::Ok)
+            .filter(|r| r.status == Status::Ok && r.family == primary)
             .map(|r| (r.run_id.as_str(), run_point(choice, r).n))
             .collect()
     }
@@ -200,10 +253,15 @@ impl ResultsFolder {
             .collect()
     }
 
-    /// Where the points come from, with the N and C they use.
+    /// Where the points come from, with the N and C they use (and the family, when the
+    /// folder has several).
     fn source(&self, choice: &FitSpec) -> String {
+        let family = match self.families().len() {
+            0 | 1 => String::new(),
+            k => format!("{} runs only, of {k} families; ", self.primary_family()),
+        };
         format!(
-            "{} (N = {} parameters; C = {})",
+            "{} ({family}N = {} parameters; C = {})",
             self.dir.display(),
             match choice.n {
                 NChoice::Total => "all",

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{nearest, user};
+use crate::model::FamilyKind;
 
 /// The embedded default sweep (`scalelab run` with no file), identical to `sweeps/quick.yaml`.
 pub const QUICK_YAML: &str = include_str!("../sweeps/quick.yaml");
@@ -315,15 +316,56 @@ impl ModelSpec {
     }
 }
 
+/// One entry of `model.shapes`: a Transformer (`n_head`, optional `d_ff`), an LSTM
+/// (`family: lstm`: width and depth only) or a Bengio feed-forward LM (`family: mlp`: `window`
+/// previous tokens, `n_layer` tanh layers of width `d_ff`, optional `direct` connections).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShapeSpec {
+    #[serde(default, skip_serializing_if = "is_transformer")]
+    pub family: FamilyKind,
     pub d_model: usize,
     pub n_layer: usize,
-    pub n_head: usize,
-    /// MLP hidden size (default 4 · d_model).
-    #[serde(default)]
+    /// Attention heads (Transformer only, required there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_head: Option<usize>,
+    /// Transformer: MLP hidden size; mlp: tanh layer width (default 4 · d_model for both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub d_ff: Option<usize>,
+    /// mlp only (required): how many previous tokens the model sees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<usize>,
+    /// mlp only: Bengio's direct connections from the input embeddings (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct: Option<bool>,
+}
+
+fn is_transformer(f: &FamilyKind) -> bool {
+    *f == FamilyKind::Transformer
+}
+
+impl ShapeSpec {
+    /// The shape it names (validated by [`SweepSpec::validate`] first).
+    pub fn shape(&self) -> crate::model::Shape {
+        use crate::model::Shape;
+        let d_ff = self.d_ff.unwrap_or(4 * self.d_model);
+        match self.family {
+            FamilyKind::Transformer => Shape::new(
+                self.d_model,
+                self.n_layer,
+                self.n_head.unwrap_or(0),
+                self.d_ff,
+            ),
+            FamilyKind::Lstm => Shape::lstm(self.d_model, self.n_layer),
+            FamilyKind::Mlp => Shape::mlp(
+                self.d_model,
+                self.n_layer,
+                d_ff,
+                self.window.unwrap_or(0),
+                self.direct.unwrap_or(false),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -1071,13 +1113,14 @@ fn model_problems(m: &ModelSpec, p: &mut Vec<String>) {
         p.push("model: no models; add `shapes:` (a list of {d_model, n_layer, n_head}) or `grid:` (widths × depths)".into());
     }
     for (i, s) in m.shapes.iter().enumerate() {
-        check_shape(
-            p,
-            &format!("model.shapes[{i}]"),
-            s.d_model,
-            s.n_layer,
-            s.n_head,
-            s.d_ff,
+        let key = format!("model.shapes[{i}]");
+        family_key_problems(s, &key, m.context, p);
+        check_shape(p, &key, s.d_model, s.n_layer, s.n_head.unwrap_or(1), s.d_ff);
+    }
+    let non_transformer = m.shapes.iter().any(|s| s.family != FamilyKind::Transformer);
+    if m.parametrization == ParamKind::Mup && non_transformer {
+        p.push(
+            "model.parametrization: `mup` is implemented for the transformer family only; remove it or the lstm / mlp shapes".into(),
         );
     }
     if let Some(g) = &m.grid {
@@ -1094,6 +1137,47 @@ fn model_problems(m: &ModelSpec, p: &mut Vec<String>) {
             "model.base_width: only used with `parametrization: mup`; add that or remove `base_width`".into(),
         ),
         _ => {}
+    }
+}
+
+/// `model.shapes[i]`: the keys its family needs and the ones it does not take.
+fn family_key_problems(s: &ShapeSpec, key: &str, context: usize, p: &mut Vec<String>) {
+    let fam = s.family.as_str();
+    let unused = |p: &mut Vec<String>, name: &str, set: bool| {
+        if set {
+            p.push(format!(
+                "{key}.{name}: not used by `family: {fam}`; remove it (or use a family that has it)"
+            ));
+        }
+    };
+    match s.family {
+        FamilyKind::Transformer => {
+            if s.n_head.is_none() {
+                p.push(format!(
+                    "{key}.n_head: a transformer needs its number of attention heads; add e.g. `n_head: 2`"
+                ));
+            }
+            unused(p, "window", s.window.is_some());
+            unused(p, "direct", s.direct.is_some());
+        }
+        FamilyKind::Lstm => {
+            unused(p, "n_head", s.n_head.is_some());
+            unused(p, "d_ff", s.d_ff.is_some());
+            unused(p, "window", s.window.is_some());
+            unused(p, "direct", s.direct.is_some());
+        }
+        FamilyKind::Mlp => {
+            unused(p, "n_head", s.n_head.is_some());
+            match s.window {
+                None => p.push(format!(
+                    "{key}.window: `family: mlp` needs how many previous tokens it sees; add e.g. `window: 8`"
+                )),
+                Some(w) if w == 0 || w > context => p.push(format!(
+                    "{key}.window: {w} is out of range; use 1..={context} (model.context)"
+                )),
+                Some(_) => {}
+            }
+        }
     }
 }
 

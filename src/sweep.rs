@@ -1653,6 +1653,7 @@ fn failed(msg: String, wall_s: f64) -> RunOutcome {
         tokens_per_s: f64::NAN,
         wall_s,
         curve: Vec::new(),
+        eval_loss_by_position: Vec::new(),
         error: Some(msg),
     }
 }

@@ -18,7 +18,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{Corpus, StreamReader, WindowOrder};
-use crate::model::{Gpt, GptConfig};
+use crate::lm::Lm;
 use crate::plan::RunPlan;
 use crate::record::{CurveRow, Predicted, RunOutcome, Status};
 
@@ -82,29 +82,54 @@ pub fn batch<B: Backend>(
     )
 }
 
+/// The eval loss over every eval window: its mean (nats/token) and its mean at each position
+/// of the window (position t predicts token t+1 from tokens 0..=t).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalLoss {
+    pub mean: f64,
+    pub by_position: Vec<f64>,
+}
+
 /// Mean eval loss (nats/token) over every eval window.
-pub fn eval_loss<B: Backend>(model: &Gpt<B>, corpus: &Corpus, device: &B::Device) -> f64 {
-    let w = corpus.context + 1;
+pub fn eval_loss<B: Backend>(model: &Lm<B>, corpus: &Corpus, device: &B::Device) -> f64 {
+    eval_losses(model, corpus, device).mean
+}
+
+/// [`EvalLoss`] of `model` on the corpus's eval windows.
+pub fn eval_losses<B: Backend>(model: &Lm<B>, corpus: &Corpus, device: &B::Device) -> EvalLoss {
+    let (t, w) = (corpus.context, corpus.context + 1);
     let n = corpus.n_eval_windows();
     let chunk = 32;
-    let mut total = 0.0;
+    let mut sums = vec![0.0f64; t];
     let mut i = 0;
     while i < n {
         let m = chunk.min(n - i);
-        let mut x = Vec::with_capacity(m * corpus.context);
-        let mut y = Vec::with_capacity(m * corpus.context);
+        let mut x = Vec::with_capacity(m * t);
+        let mut y = Vec::with_capacity(m * t);
         for k in i..i + m {
             let win = &corpus.eval[k * w..(k + 1) * w];
             x.extend(win[..w - 1].iter().map(|&v| v as i32));
             y.extend(win[1..].iter().map(|&v| v as i32));
         }
-        let xt = Tensor::<B, 2, Int>::from_data(TensorData::new(x, [m, corpus.context]), device);
-        let yt = Tensor::<B, 2, Int>::from_data(TensorData::new(y, [m, corpus.context]), device);
-        let l: f32 = model.loss(xt, yt).into_scalar().elem();
-        total += l as f64 * m as f64;
+        let xt = Tensor::<B, 2, Int>::from_data(TensorData::new(x, [m, t]), device);
+        let yt = Tensor::<B, 2, Int>::from_data(TensorData::new(y, [m, t]), device);
+        let per: Vec<f32> = model
+            .token_losses(xt, yt)
+            .sum_dim(0) // [1, t]
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 eval losses");
+        for (s, v) in sums.iter_mut().zip(per) {
+            *s += v as f64;
+        }
         i += m;
     }
-    total / n as f64
+    let by_position: Vec<f64> = sums.iter().map(|s| s / n as f64).collect();
+    EvalLoss {
+        mean: by_position.iter().sum::<f64>() / t as f64,
+        by_position,
+    }
 }
 
 /// Sums squared gradient norms over all float parameters.
@@ -140,7 +165,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradScale<'_, B> {
 /// Clip the global gradient norm to `max_norm` (as PyTorch's `clip_grad_norm_`); returns the
 /// norm before clipping.
 fn clip_global_norm<B: AutodiffBackend>(
-    model: &Gpt<B>,
+    model: &Lm<B>,
     grads: &mut GradientsParams,
     max_norm: f64,
 ) -> f64 {
@@ -175,17 +200,21 @@ fn init<B: AutodiffBackend>(
     corpus: &Corpus,
     device: &B::Device,
     fused_attention: bool,
-) -> (Gpt<B>, impl Optimizer<Gpt<B>, B>) {
+) -> (Lm<B>, impl Optimizer<Lm<B>, B>) {
     // burn's CPU backend keeps one global RNG and draws parameters lazily, on first use: seed
     // and touch every parameter under a lock, so concurrent runs (`--workers`) stay
     // deterministic.
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let model: Gpt<B> = {
+    let model: Lm<B> = {
         let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
         B::seed(device, run.data.seed);
-        let model: Gpt<B> = GptConfig::from_shape(&run.shape, corpus.vocab_size, run.data.context)
-            .with_fused_attention(fused_attention)
-            .init(device);
+        let model: Lm<B> = Lm::new(
+            &run.shape,
+            corpus.vocab_size,
+            run.data.context,
+            fused_attention,
+            device,
+        );
         let one = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), device);
         let _ = model.forward(one);
         model
@@ -195,7 +224,7 @@ fn init<B: AutodiffBackend>(
         .with_beta_2(run.optim.beta2 as f32)
         .with_epsilon(ADAM_EPSILON)
         .with_weight_decay(run.optim.weight_decay as f32)
-        .init::<B, Gpt<B>>();
+        .init::<B, Lm<B>>();
     (model, optim)
 }
 
@@ -206,13 +235,15 @@ pub struct Segment {
     steps_done: usize,
     train_time: f64,
     curve: Vec<CurveRow>,
+    /// The loss by position of the latest eval (empty before one).
+    eval_by_position: Vec<f64>,
 }
 
 /// Train steps `from..to` of `run` (LR from `run`'s schedule), evaluating at the run's eval
 /// interval and at its last step.
 #[allow(clippy::too_many_arguments)]
-fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
-    mut model: Gpt<B>,
+fn run_steps<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
+    mut model: Lm<B>,
     optim: &mut O,
     run: &RunPlan,
     from: usize,
@@ -220,8 +251,8 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
     corpus: &Corpus,
     device: &B::Device,
     on_step: &mut dyn StepObserver,
-    save: &mut dyn FnMut(&Gpt<B>, &O, &Segment),
-) -> (Gpt<B>, Segment) {
+    save: &mut dyn FnMut(&Lm<B>, &O, &Segment),
+) -> (Lm<B>, Segment) {
     let tokens_per_step = (run.data.batch_size * run.data.context) as u64;
     let mut reader = corpus.train.reader();
     let mut seg = Segment {
@@ -230,6 +261,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
         steps_done: from,
         train_time: 0.0,
         curve: Vec::new(),
+        eval_by_position: Vec::new(),
     };
     for step in from..to {
         let t0 = Instant::now();
@@ -276,7 +308,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
 /// prediction. Returns whether the run is pruned.
 #[allow(clippy::too_many_arguments)]
 fn log_step<B: AutodiffBackend>(
-    model: &Gpt<B>,
+    model: &Lm<B>,
     run: &RunPlan,
     seg: &mut Segment,
     lr: f64,
@@ -300,7 +332,11 @@ fn log_step<B: AutodiffBackend>(
         tokens: done as u64 * tokens_per_step,
         lr,
         train_loss: seg.last_loss,
-        eval_loss: is_eval.then(|| eval_loss(&model.valid(), corpus, device)),
+        eval_loss: is_eval.then(|| {
+            let e = eval_losses(&model.valid(), corpus, device);
+            seg.eval_by_position = e.by_position;
+            e.mean
+        }),
         predicted: reply.prediction,
     });
     prune
@@ -325,6 +361,7 @@ fn outcome(seg: Segment, run: &RunPlan, from: usize, wall_s: f64) -> RunOutcome 
         tokens_per_s: tokens / seg.train_time.max(1e-9),
         wall_s,
         curve: seg.curve,
+        eval_loss_by_position: seg.eval_by_position,
         error: None,
     }
 }
@@ -409,14 +446,14 @@ fn fresh(id: &str) -> CheckpointMeta {
 
 /// Load `<id>.ckpt` into a freshly built model and optimizer when it exists, is readable, is
 /// this run's and is at step ≤ `max_step`; otherwise keep the fresh ones (saying why).
-fn resume<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+fn resume<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
     ckpt: Option<&Checkpointing>,
     id: &str,
     max_step: usize,
-    model: Gpt<B>,
+    model: Lm<B>,
     optim: O,
     device: &B::Device,
-) -> (Gpt<B>, O, CheckpointMeta) {
+) -> (Lm<B>, O, CheckpointMeta) {
     let Some(p) = ckpt.map(|c| c.path(id)).filter(|p| p.exists()) else {
         return (model, optim, fresh(id));
     };
@@ -445,10 +482,10 @@ fn resume<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
 
 /// Save a checkpoint when `seg` has just reached a multiple of the interval. `before` is
 /// the state the segment started from (earlier steps' curve and time).
-fn save_point<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+fn save_point<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
     ckpt: Option<&Checkpointing>,
     id: &str,
-    m: &Gpt<B>,
+    m: &Lm<B>,
     o: &O,
     seg: &Segment,
     before: &CheckpointMeta,
@@ -519,6 +556,7 @@ pub fn train_branched<B: AutodiffBackend>(
         steps_done: prior.step,
         train_time: prior.train_time,
         curve: prior.curve.clone(),
+        eval_by_position: Vec::new(),
     };
     for &i in &order {
         let b = branches[i];
@@ -597,13 +635,14 @@ fn diverged_before(branch: &RunPlan, to: usize) -> RunOutcome {
         steps_done: to,
         train_time: 0.0,
         curve: Vec::new(),
+        eval_by_position: Vec::new(),
     };
     outcome(seg, branch, to, 0.0)
 }
 
 /// A branch's cooldown: from the stable model at step `from` to the branch's last step.
-fn cool_down<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
-    model: Gpt<B>,
+fn cool_down<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
+    model: Lm<B>,
     optim: &mut O,
     branch: &RunPlan,
     from: usize,
@@ -687,9 +726,9 @@ fn split_checkpoint(bytes: &[u8]) -> anyhow::Result<(CheckpointMeta, &[u8], &[u8
     Ok((meta, model, optim))
 }
 
-fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
     path: &Path,
-    model: &Gpt<B>,
+    model: &Lm<B>,
     optim: &O,
     meta: &CheckpointMeta,
 ) -> anyhow::Result<()> {
@@ -707,12 +746,12 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
 }
 
 /// Load model and optimizer state from a checkpoint into freshly built ones.
-fn load_checkpoint<B: AutodiffBackend, O: Optimizer<Gpt<B>, B>>(
+fn load_checkpoint<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
     path: &Path,
-    model: Gpt<B>,
+    model: Lm<B>,
     optim: O,
     device: &B::Device,
-) -> anyhow::Result<(Gpt<B>, O, CheckpointMeta)> {
+) -> anyhow::Result<(Lm<B>, O, CheckpointMeta)> {
     let bytes = std::fs::read(path)?;
     let (meta, m, o) = split_checkpoint(&bytes)?;
     let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();

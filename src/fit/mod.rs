@@ -24,6 +24,7 @@ pub mod backtest;
 pub mod constrained;
 pub mod crossover;
 pub mod curve;
+pub mod families;
 pub mod floor;
 pub mod grouped;
 pub mod hp;

@@ -49,6 +49,10 @@ pub struct ReportData {
     pub lr_rule: Option<String>,
     /// Its batch-size rule (`training.batch_scaling`), likewise.
     pub batch_rule: Option<String>,
+    /// Each family's fit points (every family, the primary one included).
+    pub family_points: Vec<(crate::model::FamilyKind, Vec<Point>)>,
+    /// The per-family fits, when the runs span two or more families.
+    pub families: Option<fit::families::FamilyReport>,
 }
 
 impl ReportData {
@@ -66,6 +70,9 @@ impl ReportData {
         let (fit, fit_error) = fit_or_reason(&data, &opts);
         let dir = folder.dir.display().to_string();
         let fit_choice = folder.fit_choice();
+        let family_points = folder.family_points();
+        let families =
+            (family_points.len() > 1).then(|| fit::families::fit_families(&family_points, &opts));
         Ok(ReportData {
             title: format!(
                 "Scaling report: {}",
@@ -93,6 +100,8 @@ impl ReportData {
                 .as_ref()
                 .and_then(|s| s.training.batch_scaling.as_ref())
                 .map(|b| b.describe()),
+            family_points,
+            families,
         })
     }
 
@@ -115,6 +124,8 @@ impl ReportData {
             predictions: Vec::new(),
             lr_rule: None,
             batch_rule: None,
+            family_points: Vec::new(),
+            families: None,
         }
     }
 }
@@ -191,6 +202,11 @@ pub fn write(d: &ReportData, out: &Path, formats: &[Format]) -> anyhow::Result<W
         crate::fsio::write_text_atomic(&p, &serde_json::to_string_pretty(f)?)?;
         files.push(p);
     }
+    if let Some(fr) = &d.families {
+        let p = out.join("families.json");
+        crate::fsio::write_text_atomic(&p, &serde_json::to_string_pretty(fr)?)?;
+        files.push(p);
+    }
     let blocks = blocks(d, &drawn, &skipped);
     let md = out.join("report.md");
     crate::fsio::write_text_atomic(&md, &render_md(&blocks, formats))?;
@@ -237,6 +253,9 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
             d.fit_error.as_deref().unwrap_or("unknown reason")
         ))),
         Some(f) => b.extend(answer_blocks(f)),
+    }
+    if let Some(fr) = &d.families {
+        b.extend(family_blocks(d, fr));
     }
     b.extend(figure_blocks(drawn, skipped));
     b.push(Block::H(2, "Provenance".into()));
@@ -289,6 +308,109 @@ fn answer_blocks(f: &FitReport) -> Vec<Block> {
         b.push(Block::P("No warnings.".into()));
     }
     b.extend(warnings.iter().map(|w| Block::P(format!("- Warning: {w}"))));
+    b
+}
+
+/// "Model families": who leads the frontier at which compute, where the n-gram is still
+/// better, and each family's own laws.
+fn family_blocks(d: &ReportData, fr: &fit::families::FamilyReport) -> Vec<Block> {
+    let mut b = vec![Block::H(2, "Model families".into())];
+    let primary = fr
+        .fits
+        .iter()
+        .map(|f| f.family)
+        .find(|f| *f == crate::model::FamilyKind::Transformer)
+        .unwrap_or(fr.fits[0].family);
+    b.push(Block::P(format!(
+        "The main scaling law of this report (sections above and below) is fitted on the {primary} runs only; each family is fitted on its own here (Approach 3, and Kaplan's L(N) on the family's runs at its largest D)."
+    )));
+    let leads: Vec<String> = fr
+        .leads
+        .iter()
+        .map(|l| format!("{} from C = {:.2e} to {:.2e}", l.family, l.from_c, l.to_c))
+        .collect();
+    b.push(Block::P(format!(
+        "Lowest loss reached with at most C FLOPs, by compute: {}.",
+        leads.join("; then ")
+    )));
+    let best_ngram = d
+        .baselines
+        .iter()
+        .filter(|r| r.eval_loss.is_finite())
+        .min_by(|x, y| x.eval_loss.total_cmp(&y.eval_loss));
+    if let Some(ng) = best_ngram {
+        let beaten: Vec<String> = fr
+            .fits
+            .iter()
+            .map(|f| {
+                let verdict = if f.best_loss < ng.eval_loss {
+                    "beats it"
+                } else {
+                    "does not beat it"
+                };
+                format!("{} (best {}) {verdict}", f.family, num(f.best_loss))
+            })
+            .collect();
+        b.push(Block::P(format!(
+            "Against the best n-gram baseline (Kneser-Ney {}-gram on {:.3e} tokens, {} nats/token): {}.",
+            ng.order,
+            ng.train_tokens as f64,
+            num(ng.eval_loss),
+            beaten.join(", ")
+        )));
+    }
+    let rows = fr
+        .fits
+        .iter()
+        .map(|f| {
+            let kap = f
+                .l_of_n
+                .as_ref()
+                .map(|l| {
+                    format!(
+                        "({:.3e}/N)^{:.3} at D ≈ {:.2e}",
+                        l.x_c, l.alpha, f.l_of_n_tokens
+                    )
+                })
+                .unwrap_or_else(|| "–".into());
+            let a3 = f
+                .approach3
+                .map(|p| {
+                    format!(
+                        "E {} A {} α {:.3} B {} β {:.3}",
+                        num(p.e),
+                        num(p.a),
+                        p.alpha,
+                        num(p.b),
+                        p.beta
+                    )
+                })
+                .or_else(|| f.note.clone())
+                .unwrap_or_else(|| "–".into());
+            vec![
+                f.family.to_string(),
+                f.points.to_string(),
+                format!(
+                    "{} (N {:.3e}, C {:.2e})",
+                    num(f.best_loss),
+                    f.best_n,
+                    f.best_c
+                ),
+                kap,
+                a3,
+            ]
+        })
+        .collect();
+    b.push(Block::Table(
+        header(&[
+            "family",
+            "runs",
+            "best loss",
+            "Kaplan L(N)",
+            "Chinchilla law (Approach 3)",
+        ]),
+        rows,
+    ));
     b
 }
 

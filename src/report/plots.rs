@@ -15,6 +15,7 @@ use plotters::style::colors::colormaps::ViridisRGB;
 
 use super::ReportData;
 use crate::fit::{Bootstrap, FitReport, Point};
+use crate::model::FamilyKind;
 use crate::record::BaselineRow;
 use plotters::coord::types::RangedCoordf64;
 
@@ -70,10 +71,12 @@ pub enum Fig {
     Bootstrap,
     Curves,
     Backtest,
+    Families,
+    Positions,
 }
 
 impl Fig {
-    pub const ALL: [Fig; 9] = [
+    pub const ALL: [Fig; 11] = [
         Fig::LossVsCompute,
         Fig::Isoflop,
         Fig::OptimalAllocation,
@@ -83,6 +86,8 @@ impl Fig {
         Fig::Bootstrap,
         Fig::Curves,
         Fig::Backtest,
+        Fig::Families,
+        Fig::Positions,
     ];
 
     pub fn name(&self) -> &'static str {
@@ -96,6 +101,8 @@ impl Fig {
             Fig::Bootstrap => "bootstrap",
             Fig::Curves => "training_curves",
             Fig::Backtest => "backtest",
+            Fig::Families => "families",
+            Fig::Positions => "loss_by_position",
         }
     }
 
@@ -110,6 +117,8 @@ impl Fig {
             Fig::Bootstrap => "Bootstrap distributions",
             Fig::Curves => "Training curves",
             Fig::Backtest => "Backtests: prediction error vs extrapolation distance",
+            Fig::Families => "Model families: loss vs parameters and vs compute",
+            Fig::Positions => "Loss by position in the context (best run of each family)",
         }
     }
 
@@ -161,6 +170,13 @@ impl Fig {
                 .curves
                 .is_empty()
                 .then(|| "no training curves (table input, or no finished runs)".into()),
+            Fig::Families => d
+                .families
+                .is_none()
+                .then(|| "one model family (the comparison needs two or more)".into()),
+            Fig::Positions => best_by_position(d).is_empty().then(|| {
+                "no per-position eval losses (table input, or runs from before that column)".into()
+            }),
         }
     }
 }
@@ -303,6 +319,8 @@ fn draw<DB: DrawingBackend>(
         Fig::Bootstrap => bootstrap(d, &area),
         Fig::Curves => curves(d, &area),
         Fig::Backtest => backtest(d, &area),
+        Fig::Families => families(d, &area),
+        Fig::Positions => positions(d, &area),
     }
 }
 
@@ -1136,6 +1154,236 @@ fn backtest<DB: DrawingBackend>(
             .map_err(pe)?;
     }
     legend(&mut c)
+}
+
+/// One colour per model family.
+fn family_color(f: FamilyKind) -> RGBColor {
+    match f {
+        FamilyKind::Transformer => RGBColor(31, 119, 180),
+        FamilyKind::Lstm => RGBColor(214, 39, 40),
+        FamilyKind::Mlp => RGBColor(44, 160, 44),
+    }
+}
+
+/// The best `ok` run of each family that has per-position eval losses.
+fn best_by_position(d: &ReportData) -> Vec<&crate::record::RunRecord> {
+    let mut best: Vec<&crate::record::RunRecord> = Vec::new();
+    for r in d.runs.iter().filter(|r| {
+        r.status == crate::record::Status::Ok
+            && r.eval_loss.is_finite()
+            && !r.eval_loss_by_position.is_empty()
+    }) {
+        match best.iter_mut().find(|b| b.family == r.family) {
+            Some(b) if r.eval_loss < b.eval_loss => *b = r,
+            Some(_) => {}
+            None => best.push(r),
+        }
+    }
+    best.sort_by_key(|r| r.family);
+    best
+}
+
+/// Per family: its best run's eval loss at each position of the window (log position),
+/// Kaplan et al.'s Fig. 20: where a family stops using more context the line goes flat.
+fn positions<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let best = best_by_position(d);
+    let lines: Vec<(&crate::record::RunRecord, Vec<(f64, f64)>)> = best
+        .iter()
+        .map(|r| {
+            let pts = r
+                .eval_loss_by_position
+                .iter()
+                .enumerate()
+                .map(|(t, &l)| ((t + 1) as f64, l))
+                .collect();
+            (*r, pts)
+        })
+        .collect();
+    let all = || lines.iter().flat_map(|(_, v)| v.iter());
+    let xr = log_range(all().map(|p| p.0));
+    let yr = lin_range(all().map(|p| p.1));
+    let mut c = chart!(
+        area,
+        xr.log_scale(),
+        yr,
+        "position in the context (tokens seen, 1 = first prediction)",
+        "eval loss at that position (nats/token)"
+    );
+    for (r, pts) in lines {
+        let col = family_color(r.family);
+        let binned = log2_bins(&pts);
+        c.draw_series(LineSeries::new(pts, col.mix(0.35).stroke_width(1)))
+            .map_err(pe)?;
+        let label = r.shape().label();
+        let name = if label.starts_with(r.family.as_str()) {
+            label
+        } else {
+            format!("{} {label}", r.family)
+        };
+        c.draw_series(LineSeries::new(binned.clone(), col.stroke_width(3)))
+            .map_err(pe)?
+            .label(format!("{name} (mean {:.3})", r.eval_loss))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(3)));
+        c.draw_series(binned.into_iter().map(|p| Circle::new(p, 4, col.filled())))
+            .map_err(pe)?;
+    }
+    c.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+        .map_err(pe)?
+        .label("thin: each position; thick: mean over positions 1, 2-3, 4-7, 8-15, ...")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.35)));
+    legend(&mut c)
+}
+
+/// Means over positions 1, 2–3, 4–7, 8–15, …, each at its bin's geometric centre.
+fn log2_bins(pts: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::new();
+    let mut lo = 1usize;
+    while lo <= pts.len() {
+        let hi = (2 * lo - 1).min(pts.len());
+        let bin = &pts[lo - 1..hi];
+        let mean = bin.iter().map(|p| p.1).sum::<f64>() / bin.len() as f64;
+        out.push((((lo * hi) as f64).sqrt(), mean));
+        lo *= 2;
+    }
+    out
+}
+
+/// Two panels: every family's runs against N (with its L(N) at its largest D) and against
+/// C (with its running-minimum frontier); the best n-gram of each order as grey lines.
+fn families<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
+    let (left, right) = area.split_horizontally(area.dim_in_pixel().0 / 2);
+    family_panel(d, &left, true)?;
+    family_panel(d, &right, false)
+}
+
+fn family_panel<DB: DrawingBackend>(
+    d: &ReportData,
+    area: &DrawingArea<DB, Shift>,
+    by_n: bool,
+) -> anyhow::Result<()> {
+    let Some(rep) = &d.families else {
+        return Ok(());
+    };
+    let x = |p: &Point| if by_n { p.n } else { p.c() };
+    let all = || d.family_points.iter().flat_map(|(_, v)| v.iter());
+    // The n-gram orders within reach of the runs (a unigram line would squash the plot).
+    let worst = all().map(|p| p.loss).fold(0.0, f64::max);
+    let ngrams: Vec<&BaselineRow> = best_ngram_per_order(d)
+        .into_iter()
+        .filter(|b| b.eval_loss <= 1.2 * worst)
+        .collect();
+    let xr = log_range(all().map(x));
+    let yr = lin_range(
+        all()
+            .map(|p| p.loss)
+            .chain(ngrams.iter().map(|b| b.eval_loss)),
+    );
+    let mut c = ChartBuilder::on(area)
+        .margin(10)
+        .x_label_area_size(44)
+        .y_label_area_size(56)
+        .build_cartesian_2d(xr.clone().log_scale(), yr.clone())
+        .map_err(pe)?;
+    c.configure_mesh()
+        .x_desc(if by_n {
+            "parameters N"
+        } else {
+            "compute C (FLOPs)"
+        })
+        .y_desc("loss (nats/token)")
+        .x_label_formatter(&|v| sci_log(*v))
+        .y_label_formatter(&|v| sci(*v))
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(pe)?;
+    for (fam, pts) in &d.family_points {
+        let col = family_color(*fam);
+        c.draw_series(
+            pts.iter()
+                .map(|p| Circle::new((x(p), p.loss), 4, col.filled())),
+        )
+        .map_err(pe)?
+        .label(fam.as_str())
+        .legend(move |(x, y)| Circle::new((x + 10, y), 4, col.filled()));
+        let line = if by_n {
+            let fit = rep.fits.iter().find(|f| f.family == *fam);
+            match fit.and_then(|f| f.l_of_n.as_ref()) {
+                Some(l) => logspace(&xr, 40)
+                    .into_iter()
+                    .map(|n| (n, (l.x_c / n).powf(l.alpha)))
+                    .filter(|(_, y)| yr.contains(y))
+                    .collect(),
+                None => Vec::new(),
+            }
+        } else {
+            running_min(pts)
+        };
+        c.draw_series(LineSeries::new(line, col.stroke_width(2)))
+            .map_err(pe)?;
+    }
+    for b in &ngrams {
+        let grey = RGBColor(120, 120, 120);
+        c.draw_series(DashedLineSeries::new(
+            vec![(xr.start, b.eval_loss), (xr.end, b.eval_loss)],
+            6,
+            4,
+            grey.stroke_width(1),
+        ))
+        .map_err(pe)?;
+        c.draw_series(std::iter::once(Text::new(
+            format!("{}-gram", b.order),
+            (xr.start * 1.05, b.eval_loss),
+            (FONT, 11),
+        )))
+        .map_err(pe)?;
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(pe)
+}
+
+/// The lowest loss reached with at most each run's C (a step line over the runs).
+fn running_min(pts: &[Point]) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, f64)> = pts.iter().map(|p| (p.c(), p.loss)).collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut best = f64::INFINITY;
+    let mut out = Vec::new();
+    for (c, l) in v {
+        if l < best {
+            if best.is_finite() {
+                out.push((c, best));
+            }
+            best = l;
+            out.push((c, l));
+        }
+    }
+    out
+}
+
+/// Each n-gram order's baseline on the most training tokens.
+fn best_ngram_per_order(d: &ReportData) -> Vec<&BaselineRow> {
+    let mut out: Vec<&BaselineRow> = Vec::new();
+    for b in d.baselines.iter().filter(|b| b.eval_loss.is_finite()) {
+        match out.iter_mut().find(|o| o.order == b.order) {
+            Some(o) if b.train_tokens > o.train_tokens => *o = b,
+            Some(_) => {}
+            None => out.push(b),
+        }
+    }
+    out.sort_by_key(|b| b.order);
+    out
 }
 
 #[cfg(test)]
