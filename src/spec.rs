@@ -1919,6 +1919,70 @@ mod tests {
         SweepSpec::parse(&src).unwrap();
     }
 
+    /// Each family takes its own keys (the Transformer needs `n_head`, the feed-forward LM a
+    /// `window` within the context, the LSTM neither; keys of another family are refused by
+    /// name), μP is refused outside the Transformer, and a mixed list plans one shape per
+    /// family with its counts.
+    #[test]
+    fn families_take_their_own_keys_and_plan_their_shapes() {
+        let shape = |s: &str| BASE.replace("{d_model: 32, n_layer: 1, n_head: 2}", s);
+        let cases = [
+            ("{d_model: 32, n_layer: 1}", "model.shapes[0].n_head"),
+            (
+                "{family: lstm, d_model: 32, n_layer: 1, n_head: 2}",
+                "model.shapes[0].n_head: not used by `family: lstm`",
+            ),
+            (
+                "{family: lstm, d_model: 32, n_layer: 1, window: 4}",
+                "model.shapes[0].window: not used",
+            ),
+            (
+                "{family: mlp, d_model: 32, n_layer: 1}",
+                "model.shapes[0].window: `family: mlp` needs",
+            ),
+            (
+                "{family: mlp, d_model: 32, n_layer: 1, window: 17}",
+                "use 1..=16",
+            ),
+            (
+                "{d_model: 32, n_layer: 1, n_head: 2, direct: true}",
+                "model.shapes[0].direct: not used",
+            ),
+            (
+                "{family: rnn, d_model: 32, n_layer: 1}",
+                "`rnn` is not one of transformer, lstm, mlp",
+            ),
+        ];
+        for (s, want) in cases {
+            let msg = user_error(&shape(s));
+            assert!(msg.contains(want), "{s}: {msg}");
+        }
+        let mup = shape("{family: lstm, d_model: 32, n_layer: 1}").replace(
+            "  context: 16\n",
+            "  context: 16\n  parametrization: mup\n  base_width: 16\n",
+        );
+        assert!(user_error(&mup).contains("transformer family only"));
+        let text = BASE.replace(
+            "    - {d_model: 32, n_layer: 1, n_head: 2}\n",
+            "    - {d_model: 32, n_layer: 1, n_head: 2}\n    - {family: lstm, d_model: 32, n_layer: 1}\n    - {family: mlp, d_model: 16, n_layer: 2, d_ff: 48, window: 4, direct: true}\n",
+        );
+        let spec = SweepSpec::parse(&SpecSource {
+            label: "t.yaml".into(),
+            base_dir: PathBuf::from("."),
+            text,
+        })
+        .unwrap();
+        let labels: Vec<String> = crate::plan::shapes(&spec)
+            .iter()
+            .map(|s| s.label())
+            .collect();
+        assert_eq!(
+            labels,
+            ["mlp-d16-L2-f48-k4-direct", "lstm-d32-L1", "d32-L1-h2"],
+            "sorted by N (hand counts 7,312 / 8,448 / 12,768)"
+        );
+    }
+
     /// `model.parametrization: mup` needs a positive `base_width`, and only μP takes one; a
     /// valid μP spec gives every planned shape the μP parametrization (and the standard one
     /// keeps run ids from before μP: the field is left out of the id when standard).

@@ -111,7 +111,8 @@ pub fn leads(sets: &[(FamilyKind, Vec<Point>)]) -> Vec<Lead> {
         .iter()
         .flat_map(|(f, pts)| pts.iter().map(move |p| (p.c(), *f, p.loss)))
         .collect();
-    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // At equal C the lower loss first, so a tie is not a change of hands.
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.total_cmp(&b.2)));
     let mut best = f64::INFINITY;
     let mut out: Vec<Lead> = Vec::new();
     for (c, f, loss) in all {
@@ -157,15 +158,15 @@ mod tests {
     fn each_family_recovers_its_own_law_and_the_frontier_changes_hands() {
         let a = ChinchillaParams {
             e: 1.0,
-            a: 400.0,
-            b: 2000.0,
+            a: 50.0,
+            b: 100.0,
             alpha: 0.34,
             beta: 0.28,
         };
         let b = ChinchillaParams {
-            e: 1.3,
-            a: 100.0,
-            b: 300.0,
+            e: 2.0,
+            a: 20.0,
+            b: 40.0,
             alpha: 0.30,
             beta: 0.30,
         };

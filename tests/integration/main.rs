@@ -18,6 +18,7 @@ mod corpus;
 mod crash_safety;
 mod curve_laws;
 mod executors;
+mod families;
 mod fit_published;
 mod fit_synthetic;
 mod hp_laws;
