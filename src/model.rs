@@ -115,9 +115,9 @@ pub enum Family {
     /// This module's GPT.
     #[default]
     Transformer,
-    /// [`crate::lstm`]: embedding → `n_layer` LSTM layers of width d_model → tied head.
+    /// The `lstm` module's model: embedding → `n_layer` LSTM layers of width d_model → tied head.
     Lstm,
-    /// [`crate::mlp_lm`]: Bengio et al.'s feed-forward LM over the previous `window` tokens,
+    /// The `mlp_lm` module's model: Bengio et al.'s feed-forward LM over the previous `window` tokens,
     /// `n_layer` tanh layers of width d_ff, with `direct` input → output connections or not.
     Mlp { window: usize, direct: bool },
 }
