@@ -1,5 +1,6 @@
-//! `scalelab bench`: training throughput (tokens/s) and MFU for three fixed shapes, plus the
-//! machine's measured matmul peak that MFU is relative to.
+//! `scalelab bench`: training throughput (tokens/s) and MFU for fixed shapes (the
+//! Transformer's a, b, c and one LSTM and one feed-forward LM at shape a's width, context
+//! and batch), plus the machine's measured matmul peak that MFU is relative to.
 //!
 //! MFU = tokens/s × training FLOPs per token / measured peak, with FLOPs per token
 //! = 6·(N_non-embedding + vocab·d) + 12·n_layer·context·d (PaLM's convention: every matmul,
@@ -48,7 +49,9 @@ pub struct BenchShape {
     pub batch: usize,
 }
 
-/// The fixed shapes a, b, c.
+/// The fixed shapes: Transformers a, b, c; `lstm` (d64, 2 layers) and `mlp` (Bengio's LM:
+/// d64 embeddings of the previous 8 tokens, one tanh layer of 256) at shape a's context
+/// and batch.
 pub fn shapes() -> Vec<BenchShape> {
     vec![
         BenchShape {
@@ -69,12 +72,25 @@ pub fn shapes() -> Vec<BenchShape> {
             context: 128,
             batch: 8,
         },
+        BenchShape {
+            name: "lstm",
+            shape: Shape::lstm(64, 2),
+            context: 64,
+            batch: 32,
+        },
+        BenchShape {
+            name: "mlp",
+            shape: Shape::mlp(64, 1, 256, 8, false),
+            context: 64,
+            batch: 32,
+        },
     ]
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub shape: String,
+    pub family: crate::model::FamilyKind,
     pub d_model: usize,
     pub n_layer: usize,
     pub n_head: usize,
@@ -88,7 +104,8 @@ pub struct BenchResult {
     pub matmul_peak_flops: f64,
     pub mfu: f64,
     pub backend: String,
-    /// `fused` (burn's attention op) or `explicit` (matmul, mask, softmax, matmul).
+    /// `fused` (burn's attention op) or `explicit` (matmul, mask, softmax, matmul); `-` for
+    /// the families without attention.
     pub attention: String,
 }
 
@@ -128,6 +145,7 @@ pub fn bench_shape<B: AutodiffBackend>(
     let fpt = s.shape.flops_per_token_full(256, s.context);
     BenchResult {
         shape: s.name.into(),
+        family: s.shape.family.kind(),
         d_model: s.shape.d_model,
         n_layer: s.shape.n_layer,
         n_head: s.shape.n_head,
@@ -141,7 +159,12 @@ pub fn bench_shape<B: AutodiffBackend>(
         matmul_peak_flops: peak,
         mfu: out.tokens_per_s * fpt / peak,
         backend: backend.into(),
-        attention: if fused_attention { "fused" } else { "explicit" }.into(),
+        attention: match (s.shape.family.is_transformer(), fused_attention) {
+            (false, _) => "-",
+            (true, true) => "fused",
+            (true, false) => "explicit",
+        }
+        .into(),
     }
 }
 
@@ -230,7 +253,7 @@ pub fn run_cli(
         .iter()
         .find(|s| !shapes().iter().any(|b| b.name == *s))
     {
-        crate::bail_user!("--shapes: unknown shape {s:?}; use a, b and/or c");
+        crate::bail_user!("--shapes: unknown shape {s:?}; use a, b, c, lstm and/or mlp");
     }
     let results: Vec<BenchResult> = crate::with_backend!(device, |B, dev| {
         bench_all::<B>(
@@ -265,7 +288,15 @@ fn bench_all<B: AutodiffBackend>(
     shapes()
         .iter()
         .filter(|b| names.iter().any(|s| s == b.name))
-        .flat_map(|b| modes.iter().map(move |&m| (b, m)))
+        // Attention modes only differ for the Transformer.
+        .flat_map(|b| {
+            let ms = if b.shape.family.is_transformer() {
+                &modes[..]
+            } else {
+                &modes[..1]
+            };
+            ms.iter().map(move |&m| (b, m))
+        })
         .map(|(b, fused)| {
             let r = bench_shape::<B>(b, dev, seconds, peak, backend, fused);
             if verbose {

@@ -127,8 +127,10 @@ enum Command {
     /// it) or a table with --input.
     Hp(HpArgs),
     /// Benchmark training throughput (tokens/s) and MFU against the measured matmul peak,
-    /// for three fixed shapes: a (d64 L2 h2 ctx64 batch32), b (d128 L4 h4 ctx128 b16),
-    /// c (d256 L6 h8 ctx128 b8). Not a test: prints a table (or JSON).
+    /// for fixed Transformer shapes a (d64 L2 h2 ctx64 batch32), b (d128 L4 h4 ctx128 b16),
+    /// c (d256 L6 h8 ctx128 b8), and, with --shapes, the other families at shape a's context
+    /// and batch: lstm (d64, 2 layers) and mlp (Bengio's LM: d64 embeddings of 8 tokens, one
+    /// tanh layer of 256). Not a test: prints a table (or JSON).
     Bench(BenchArgs),
     /// μP coordinate check: trains each width a few AdamW steps at one LR (CPU, built-in
     /// corpus) under the standard parametrization and under μP, and prints the mean |x| of
@@ -338,8 +340,8 @@ struct BenchArgs {
     /// Print a JSON list of objects (shape, tokens_per_s, mfu, ...).
     #[arg(long)]
     json: bool,
-    /// Shapes to run, e.g. a,c.
-    #[arg(long, value_delimiter = ',', default_values_t = ["a".to_string(), "b".to_string(), "c".to_string()], value_parser = ["a", "b", "c"])]
+    /// Shapes to run, e.g. a,c or lstm,mlp.
+    #[arg(long, value_delimiter = ',', default_values_t = ["a".to_string(), "b".to_string(), "c".to_string()], value_parser = ["a", "b", "c", "lstm", "mlp"])]
     shapes: Vec<String>,
     /// Device: cpu, cuda or cuda:K.
     #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
@@ -757,6 +759,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         update_spec: a.update_spec,
         prune: a.prune.policy()?,
     };
+    if let Some(w) = sweep::budget_warning(&p, &sweep::existing_runs(&p.out_dir)) {
+        eprintln!("scalelab: {w}");
+    }
     let s = sweep::run(&p, &opts)?;
     eprintln!("{}", s.message());
     if !a.no_report {
@@ -827,6 +832,9 @@ fn cmd_plan(path: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
     let p = sweep::prepare(spec_source(path)?, out, None)?;
     let existing = sweep::existing_runs(&p.out_dir);
     print!("{}", sweep::plan_table(&p, &existing));
+    if let Some(w) = sweep::budget_warning(&p, &existing) {
+        eprintln!("scalelab: {w}");
+    }
     Ok(())
 }
 

@@ -488,7 +488,12 @@ fn expand_target(cx: &Ctx, t: &Target, steps: usize) -> Vec<RunPlan> {
         for &mult in &multipliers {
             let mut run = single_run(cx, t.shape, steps, seed);
             run.budget = t.budget;
-            run.optim.lr = base_lr(tr, &t.shape, run.flops, run.tokens as f64) * mult;
+            let family = tr
+                .family_lr
+                .get(&t.shape.family.kind())
+                .copied()
+                .unwrap_or(1.0);
+            run.optim.lr = base_lr(tr, &t.shape, run.flops, run.tokens as f64) * mult * family;
             run.lr_multiplier = mult;
             // A batch-size grid's point spans its batch sizes (and so their step counts).
             let key = if cx.batch_grid {
@@ -825,6 +830,46 @@ mod tests {
         assert_eq!(p.runs.len(), 6);
         let ids: BTreeSet<&str> = p.runs.iter().map(|r| r.point_id.as_str()).collect();
         assert_eq!(ids.len(), 2, "an LR sweep shares the point id");
+    }
+
+    /// `training.family_lr` scales the peak LR of its family's runs only, on top of the
+    /// LR multipliers.
+    #[test]
+    fn family_lr_scales_only_its_family() {
+        let parse = |training: &str| {
+            let text = format!(
+                "name: t\nmodel:\n  context: 16\n  shapes:\n    - {{d_model: 16, n_layer: 1, n_head: 2}}\n    - {{family: lstm, d_model: 16, n_layer: 1}}\n\
+                 data:\n  tokens: [6400]\n  min_steps: 2\ntraining:\n  batch_size: 4\n  lr: 0.01\n{training}"
+            );
+            let src = SpecSource {
+                label: "t.yaml".into(),
+                base_dir: ".".into(),
+                text,
+            };
+            SweepSpec::parse(&src)
+        };
+        let s = parse("  lr_multipliers: [1, 2]\n  family_lr: {lstm: 3}\n").unwrap();
+        let p = build(&s, "t", 256, 1).unwrap();
+        assert_eq!(p.runs.len(), 2 * 2);
+        for r in &p.runs {
+            let fam = if r.shape.family.is_transformer() {
+                1.0
+            } else {
+                3.0
+            };
+            let want = 0.01 * r.lr_multiplier * fam;
+            assert!(
+                (r.optim.lr - want).abs() < 1e-12,
+                "{}: {}",
+                r.shape.label(),
+                r.optim.lr
+            );
+        }
+        let msg = format!("{:#}", parse("  family_lr: {mlp: -1}\n").unwrap_err());
+        assert!(
+            msg.contains("training.family_lr.mlp: -1 must be positive"),
+            "{msg}"
+        );
     }
 
     /// A batch-size grid: every point at each batch size and LR, D exact for each (steps =

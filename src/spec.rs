@@ -42,6 +42,15 @@ pub struct SweepSpec {
     /// `cpu` (default), `cuda` or `cuda:K`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Wall-clock hours the whole sweep is meant to fit in (e.g. a night: 12); `plan` and
+    /// `run` warn when its ETA is longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_hours: Option<f64>,
+    /// Assumed training speed in C = 6ND FLOPs per second for the ETA until runs on this
+    /// device have measured it (6ND leaves out attention and the head's extra FLOPs, so it
+    /// sits below the hardware rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flops_per_s: Option<f64>,
     /// Compute budgets (FLOPs) the report extrapolates to.
     #[serde(default)]
     pub target_flops: Vec<f64>,
@@ -637,6 +646,11 @@ pub struct TrainingSpec {
     /// LR); all are logged, the best per point is `selected` and used by the fit.
     #[serde(default)]
     pub lr_multipliers: Vec<f64>,
+    /// Peak-LR factor per model family on top of `lr_scaling` (and `lr_multipliers`), e.g.
+    /// `{lstm: 3, mlp: 3}`: the LR laws are fitted on Transformers, and the other families
+    /// train best at a multiple of them (README "Model families"). Absent families: 1.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub family_lr: std::collections::BTreeMap<FamilyKind, f64>,
     /// Batch-size grid (sequences per step, instead of `batch_size`): every point is trained
     /// with each, at the same D (steps = D / (batch · context)); with `lr_multipliers` the
     /// grid is LR × batch, and the best run per point over both is `selected`.
@@ -762,6 +776,7 @@ impl Default for TrainingSpec {
             cooldown_shape: default_cooldown_shape(),
             lr_scaling: None,
             lr_multipliers: Vec::new(),
+            family_lr: Default::default(),
             batch_sizes: Vec::new(),
             batch_scaling: None,
         }
@@ -921,7 +936,22 @@ impl SweepSpec {
         branch_problems(&self.data, &self.training, &mut p);
         device_problems(&self.device, &mut p);
         slurm_problems(&self.slurm, &mut p);
+        self.time_problems(&mut p);
         p
+    }
+
+    /// `budget_hours` and `flops_per_s`: positive numbers.
+    fn time_problems(&self, p: &mut Vec<String>) {
+        for (key, v, eg) in [
+            ("budget_hours", self.budget_hours, "12"),
+            ("flops_per_s", self.flops_per_s, "1.0e14"),
+        ] {
+            if let Some(v) = v.filter(|v| !(*v > 0.0 && v.is_finite())) {
+                p.push(format!(
+                    "{key}: {v} must be a positive number (e.g. `{key}: {eg}`)"
+                ));
+            }
+        }
     }
 
     /// `name`, `seed` and `seeds`.
@@ -1518,6 +1548,13 @@ fn schedule_problems(t: &TrainingSpec, p: &mut Vec<String>) {
         if !(m > 0.0 && m.is_finite()) {
             p.push(format!(
                 "training.lr_multipliers[{i}]: {m} must be positive (e.g. [0.5, 1, 2])"
+            ));
+        }
+    }
+    for (fam, &m) in &t.family_lr {
+        if !(m > 0.0 && m.is_finite()) {
+            p.push(format!(
+                "training.family_lr.{fam}: {m} must be positive (e.g. {{lstm: 3, mlp: 3}})"
             ));
         }
     }

@@ -176,8 +176,20 @@ pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
 /// Training speed for the plan's ETA, in C = 6ND FLOPs per second.
 struct Speed {
     rate: f64,
-    /// Measured from finished runs (else assumed, or NaN: unknown).
-    measured: bool,
+    source: SpeedSource,
+}
+
+/// Where the ETA's speed comes from, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpeedSource {
+    /// The finished runs of this results folder.
+    Measured,
+    /// The spec's `flops_per_s`.
+    Spec,
+    /// [`DEFAULT_FLOPS_PER_S`] (CPU only).
+    CpuDefault,
+    /// Nothing to go on (a GPU without `flops_per_s` and no finished run): NaN.
+    Unknown,
 }
 
 impl Speed {
@@ -186,19 +198,50 @@ impl Speed {
             .iter()
             .filter(|r| r.status == Status::Ok && r.wall_s > 0.0)
             .fold((0.0, 0.0), |acc, r| (acc.0 + r.flops, acc.1 + r.wall_s));
-        // No measured speed on a GPU: the CPU default would be meaningless there.
-        let rate = if measured.1 > 0.0 {
-            measured.0 / measured.1
+        // No default on a GPU: the CPU's would be meaningless there.
+        let (rate, source) = if measured.1 > 0.0 {
+            (measured.0 / measured.1, SpeedSource::Measured)
+        } else if let Some(r) = p.spec.flops_per_s {
+            (r, SpeedSource::Spec)
         } else if p.device == DeviceChoice::Cpu {
-            DEFAULT_FLOPS_PER_S
+            (DEFAULT_FLOPS_PER_S, SpeedSource::CpuDefault)
         } else {
-            f64::NAN
+            (f64::NAN, SpeedSource::Unknown)
         };
-        Speed {
-            rate,
-            measured: measured.1 > 0.0,
+        Speed { rate, source }
+    }
+
+    fn describe(&self) -> String {
+        match self.source {
+            SpeedSource::Measured => "speed measured from finished runs".into(),
+            SpeedSource::Spec => format!("speed assumed: flops_per_s {:.2e}", self.rate),
+            SpeedSource::CpuDefault => "speed assumed; rough".into(),
+            SpeedSource::Unknown => {
+                "unknown until a run on this device finishes, or set `flops_per_s:`".into()
+            }
         }
     }
+}
+
+/// The warning when the whole sweep's ETA exceeds the spec's `budget_hours` (one worker).
+pub fn budget_warning(p: &Prepared, store_runs: &[RunRecord]) -> Option<String> {
+    let hours = p.spec.budget_hours?;
+    let speed = Speed::of(p, store_runs);
+    let need = p.plan.flops_spent() / speed.rate / 3600.0;
+    if speed.rate.is_nan() {
+        return Some(format!(
+            "budget_hours: {hours} cannot be checked: no speed for {} yet; set `flops_per_s:` (C = 6ND FLOPs per second) in the spec",
+            p.device.backend_name()
+        ));
+    }
+    (need > hours).then(|| {
+        format!(
+            "warning: the sweep needs ~{need:.1} h at {:.2e} FLOPs/s ({}), {:.1}x its budget_hours: {hours}; drop its largest budget or raise budget_hours",
+            speed.rate,
+            speed.describe(),
+            need / hours
+        )
+    })
 }
 
 /// The sweep line, the loss floor and the column titles.
@@ -283,14 +326,18 @@ fn plan_footer(s: &mut String, p: &Prepared, speed: &Speed, total_eta: f64) {
         p.plan.total_flops(),
         hms(total_eta),
         p.device.backend_name(),
-        if speed.measured {
-            "speed measured from finished runs"
-        } else if speed.rate.is_nan() {
-            "unknown until a run on this device finishes"
-        } else {
-            "speed assumed; rough"
-        }
+        speed.describe()
     );
+    if let Some(h) = p.spec.budget_hours {
+        let whole = p.plan.flops_spent() / speed.rate;
+        if whole.is_finite() && whole <= h * 3600.0 {
+            let _ = writeln!(
+                s,
+                "whole sweep ~{} of its budget_hours: {h} (one worker)",
+                hms(whole)
+            );
+        }
+    }
 }
 
 /// Options for [`run`].

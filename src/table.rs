@@ -206,6 +206,11 @@ fn read_parquet(path: &Path) -> anyhow::Result<Table> {
     let mut names = Vec::new();
     let mut columns = Vec::new();
     for col in df.columns() {
+        // A table is flat: nested columns (runs.parquet's eval_loss_by_position list) are
+        // not columns a flag can name, so they are left out.
+        if col.dtype().is_nested() {
+            continue;
+        }
         names.push(col.name().to_string());
         if col.dtype().is_primitive_numeric() {
             let c = col.cast(&DataType::Float64)?;

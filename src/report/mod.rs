@@ -333,74 +333,7 @@ fn family_blocks(d: &ReportData, fr: &fit::families::FamilyReport) -> Vec<Block>
         "Lowest loss reached with at most C FLOPs, by compute: {}.",
         leads.join("; then ")
     )));
-    let best_ngram = d
-        .baselines
-        .iter()
-        .filter(|r| r.eval_loss.is_finite())
-        .min_by(|x, y| x.eval_loss.total_cmp(&y.eval_loss));
-    if let Some(ng) = best_ngram {
-        let beaten: Vec<String> = fr
-            .fits
-            .iter()
-            .map(|f| {
-                let verdict = if f.best_loss < ng.eval_loss {
-                    "beats it"
-                } else {
-                    "does not beat it"
-                };
-                format!("{} (best {}) {verdict}", f.family, num(f.best_loss))
-            })
-            .collect();
-        b.push(Block::P(format!(
-            "Against the best n-gram baseline (Kneser-Ney {}-gram on {:.3e} tokens, {} nats/token): {}.",
-            ng.order,
-            ng.train_tokens as f64,
-            num(ng.eval_loss),
-            beaten.join(", ")
-        )));
-    }
-    let rows = fr
-        .fits
-        .iter()
-        .map(|f| {
-            let kap = f
-                .l_of_n
-                .as_ref()
-                .map(|l| {
-                    format!(
-                        "({:.3e}/N)^{:.3} at D ≈ {:.2e}",
-                        l.x_c, l.alpha, f.l_of_n_tokens
-                    )
-                })
-                .unwrap_or_else(|| "–".into());
-            let a3 = f
-                .approach3
-                .map(|p| {
-                    format!(
-                        "E {} A {} α {:.3} B {} β {:.3}",
-                        num(p.e),
-                        num(p.a),
-                        p.alpha,
-                        num(p.b),
-                        p.beta
-                    )
-                })
-                .or_else(|| f.note.clone())
-                .unwrap_or_else(|| "–".into());
-            vec![
-                f.family.to_string(),
-                f.points.to_string(),
-                format!(
-                    "{} (N {:.3e}, C {:.2e})",
-                    num(f.best_loss),
-                    f.best_n,
-                    f.best_c
-                ),
-                kap,
-                a3,
-            ]
-        })
-        .collect();
+    b.extend(family_vs_ngram(d, fr));
     b.push(Block::Table(
         header(&[
             "family",
@@ -409,9 +342,77 @@ fn family_blocks(d: &ReportData, fr: &fit::families::FamilyReport) -> Vec<Block>
             "Kaplan L(N)",
             "Chinchilla law (Approach 3)",
         ]),
-        rows,
+        fr.fits.iter().map(family_row).collect(),
     ));
     b
+}
+
+/// Whether each family's best run beats the best n-gram baseline (none without baselines).
+fn family_vs_ngram(d: &ReportData, fr: &fit::families::FamilyReport) -> Option<Block> {
+    let ng = d
+        .baselines
+        .iter()
+        .filter(|r| r.eval_loss.is_finite())
+        .min_by(|x, y| x.eval_loss.total_cmp(&y.eval_loss))?;
+    let beaten: Vec<String> = fr
+        .fits
+        .iter()
+        .map(|f| {
+            let verdict = if f.best_loss < ng.eval_loss {
+                "beats it"
+            } else {
+                "does not beat it"
+            };
+            format!("{} (best {}) {verdict}", f.family, num(f.best_loss))
+        })
+        .collect();
+    Some(Block::P(format!(
+        "Against the best n-gram baseline (Kneser-Ney {}-gram on {:.3e} tokens, {} nats/token): {}.",
+        ng.order,
+        ng.train_tokens as f64,
+        num(ng.eval_loss),
+        beaten.join(", ")
+    )))
+}
+
+/// One family's row: runs, best loss, Kaplan L(N) and the Chinchilla law.
+fn family_row(f: &fit::families::FamilyFit) -> Vec<String> {
+    let kap = f
+        .l_of_n
+        .as_ref()
+        .map(|l| {
+            format!(
+                "({:.3e}/N)^{:.3} at D ≈ {:.2e}",
+                l.x_c, l.alpha, f.l_of_n_tokens
+            )
+        })
+        .unwrap_or_else(|| "–".into());
+    let a3 = f
+        .approach3
+        .map(|p| {
+            format!(
+                "E {} A {} α {:.3} B {} β {:.3}",
+                num(p.e),
+                num(p.a),
+                p.alpha,
+                num(p.b),
+                p.beta
+            )
+        })
+        .or_else(|| f.note.clone())
+        .unwrap_or_else(|| "–".into());
+    vec![
+        f.family.to_string(),
+        f.points.to_string(),
+        format!(
+            "{} (N {:.3e}, C {:.2e})",
+            num(f.best_loss),
+            f.best_n,
+            f.best_c
+        ),
+        kap,
+        a3,
+    ]
 }
 
 /// One sentence: the held-out error and the farthest backtest's error.

@@ -643,12 +643,15 @@ fn allocation_y_range(
     }
     if let Some(bs) = bands {
         // Keep the axis on the central band, clipping extreme bootstrap tails.
-        let (lo, hi) = min_max(ys.iter().copied());
-        ys.extend(
-            bs.iter()
-                .flat_map(|b| [b.1[0], b.1[1], b.2[0], b.2[1]])
-                .map(|v| v.clamp(lo / 100.0, hi * 100.0)),
-        );
+        // With no finite optimum (a degenerate fit) there is no centre to clip to.
+        let (lo, hi) = min_max(ys.iter().copied().filter(|v| v.is_finite() && *v > 0.0));
+        if lo <= hi {
+            ys.extend(
+                bs.iter()
+                    .flat_map(|b| [b.1[0], b.1[1], b.2[0], b.2[1]])
+                    .map(|v| v.clamp(lo / 100.0, hi * 100.0)),
+            );
+        }
     }
     log_range(ys.into_iter())
 }
@@ -1315,22 +1318,47 @@ fn family_panel<DB: DrawingBackend>(
         .legend(move |(x, y)| Circle::new((x + 10, y), 4, col.filled()));
         let line = if by_n {
             let fit = rep.fits.iter().find(|f| f.family == *fam);
-            match fit.and_then(|f| f.l_of_n.as_ref()) {
-                Some(l) => logspace(&xr, 40)
-                    .into_iter()
-                    .map(|n| (n, (l.x_c / n).powf(l.alpha)))
-                    .filter(|(_, y)| yr.contains(y))
-                    .collect(),
-                None => Vec::new(),
-            }
+            l_of_n_line(fit.and_then(|f| f.l_of_n.as_ref()), &xr, &yr)
         } else {
             running_min(pts)
         };
         c.draw_series(LineSeries::new(line, col.stroke_width(2)))
             .map_err(pe)?;
     }
-    for b in &ngrams {
-        let grey = RGBColor(120, 120, 120);
+    draw_ngram_lines(&mut c, &ngrams, &xr)?;
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .draw()
+        .map_err(pe)
+}
+
+/// A family's Kaplan L(N) = (N_c/N)^α across `xr`, inside `yr` (empty without a fit).
+fn l_of_n_line(
+    l: Option<&crate::fit::KaplanLaw>,
+    xr: &Range<f64>,
+    yr: &Range<f64>,
+) -> Vec<(f64, f64)> {
+    let Some(l) = l else {
+        return Vec::new();
+    };
+    logspace(xr, 40)
+        .into_iter()
+        .map(|n| (n, (l.x_c / n).powf(l.alpha)))
+        .filter(|(_, y)| yr.contains(y))
+        .collect()
+}
+
+/// The best n-gram baseline of each order as a dashed grey line, labelled at the left.
+fn draw_ngram_lines<'a, DB: DrawingBackend + 'a>(
+    c: &mut LogLin<'a, DB>,
+    ngrams: &[&BaselineRow],
+    xr: &Range<f64>,
+) -> anyhow::Result<()> {
+    let grey = RGBColor(120, 120, 120);
+    for b in ngrams {
         c.draw_series(DashedLineSeries::new(
             vec![(xr.start, b.eval_loss), (xr.end, b.eval_loss)],
             6,
@@ -1345,13 +1373,7 @@ fn family_panel<DB: DrawingBackend>(
         )))
         .map_err(pe)?;
     }
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 12))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(pe)
+    Ok(())
 }
 
 /// The lowest loss reached with at most each run's C (a step line over the runs).

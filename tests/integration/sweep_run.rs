@@ -143,6 +143,32 @@ fn bench_json_lists_shapes() {
 }
 
 #[test]
+fn bench_times_each_family() {
+    let o = scalelab(&[
+        "bench",
+        "--json",
+        "--shapes",
+        "lstm,mlp",
+        "--seconds",
+        "0.3",
+        "--attention",
+        "both",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v.as_array().unwrap();
+    // One row per family: attention modes only apply to the Transformer.
+    assert_eq!(rows.len(), 2, "{v}");
+    for (row, fam) in rows.iter().zip(["lstm", "mlp"]) {
+        assert_eq!(row["family"], fam);
+        assert_eq!(row["attention"], "-");
+        assert!(row["tokens_per_s"].as_f64().unwrap() > 100.0, "{row}");
+        let mfu = row["mfu"].as_f64().unwrap();
+        assert!(mfu > 0.0 && mfu < 1.0, "{row}");
+    }
+}
+
+#[test]
 fn wsd_cooldown_branches_match_separate_runs() {
     let dir = tmp("wsd");
     let branched = dir.join("branched.yaml");
