@@ -1,9 +1,11 @@
-//! Devices and backends: which burn backend a run uses, and the CUDA pre-flight check.
+//! Devices and backends: which burn backend a run uses, and the GPU pre-flight checks.
 //!
 //! `cpu` is burn's `Flex` backend (pure Rust, multi-threaded through rayon). `cuda`/`cuda:K`
-//! is burn-cuda, compiled only with the `cuda` cargo feature. burn's CUDA runtime panics on
-//! the first op when the driver, NVRTC or the CUDA headers are missing, so [`check_cuda`]
-//! looks for all three first and returns a clear error instead.
+//! is burn-cuda, compiled only with the `cuda` cargo feature. `vulkan` is burn's wgpu backend
+//! on Vulkan (SPIR-V kernels, the same CubeCL kernels, fusion and autodiff as CUDA), compiled
+//! only with the `vulkan` feature: AMD, Intel and NVIDIA GPUs, or Mesa's lavapipe on the CPU.
+//! burn's runtimes panic on the first op when the driver is missing, so [`check_cuda`] and
+//! [`check_vulkan`] look first and return a clear error instead.
 
 use crate::bail_user;
 
@@ -11,6 +13,8 @@ use crate::bail_user;
 pub enum DeviceChoice {
     Cpu,
     Cuda(usize),
+    /// wgpu's default Vulkan adapter (the most capable one).
+    Vulkan,
 }
 
 impl DeviceChoice {
@@ -19,18 +23,22 @@ impl DeviceChoice {
         match s.as_str() {
             "cpu" => Ok(DeviceChoice::Cpu),
             "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            "vulkan" => Ok(DeviceChoice::Vulkan),
             _ => match s.strip_prefix("cuda:").and_then(|k| k.parse().ok()) {
                 Some(k) => Ok(DeviceChoice::Cuda(k)),
-                None => bail_user!("unknown device {s:?}; use `cpu`, `cuda` or `cuda:K`"),
+                None => {
+                    bail_user!("unknown device {s:?}; use `cpu`, `cuda`, `cuda:K` or `vulkan`")
+                }
             },
         }
     }
 
-    /// `cpu` or `cuda:K`.
+    /// `cpu`, `cuda:K` or `vulkan`.
     pub fn short_name(&self) -> String {
         match self {
             DeviceChoice::Cpu => "cpu".into(),
             DeviceChoice::Cuda(k) => format!("cuda:{k}"),
+            DeviceChoice::Vulkan => "vulkan".into(),
         }
     }
 
@@ -39,6 +47,7 @@ impl DeviceChoice {
         match self {
             DeviceChoice::Cpu => "burn-flex (cpu)".into(),
             DeviceChoice::Cuda(k) => format!("burn-cuda (cuda:{k})"),
+            DeviceChoice::Vulkan => "burn-wgpu (vulkan)".into(),
         }
     }
 
@@ -55,8 +64,50 @@ impl DeviceChoice {
                 }
                 check_cuda()
             }
+            DeviceChoice::Vulkan => {
+                if !cfg!(feature = "vulkan") {
+                    bail_user!(
+                        "device `vulkan` requested, but this scalelab was built without Vulkan support; \
+                         rebuild with `cargo build --release --features vulkan`, or use `--device cpu`"
+                    );
+                }
+                check_vulkan()
+            }
         }
     }
+}
+
+/// The Vulkan loader and at least one installable client driver (ICD), as wgpu needs them.
+pub fn check_vulkan() -> anyhow::Result<()> {
+    if !["libvulkan.so.1", "libvulkan.so"]
+        .iter()
+        .any(|l| can_dlopen(l))
+    {
+        bail_user!(
+            "no Vulkan loader found (libvulkan.so.1 cannot be loaded). Install it with your GPU's \
+             Vulkan driver (Debian/Ubuntu: `apt-get install libvulkan1 mesa-vulkan-drivers`; \
+             mesa's lavapipe runs Vulkan on the CPU), or use `--device cpu`"
+        );
+    }
+    let icd_dirs = [
+        "/usr/share/vulkan/icd.d",
+        "/etc/vulkan/icd.d",
+        "/usr/local/share/vulkan/icd.d",
+    ];
+    let has_icd = std::env::var_os("VK_ICD_FILENAMES").is_some()
+        || std::env::var_os("VK_DRIVER_FILES").is_some()
+        || icd_dirs
+            .iter()
+            .any(|d| std::fs::read_dir(d).is_ok_and(|mut it| it.any(|e| e.is_ok())));
+    if !has_icd {
+        bail_user!(
+            "the Vulkan loader is installed but no Vulkan driver is (no ICD file in {}): \
+             install your GPU's Vulkan driver (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`), \
+             or use `--device cpu`",
+            icd_dirs.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Whether a shared library can be loaded (dlopen, glibc ≥ 2.34 needs no -ldl).
@@ -136,6 +187,16 @@ macro_rules! with_backend {
             $crate::device::DeviceChoice::Cuda(_) => {
                 unreachable!("ensure_usable rejects cuda without the feature")
             }
+            #[cfg(feature = "vulkan")]
+            $crate::device::DeviceChoice::Vulkan => {
+                type $B = burn::backend::Autodiff<burn::backend::Vulkan>;
+                let $dev = burn::backend::wgpu::WgpuDevice::DefaultDevice;
+                $body
+            }
+            #[cfg(not(feature = "vulkan"))]
+            $crate::device::DeviceChoice::Vulkan => {
+                unreachable!("ensure_usable rejects vulkan without the feature")
+            }
         }
     }};
 }
@@ -151,6 +212,7 @@ mod tests {
             DeviceChoice::parse("cuda:3").unwrap(),
             DeviceChoice::Cuda(3)
         );
+        assert_eq!(DeviceChoice::parse("Vulkan").unwrap(), DeviceChoice::Vulkan);
         assert!(DeviceChoice::parse("tpu").is_err());
     }
 }

@@ -74,7 +74,9 @@ enum Command {
         results: PathBuf,
     },
     /// Dry run: print the table of runs (shape, N, D, C = 6ND, steps, budget, ETA,
-    /// status) without training anything.
+    /// status) without training anything. The ETA uses the speed of the folder's finished
+    /// runs, else the spec's `flops_per_s`, else a rough CPU default; with `budget_hours` in
+    /// the spec it warns when the sweep needs longer.
     Plan {
         /// Sweep spec (YAML). Default: the embedded quick sweep.
         sweep: Option<PathBuf>,
@@ -238,7 +240,8 @@ struct RunArgs {
     /// Output folder (overrides the spec's `out` and results/<name>/).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Device: cpu, cuda or cuda:K (overrides the spec's `device`).
+    /// Device: cpu, cuda, cuda:K or vulkan (overrides the spec's `device`; cuda and vulkan need
+    /// their cargo features).
     #[arg(long, value_parser = DeviceChoice::parse)]
     device: Option<DeviceChoice>,
     /// Do not fit scaling laws and write the report (fits.json, plots/, report.md,
@@ -325,7 +328,8 @@ struct RunOneArgs {
     /// ... and the line to train (0-based; SLURM_ARRAY_TASK_ID).
     #[arg(long, value_name = "K", requires = "tasks")]
     task: Option<usize>,
-    /// Device: cpu, cuda or cuda:K (overrides the spec's `device`).
+    /// Device: cpu, cuda, cuda:K or vulkan (overrides the spec's `device`; cuda and vulkan need
+    /// their cargo features).
     #[arg(long, value_parser = DeviceChoice::parse)]
     device: Option<DeviceChoice>,
     #[command(flatten)]
@@ -343,7 +347,7 @@ struct BenchArgs {
     /// Shapes to run, e.g. a,c or lstm,mlp.
     #[arg(long, value_delimiter = ',', default_values_t = ["a".to_string(), "b".to_string(), "c".to_string()], value_parser = ["a", "b", "c", "lstm", "mlp"])]
     shapes: Vec<String>,
-    /// Device: cpu, cuda or cuda:K.
+    /// Device: cpu, cuda, cuda:K or vulkan (cuda and vulkan need their cargo features).
     #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
     device: DeviceChoice,
     /// Seconds of timed training per shape.

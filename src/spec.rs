@@ -39,7 +39,7 @@ pub struct SweepSpec {
     pub data: DataSpec,
     #[serde(default)]
     pub training: TrainingSpec,
-    /// `cpu` (default), `cuda` or `cuda:K`.
+    /// `cpu` (default), `cuda`, `cuda:K` or `vulkan`.
     #[serde(default = "default_device")]
     pub device: String,
     /// Wall-clock hours the whole sweep is meant to fit in (e.g. a night: 12); `plan` and
@@ -1612,7 +1612,7 @@ fn branch_problems(d: &DataSpec, t: &TrainingSpec, p: &mut Vec<String>) {
 fn device_problems(device: &str, p: &mut Vec<String>) {
     if crate::device::DeviceChoice::parse(device).is_err() {
         p.push(format!(
-            "device: {device:?} is not a device; use `cpu`, `cuda` or `cuda:K`"
+            "device: {device:?} is not a device; use `cpu`, `cuda`, `cuda:K` or `vulkan`"
         ));
     }
 }

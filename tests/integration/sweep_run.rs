@@ -277,9 +277,9 @@ fn lr_sweep_selects_best_and_fit_uses_chosen_n() {
 
 #[test]
 fn plan_of_a_gpu_sized_sweep_needs_no_data_in_memory() {
-    // 10M-300M parameters, up to 2.6e11 training tokens: the stream is generated on demand.
+    // 6M-340M parameters, up to 2.6e11 training tokens: the stream is generated on demand.
     let t0 = std::time::Instant::now();
-    let o = scalelab(&["plan", "sweeps/gpu-overnight.yaml"]);
+    let o = scalelab(&["plan", "sweeps/gpu-cluster.yaml"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -291,4 +291,41 @@ fn plan_of_a_gpu_sized_sweep_needs_no_data_in_memory() {
         "{s}"
     );
     assert!(t0.elapsed().as_secs() < 30);
+}
+
+/// The overnight GPU sweep fits the night it claims at its stated speed; the same sweep
+/// with a shorter `budget_hours` (or a slower assumed speed) gets a warning that says by
+/// how much it overruns.
+#[test]
+fn plan_checks_a_sweep_against_its_budget_hours() {
+    let o = scalelab(&["plan", "sweeps/gpu-overnight.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("speed assumed: flops_per_s 1.00e14"), "{s}");
+    let line = s.lines().find(|l| l.starts_with("whole sweep ~")).unwrap();
+    assert!(
+        line.ends_with("of its budget_hours: 12 (one worker)"),
+        "{line}"
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let dir = tmp("budget-hours");
+    let spec = dir.join("short.yaml");
+    let text = std::fs::read_to_string("sweeps/gpu-overnight.yaml").unwrap();
+    std::fs::write(&spec, text.replace("budget_hours: 12", "budget_hours: 2")).unwrap();
+    let o = scalelab(&["plan", spec.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: the sweep needs ~10.3 h at 1.00e14 FLOPs/s"),
+        "{err}"
+    );
+    assert!(err.contains("5.1x its budget_hours: 2"), "{err}");
+    std::fs::write(&spec, text.replace("budget_hours: 12", "budget_hours: -1")).unwrap();
+    let o = scalelab(&["plan", spec.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("budget_hours: -1 must be a positive number"),
+        "{}",
+        stderr(&o)
+    );
 }
