@@ -44,6 +44,6 @@ for run_id, shape, tokens, l_cpu, l_dev, uniform, backend in rows:
     bad += not ok
     print(f"{shape:<10} D={tokens:>6}  cpu {l_cpu:.4f}  {dev} {l_dev:.4f}  rel diff {rel:.2%}"
           f"  {'ok' if ok else 'FAIL'}  ({backend})")
-print(f"backend check ({dev} vs cpu, tolerance {tol:.0%}): {len(rows) - bad} passed, {bad} failed")
+print(f"backend check ({dev} vs cpu, tolerance {tol:.1%}): {len(rows) - bad} passed, {bad} failed")
 sys.exit(1 if bad else 0)
 EOF
