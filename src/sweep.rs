@@ -211,6 +211,11 @@ impl Speed {
         Speed { rate, source }
     }
 
+    /// Seconds the whole sweep (cooldown parents included) takes on one worker at this speed.
+    fn whole_sweep_s(&self, p: &Prepared) -> f64 {
+        p.plan.flops_spent() / self.rate
+    }
+
     fn describe(&self) -> String {
         match self.source {
             SpeedSource::Measured => "speed measured from finished runs".into(),
@@ -227,13 +232,13 @@ impl Speed {
 pub fn budget_warning(p: &Prepared, store_runs: &[RunRecord]) -> Option<String> {
     let hours = p.spec.budget_hours?;
     let speed = Speed::of(p, store_runs);
-    let need = p.plan.flops_spent() / speed.rate / 3600.0;
     if speed.rate.is_nan() {
         return Some(format!(
             "budget_hours: {hours} cannot be checked: no speed for {} yet; set `flops_per_s:` (C = 6ND FLOPs per second) in the spec",
             p.device.backend_name()
         ));
     }
+    let need = speed.whole_sweep_s(p) / 3600.0;
     (need > hours).then(|| {
         format!(
             "warning: the sweep needs ~{need:.1} h at {:.2e} FLOPs/s ({}), {:.1}x its budget_hours: {hours}; drop its largest budget or raise budget_hours",
@@ -329,7 +334,7 @@ fn plan_footer(s: &mut String, p: &Prepared, speed: &Speed, total_eta: f64) {
         speed.describe()
     );
     if let Some(h) = p.spec.budget_hours {
-        let whole = p.plan.flops_spent() / speed.rate;
+        let whole = speed.whole_sweep_s(p);
         if whole.is_finite() && whole <= h * 3600.0 {
             let _ = writeln!(
                 s,
