@@ -524,33 +524,53 @@ impl StreamReader<'_> {
     }
 }
 
-/// Seed of every shuffled window order: runs of equal D read the same order whatever their
-/// model seed (the seed varies the initialisation only).
+/// Seed of every `shuffled` window order: runs of equal D read the same order whatever their
+/// model seed (the seed varies the initialisation only). `shuffled_per_seed` mixes the run's
+/// seed into it.
 pub const ORDER_SEED: u64 = 0x0DA7_A0DE_5EED;
+
+/// The shuffle seed of a run with model seed `seed`.
+fn order_seed(order: DataOrder, seed: u64) -> u64 {
+    match order {
+        DataOrder::ShuffledPerSeed => {
+            // splitmix64 of the run seed: seeds 0, 1, 2 give unrelated orders.
+            let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ORDER_SEED ^ z ^ (z >> 31)
+        }
+        DataOrder::Sequential | DataOrder::Shuffled => ORDER_SEED,
+    }
+}
 
 /// Which window a run reads at each read index: exactly the run's first `windows` windows of
 /// the stream (window k starts at token k·context), in order or in a seeded shuffled order
-/// that depends only on `windows`, the group size and the seed. So runs of equal D read the
-/// same windows in the same order, and a longer run's windows contain a shorter run's.
+/// that depends only on `windows`, the group size and the shuffle seed (fixed, or the run's
+/// seed for `shuffled_per_seed`). So runs of equal D read the same windows, in the same order
+/// for equal shuffle seeds, and a longer run's windows contain a shorter run's.
 #[derive(Debug, Clone, Copy)]
 pub struct WindowOrder {
     order: DataOrder,
     windows: u64,
     group: u64,
     full_groups: u64,
+    seed: u64,
     groups: Permutation,
 }
 
 impl WindowOrder {
-    pub fn new(order: DataOrder, windows: u64, group: u64) -> Self {
+    /// `run_seed` matters only for [`DataOrder::ShuffledPerSeed`].
+    pub fn new(order: DataOrder, windows: u64, group: u64, run_seed: u64) -> Self {
         let group = group.min(windows).max(1);
         let full_groups = windows / group;
+        let seed = order_seed(order, run_seed);
         WindowOrder {
             order,
             windows,
             group,
             full_groups,
-            groups: Permutation::new(full_groups.max(1), ORDER_SEED),
+            seed,
+            groups: Permutation::new(full_groups.max(1), seed),
         }
     }
 
@@ -562,12 +582,12 @@ impl WindowOrder {
         let (s, j) = (k / self.group, k % self.group);
         if s < self.full_groups {
             let g = self.groups.apply(s);
-            return g * self.group + Permutation::new(self.group, ORDER_SEED ^ g).apply(j);
+            return g * self.group + Permutation::new(self.group, self.seed ^ g).apply(j);
         }
         // The partial last group (windows not a multiple of the group), read last.
         let base = self.full_groups * self.group;
         let rest = self.windows - base;
-        base + Permutation::new(rest, ORDER_SEED ^ self.full_groups).apply(k - base)
+        base + Permutation::new(rest, self.seed ^ self.full_groups).apply(k - base)
     }
 }
 
@@ -1104,8 +1124,9 @@ mod tests {
         windows: u64,
         ctx: usize,
         group: u64,
+        seed: u64,
     ) -> Vec<Vec<u16>> {
-        let o = WindowOrder::new(order, windows, group);
+        let o = WindowOrder::new(order, windows, group, seed);
         let mut r = stream.reader();
         (0..windows)
             .map(|k| {
@@ -1125,8 +1146,8 @@ mod tests {
         };
         let ctx = 16;
         for group in [7u64, 1000] {
-            let seq = read_tokens(&stream, DataOrder::Sequential, 50, ctx, group);
-            let shuf = read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group);
+            let seq = read_tokens(&stream, DataOrder::Sequential, 50, ctx, group, 0);
+            let shuf = read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group, 0);
             assert_ne!(seq, shuf, "the order changes");
             let sorted = |mut v: Vec<Vec<u16>>| {
                 v.sort();
@@ -1137,22 +1158,63 @@ mod tests {
             // ... in the same order every time (seeded, no state) ...
             assert_eq!(
                 shuf,
-                read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group)
+                read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group, 0)
             );
             // ... and a longer run's windows contain a shorter run's.
-            let longer = read_tokens(&stream, DataOrder::Shuffled, 80, ctx, group);
+            let longer = read_tokens(&stream, DataOrder::Shuffled, 80, ctx, group, 0);
             assert!(shuf.iter().all(|w| longer.contains(w)));
             assert_eq!(
                 sorted(longer),
-                sorted(read_tokens(&stream, DataOrder::Sequential, 80, ctx, group))
+                sorted(read_tokens(
+                    &stream,
+                    DataOrder::Sequential,
+                    80,
+                    ctx,
+                    group,
+                    0
+                ))
             );
         }
     }
 
     #[test]
+    fn per_seed_orders_differ_by_seed_but_read_the_same_nested_windows() {
+        let lang = SynthLang::builtin(3, 2);
+        let stream = TrainStream::Synth {
+            lang: Box::new(lang),
+            seed: 3,
+        };
+        let (ctx, per_seed) = (16, DataOrder::ShuffledPerSeed);
+        let sorted = |mut v: Vec<Vec<u16>>| {
+            v.sort();
+            v
+        };
+        for group in [7u64, 1000] {
+            let s0 = read_tokens(&stream, per_seed, 50, ctx, group, 0);
+            let s1 = read_tokens(&stream, per_seed, 50, ctx, group, 1);
+            let shared = read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group, 1);
+            // Seeds give different orders (and differ from the shared shuffle) ...
+            assert_ne!(s0, s1);
+            assert_ne!(s1, shared);
+            // ... of the same windows, deterministically ...
+            assert_eq!(sorted(s0.clone()), sorted(s1.clone()));
+            assert_eq!(sorted(s1.clone()), sorted(shared));
+            assert_eq!(s1, read_tokens(&stream, per_seed, 50, ctx, group, 1));
+            // ... and a longer run's windows contain a shorter run's, whatever the seed.
+            let longer = read_tokens(&stream, per_seed, 80, ctx, group, 0);
+            assert!(s1.iter().all(|w| longer.contains(w)));
+        }
+        // The shared shuffle ignores the run seed.
+        assert_eq!(
+            read_tokens(&stream, DataOrder::Shuffled, 50, ctx, 7, 0),
+            read_tokens(&stream, DataOrder::Shuffled, 50, ctx, 7, 5)
+        );
+    }
+
+    #[test]
     fn shuffled_groups_visit_every_window_once() {
         for (windows, group) in [(10u64, 3u64), (12, 4), (5, 100), (1, 1)] {
-            let o = WindowOrder::new(DataOrder::Shuffled, windows, group);
+            let o = WindowOrder::new(DataOrder::Shuffled, windows, group, 0);
             let mut seen: Vec<u64> = (0..windows).map(|k| o.window(k)).collect();
             seen.sort();
             assert_eq!(seen, (0..windows).collect::<Vec<_>>());

@@ -834,6 +834,41 @@ mod tests {
 
     /// `training.family_lr` scales the peak LR of its family's runs only, on top of the
     /// LR multipliers.
+    /// `data_order` is a closed set read from the spec; each order is part of the run's id.
+    #[test]
+    fn data_order_is_parsed_and_keys_the_run_id() {
+        let ids = |order: &str| {
+            let s = spec(&format!("  data_order: {order}\n"), "  tokens: [6400]");
+            let p = build(&s, "t", 256, 1).unwrap();
+            let r = &p.runs[0];
+            (r.data.order, run_id(r, 1, 16.0, false))
+        };
+        let (o1, id1) = ids("shuffled");
+        let (o2, id2) = ids("shuffled_per_seed");
+        let (o3, id3) = ids("sequential");
+        assert_eq!(
+            (o1, o2, o3),
+            (
+                DataOrder::Shuffled,
+                DataOrder::ShuffledPerSeed,
+                DataOrder::Sequential
+            )
+        );
+        assert!(id1 != id2 && id2 != id3 && id1 != id3);
+        let src = SpecSource {
+            label: "t.yaml".into(),
+            base_dir: ".".into(),
+            text: "name: t\nmodel:\n  context: 16\n  shapes:\n    - {d_model: 16, n_layer: 1, n_head: 2}\n\
+                   data:\n  tokens: [6400]\ntraining:\n  data_order: per_seed\n"
+                .into(),
+        };
+        let msg = format!("{:#}", SweepSpec::parse(&src).unwrap_err());
+        assert!(
+            msg.contains("`per_seed` is not one of sequential, shuffled, shuffled_per_seed"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn family_lr_scales_only_its_family() {
         let parse = |training: &str| {

@@ -450,6 +450,11 @@ pub enum DataOrder {
     /// A seeded shuffle of the run's windows, the same for every run of equal D (in-memory
     /// corpora: all windows; the built-in stream: its chunks, and the windows within each).
     Shuffled,
+    /// As `shuffled`, with the shuffle's seed taken from the run's seed: the seeds of one
+    /// point read the same windows in different orders, so they are replicates of the data
+    /// order as well as of the initialisation (README, "Design study").
+    #[serde(rename = "shuffled_per_seed")]
+    ShuffledPerSeed,
 }
 
 impl DataOrder {

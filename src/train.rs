@@ -65,7 +65,12 @@ pub fn batch<B: Backend>(
 ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>) {
     let (b, t) = (run.data.batch_size, run.data.context);
     let windows = (run.data.steps * b) as u64;
-    let order = WindowOrder::new(run.data.order, windows, train.shuffle_group(t));
+    let order = WindowOrder::new(
+        run.data.order,
+        windows,
+        train.shuffle_group(t),
+        run.data.seed,
+    );
     let mut x = Vec::with_capacity(b * t);
     let mut y = Vec::with_capacity(b * t);
     let mut window = Vec::with_capacity(t + 1);

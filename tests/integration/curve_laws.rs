@@ -75,7 +75,7 @@ fn olmo_ladder_final_losses_are_predicted_within_the_goals() {
 
 #[test]
 fn curves_command_on_a_results_folder_writes_curve_laws_json() {
-    // A copy of the committed main-job example (36 runs with every step's LR and loss).
+    // A copy of the committed main-job example (72 runs with every step's LR and loss).
     let dir = tmp("curves-folder");
     let src = repo().join("results/example-quick");
     for f in ["runs.parquet", "curves.parquet", "sweep.yaml"] {
@@ -91,7 +91,7 @@ fn curves_command_on_a_results_folder_writes_curve_laws_json() {
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("curve_laws.json")).unwrap())
             .unwrap();
-    assert_eq!(j["runs"], 36);
+    assert_eq!(j["runs"], 72);
     let checks = j["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 6, "three checks × two laws");
     // Every single-epoch run gets an early prediction with the Tissue law (the Multi-Power
@@ -104,8 +104,8 @@ fn curves_command_on_a_results_folder_writes_curve_laws_json() {
             .unwrap();
         c["cases"].as_array().unwrap().len()
     };
-    assert_eq!(cases("early", "tissue"), 36);
-    assert_eq!(cases("transfer", "multi-power"), 36);
+    assert_eq!(cases("early", "tissue"), 72);
+    assert_eq!(cases("transfer", "multi-power"), 72);
     // Bad input: exit 2, naming the flag.
     assert_user_error(
         &scalelab(&["curves", dir.to_str().unwrap(), "--fraction", "1.5"]),

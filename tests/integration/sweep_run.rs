@@ -115,18 +115,18 @@ fn plan_prints_table_without_training() {
     let o = scalelab(&["plan", "sweeps/quick.yaml", "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = String::from_utf8_lossy(&o.stdout);
-    // The main job: 3 IsoFLOP budgets, 5 to 7 sizes each, two seeds (36 runs).
+    // The main job: 3 IsoFLOP budgets, 5 to 7 sizes each, four seeds (72 runs).
     assert!(
-        s.contains("36 runs") && s.contains("C=6ND") && s.contains("ETA"),
+        s.contains("72 runs") && s.contains("C=6ND") && s.contains("ETA"),
         "{s}"
     );
-    assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 36);
+    assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 72);
     for budget in ["3.00e10", "1.00e11", "3.00e11"] {
         let runs = s
             .lines()
             .filter(|l| l.ends_with("pending") && l.contains(budget))
             .count();
-        assert!((10..=14).contains(&runs), "{budget}: {runs} runs\n{s}");
+        assert!((20..=28).contains(&runs), "{budget}: {runs} runs\n{s}");
     }
     assert!(!out.join("runs.parquet").exists());
 }
