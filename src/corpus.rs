@@ -34,7 +34,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::bail_user;
-use crate::hashing::{fnv1a, Permutation, Rng};
+use crate::hashing::{fnv1a, splitmix64, Permutation, Rng};
 use crate::spec::DataOrder;
 
 /// Sample an index from unnormalised cumulative weights.
@@ -532,13 +532,8 @@ pub const ORDER_SEED: u64 = 0x0DA7_A0DE_5EED;
 /// The shuffle seed of a run with model seed `seed`.
 fn order_seed(order: DataOrder, seed: u64) -> u64 {
     match order {
-        DataOrder::ShuffledPerSeed => {
-            // splitmix64 of the run seed: seeds 0, 1, 2 give unrelated orders.
-            let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ORDER_SEED ^ z ^ (z >> 31)
-        }
+        // Mixed, so seeds 0, 1, 2 give unrelated orders.
+        DataOrder::ShuffledPerSeed => ORDER_SEED ^ splitmix64(seed),
         DataOrder::Sequential | DataOrder::Shuffled => ORDER_SEED,
     }
 }
@@ -1117,6 +1112,20 @@ fn bpe_corpus(
 mod tests {
     use super::*;
 
+    /// The built-in stream of language `seed` (2 topics), generated from the same seed.
+    fn synth_stream(seed: u64) -> TrainStream {
+        TrainStream::Synth {
+            lang: Box::new(SynthLang::builtin(seed, 2)),
+            seed,
+        }
+    }
+
+    /// Windows in sorted order: the multiset a run reads, whatever its order.
+    fn sorted(mut v: Vec<Vec<u16>>) -> Vec<Vec<u16>> {
+        v.sort();
+        v
+    }
+
     /// The tokens a run of `windows` windows reads, in read order.
     fn read_tokens(
         stream: &TrainStream,
@@ -1139,20 +1148,12 @@ mod tests {
 
     #[test]
     fn shuffled_order_reads_the_same_nested_windows() {
-        let lang = SynthLang::builtin(3, 2);
-        let stream = TrainStream::Synth {
-            lang: Box::new(lang),
-            seed: 3,
-        };
+        let stream = synth_stream(3);
         let ctx = 16;
         for group in [7u64, 1000] {
             let seq = read_tokens(&stream, DataOrder::Sequential, 50, ctx, group, 0);
             let shuf = read_tokens(&stream, DataOrder::Shuffled, 50, ctx, group, 0);
             assert_ne!(seq, shuf, "the order changes");
-            let sorted = |mut v: Vec<Vec<u16>>| {
-                v.sort();
-                v
-            };
             // Equal D: the same windows (token multisets), whatever the order ...
             assert_eq!(sorted(seq.clone()), sorted(shuf.clone()));
             // ... in the same order every time (seeded, no state) ...
@@ -1179,16 +1180,8 @@ mod tests {
 
     #[test]
     fn per_seed_orders_differ_by_seed_but_read_the_same_nested_windows() {
-        let lang = SynthLang::builtin(3, 2);
-        let stream = TrainStream::Synth {
-            lang: Box::new(lang),
-            seed: 3,
-        };
+        let stream = synth_stream(3);
         let (ctx, per_seed) = (16, DataOrder::ShuffledPerSeed);
-        let sorted = |mut v: Vec<Vec<u16>>| {
-            v.sort();
-            v
-        };
         for group in [7u64, 1000] {
             let s0 = read_tokens(&stream, per_seed, 50, ctx, group, 0);
             let s1 = read_tokens(&stream, per_seed, 50, ctx, group, 1);
@@ -1223,11 +1216,7 @@ mod tests {
 
     #[test]
     fn reads_across_chunks_use_both_cache_slots() {
-        let lang = SynthLang::builtin(5, 2);
-        let stream = TrainStream::Synth {
-            lang: Box::new(lang),
-            seed: 5,
-        };
+        let stream = synth_stream(5);
         let mut r = stream.reader();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         // A window spanning chunks 0 and 1, then chunk 0 again: both stay cached and agree

@@ -24,6 +24,15 @@ pub fn hex_id(key: &str) -> String {
     format!("{:016x}", fnv1a(key.as_bytes()))
 }
 
+/// splitmix64: the output for state `x` (the state advanced by the golden-ratio step, then
+/// finalised). Seeds [`Rng`], hashes n-gram keys, and keys per-seed data orders.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// xoshiro256** seeded through splitmix64: small, fast and stable across versions.
 #[derive(Clone, Debug)]
 pub struct Rng {
@@ -34,11 +43,9 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         let mut z = seed;
         let mut next = || {
+            let out = splitmix64(z);
             z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut x = z;
-            x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            x ^ (x >> 31)
+            out
         };
         Rng {
             s: [next(), next(), next(), next()],

@@ -832,8 +832,6 @@ mod tests {
         assert_eq!(ids.len(), 2, "an LR sweep shares the point id");
     }
 
-    /// `training.family_lr` scales the peak LR of its family's runs only, on top of the
-    /// LR multipliers.
     /// `data_order` is a closed set read from the spec; each order is part of the run's id.
     #[test]
     fn data_order_is_parsed_and_keys_the_run_id() {
@@ -869,6 +867,8 @@ mod tests {
         );
     }
 
+    /// `training.family_lr` scales the peak LR of its family's runs only, on top of the
+    /// LR multipliers.
     #[test]
     fn family_lr_scales_only_its_family() {
         let parse = |training: &str| {
