@@ -332,7 +332,7 @@ impl GptConfig {
 
 /// `x / m` (μP's multiplier before a hidden matrix); `x` itself when m = 1, so the standard
 /// model runs no extra op.
-fn div_mult<B: Backend, const D: usize>(x: Tensor<B, D>, m: f64) -> Tensor<B, D> {
+pub(crate) fn div_mult<B: Backend, const D: usize>(x: Tensor<B, D>, m: f64) -> Tensor<B, D> {
     if m == 1.0 {
         x
     } else {
@@ -342,12 +342,12 @@ fn div_mult<B: Backend, const D: usize>(x: Tensor<B, D>, m: f64) -> Tensor<B, D>
 
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
-    ln1: LayerNorm<B>,
-    qkv: Linear<B>,
-    proj: Linear<B>,
-    ln2: LayerNorm<B>,
-    fc: Linear<B>,
-    fc_out: Linear<B>,
+    pub(crate) ln1: LayerNorm<B>,
+    pub(crate) qkv: Linear<B>,
+    pub(crate) proj: Linear<B>,
+    pub(crate) ln2: LayerNorm<B>,
+    pub(crate) fc: Linear<B>,
+    pub(crate) fc_out: Linear<B>,
     gelu: Gelu,
     n_head: usize,
     fused: bool,
@@ -392,14 +392,20 @@ impl<B: Backend> Block<B> {
 
 #[derive(Module, Debug)]
 pub struct Gpt<B: Backend> {
-    wte: Embedding<B>,
-    wpe: Embedding<B>,
-    blocks: Vec<Block<B>>,
-    ln_f: LayerNorm<B>,
+    // Read by the packed model (train::pack), which stacks these parameters run by run.
+    pub(crate) wte: Embedding<B>,
+    pub(crate) wpe: Embedding<B>,
+    pub(crate) blocks: Vec<Block<B>>,
+    pub(crate) ln_f: LayerNorm<B>,
     width_mult: f64,
 }
 
 impl<B: Backend> Gpt<B> {
+    /// Heads and μP width multiplier (the packed model copies them).
+    pub(crate) fn n_head_and_mult(&self) -> (usize, f64) {
+        (self.blocks.first().map_or(1, |b| b.n_head), self.width_mult)
+    }
+
     /// Logits `[b·t, vocab]` for token ids `[b, t]`.
     pub fn forward(&self, idx: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         self.forward_traced(idx, None)

@@ -17,6 +17,8 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+pub mod pack;
+
 use crate::corpus::{Corpus, StreamReader, WindowOrder};
 use crate::lm::Lm;
 use crate::plan::RunPlan;
@@ -102,24 +104,10 @@ pub fn eval_loss<B: Backend>(model: &Lm<B>, corpus: &Corpus, device: &B::Device)
 
 /// [`EvalLoss`] of `model` on the corpus's eval windows.
 pub fn eval_losses<B: Backend>(model: &Lm<B>, corpus: &Corpus, device: &B::Device) -> EvalLoss {
-    let (t, w) = (corpus.context, corpus.context + 1);
-    let n = corpus.n_eval_windows();
-    let chunk = 32;
-    let mut sums = vec![0.0f64; t];
-    let mut i = 0;
-    while i < n {
-        let m = chunk.min(n - i);
-        let mut x = Vec::with_capacity(m * t);
-        let mut y = Vec::with_capacity(m * t);
-        for k in i..i + m {
-            let win = &corpus.eval[k * w..(k + 1) * w];
-            x.extend(win[..w - 1].iter().map(|&v| v as i32));
-            y.extend(win[1..].iter().map(|&v| v as i32));
-        }
-        let xt = Tensor::<B, 2, Int>::from_data(TensorData::new(x, [m, t]), device);
-        let yt = Tensor::<B, 2, Int>::from_data(TensorData::new(y, [m, t]), device);
+    let mut sums = vec![0.0f64; corpus.context];
+    for (x, y) in eval_chunks::<B>(corpus, device) {
         let per: Vec<f32> = model
-            .token_losses(xt, yt)
+            .token_losses(x, y)
             .sum_dim(0) // [1, t]
             .into_data()
             .convert::<f32>()
@@ -128,13 +116,46 @@ pub fn eval_losses<B: Backend>(model: &Lm<B>, corpus: &Corpus, device: &B::Devic
         for (s, v) in sums.iter_mut().zip(per) {
             *s += v as f64;
         }
-        i += m;
     }
-    let by_position: Vec<f64> = sums.iter().map(|s| s / n as f64).collect();
-    EvalLoss {
-        mean: by_position.iter().sum::<f64>() / t as f64,
-        by_position,
+    EvalLoss::from_sums(&sums, corpus.n_eval_windows())
+}
+
+impl EvalLoss {
+    /// From the summed loss at each position over `n` windows.
+    fn from_sums(sums: &[f64], n: usize) -> EvalLoss {
+        let by_position: Vec<f64> = sums.iter().map(|s| s / n as f64).collect();
+        EvalLoss {
+            mean: by_position.iter().sum::<f64>() / sums.len() as f64,
+            by_position,
+        }
     }
+}
+
+/// The eval windows in chunks of at most 32: inputs and targets, each `[m, t]`.
+fn eval_chunks<B: Backend>(
+    corpus: &Corpus,
+    device: &B::Device,
+) -> Vec<(Tensor<B, 2, Int>, Tensor<B, 2, Int>)> {
+    let (t, w) = (corpus.context, corpus.context + 1);
+    let n = corpus.n_eval_windows();
+    let chunk = 32;
+    (0..n)
+        .step_by(chunk)
+        .map(|i| {
+            let m = chunk.min(n - i);
+            let mut x = Vec::with_capacity(m * t);
+            let mut y = Vec::with_capacity(m * t);
+            for k in i..i + m {
+                let win = &corpus.eval[k * w..(k + 1) * w];
+                x.extend(win[..w - 1].iter().map(|&v| v as i32));
+                y.extend(win[1..].iter().map(|&v| v as i32));
+            }
+            (
+                Tensor::from_data(TensorData::new(x, [m, t]), device),
+                Tensor::from_data(TensorData::new(y, [m, t]), device),
+            )
+        })
+        .collect()
 }
 
 /// Sums squared gradient norms over all float parameters.
@@ -206,24 +227,7 @@ fn init<B: AutodiffBackend>(
     device: &B::Device,
     fused_attention: bool,
 ) -> (Lm<B>, impl Optimizer<Lm<B>, B>) {
-    // burn's CPU backend keeps one global RNG and draws parameters lazily, on first use: seed
-    // and touch every parameter under a lock, so concurrent runs (`--workers`) stay
-    // deterministic.
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let model: Lm<B> = {
-        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-        B::seed(device, run.data.seed);
-        let model: Lm<B> = Lm::new(
-            &run.shape,
-            corpus.vocab_size,
-            run.data.context,
-            fused_attention,
-            device,
-        );
-        let one = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), device);
-        let _ = model.forward(one);
-        model
-    };
+    let model = fresh_model::<B>(run, corpus, device, fused_attention);
     let optim = AdamWConfig::new()
         .with_beta_1(run.optim.beta1 as f32)
         .with_beta_2(run.optim.beta2 as f32)
@@ -231,6 +235,32 @@ fn init<B: AutodiffBackend>(
         .with_weight_decay(run.optim.weight_decay as f32)
         .init::<B, Lm<B>>();
     (model, optim)
+}
+
+/// A run's freshly initialised model, drawn from its seed: the same parameters whether it
+/// trains alone or in a pack.
+fn fresh_model<B: Backend>(
+    run: &RunPlan,
+    corpus: &Corpus,
+    device: &B::Device,
+    fused_attention: bool,
+) -> Lm<B> {
+    // burn's CPU backend keeps one global RNG and draws parameters lazily, on first use: seed
+    // and touch every parameter under a lock, so concurrent runs (`--workers`) stay
+    // deterministic.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    B::seed(device, run.data.seed);
+    let model: Lm<B> = Lm::new(
+        &run.shape,
+        corpus.vocab_size,
+        run.data.context,
+        fused_attention,
+        device,
+    );
+    let one = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), device);
+    let _ = model.forward(one);
+    model
 }
 
 /// Progress of one training segment.
@@ -261,12 +291,8 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
     let tokens_per_step = (run.data.batch_size * run.data.context) as u64;
     let mut reader = corpus.train.reader();
     let mut seg = Segment {
-        status: Status::Ok,
-        last_loss: f64::NAN,
         steps_done: from,
-        train_time: 0.0,
-        curve: Vec::new(),
-        eval_by_position: Vec::new(),
+        ..Segment::fresh()
     };
     for step in from..to {
         let t0 = Instant::now();
@@ -276,15 +302,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
         let loss_v = loss_v as f64;
         let lr = run.lr_at(step);
         if !loss_v.is_finite() {
-            seg.status = Status::Diverged;
-            seg.curve.push(CurveRow {
-                step,
-                tokens: step as u64 * tokens_per_step,
-                lr,
-                train_loss: loss_v,
-                eval_loss: None,
-                predicted: None,
-            });
+            seg.diverge_at(step, tokens_per_step, lr, loss_v);
             break;
         }
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -610,6 +628,32 @@ pub fn train_branched<B: AutodiffBackend>(
 }
 
 impl Segment {
+    /// Nothing trained yet.
+    fn fresh() -> Segment {
+        Segment {
+            status: Status::Ok,
+            last_loss: f64::NAN,
+            steps_done: 0,
+            train_time: 0.0,
+            curve: Vec::new(),
+            eval_by_position: Vec::new(),
+        }
+    }
+
+    /// The loss at `step` (before its update, at `lr`) was not finite: the run ends
+    /// `diverged`, that loss its curve's last row.
+    fn diverge_at(&mut self, step: usize, tokens_per_step: u64, lr: f64, loss: f64) {
+        self.status = Status::Diverged;
+        self.curve.push(CurveRow {
+            step,
+            tokens: step as u64 * tokens_per_step,
+            lr,
+            train_loss: loss,
+            eval_loss: None,
+            predicted: None,
+        });
+    }
+
     /// The checkpoint state of run `id` at the end of this segment.
     fn meta(&self, id: &str, wall_s: f64) -> CheckpointMeta {
         CheckpointMeta {
