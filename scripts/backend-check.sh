@@ -1,28 +1,33 @@
 #!/usr/bin/env bash
-# Train the micro sweep (sweeps/micro.yaml: 4 runs, same seeds) on the CPU backend and on
-# DEVICE, then compare every run's final eval loss: they must agree within TOL (relative;
-# default 2%: f32 kernels that sum in another order drift apart over the runs' steps), and
+# Train the micro sweep (sweeps/micro.yaml: 4 runs, same seeds; or SPEC, a sweep of 4 runs) on
+# the CPU backend (one run at a time) and on DEVICE (with PACK=N, `--pack N`: the four seeds of
+# sweeps/micro-seeds.yaml train as one pack), then compare every run's final
+# eval loss: they must agree within TOL (relative; default 2%: f32 kernels that sum in another order drift apart over the runs' steps), and
 # loss must have fallen on both (eval loss at least 0.5 nats below ln(vocab), the loss of a
 # uniform guess). Prints one line per run and a verdict; exit 0 when all pass.
 #
-# usage: scripts/backend-check.sh DEVICE [TOL]     e.g. scripts/backend-check.sh vulkan
+# usage: [SPEC=sweeps/micro-seeds.yaml PACK=4] scripts/backend-check.sh DEVICE [TOL]
+#        e.g. scripts/backend-check.sh vulkan
 # needs: a scalelab built with DEVICE's feature (target/release/scalelab), python3 + duckdb
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=${1:?usage: scripts/backend-check.sh DEVICE [TOL]}
 tol=${2:-0.02}
 bin=${SCALELAB:-target/release/scalelab}
+spec=${SPEC:-sweeps/micro.yaml}
+pack=${PACK:-off}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 for d in cpu "$dev"; do
   start=$(date +%s.%N)
-  "$bin" run sweeps/micro.yaml --out "$tmp/$d" --device "$d" --no-report --plain 2>"$tmp/$d.log" || {
+  p=off; [ "$d" = cpu ] || p=$pack
+  "$bin" run "$spec" --out "$tmp/$d" --device "$d" --pack "$p" --no-report --plain 2>"$tmp/$d.log" || {
     cat "$tmp/$d.log"
-    echo "backend check: the micro sweep failed on $d"
+    echo "backend check: $spec failed on $d"
     exit 1
   }
-  printf '%s: micro sweep %.1f s\n' "$d" "$(echo "$(date +%s.%N) - $start" | bc)"
+  printf '%s: %s %.1f s\n' "$d" "$spec" "$(echo "$(date +%s.%N) - $start" | bc)"
 done
 
 python3 - "$tmp/cpu" "$tmp/$dev" "$dev" "$tol" <<'EOF'

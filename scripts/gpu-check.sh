@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The first command to run on a new NVIDIA GPU box: checks the driver, NVRTC and the CUDA
 # headers (before an 11-minute build), builds the `cuda` feature, trains the micro sweep on
-# CUDA and on the CPU and compares their losses (scripts/backend-check.sh), then benchmarks
-# the bench shapes on CUDA (tokens/s and MFU against the measured f32 matmul peak of the
-# card). Exit 0: the CUDA path works; 2: something is missing (the message says what).
+# CUDA and on the CPU and compares their losses (scripts/backend-check.sh; then four seeds as
+# one pack on CUDA), then benchmarks the bench shapes on CUDA, alone and 8 as one pack
+# (tokens/s and MFU against the measured f32 matmul peak of the card). Exit 0: the CUDA path works; 2: something is missing (the message says what).
 #
 # usage: scripts/gpu-check.sh [--no-build]
 set -euo pipefail
@@ -42,7 +42,9 @@ fi
 
 echo "== micro sweep: CUDA vs CPU"
 scripts/backend-check.sh cuda
+echo "== four seeds packed on CUDA vs one by one on the CPU"
+SPEC=sweeps/micro-seeds.yaml PACK=4 scripts/backend-check.sh cuda
 
-echo "== throughput (shapes a, b, c)"
-target/release/scalelab bench --device cuda --shapes a,b,c
+echo "== throughput (shapes a, b, c), alone and 8 runs as one pack (whether --pack auto's 8 pays)"
+target/release/scalelab bench --device cuda --shapes a,b,c --pack 8
 echo "gpu check: ok"

@@ -36,8 +36,10 @@ cargo build --release --locked --features cuda,vulkan
 # Vulkan on lavapipe: the micro sweep's losses must match the CPU backend's (same seeds,
 # within 0.5%; measured: at most 0.04%), then a short benchmark prints tokens/s.
 scripts/backend-check.sh vulkan 0.005
+# Run packing on the GPU path: four seeds as one pack on Vulkan vs one by one on the CPU.
+SPEC=sweeps/micro-seeds.yaml PACK=4 scripts/backend-check.sh vulkan 0.005
 target/release/scalelab bench --device vulkan --shapes a --seconds 2
-echo "vulkan smoke: 1 passed, 0 failed"
+echo "vulkan smoke: micro sweep, packed seeds and bench passed"
 
 # CUDA: without a GPU driver, asking for CUDA must fail cleanly (exit 2, a message, no
 # panic); with one, a one-second CUDA benchmark must run.

@@ -102,6 +102,8 @@ pub struct BenchResult {
     pub batch: usize,
     pub n_params: u64,
     pub steps: usize,
+    /// Runs trained at once as one pack (1: a single run); tokens/s counts all of them.
+    pub runs: usize,
     pub tokens_per_s: f64,
     pub flops_per_token: f64,
     pub achieved_flops: f64,
@@ -113,7 +115,8 @@ pub struct BenchResult {
     pub attention: String,
 }
 
-/// Time `steps` training steps (after 3 warm-up steps) of one shape.
+/// Time `steps` training steps (after 3 warm-up steps) of one shape: one run, or `pack` runs
+/// (seeds 0..pack) trained as one pack (`train::pack`; tokens/s then counts every run's).
 pub fn bench_shape<B: AutodiffBackend>(
     s: &BenchShape,
     device: &B::Device,
@@ -121,6 +124,7 @@ pub fn bench_shape<B: AutodiffBackend>(
     peak: f64,
     backend: &str,
     fused_attention: bool,
+    pack: usize,
 ) -> BenchResult {
     let corpus = corpus::load(
         &CorpusSource::Builtin {
@@ -139,16 +143,41 @@ pub fn bench_shape<B: AutodiffBackend>(
     run.schedule.kind = Schedule::Constant;
     run.schedule.warmup_steps = 1;
     // Calibrate the step count from a short run, then time a run of ~`seconds`.
-    let train = |run: &RunPlan| {
-        crate::train::train_run_with::<B>(run, &corpus, device, fused_attention, None, &mut |_| {})
+    // (wall seconds, tokens/s of all runs together)
+    let train = |run: &RunPlan| -> (f64, f64) {
+        if pack < 2 {
+            let out = crate::train::train_run_with::<B>(
+                run,
+                &corpus,
+                device,
+                fused_attention,
+                None,
+                &mut |_| {},
+            );
+            return (out.wall_s, out.tokens_per_s);
+        }
+        let runs: Vec<RunPlan> = (0..pack as u64)
+            .map(|k| {
+                let mut r = run.clone();
+                (r.data.seed, r.id) = (k, format!("{}-{k}", run.id));
+                r
+            })
+            .collect();
+        let refs: Vec<&RunPlan> = runs.iter().collect();
+        let outs = crate::train::pack::train_packed::<B>(&refs, &corpus, device, &mut |_| {});
+        (outs[0].wall_s, outs.iter().map(|o| o.tokens_per_s).sum())
     };
-    let warm = train(&run);
-    let per_step = warm.wall_s / 3.0;
+    let (warm_s, _) = train(&run);
+    let per_step = warm_s / 3.0;
     run.data.steps = ((seconds / per_step.max(1e-6)) as usize).clamp(5, 2000);
-    let out = train(&run);
+    let (_, tokens_per_s) = train(&run);
     let fpt = s.shape.flops_per_token_full(256, s.context);
     BenchResult {
-        shape: s.name.into(),
+        shape: if pack > 1 {
+            format!("{}x{pack}", s.name)
+        } else {
+            s.name.into()
+        },
         family: s.shape.family.kind(),
         d_model: s.shape.d_model,
         n_layer: s.shape.n_layer,
@@ -157,11 +186,12 @@ pub fn bench_shape<B: AutodiffBackend>(
         batch: s.batch,
         n_params: s.shape.non_embedding_params(),
         steps: run.data.steps,
-        tokens_per_s: out.tokens_per_s,
+        runs: pack.max(1),
+        tokens_per_s,
         flops_per_token: fpt,
-        achieved_flops: out.tokens_per_s * fpt,
+        achieved_flops: tokens_per_s * fpt,
         matmul_peak_flops: peak,
-        mfu: out.tokens_per_s * fpt / peak,
+        mfu: tokens_per_s * fpt / peak,
         backend: backend.into(),
         attention: match (s.shape.family.is_transformer(), fused_attention) {
             (false, _) => "-",
@@ -250,9 +280,13 @@ pub fn run_cli(
     names: &[String],
     seconds: f64,
     attention: Attention,
+    pack: usize,
     json: bool,
 ) -> anyhow::Result<()> {
     device.ensure_usable()?;
+    if pack > 1 && attention != Attention::Fused {
+        crate::bail_user!("--pack: packs use the fused attention op; leave --attention at fused");
+    }
     if let Some(s) = names
         .iter()
         .find(|s| !shapes().iter().any(|b| b.name == *s))
@@ -266,6 +300,7 @@ pub fn run_cli(
             names,
             seconds,
             attention,
+            pack,
             !json,
         )
     });
@@ -285,6 +320,7 @@ fn bench_all<B: AutodiffBackend>(
     names: &[String],
     seconds: f64,
     attention: Attention,
+    pack: usize,
     verbose: bool,
 ) -> Vec<BenchResult> {
     let peak = matmul_peak::<B::InnerBackend>(dev, 2.0);
@@ -301,8 +337,17 @@ fn bench_all<B: AutodiffBackend>(
             };
             ms.iter().map(move |&m| (b, m))
         })
-        .map(|(b, fused)| {
-            let r = bench_shape::<B>(b, dev, seconds, peak, backend, fused);
+        // With --pack N, each Transformer shape alone, then N of it as one pack.
+        .flat_map(|(b, fused)| {
+            let packs = if pack > 1 && b.shape.family.is_transformer() {
+                vec![1, pack]
+            } else {
+                vec![1]
+            };
+            packs.into_iter().map(move |k| (b, fused, k))
+        })
+        .map(|(b, fused, k)| {
+            let r = bench_shape::<B>(b, dev, seconds, peak, backend, fused, k);
             if verbose {
                 eprintln!(
                     "scalelab: shape {}: {:.0} tokens/s",

@@ -83,6 +83,9 @@ enum Command {
         /// Output folder to check for finished runs.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Show how `run --pack` would pack the pending runs (see `run --help`).
+        #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = sweep::Packing::parse)]
+        pack: sweep::Packing,
     },
     /// Fit scaling laws: Approach 3 (Chinchilla, L = E + A/N^alpha + B/D^beta, summed
     /// Huber on log-loss, L-BFGS from 4,500 starts), Kaplan forms, Approach 2 (IsoFLOP
@@ -272,6 +275,13 @@ struct RunArgs {
     /// is an error and nothing is written.
     #[arg(long)]
     update_spec: bool,
+    /// Train up to N runs of one shape at once as one batched model (seeds, LR multipliers:
+    /// runs of equal shape, context, batch size and length), each with its own data order, LR
+    /// schedule, optimizer state and evals; results equal training them one by one within
+    /// float tolerance. `auto` packs 8 on cuda and none on cpu or vulkan, where packs measured
+    /// slower here (README, "Run packing"). Packs do not checkpoint or prune.
+    #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = sweep::Packing::parse)]
+    pack: sweep::Packing,
 }
 
 // `submit` options.
@@ -357,6 +367,10 @@ struct BenchArgs {
     /// explicit (matmul, mask, softmax, matmul), or both (a before/after table).
     #[arg(long, value_enum, default_value = "fused")]
     attention: bench::Attention,
+    /// Also time N runs of each Transformer shape (seeds 0..N) trained as one pack (`run
+    /// --pack`); its row (e.g. `ax8`) counts the tokens of all N runs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
+    pack: usize,
 }
 
 /// Checkpoint options shared by `run` and `run-one`.
@@ -637,7 +651,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", slurm::collect(&results)?);
             Ok(())
         }
-        Command::Plan { sweep: path, out } => cmd_plan(path, out),
+        Command::Plan {
+            sweep: path,
+            out,
+            pack,
+        } => cmd_plan(path, out, pack),
         Command::Fit {
             results,
             args,
@@ -651,7 +669,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => cmd_report(results, args, format, out),
         Command::Curves(a) => cmd_curves(a),
         Command::Hp(a) => cmd_hp(a),
-        Command::Bench(a) => bench::run_cli(a.device, &a.shapes, a.seconds, a.attention, a.json),
+        Command::Bench(a) => {
+            bench::run_cli(a.device, &a.shapes, a.seconds, a.attention, a.pack, a.json)
+        }
         Command::CoordCheck(a) => cmd_coord_check(a),
     }
 }
@@ -762,6 +782,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         keep_checkpoints: a.ckpt.keep_checkpoints,
         update_spec: a.update_spec,
         prune: a.prune.policy()?,
+        pack: a.pack,
     };
     if let Some(w) = sweep::budget_warning(&p, &sweep::existing_runs(&p.out_dir)) {
         eprintln!("scalelab: {w}");
@@ -832,10 +853,14 @@ fn cmd_run_one(a: RunOneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cmd_plan(path: Option<PathBuf>, out: Option<PathBuf>) -> anyhow::Result<()> {
+fn cmd_plan(
+    path: Option<PathBuf>,
+    out: Option<PathBuf>,
+    pack: sweep::Packing,
+) -> anyhow::Result<()> {
     let p = sweep::prepare(spec_source(path)?, out, None)?;
     let existing = sweep::existing_runs(&p.out_dir);
-    print!("{}", sweep::plan_table(&p, &existing));
+    print!("{}", sweep::plan_table(&p, &existing, pack));
     if let Some(w) = sweep::budget_warning(&p, &existing) {
         eprintln!("scalelab: {w}");
     }

@@ -20,6 +20,7 @@ use crate::record::{CurveRow, Predicted, RunOutcome, RunRecord, Status};
 use crate::spec::{SpecSource, SweepSpec};
 use crate::store::ResultsStore;
 use crate::train;
+use crate::train::pack::PackKey;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -165,12 +166,94 @@ fn hms(secs: f64) -> String {
 const DEFAULT_FLOPS_PER_S: f64 = 1.5e10;
 
 /// The plan as a table, with an ETA from finished runs' speed when available.
-pub fn plan_table(p: &Prepared, store_runs: &[RunRecord]) -> String {
+pub fn plan_table(p: &Prepared, store_runs: &[RunRecord], packing: Packing) -> String {
     let speed = Speed::of(p, store_runs);
     let mut s = plan_header(p);
     let total_eta = plan_rows(&mut s, p, store_runs, speed.rate);
     plan_footer(&mut s, p, &speed, total_eta);
+    s.push_str(&packing.describe(p, store_runs));
     s
+}
+
+/// `--pack`: how many runs of one shape train at once as one batched model
+/// ([`train::pack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Packing {
+    /// Pack where it is expected to pay: on cuda, where a small model leaves the GPU idle
+    /// between its kernels (not measured yet: no GPU has been lent). Not on the cpu backend,
+    /// where a pack of 8 measured 0.64x the speed of its runs one by one, nor on vulkan,
+    /// measured only on lavapipe (Vulkan on the CPU): 0.88x (README, "Run packing").
+    #[default]
+    Auto,
+    Off,
+    /// Up to this many runs per pack.
+    Runs(usize),
+}
+
+impl Packing {
+    /// Runs per pack on cuda under `auto`.
+    pub const AUTO_CUDA_RUNS: usize = 8;
+
+    /// `auto`, `off` or a count ≥ 1 (1 = off).
+    pub fn parse(s: &str) -> Result<Packing, String> {
+        match s {
+            "auto" => Ok(Packing::Auto),
+            "off" => Ok(Packing::Off),
+            _ => match s.parse::<usize>() {
+                Ok(0) | Err(_) => Err(format!(
+                    "`{s}` is not auto, off or a number of runs ≥ 1 (e.g. --pack 8)"
+                )),
+                Ok(1) => Ok(Packing::Off),
+                Ok(n) => Ok(Packing::Runs(n)),
+            },
+        }
+    }
+
+    /// Runs per pack on `device` (1: no packing).
+    pub fn runs(self, device: DeviceChoice) -> usize {
+        match (self, device) {
+            (Packing::Off, _) => 1,
+            (Packing::Auto, DeviceChoice::Cuda(_)) => Packing::AUTO_CUDA_RUNS,
+            (Packing::Auto, DeviceChoice::Cpu | DeviceChoice::Vulkan) => 1,
+            (Packing::Runs(n), _) => n,
+        }
+    }
+
+    /// `plan`'s line on packing: how the pending runs would be packed, and why.
+    fn describe(self, p: &Prepared, store_runs: &[RunRecord]) -> String {
+        let size = self.runs(p.device);
+        if size < 2 {
+            let why = match self {
+                Packing::Auto => "auto packs on cuda only: on the cpu backend and on lavapipe a pack ran slower than its runs one by one; --pack N forces it",
+                _ => "--pack off",
+            };
+            return format!("packing: none ({why})\n");
+        }
+        let done: std::collections::HashSet<&str> =
+            store_runs.iter().map(|r| r.run_id.as_str()).collect();
+        let plan = &p.plan;
+        let store_free = plan.runs.iter().filter(|r| !done.contains(r.id.as_str()));
+        let units: Vec<Unit<'_>> = store_free
+            .filter(|r| r.parent.is_none())
+            .map(|r| Unit {
+                parent: None,
+                members: vec![r],
+            })
+            .collect();
+        let units = pack_units(units, size);
+        let packs: Vec<usize> = units
+            .iter()
+            .filter(|u| u.is_pack())
+            .map(|u| u.members.len())
+            .collect();
+        format!(
+            "packing: up to {size} runs of one shape per pack on {}: {} pending runs train in {} packs, {} alone\n",
+            p.device.backend_name(),
+            packs.iter().sum::<usize>(),
+            packs.len(),
+            units.iter().filter(|u| !u.is_pack()).count()
+        )
+    }
 }
 
 /// Training speed for the plan's ETA, in C = 6ND FLOPs per second.
@@ -364,6 +447,8 @@ pub struct RunOptions {
     pub update_spec: bool,
     /// Stop IsoFLOP runs predicted to end confidently worse than their budget's best.
     pub prune: Option<PrunePolicy>,
+    /// Runs of one shape trained at once as one batched model (never with `prune`).
+    pub pack: Packing,
 }
 
 impl Default for RunOptions {
@@ -377,6 +462,7 @@ impl Default for RunOptions {
             keep_checkpoints: false,
             update_spec: false,
             prune: None,
+            pack: Packing::Auto,
         }
     }
 }
@@ -574,7 +660,13 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
             store.filled_columns.join(", ")
         );
     }
-    let units = units(&p.plan, &store);
+    // Packs train their runs to the end in one go: pruning needs runs alone.
+    let pack = if opts.prune.is_some() {
+        1
+    } else {
+        opts.pack.runs(devices[0])
+    };
+    let units = pack_units(units(&p.plan, &store), pack);
     let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
     let skipped = p.plan.runs.len() - pending_runs;
     announce(p, skipped, pending_runs);
@@ -763,7 +855,7 @@ enum Report<'a> {
         unit: usize,
         secs: f64,
         outcomes: Vec<(&'a RunPlan, RunOutcome)>,
-        lock: crate::fsio::UnitLock,
+        lock: Vec<crate::fsio::UnitLock>,
     },
     /// Another process holds the unit's lock (a second `run`, a Slurm task).
     Busy(usize),
@@ -870,7 +962,7 @@ fn step_unit<'a>(
 
 /// Whether this process may train a unit.
 enum Claim {
-    Mine(crate::fsio::UnitLock),
+    Mine(Vec<crate::fsio::UnitLock>),
     /// Another process is training it.
     Busy,
     /// Another process finished it after this one read the folder.
@@ -880,13 +972,17 @@ enum Claim {
 /// Lock a unit for this process, unless another process holds it or has finished it since
 /// this process read the folder.
 fn claim(p: &Prepared, u: &Unit<'_>) -> Claim {
-    let Ok(Some(lock)) = crate::fsio::UnitLock::try_acquire(&p.out_dir, u.lead_id()) else {
-        return Claim::Busy;
-    };
+    let mut locks = Vec::new();
+    for id in u.lock_ids() {
+        let Ok(Some(lock)) = crate::fsio::UnitLock::try_acquire(&p.out_dir, id) else {
+            return Claim::Busy;
+        };
+        locks.push(lock);
+    }
     if finished_on_disk(p, u) {
         Claim::Finished
     } else {
-        Claim::Mine(lock)
+        Claim::Mine(locks)
     }
 }
 
@@ -953,6 +1049,12 @@ impl Progress {
         let lead = u.members[0];
         bar.set_prefix(match u.parent {
             Some(_) => format!("{tag}{} {} branches", lead.shape.label(), u.members.len()),
+            None if u.is_pack() => format!(
+                "{tag}{} D={} pack of {}",
+                lead.shape.label(),
+                human(lead.tokens as f64),
+                u.members.len()
+            ),
             None => format!(
                 "{tag}{} D={}",
                 lead.shape.label(),
@@ -1434,7 +1536,7 @@ struct UnitWatch<'a, F> {
 
 impl<'a, F: FnMut(train::StepInfo, Option<Predicted>)> UnitWatch<'a, F> {
     fn new(u: &Unit<'_>, prune: Option<(PrunePolicy, &'a BudgetBests)>, show: F) -> Self {
-        let single = u.parent.is_none().then(|| u.members[0]);
+        let single = (u.parent.is_none() && !u.is_pack()).then(|| u.members[0]);
         UnitWatch {
             show,
             predictor: single.map(|r| {
@@ -1576,9 +1678,23 @@ struct Unit<'a> {
 }
 
 impl Unit<'_> {
-    /// The id a unit is known by: its run, or its stable parent.
+    /// The id a unit is known by: its run, its first run (a pack), or its stable parent.
     fn lead_id(&self) -> &str {
         self.parent.map_or(&self.members[0].id, |p| &p.id)
+    }
+
+    /// Several runs trained at once as one batched model.
+    fn is_pack(&self) -> bool {
+        self.parent.is_none() && self.members.len() > 1
+    }
+
+    /// The ids this unit locks: every run of a pack, else its lead id.
+    fn lock_ids(&self) -> Vec<&str> {
+        if self.is_pack() {
+            self.members.iter().map(|r| r.id.as_str()).collect()
+        } else {
+            vec![self.lead_id()]
+        }
     }
 
     fn flops(&self) -> f64 {
@@ -1599,6 +1715,34 @@ impl Unit<'_> {
             None => self.members[0].data.steps,
         }
     }
+}
+
+/// Single runs grouped into packs of at most `size` runs with equal [`PackKey`]s (runs of
+/// one shape, context, batch size and length: seeds, LR multipliers); branch groups and runs
+/// that cannot pack stay as they are. Smallest first, as [`units`] orders them.
+fn pack_units(units: Vec<Unit<'_>>, size: usize) -> Vec<Unit<'_>> {
+    if size < 2 {
+        return units;
+    }
+    let mut out: Vec<Unit<'_>> = Vec::new();
+    let mut open: std::collections::HashMap<PackKey, usize> = Default::default();
+    for u in units {
+        let key = u
+            .parent
+            .is_none()
+            .then(|| PackKey::of(u.members[0]))
+            .flatten();
+        match key.map(|k| (k, open.get(&k).copied())) {
+            Some((_, Some(i))) if out[i].members.len() < size => out[i].members.push(u.members[0]),
+            Some((k, _)) => {
+                open.insert(k, out.len());
+                out.push(u);
+            }
+            None => out.push(u),
+        }
+    }
+    out.sort_by(|a, b| a.flops().total_cmp(&b.flops()));
+    out
 }
 
 /// Pending work, smallest first. A branch group holds only its unfinished branches (its
@@ -1642,6 +1786,7 @@ fn train_unit<'a>(
     on_branch: &(dyn Fn(&RunPlan, &RunOutcome) + Sync),
 ) -> Vec<(&'a RunPlan, RunOutcome)> {
     match u.parent {
+        None if u.is_pack() => train_pack(p, u, device, ckpt, on_step),
         None => {
             let r = u.members[0];
             vec![(
@@ -1680,6 +1825,33 @@ fn train_unit<'a>(
             }
         }
     }
+}
+
+/// Train a pack; a panic fails every run of it. Checkpoints left by earlier single attempts
+/// of its runs are removed (a pack does not resume from them).
+fn train_pack<'a>(
+    p: &Prepared,
+    u: &Unit<'a>,
+    device: DeviceChoice,
+    ckpt: &train::Checkpointing,
+    on_step: &mut dyn train::StepObserver,
+) -> Vec<(&'a RunPlan, RunOutcome)> {
+    let t0 = Instant::now();
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::with_backend!(device, |B, dev| train::pack::train_packed::<B>(
+            &u.members, &p.corpus, &dev, on_step
+        ))
+    }));
+    let outcomes = res.unwrap_or_else(|e| {
+        let f = failed(run_panic_message(&e), t0.elapsed().as_secs_f64());
+        vec![f; u.members.len()]
+    });
+    if !ckpt.keep {
+        for r in &u.members {
+            let _ = std::fs::remove_file(ckpt.path(&r.id));
+        }
+    }
+    u.members.iter().copied().zip(outcomes).collect()
 }
 
 /// The message of a panic payload (a `String` or `&str`), if it has one. Pass the payload

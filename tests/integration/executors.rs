@@ -27,6 +27,63 @@ fn two_workers_give_identical_results() {
     assert_user_error(&micro_sweep(&b, &["--workers", "0"]), &["--workers"]);
 }
 
+/// Three seeds of two shapes (gradient clip on, per-seed data order): a pack per shape.
+const PACKABLE: &str = "name: packs\nseeds: [0, 1, 2]\ncorpus:\n  builtin: {seed: 7, topics: 4}\n  eval_tokens: 2048\nmodel:\n  context: 32\n  shapes:\n    - {d_model: 16, n_layer: 1, n_head: 2}\n    - {d_model: 32, n_layer: 2, n_head: 2}\ndata:\n  tokens: [12288]\n  min_steps: 10\ntraining:\n  batch_size: 8\n  lr: 1.0e-2\n  warmup_steps: 5\n  eval_interval: 16\n  grad_clip: 1.0\n  data_order: shuffled_per_seed\n";
+
+#[test]
+fn packed_runs_match_single_runs_and_plan_says_how_it_packs() {
+    let dir = tmp("packs");
+    let spec = write_spec(&dir, PACKABLE);
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["plan", spec.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let o = scalelab(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert!(
+        plan(&[]).contains("packing: none (auto: not on the cpu backend"),
+        "{}",
+        plan(&[])
+    );
+    let packed_plan = plan(&["--pack", "2"]);
+    assert!(
+        packed_plan.contains("up to 2 runs of one shape per pack on burn-flex (cpu): 4 pending runs train in 2 packs, 2 alone"),
+        "{packed_plan}"
+    );
+    let (alone, packed) = (dir.join("alone"), dir.join("packed"));
+    let o = run_spec(&spec, &alone, &["--pack", "off"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_spec(&spec, &packed, &["--pack", "3", "--workers", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (ra, rp) = (assert_complete(&alone, 6), assert_complete(&packed, 6));
+    for r in &ra {
+        let p = rp
+            .iter()
+            .find(|x| x.run_id == r.run_id)
+            .expect("same run ids");
+        assert_eq!((p.status, p.steps), (r.status, r.steps), "{}", r.run_id);
+        let rel = |a: f64, b: f64| (a - b).abs() / b;
+        assert!(
+            rel(p.eval_loss, r.eval_loss) < 2e-4
+                && rel(p.final_train_loss, r.final_train_loss) < 2e-4,
+            "{}: packed eval {} train {}, alone eval {} train {}",
+            r.run_id,
+            p.eval_loss,
+            p.final_train_loss,
+            r.eval_loss,
+            r.final_train_loss
+        );
+    }
+    // Seeds differ, so a pack's runs are not copies of one another.
+    let evals: std::collections::BTreeSet<u64> = rp.iter().map(|r| r.eval_loss.to_bits()).collect();
+    assert_eq!(evals.len(), 6);
+    assert_user_error(
+        &run_spec(&spec, &packed, &["--pack", "0"]),
+        &["--pack", "auto, off or a number"],
+    );
+}
+
 #[test]
 fn concurrent_tasks_and_a_changed_spec_lose_nothing() {
     let out = tmp("concurrent");
