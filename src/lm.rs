@@ -7,6 +7,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{DType, FloatDType};
 
 use crate::lstm::LstmLm;
 use crate::mlp_lm::{MlpLm, MlpLmConfig};
@@ -76,7 +77,16 @@ impl<B: Backend> Lm<B> {
 /// log p(target) for logits `[b·t, vocab]` and targets `[b, t]`: `[b·t, 1]`.
 fn target_log_probs<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 2, Int>) -> Tensor<B, 2> {
     let [b, t] = targets.dims();
-    log_softmax(logits, 1).gather(1, targets.reshape([b * t, 1]))
+    log_softmax(in_f32(logits), 1).gather(1, targets.reshape([b * t, 1]))
+}
+
+/// `x` in f32 (the loss of a run in bf16 or f16 is taken in f32); itself when it is f32.
+pub fn in_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::hashing::hex_id;
 pub use crate::model::Shape;
-use crate::spec::{CooldownShape, DataOrder, LrRule, Schedule, SweepSpec, TrainingSpec};
+use crate::spec::{CooldownShape, DataOrder, LrRule, Precision, Schedule, SweepSpec, TrainingSpec};
 
 /// The data a run reads: `steps` batches of `batch_size` windows of `context` tokens, in the
 /// order of `seed`, evaluated every `eval_interval` steps.
@@ -153,6 +153,8 @@ pub struct RunPlan {
     pub branch_step: usize,
     /// FLOPs this row itself costs (a branch: its cooldown; a parent: the stable phase).
     pub flops_spent: f64,
+    /// The float type of the forward and backward passes (parameters stay f32).
+    pub precision: Precision,
 }
 
 /// What a run id hashes: the id scheme, the corpus and eval set, and every result-determining
@@ -170,6 +172,9 @@ struct IdKey<'a> {
     branch_step: Option<usize>,
     /// The stable phase of a branch group (stored, not a data point).
     stable_phase: bool,
+    /// Left out in f32, so ids from before the setting are unchanged.
+    #[serde(skip_serializing_if = "Precision::is_f32")]
+    precision: Precision,
 }
 
 /// The run-id scheme. 1: a hand-listed format string (scalelab ≤ 0.1 before the settings
@@ -204,6 +209,7 @@ impl RunPlan {
             parent: None,
             branch_step: 0,
             flops_spent: flops,
+            precision: Precision::F32,
         }
     }
 
@@ -536,12 +542,15 @@ fn single_run(cx: &Ctx, shape: Shape, steps: usize, seed: u64) -> RunPlan {
         },
     };
     let optim = OptimSettings::from_training(t);
-    RunPlan::from_settings(
-        shape,
-        data,
-        optim,
-        ScheduleSettings::from_training(t, warmup),
-    )
+    RunPlan {
+        precision: t.precision,
+        ..RunPlan::from_settings(
+            shape,
+            data,
+            optim,
+            ScheduleSettings::from_training(t, warmup),
+        )
+    }
 }
 
 /// The peak LR before any multiplier: the spec's, or its width / compute / N / (N, D) rule.
@@ -679,6 +688,7 @@ pub fn run_id(r: &RunPlan, corpus_fp: u64, eval_tokens: f64, stable_phase: bool)
         schedule: &r.schedule,
         branch_step: r.parent.is_some().then_some(r.branch_step),
         stable_phase,
+        precision: r.precision,
     };
     hex_id(&serde_json::to_string(&key).expect("plain data serializes"))
 }

@@ -510,7 +510,11 @@ impl RunRecord {
             tokens_per_s: o.tokens_per_s,
             mfu,
             wall_s: o.wall_s,
-            backend: ctx.backend.into(),
+            backend: if r.precision.is_f32() {
+                ctx.backend.into()
+            } else {
+                format!("{} {}", ctx.backend, r.precision.as_str())
+            },
             scalelab_version: env!("CARGO_PKG_VERSION").into(),
             flops_total: 6.0 * r.n_params_total as f64 * r.tokens as f64,
             flops_full: full_per_token * r.tokens as f64,

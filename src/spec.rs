@@ -463,6 +463,32 @@ impl DataOrder {
     }
 }
 
+/// The float type of a run's forward and backward passes (`training.precision`). The
+/// parameters (master weights) and AdamW's moments stay f32 whatever it is, and the loss is
+/// taken in f32 (README, "Precision").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        }
+    }
+}
+
 /// Measured: shuffled gave lower eval loss on Shakespeare bytes and on 3 of 4 built-in runs
 /// (README, "Data order").
 fn default_data_order() -> DataOrder {
@@ -623,6 +649,9 @@ pub struct TrainingSpec {
     /// The order in which a run reads its first D tokens' windows.
     #[serde(default = "default_data_order")]
     pub data_order: DataOrder,
+    /// `f32` (default), `bf16` or `f16`: the forward and backward passes' float type.
+    #[serde(default)]
+    pub precision: Precision,
     /// Final LR of the cosine schedule as a fraction of the peak.
     #[serde(default = "default_min_lr_ratio")]
     pub min_lr_ratio: f64,
@@ -771,6 +800,7 @@ impl Default for TrainingSpec {
             warmup_fraction: default_warmup_fraction(),
             schedule: default_schedule(),
             data_order: default_data_order(),
+            precision: Precision::F32,
             min_lr_ratio: default_min_lr_ratio(),
             beta1: default_beta1(),
             beta2: default_beta2(),

@@ -646,6 +646,7 @@ fn migrate_legacy_ids(p: &Prepared) -> anyhow::Result<()> {
 /// (whichever process trained which run).
 pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     let devices = opts.device_list(p)?;
+    check_precision(p, &devices)?;
     check_results_folder(p, opts.update_spec)?;
     create_results_folder(p)?;
     let peak = measured_peak(devices[0]);
@@ -685,6 +686,29 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     let order = work_order(&units, cx.workers, opts.max_runs);
     let tally = train_pending(&cx, &order, opts.plain, &mut store)?;
     finish_sweep(&cx, opts, &tally)
+}
+
+/// The devices must compute in the spec's `training.precision` (exit 2 before anything is
+/// written otherwise).
+fn check_precision(p: &Prepared, devices: &[DeviceChoice]) -> anyhow::Result<()> {
+    let precision = p.spec.training.precision;
+    for &d in devices {
+        let ok = crate::with_backend!(d, |B, dev| train::supports_precision::<B>(&dev, precision));
+        if !ok {
+            crate::bail_user!(
+                "{}: training.precision: {} is not supported by {} on this machine; use f32{}",
+                p.source.label,
+                precision.as_str(),
+                d.backend_name(),
+                if precision == crate::spec::Precision::Bf16 {
+                    " or f16"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The output folder, with the spec copy, the floor and the tokenizer beside the results.

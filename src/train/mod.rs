@@ -10,11 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType, FloatDType};
 use serde::{Deserialize, Serialize};
 
 pub mod pack;
@@ -23,6 +24,7 @@ use crate::corpus::{Corpus, StreamReader, WindowOrder};
 use crate::lm::Lm;
 use crate::plan::RunPlan;
 use crate::record::{CurveRow, Predicted, RunOutcome, Status};
+use crate::spec::Precision;
 
 /// Live progress, sent after every step.
 #[derive(Debug, Clone, Copy)]
@@ -216,6 +218,37 @@ fn clip_global_norm<B: AutodiffBackend>(
     norm
 }
 
+/// The model the forward and backward passes run: `model` itself in f32, else a copy of it
+/// cast to `precision` whose gradients flow back through the casts to `model`'s own f32
+/// parameters (the master weights, which AdamW updates, its moments in f32 too).
+pub(crate) fn at_precision<B: Backend, M: Module<B>>(model: &M, precision: Precision) -> M {
+    let dtype = match precision {
+        Precision::F32 => return model.clone(),
+        Precision::Bf16 => FloatDType::BF16,
+        Precision::F16 => FloatDType::F16,
+    };
+    model.clone().map(&mut CastTo(dtype))
+}
+
+/// Casts every float parameter to one float type (keeping its id and its autodiff graph).
+struct CastTo(FloatDType);
+
+impl<B: Backend> ModuleMapper<B> for CastTo {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        Param::from_mapped_value(id, tensor.cast(self.0), mapper)
+    }
+}
+
+/// Whether `device` computes in `precision` (f32 always).
+pub fn supports_precision<B: Backend>(device: &B::Device, precision: Precision) -> bool {
+    match precision {
+        Precision::F32 => true,
+        Precision::Bf16 => B::supports_dtype(device, DType::BF16),
+        Precision::F16 => B::supports_dtype(device, DType::F16),
+    }
+}
+
 /// AdamW's ε in every run (burn's default, 1e-5, is above the size of small gradients: μP's
 /// hidden gradients are 1/m of the standard ones).
 pub const ADAM_EPSILON: f32 = 1e-8;
@@ -297,7 +330,7 @@ fn run_steps<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
     for step in from..to {
         let t0 = Instant::now();
         let (x, y) = batch::<B>(run, &mut reader, step, device);
-        let loss = model.loss(x, y);
+        let loss = at_precision(&model, run.precision).loss(x, y);
         let loss_v: f32 = loss.clone().into_scalar().elem();
         let loss_v = loss_v as f64;
         let lr = run.lr_at(step);
@@ -842,6 +875,72 @@ mod tests {
             ..Default::default()
         };
         corpus::load(&CorpusSource::Builtin { seed: 1, lang }, 16, 64, 0.05).unwrap()
+    }
+
+    /// A run in bf16 or f16 computes in that type (its logits differ from f32's by that type's
+    /// rounding), while its gradients land on the f32 master weights, which stay f32.
+    #[test]
+    fn half_precision_computes_in_half_and_keeps_f32_master_weights() {
+        use burn::module::AutodiffModule;
+        type B = Autodiff<Flex>;
+        let c = two_topic_corpus();
+        let run = plan(1e-2, 4);
+        let model: Lm<B> = fresh_model::<B>(&run, &c, &FlexDevice, true);
+        let (x, y) = batch::<B>(&run, &mut c.train.reader(), 0, &FlexDevice);
+        let logits = |m: &Lm<B>| -> Vec<f32> {
+            let l = m.valid().forward(x.clone().inner());
+            crate::lm::in_f32(l)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap()
+        };
+        let full = logits(&model);
+        for (precision, lo, hi) in [(Precision::Bf16, 1e-4, 0.1), (Precision::F16, 1e-6, 0.02)] {
+            let half = at_precision(&model, precision);
+            let d = full
+                .iter()
+                .zip(logits(&half))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                d > lo && d < hi,
+                "{precision:?}: logits differ from f32 by {d}"
+            );
+            let grads =
+                GradientsParams::from_grads(half.loss(x.clone(), y.clone()).backward(), &model);
+            let mut sq = GradSq::<B> {
+                grads: &grads,
+                parts: Vec::new(),
+            };
+            model.visit(&mut sq);
+            assert!(
+                !sq.parts.is_empty(),
+                "{precision:?}: no gradient reached the master weights"
+            );
+            for g in &sq.parts {
+                assert_eq!(
+                    g.dtype(),
+                    DType::F32,
+                    "{precision:?}: master gradients in f32"
+                );
+            }
+        }
+        let out = train_run::<B>(&plan(1e-2, 30), &c, &FlexDevice, &mut |_| {});
+        let mut half_run = plan(1e-2, 30);
+        half_run.precision = Precision::Bf16;
+        let half = train_run::<B>(&half_run, &c, &FlexDevice, &mut |_| {});
+        assert!(
+            half.final_train_loss < half.curve[0].train_loss - 1.0,
+            "bf16 loss fell"
+        );
+        assert!(
+            half.final_train_loss != out.final_train_loss
+                && (half.eval_loss - out.eval_loss).abs() < 0.05 * out.eval_loss,
+            "bf16 eval {} vs f32 {}",
+            half.eval_loss,
+            out.eval_loss
+        );
     }
 
     #[test]

@@ -23,9 +23,12 @@ use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::ADAM_EPSILON;
-use super::{batch, eval_chunks, fresh_model, outcome, EvalLoss, Segment, StepInfo, StepObserver};
+use super::{
+    at_precision, batch, eval_chunks, fresh_model, outcome, EvalLoss, Segment, StepInfo,
+    StepObserver,
+};
 use crate::corpus::Corpus;
-use crate::lm::Lm;
+use crate::lm::{in_f32, Lm};
 use crate::model::{div_mult, Family, Gpt, Shape};
 use crate::plan::RunPlan;
 use crate::record::{CurveRow, RunOutcome, Status};
@@ -39,6 +42,7 @@ pub struct PackKey {
     steps: usize,
     eval_interval: usize,
     betas: (u64, u64),
+    precision: crate::spec::Precision,
 }
 
 impl PackKey {
@@ -51,6 +55,7 @@ impl PackKey {
             steps: run.data.steps,
             eval_interval: run.data.eval_interval,
             betas: (run.optim.beta1.to_bits(), run.optim.beta2.to_bits()),
+            precision: run.precision,
         })
     }
 }
@@ -215,7 +220,7 @@ impl<B: Backend> PackedGpt<B> {
     /// Cross-entropy of each target token, `[R, b, t]`.
     fn token_losses(&self, idx: Tensor<B, 3, Int>, targets: Tensor<B, 3, Int>) -> Tensor<B, 3> {
         let [r, b, t] = targets.dims();
-        log_softmax(self.forward(idx), 2)
+        log_softmax(in_f32(self.forward(idx)), 2)
             .gather(2, targets.reshape([r, b * t, 1]))
             .reshape([r, b, t])
             .neg()
@@ -441,7 +446,8 @@ pub fn train_packed<B: AutodiffBackend>(
             .map(|(r, reader)| batch::<B>(r, reader, step, device))
             .collect();
         let (xs, ys): (Vec<_>, Vec<_>) = batches.into_iter().unzip();
-        let losses = model.losses(Tensor::stack(xs, 0), Tensor::stack(ys, 0));
+        let losses = at_precision(&model, runs[0].precision)
+            .losses(Tensor::stack(xs, 0), Tensor::stack(ys, 0));
         let vals: Vec<f32> = losses
             .clone()
             .into_data()

@@ -42,7 +42,7 @@ fn packed_runs_match_single_runs_and_plan_says_how_it_packs() {
         String::from_utf8_lossy(&o.stdout).to_string()
     };
     assert!(
-        plan(&[]).contains("packing: none (auto: not on the cpu backend"),
+        plan(&[]).contains("packing: none (auto packs on cuda only"),
         "{}",
         plan(&[])
     );
