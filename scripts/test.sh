@@ -36,10 +36,23 @@ cargo build --release --locked --features cuda,vulkan
 # Vulkan on lavapipe: the micro sweep's losses must match the CPU backend's (same seeds,
 # within 0.5%; measured: at most 0.04%), then a short benchmark prints tokens/s.
 scripts/backend-check.sh vulkan 0.005
-# Run packing on the GPU path: four seeds as one pack on Vulkan vs one by one on the CPU.
+# Run packing and f16 on the GPU path: four seeds in f16 as one pack on Vulkan vs one by one
+# (f16 too) on the CPU.
 SPEC=sweeps/micro-seeds.yaml PACK=4 scripts/backend-check.sh vulkan 0.005
+# A precision the device lacks (lavapipe has no bf16): exit 2 and a message, nothing written.
+sed 's/precision: f16/precision: bf16/' sweeps/micro-seeds.yaml >/tmp/scalelab-bf16.yaml
+rm -rf /tmp/scalelab-bf16
+rc=0
+target/release/scalelab run /tmp/scalelab-bf16.yaml --device vulkan --out /tmp/scalelab-bf16 \
+  2>/tmp/scalelab-bf16.err || rc=$?
+grep -q "training.precision: bf16 is not supported by burn-wgpu (vulkan)" /tmp/scalelab-bf16.err &&
+  [ "$rc" = 2 ] && [ ! -e /tmp/scalelab-bf16 ] || {
+  cat /tmp/scalelab-bf16.err
+  echo "vulkan bf16: expected a clean exit 2 (got $rc)"
+  exit 1
+}
 target/release/scalelab bench --device vulkan --shapes a --seconds 2
-echo "vulkan smoke: micro sweep, packed seeds and bench passed"
+echo "vulkan smoke: micro sweep, packed f16 seeds, bf16 error and bench passed"
 
 # CUDA: without a GPU driver, asking for CUDA must fail cleanly (exit 2, a message, no
 # panic); with one, a one-second CUDA benchmark must run.

@@ -143,30 +143,7 @@ pub fn bench_shape<B: AutodiffBackend>(
     run.schedule.kind = Schedule::Constant;
     run.schedule.warmup_steps = 1;
     // Calibrate the step count from a short run, then time a run of ~`seconds`.
-    // (wall seconds, tokens/s of all runs together)
-    let train = |run: &RunPlan| -> (f64, f64) {
-        if pack < 2 {
-            let out = crate::train::train_run_with::<B>(
-                run,
-                &corpus,
-                device,
-                fused_attention,
-                None,
-                &mut |_| {},
-            );
-            return (out.wall_s, out.tokens_per_s);
-        }
-        let runs: Vec<RunPlan> = (0..pack as u64)
-            .map(|k| {
-                let mut r = run.clone();
-                (r.data.seed, r.id) = (k, format!("{}-{k}", run.id));
-                r
-            })
-            .collect();
-        let refs: Vec<&RunPlan> = runs.iter().collect();
-        let outs = crate::train::pack::train_packed::<B>(&refs, &corpus, device, &mut |_| {});
-        (outs[0].wall_s, outs.iter().map(|o| o.tokens_per_s).sum())
-    };
+    let train = |run: &RunPlan| time_training::<B>(run, &corpus, device, fused_attention, pack);
     let (warm_s, _) = train(&run);
     let per_step = warm_s / 3.0;
     run.data.steps = ((seconds / per_step.max(1e-6)) as usize).clamp(5, 2000);
@@ -200,6 +177,38 @@ pub fn bench_shape<B: AutodiffBackend>(
         }
         .into(),
     }
+}
+
+/// Train `run` alone, or `pack` copies of it (seeds 0..pack) as one pack: (wall seconds,
+/// tokens/s of all runs together).
+fn time_training<B: AutodiffBackend>(
+    run: &RunPlan,
+    corpus: &corpus::Corpus,
+    device: &B::Device,
+    fused_attention: bool,
+    pack: usize,
+) -> (f64, f64) {
+    if pack < 2 {
+        let out = crate::train::train_run_with::<B>(
+            run,
+            corpus,
+            device,
+            fused_attention,
+            None,
+            &mut |_| {},
+        );
+        return (out.wall_s, out.tokens_per_s);
+    }
+    let runs: Vec<RunPlan> = (0..pack as u64)
+        .map(|k| {
+            let mut r = run.clone();
+            (r.data.seed, r.id) = (k, format!("{}-{k}", run.id));
+            r
+        })
+        .collect();
+    let refs: Vec<&RunPlan> = runs.iter().collect();
+    let outs = crate::train::pack::train_packed::<B>(&refs, corpus, device, &mut |_| {});
+    (outs[0].wall_s, outs.iter().map(|o| o.tokens_per_s).sum())
 }
 
 /// Render results as a table.

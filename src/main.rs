@@ -251,7 +251,8 @@ struct RunArgs {
     /// report.html) when the sweep finishes.
     #[arg(long, alias = "no-fit")]
     no_report: bool,
-    /// Stop after training this many runs (the rest stay pending for the next invocation).
+    /// Stop after training this many runs (the rest stay pending for the next invocation); a
+    /// pack or a cooldown-branch group counts as one.
     #[arg(long, value_name = "K")]
     max_runs: Option<usize>,
     /// Plain line-per-run progress even on a terminal.

@@ -877,6 +877,41 @@ mod tests {
         );
     }
 
+    /// `precision` is a closed set read from the spec; bf16 and f16 key the run id, f32 (the
+    /// default) leaves it as it was before the setting existed.
+    #[test]
+    fn precision_is_parsed_and_keys_the_run_id_unless_f32() {
+        let ids = |line: &str| {
+            let s = spec(line, "  tokens: [6400]");
+            let p = build(&s, "t", 256, 1).unwrap();
+            let r = &p.runs[0];
+            (r.precision, run_id(r, 1, 16.0, false))
+        };
+        let (p0, id0) = ids("");
+        let (p1, id1) = ids("  precision: f32\n");
+        let (p2, id2) = ids("  precision: bf16\n");
+        let (p3, id3) = ids("  precision: f16\n");
+        assert_eq!(
+            (p0, p1, p2, p3),
+            (
+                Precision::F32,
+                Precision::F32,
+                Precision::Bf16,
+                Precision::F16
+            )
+        );
+        assert!(id0 == id1 && id1 != id2 && id2 != id3 && id1 != id3);
+        let src = SpecSource {
+            label: "t.yaml".into(),
+            base_dir: ".".into(),
+            text: "name: t\nmodel:\n  context: 16\n  shapes:\n    - {d_model: 16, n_layer: 1, n_head: 2}\n\
+                   data:\n  tokens: [6400]\ntraining:\n  precision: fp16\n"
+                .into(),
+        };
+        let msg = format!("{:#}", SweepSpec::parse(&src).unwrap_err());
+        assert!(msg.contains("`fp16` is not one of f32, bf16, f16"), "{msg}");
+    }
+
     /// `training.family_lr` scales the peak LR of its family's runs only, on top of the
     /// LR multipliers.
     #[test]

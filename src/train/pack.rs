@@ -421,15 +421,7 @@ pub fn train_packed<B: AutodiffBackend>(
         "train_packed: runs that cannot share a pack"
     );
     let start = Instant::now();
-    let singles: Vec<Gpt<B>> = runs
-        .iter()
-        .map(|r| match fresh_model::<B>(r, corpus, device, true) {
-            Lm::Transformer(g) => g,
-            _ => unreachable!("PackKey admits Transformers only"),
-        })
-        .collect();
-    let mut model = PackedGpt::stack(&singles);
-    drop(singles);
+    let mut model = fresh_pack::<B>(runs, corpus, device);
     let mut optim = PackedAdamW::<B>::new(runs[0].optim.beta1, runs[0].optim.beta2);
     let mut segs: Vec<Segment> = runs.iter().map(|_| Segment::fresh()).collect();
     let mut readers: Vec<_> = runs.iter().map(|_| corpus.train.reader()).collect();
@@ -440,20 +432,7 @@ pub fn train_packed<B: AutodiffBackend>(
     let mut train_time = 0.0;
     for step in 0..steps {
         let t0 = Instant::now();
-        let batches: Vec<_> = runs
-            .iter()
-            .zip(readers.iter_mut())
-            .map(|(r, reader)| batch::<B>(r, reader, step, device))
-            .collect();
-        let (xs, ys): (Vec<_>, Vec<_>) = batches.into_iter().unzip();
-        let losses = at_precision(&model, runs[0].precision)
-            .losses(Tensor::stack(xs, 0), Tensor::stack(ys, 0));
-        let vals: Vec<f32> = losses
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .unwrap();
+        let (losses, vals) = pack_losses(&model, runs, &mut readers, step, device);
         let lrs: Vec<f64> = runs.iter().map(|r| r.lr_at(step)).collect();
         for (k, seg) in segs.iter_mut().enumerate() {
             if seg.status == Status::Ok && !vals[k].is_finite() {
@@ -481,13 +460,7 @@ pub fn train_packed<B: AutodiffBackend>(
         model = m;
         train_time += t0.elapsed().as_secs_f64();
         for &k in &live {
-            if !norms[k].is_finite() {
-                segs[k].status = Status::Diverged;
-            } else {
-                segs[k].steps_done = step + 1;
-                segs[k].last_loss = vals[k] as f64;
-                segs[k].train_time = train_time;
-            }
+            segs[k].stepped(step, norms[k], vals[k] as f64, train_time);
         }
         let live_losses: Vec<f64> = live.iter().map(|&k| vals[k] as f64).collect();
         on_step.step(StepInfo {
@@ -504,6 +477,61 @@ pub fn train_packed<B: AutodiffBackend>(
         .zip(runs)
         .map(|(seg, r)| outcome(seg, r, 0, wall_s))
         .collect()
+}
+
+/// Each run's fresh model (drawn as when it trains alone), stacked into one pack.
+fn fresh_pack<B: AutodiffBackend>(
+    runs: &[&RunPlan],
+    corpus: &Corpus,
+    device: &B::Device,
+) -> PackedGpt<B> {
+    let singles: Vec<Gpt<B>> = runs
+        .iter()
+        .map(|r| match fresh_model::<B>(r, corpus, device, true) {
+            Lm::Transformer(g) => g,
+            _ => unreachable!("PackKey admits Transformers only"),
+        })
+        .collect();
+    PackedGpt::stack(&singles)
+}
+
+/// Each run's training loss at `step` (its own batch, at the pack's precision): the `[R]`
+/// tensor to differentiate and its values.
+fn pack_losses<B: AutodiffBackend>(
+    model: &PackedGpt<B>,
+    runs: &[&RunPlan],
+    readers: &mut [crate::corpus::StreamReader<'_>],
+    step: usize,
+    device: &B::Device,
+) -> (Tensor<B, 1>, Vec<f32>) {
+    let (xs, ys): (Vec<_>, Vec<_>) = runs
+        .iter()
+        .zip(readers.iter_mut())
+        .map(|(r, reader)| batch::<B>(r, reader, step, device))
+        .unzip();
+    let losses =
+        at_precision(model, runs[0].precision).losses(Tensor::stack(xs, 0), Tensor::stack(ys, 0));
+    let vals = losses
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap();
+    (losses, vals)
+}
+
+impl Segment {
+    /// A live run of a pack after the update of `step`: diverged when its gradient norm was
+    /// not finite (as a single run, which stops before that update), else one step further.
+    fn stepped(&mut self, step: usize, norm: f64, loss: f64, train_time: f64) {
+        if !norm.is_finite() {
+            self.status = Status::Diverged;
+        } else {
+            self.steps_done = step + 1;
+            self.last_loss = loss;
+            self.train_time = train_time;
+        }
+    }
 }
 
 /// After the pack's step `done`: a curve row for each run still training, with an eval of
@@ -580,8 +608,8 @@ mod tests {
     }
 
     /// Each run trained in one pack and alone: same status, eval losses (every eval of the
-    /// curve, and by position) and training losses within float tolerance.
-    fn assert_pack_equals_singles(runs: &[RunPlan]) {
+    /// curve, and by position) and training losses within `tol` (relative).
+    fn assert_pack_equals_singles(runs: &[RunPlan], tol: f64) {
         let c = corpus();
         let refs: Vec<&RunPlan> = runs.iter().collect();
         assert!(packable(&refs));
@@ -595,7 +623,7 @@ mod tests {
             assert_eq!(p.curve.len(), single.curve.len(), "run {}", r.id);
             for (a, b) in p.curve.iter().zip(&single.curve) {
                 assert_eq!((a.step, a.tokens), (b.step, b.tokens));
-                let close = |x: f64, y: f64| (x - y).abs() <= 2e-4 * y.abs().max(1.0);
+                let close = |x: f64, y: f64| (x - y).abs() <= tol * y.abs().max(1.0);
                 assert!(
                     close(a.train_loss, b.train_loss)
                         || (a.train_loss.is_nan() && b.train_loss.is_nan()),
@@ -623,7 +651,11 @@ mod tests {
                     .zip(&single.eval_loss_by_position)
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0, f64::max);
-                assert!(d < 1e-3, "run {}: loss by position differs by {d}", r.id);
+                assert!(
+                    d < 5.0 * tol,
+                    "run {}: loss by position differs by {d}",
+                    r.id
+                );
             }
         }
     }
@@ -631,18 +663,38 @@ mod tests {
     #[test]
     fn a_pack_trains_each_run_as_it_would_train_alone() {
         let s = Shape::new(16, 2, 2, None);
-        assert_pack_equals_singles(&[
-            run(s, 1, 1e-2, 0.0, 0.0),
-            run(s, 2, 3e-3, 0.5, 0.1), // the clip is active in most steps
-            run(s, 3, 1e30, 1.0, 0.1), // diverges; the others go on
-            run(s, 4, 2e-2, 1.0, 0.0),
-        ]);
+        assert_pack_equals_singles(
+            &[
+                run(s, 1, 1e-2, 0.0, 0.0),
+                run(s, 2, 3e-3, 0.5, 0.1), // the clip is active in most steps
+                run(s, 3, 1e30, 1.0, 0.1), // diverges; the others go on
+                run(s, 4, 2e-2, 1.0, 0.0),
+            ],
+            2e-4,
+        );
     }
 
     #[test]
     fn a_mup_pack_trains_each_run_as_it_would_train_alone() {
         let s = Shape::new(32, 1, 2, None).with_param(Parametrization::Mup { base_width: 16 });
-        assert_pack_equals_singles(&[run(s, 5, 1e-2, 1.0, 0.1), run(s, 6, 5e-3, 1.0, 0.1)]);
+        assert_pack_equals_singles(
+            &[run(s, 5, 1e-2, 1.0, 0.1), run(s, 6, 5e-3, 1.0, 0.1)],
+            2e-4,
+        );
+    }
+
+    #[test]
+    fn a_bf16_pack_trains_each_run_as_it_would_train_alone() {
+        let s = Shape::new(16, 1, 2, None);
+        let runs: Vec<RunPlan> = [(7, 1e-2), (8, 5e-3)]
+            .into_iter()
+            .map(|(seed, lr)| RunPlan {
+                precision: crate::spec::Precision::Bf16,
+                ..run(s, seed, lr, 1.0, 0.1)
+            })
+            .collect();
+        // bf16 rounds at 2^-8: the pack's and the single run's kernels round in other places.
+        assert_pack_equals_singles(&runs, 2e-3);
     }
 
     #[test]
@@ -657,7 +709,11 @@ mod tests {
         longer.data.steps += 1;
         let wider = run(Shape::new(32, 2, 2, None), 2, 1e-2, 0.0, 0.0);
         let lstm = run(Shape::lstm(16, 2), 2, 1e-2, 0.0, 0.0);
-        for other in [&longer, &wider, &lstm] {
+        let half = RunPlan {
+            precision: crate::spec::Precision::F16,
+            ..b.clone()
+        };
+        for other in [&longer, &wider, &lstm, &half] {
             assert!(!packable(&[&a, other]));
         }
         assert!(!packable(&[]));
