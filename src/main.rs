@@ -259,8 +259,8 @@ struct RunArgs {
     #[arg(long)]
     plain: bool,
     /// Train K runs at once, splitting the CPU threads between them (longest runs first).
-    /// Small models are bound by per-op overhead, so 2 workers on 2 cores nearly double a
-    /// sweep of small models. Results are identical to --workers 1.
+    /// A small model's run does not use a second core, so 2 workers on 2 cores nearly double
+    /// a sweep of small models (2.0x for shape a here). Results are identical to --workers 1.
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one)]
     workers: usize,
     /// One worker per device, e.g. `cuda:0,cuda:1,cuda:2,cuda:3` (overrides --workers and
