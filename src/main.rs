@@ -277,7 +277,8 @@ struct RunArgs {
     #[arg(long)]
     update_spec: bool,
     /// Train up to N runs of one shape at once as one batched model (seeds, LR multipliers:
-    /// runs of equal shape, context, batch size and length), each with its own data order, LR
+    /// runs of equal shape, context, batch size, length, eval interval, Adam betas and
+    /// precision), each with its own data order, LR
     /// schedule, optimizer state and evals; results equal training them one by one within
     /// float tolerance. `auto` packs 8 on cuda and none on cpu or vulkan, where packs measured
     /// slower here (README, "Run packing"). Packs do not checkpoint or prune.

@@ -124,10 +124,11 @@ impl Default for ScheduleSettings {
 
 /// Everything the trainer needs for one run.
 ///
-/// Every setting that can change a run's result lives in `shape` or in one of the nested
-/// settings structs, and the run id is a hash of all of them serialized whole ([`IdKey`]): a
-/// new setting added to a nested struct changes ids by construction. The flat fields are
-/// derived from those (tokens, N, FLOPs) or are labels (budget, LR multiplier, point, parent).
+/// Every setting that can change a run's result lives in `shape`, in one of the nested
+/// settings structs or in `precision`, and the run id is a hash of all of them serialized whole
+/// ([`IdKey`]): a new setting added to a nested struct changes ids by construction. The other
+/// flat fields are derived from those (tokens, N, FLOPs) or are labels (budget, LR multiplier,
+/// point, parent).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunPlan {
     pub id: String,

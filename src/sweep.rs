@@ -626,8 +626,9 @@ fn migrate_legacy_ids(p: &Prepared) -> anyhow::Result<()> {
         .runs
         .iter()
         .chain(&p.plan.parents)
-        // Scheme 1 predates shuffled orders: only a sequential run can be the same run.
-        .filter(|r| r.data.order.is_sequential())
+        // Scheme 1 predates shuffled orders and the precision setting: only a sequential f32
+        // run can be the same run.
+        .filter(|r| r.data.order.is_sequential() && r.precision.is_f32())
         .map(|r| (plan::legacy_run_id_v1(r, fp, eval), r.id.clone()))
         .collect();
     let n = crate::store::migrate_ids(&p.out_dir, &map, &metadata(p, 0.0))?;
@@ -1461,6 +1462,7 @@ pub fn run_one(p: &Prepared, task: &TaskRef, opts: &RunOptions) -> anyhow::Resul
         );
     }
     p.device.ensure_usable()?;
+    check_precision(p, &[p.device])?;
     let peak = measured_peak(p.device);
     let meta = metadata(p, peak);
     let msg = train_one(p, &id, opts, peak, &meta)?;
@@ -1742,8 +1744,8 @@ impl Unit<'_> {
 }
 
 /// Single runs grouped into packs of at most `size` runs with equal [`PackKey`]s (runs of
-/// one shape, context, batch size and length: seeds, LR multipliers); branch groups and runs
-/// that cannot pack stay as they are. Smallest first, as [`units`] orders them.
+/// one shape, context, batch size, length, eval interval, Adam betas and precision: seeds, LR
+/// multipliers); branch groups and runs that cannot pack stay as they are. Smallest first, as [`units`] orders them.
 fn pack_units(units: Vec<Unit<'_>>, size: usize) -> Vec<Unit<'_>> {
     if size < 2 {
         return units;

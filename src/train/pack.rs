@@ -7,7 +7,7 @@
 //! ([`train_packed`]). Each run keeps what makes it itself: its initialisation (drawn exactly
 //! as when it trains alone), its data order, its LR schedule, weight decay and clip, its
 //! divergence and its evals. The runs of a pack share shape, context, batch size, step count,
-//! eval interval and Adam's betas ([`PackKey`]). Results equal training the runs one by one
+//! eval interval, Adam's betas and precision ([`PackKey`]). Results equal training the runs one by one
 //! within float tolerance (the tests). Packs neither prune nor checkpoint: a killed pack
 //! trains again from step 0.
 
@@ -450,7 +450,8 @@ pub fn train_packed<B: AutodiffBackend>(
             .select(0, Tensor::from_data(live_ids, device))
             .sum()
             .backward();
-        // A run that has stopped trains at LR 0: its parameters stay as they were.
+        // A run that has stopped trains at LR 0 and out of the loss: no update reaches its
+        // parameters (NaN ones stay NaN, confined to its own slices of the pack).
         let lr: Vec<f64> = (0..runs.len())
             .map(|k| if live.contains(&k) { lrs[k] } else { 0.0 })
             .collect();
