@@ -231,27 +231,21 @@ impl Packing {
         }
         let done: std::collections::HashSet<&str> =
             store_runs.iter().map(|r| r.run_id.as_str()).collect();
-        let plan = &p.plan;
-        let store_free = plan.runs.iter().filter(|r| !done.contains(r.id.as_str()));
-        let units: Vec<Unit<'_>> = store_free
-            .filter(|r| r.parent.is_none())
-            .map(|r| Unit {
-                parent: None,
-                members: vec![r],
-            })
-            .collect();
-        let units = pack_units(units, size);
+        let units = pack_units(units(&p.plan, |id| done.contains(id)), size);
         let packs: Vec<usize> = units
             .iter()
             .filter(|u| u.is_pack())
             .map(|u| u.members.len())
             .collect();
+        let alone = units
+            .iter()
+            .filter(|u| u.parent.is_none() && !u.is_pack())
+            .count();
         format!(
-            "packing: up to {size} runs of one shape per pack on {}: {} pending runs train in {} packs, {} alone\n",
+            "packing: up to {size} runs of one shape per pack on {}: {} pending runs train in {} packs, {alone} alone\n",
             p.device.backend_name(),
             packs.iter().sum::<usize>(),
             packs.len(),
-            units.iter().filter(|u| !u.is_pack()).count()
         )
     }
 }
@@ -668,7 +662,7 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     } else {
         opts.pack.runs(devices[0])
     };
-    let units = pack_units(units(&p.plan, &store), pack);
+    let units = pack_units(units(&p.plan, |id| store.is_done(id)), pack);
     let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
     let skipped = p.plan.runs.len() - pending_runs;
     announce(p, skipped, pending_runs);
@@ -1404,7 +1398,7 @@ fn unit_records(
 /// Also returns how many planned runs those units train.
 pub fn pending_unit_ids(p: &Prepared) -> anyhow::Result<(Vec<String>, usize)> {
     let store = ResultsStore::open(&p.out_dir, Vec::new())?;
-    let mut u = units(&p.plan, &store);
+    let mut u = units(&p.plan, |id| store.is_done(id));
     u.sort_by(|a, b| b.flops().total_cmp(&a.flops()));
     let runs = u.iter().map(|u| u.members.len()).sum();
     Ok((u.iter().map(|u| u.lead_id().to_string()).collect(), runs))
@@ -1488,7 +1482,7 @@ fn train_one(
     meta: &[(String, String)],
 ) -> anyhow::Result<String> {
     let store = ResultsStore::open(&p.out_dir, meta.to_vec())?;
-    let units = units(&p.plan, &store);
+    let units = units(&p.plan, |id| store.is_done(id));
     let Some(u) = units.iter().find(|u| u.lead_id() == id) else {
         return Ok(format!("{id}: already finished"));
     };
@@ -1753,12 +1747,8 @@ fn pack_units(units: Vec<Unit<'_>>, size: usize) -> Vec<Unit<'_>> {
     let mut out: Vec<Unit<'_>> = Vec::new();
     let mut open: std::collections::HashMap<PackKey, usize> = Default::default();
     for u in units {
-        let key = u
-            .parent
-            .is_none()
-            .then(|| PackKey::of(u.members[0]))
-            .flatten();
-        match key.map(|k| (k, open.get(&k).copied())) {
+        // A branch group's members are branches, which PackKey refuses.
+        match PackKey::of(u.members[0]).map(|k| (k, open.get(&k).copied())) {
             Some((_, Some(i))) if out[i].members.len() < size => out[i].members.push(u.members[0]),
             Some((k, _)) => {
                 open.insert(k, out.len());
@@ -1771,14 +1761,14 @@ fn pack_units(units: Vec<Unit<'_>>, size: usize) -> Vec<Unit<'_>> {
     out
 }
 
-/// Pending work, smallest first. A branch group holds only its unfinished branches (its
+/// Pending work (runs `is_done` does not know), smallest first. A branch group holds only its unfinished branches (its
 /// stable phase is retrained up to them, or resumed from its checkpoint).
-fn units<'a>(plan: &'a Plan, store: &ResultsStore) -> Vec<Unit<'a>> {
+fn units<'a>(plan: &'a Plan, is_done: impl Fn(&str) -> bool) -> Vec<Unit<'a>> {
     let mut out = Vec::new();
     for r in plan
         .runs
         .iter()
-        .filter(|r| r.parent.is_none() && !store.is_done(&r.id))
+        .filter(|r| r.parent.is_none() && !is_done(&r.id))
     {
         out.push(Unit {
             parent: None,
@@ -1789,7 +1779,7 @@ fn units<'a>(plan: &'a Plan, store: &ResultsStore) -> Vec<Unit<'a>> {
         let branches: Vec<&RunPlan> = plan
             .runs
             .iter()
-            .filter(|r| r.parent.as_deref() == Some(&parent.id) && !store.is_done(&r.id))
+            .filter(|r| r.parent.as_deref() == Some(&parent.id) && !is_done(&r.id))
             .collect();
         if !branches.is_empty() {
             out.push(Unit {

@@ -218,16 +218,20 @@ fn clip_global_norm<B: AutodiffBackend>(
     norm
 }
 
-/// The model the forward and backward passes run: `model` itself in f32, else a copy of it
+/// The model the forward and backward passes run: `model` itself in f32 (borrowed, no copy
+/// on the hot path), else a copy of it
 /// cast to `precision` whose gradients flow back through the casts to `model`'s own f32
 /// parameters (the master weights, which AdamW updates, its moments in f32 too).
-pub(crate) fn at_precision<B: Backend, M: Module<B>>(model: &M, precision: Precision) -> M {
+pub(crate) fn at_precision<B: Backend, M: Module<B>>(
+    model: &M,
+    precision: Precision,
+) -> std::borrow::Cow<'_, M> {
     let dtype = match precision {
-        Precision::F32 => return model.clone(),
+        Precision::F32 => return std::borrow::Cow::Borrowed(model),
         Precision::Bf16 => FloatDType::BF16,
         Precision::F16 => FloatDType::F16,
     };
-    model.clone().map(&mut CastTo(dtype))
+    std::borrow::Cow::Owned(model.clone().map(&mut CastTo(dtype)))
 }
 
 /// Casts every float parameter to one float type (keeping its id and its autodiff graph).
