@@ -1,11 +1,15 @@
 //! E pinned to a known floor: the law fitted with E fixed at the irreducible loss (the
 //! built-in corpus's exact `floor.json`), beside the free fit, and how far the free E lands
-//! from the floor. Owns that comparison and its warning; pure over points.
+//! from the floor; when the reported law is the free one, also the pinned law's bootstrap
+//! intervals and held-out check, so the two can be compared on the same evidence. Owns that
+//! comparison and its warning; pure over points.
 
 use serde::Serialize;
 
 use super::laws::ChinchillaParams;
-use super::{fit_law, grid, num, Approach3, FitOptions, Point};
+use super::{
+    bootstrap, fit_law, grid, holdout, num, Approach3, Bootstrap, FitOptions, HoldoutReport, Point,
+};
 
 /// Free E beyond this relative distance from the floor draws a warning.
 pub const WARN_REL: f64 = 0.05;
@@ -26,6 +30,12 @@ pub struct FloorComparison {
     /// Whether the reported law (top level of `fits.json`) is the pinned one.
     pub law_is_pinned: bool,
     pub warning: Option<String>,
+    /// The pinned law's bootstrap (same resamples as the free law's), when the reported law is
+    /// the free one and intervals were asked for; else the top-level `bootstrap` is the pinned one.
+    pub pinned_bootstrap: Option<Bootstrap>,
+    /// The pinned law's held-out check (same rule as the free law's), when the reported law is
+    /// the free one and a hold-out was asked for.
+    pub pinned_holdout: Option<HoldoutReport>,
 }
 
 /// Fit whichever of the free and pinned laws `law` is not, and compare.
@@ -57,8 +67,20 @@ pub fn compare(
             100.0 * WARN_REL
         )
     });
+    let (pinned_bootstrap, pinned_holdout) = if law.fixed_e == Some(floor) {
+        (None, None)
+    } else {
+        let o = FitOptions {
+            fixed_e: Some(floor),
+            ..opts.clone()
+        };
+        let boot = (opts.bootstrap > 0).then(|| bootstrap(points, &pinned, &o));
+        (boot, holdout(points, &o).ok().flatten())
+    };
     Ok(FloorComparison {
         floor,
+        pinned_bootstrap,
+        pinned_holdout,
         free: free.params,
         free_objective: free.objective,
         pinned: pinned.params,

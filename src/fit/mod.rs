@@ -1496,6 +1496,27 @@ fn text_trust(s: &mut String, r: &FitReport) {
     }
     if let Some(f) = &r.e_floor {
         let _ = writeln!(s, "\nE pinned to the floor {}: A={} B={} alpha={} beta={}; the free E is {:+.1}% from the floor", num(f.floor), num(f.pinned.a), num(f.pinned.b), num(f.pinned.alpha), num(f.pinned.beta), 100.0 * f.free_e_rel_diff);
+        if let Some(b) = &f.pinned_bootstrap {
+            let _ = writeln!(
+                s,
+                "  pinned, 95% bootstrap CI: alpha [{}, {}] ({:.2}x), beta [{}, {}] ({:.2}x)",
+                num(b.alpha[0]),
+                num(b.alpha[1]),
+                b.alpha[1] / b.alpha[0],
+                num(b.beta[0]),
+                num(b.beta[1]),
+                b.beta[1] / b.beta[0]
+            );
+        }
+        if let Some(h) = &f.pinned_holdout {
+            let _ = writeln!(
+                s,
+                "  pinned, held out ({}): mean |error| {:.2}%, max {:.2}%",
+                h.rule,
+                100.0 * h.mean_abs_pct_error,
+                100.0 * h.max_abs_pct_error
+            );
+        }
     }
     if let Some(b) = &r.backtest {
         let _ = writeln!(

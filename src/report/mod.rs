@@ -426,6 +426,16 @@ fn trust_sentence(f: &FitReport) -> String {
         ),
         None => "No held-out check.".into(),
     };
+    // With a known floor, the same check of the law with E pinned to it.
+    let pinned = f.e_floor.as_ref().and_then(|fc| fc.pinned_holdout.as_ref());
+    let held = match pinned {
+        Some(p) => format!(
+            "{held} With E pinned to the known loss floor: mean |error| {:.2}% (max {:.2}%).",
+            100.0 * p.mean_abs_pct_error,
+            100.0 * p.max_abs_pct_error
+        ),
+        None => held,
+    };
     // The farthest backtest of the reported law (Approach 3 unless only VPNLS ran).
     let far = f.backtest.as_ref().and_then(|bt| {
         let a3 = bt.table.iter().rev().find(|r| r.method == fit::Method::A3);
@@ -456,7 +466,7 @@ fn fit_blocks(b: &mut Vec<Block>, d: &ReportData, f: &FitReport, drawn: &[Fig]) 
         b.push(floor_block(f, fl));
     }
     if let Some(fc) = &f.e_floor {
-        b.extend(pinned_blocks(fc));
+        b.extend(pinned_blocks(f, fc));
     }
     b.extend(agreement_blocks(f));
     if !f.approach2.budgets.is_empty() {
@@ -730,13 +740,53 @@ fn law_rows(x: &fit::laws::ChinchillaParams, y: &fit::laws::ChinchillaParams) ->
 }
 
 /// The law with E pinned to the floor beside the free law.
-fn pinned_blocks(fc: &fit::floor::FloorComparison) -> Vec<Block> {
+fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> {
     let mut rows = law_rows(&fc.free, &fc.pinned);
     rows.push(vec![
         "objective".into(),
         num(fc.free_objective),
         num(fc.pinned_objective),
     ]);
+    // Intervals and the held-out check of each law (the reported law's are the top level's).
+    let (free_boot, pinned_boot) = match fc.law_is_pinned {
+        true => (None, f.bootstrap.as_ref()),
+        false => (f.bootstrap.as_ref(), fc.pinned_bootstrap.as_ref()),
+    };
+    let (free_held, pinned_held) = match fc.law_is_pinned {
+        true => (None, f.holdout.as_ref()),
+        false => (f.holdout.as_ref(), fc.pinned_holdout.as_ref()),
+    };
+    let width = |b: Option<&fit::Bootstrap>, k: fn(&fit::Bootstrap) -> [f64; 2]| {
+        b.map(|b| format!("{} ({:.2}×)", ci(Some(k(b))), k(b)[1] / k(b)[0]))
+            .unwrap_or_else(|| "–".into())
+    };
+    rows.push(vec![
+        "α 95% CI".into(),
+        width(free_boot, |b| b.alpha),
+        width(pinned_boot, |b| b.alpha),
+    ]);
+    rows.push(vec![
+        "β 95% CI".into(),
+        width(free_boot, |b| b.beta),
+        width(pinned_boot, |b| b.beta),
+    ]);
+    let held = |h: Option<&fit::HoldoutReport>| {
+        h.map(|h| {
+            format!(
+                "{:.2}% (max {:.2}%)",
+                100.0 * h.mean_abs_pct_error,
+                100.0 * h.max_abs_pct_error
+            )
+        })
+        .unwrap_or_else(|| "–".into())
+    };
+    if free_held.is_some() || pinned_held.is_some() {
+        rows.push(vec![
+            "held-out mean |error|".into(),
+            held(free_held),
+            held(pinned_held),
+        ]);
+    }
     let mut b = vec![
         Block::H(3, "E free and E pinned to the loss floor".into()),
         Block::Table(

@@ -1,6 +1,7 @@
 //! The README's figures for the main job and the 10× sweep come from the committed examples'
-//! `fits.json`: their design-study rows are rebuilt from it here, so a regenerated example with
-//! other numbers fails until the README says what the example shows.
+//! `fits.json`: their design-study rows (E free, and E pinned to the floor) are rebuilt from it
+//! here, so a regenerated example with other numbers fails until the README says what the
+//! example shows.
 
 use crate::common::*;
 
@@ -49,5 +50,30 @@ fn check_row(example: &str) {
     assert!(
         readme.contains(&row),
         "README lacks the row of {example}:\n{row}"
+    );
+    // The same runs with E pinned to the floor: its intervals and held-out check.
+    let pinned = &fits["e_floor"];
+    let (pa, pb) = (
+        f(&["e_floor", "pinned", "alpha"]),
+        f(&["e_floor", "pinned", "beta"]),
+    );
+    let pci = |k: &str| {
+        let v = &pinned["pinned_bootstrap"][k];
+        let (lo, hi) = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
+        format!("{lo:.2}–{hi:.2} ({:.2}×)", hi / lo)
+    };
+    let row = format!(
+        "| {usable} of {} | {:.3} / {:.3} / {:.3} | {}, {} | {:.2}% | pinned |",
+        budgets.len(),
+        pb / (pa + pb),
+        f(&["approach2", "a"]),
+        f(&["approach1", "a"]),
+        pci("alpha"),
+        pci("beta"),
+        100.0 * f(&["e_floor", "pinned_holdout", "mean_abs_pct_error"]),
+    );
+    assert!(
+        readme.contains(&row),
+        "README lacks the E-pinned row of {example}:\n{row}"
     );
 }

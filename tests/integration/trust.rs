@@ -133,6 +133,62 @@ fn trust_a_free_e_far_from_the_floor_is_warned_about() {
     );
 }
 
+#[test]
+fn trust_the_pinned_law_gets_its_own_intervals_and_held_out_check() {
+    // A narrow grid where E is poorly identified: the free α interval is wide, the pinned
+    // one (E at the true floor) narrow and around the truth; both laws take the same
+    // held-out check.
+    let pts = surface(&TRUTH, 0.004, 13, 6, [1e7, 1e8], [1e9, 1e10]);
+    let opts = FitOptions {
+        floor: Some(TRUTH.e),
+        bootstrap: 100,
+        holdout: fit::Holdout::Fraction(0.25),
+        ..quick()
+    };
+    let r = fit::fit_all(&dataset(pts.clone()), &opts).unwrap();
+    let f = r.e_floor.as_ref().unwrap();
+    assert!(!f.law_is_pinned);
+    let (free, pinned) = (
+        r.bootstrap.as_ref().unwrap(),
+        f.pinned_bootstrap.as_ref().unwrap(),
+    );
+    let width = |ci: [f64; 2]| ci[1] / ci[0];
+    assert!(
+        width(pinned.alpha) < width(free.alpha),
+        "pinned α CI {:?} vs free {:?}",
+        pinned.alpha,
+        free.alpha
+    );
+    assert!(
+        pinned.alpha[0] < 0.34 && 0.34 < pinned.alpha[1],
+        "{:?}",
+        pinned.alpha
+    );
+    assert_eq!(pinned.resamples, free.resamples);
+    let (hf, hp) = (
+        r.holdout.as_ref().unwrap(),
+        f.pinned_holdout.as_ref().unwrap(),
+    );
+    assert_eq!(
+        (hp.fitted_points, hp.held_out_points),
+        (hf.fitted_points, hf.held_out_points)
+    );
+    assert_eq!(hp.fit.e, TRUTH.e, "the held-out law is the pinned one");
+    assert!(hp.mean_abs_pct_error < 0.01, "{}", hp.mean_abs_pct_error);
+    // When the reported law is the pinned one, its intervals and check are the top level's.
+    let pinned_law = fit::fit_all(
+        &dataset(pts),
+        &FitOptions {
+            pin_e_to_floor: true,
+            ..opts
+        },
+    )
+    .unwrap();
+    let f = pinned_law.e_floor.as_ref().unwrap();
+    assert!(f.law_is_pinned && f.pinned_bootstrap.is_none() && f.pinned_holdout.is_none());
+    assert_eq!(pinned_law.holdout.as_ref().unwrap().fit.e, TRUTH.e);
+}
+
 fn chinchilla() -> Dataset {
     let cols = Columns {
         n: "Model Size".into(),
