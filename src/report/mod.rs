@@ -426,15 +426,33 @@ fn trust_sentence(f: &FitReport) -> String {
         ),
         None => "No held-out check.".into(),
     };
-    // With a known floor, the same check of the law with E pinned to it.
-    let pinned = f.e_floor.as_ref().and_then(|fc| fc.pinned_holdout.as_ref());
-    let held = match pinned {
-        Some(p) => format!(
-            "{held} With E pinned to the known loss floor: mean |error| {:.2}% (max {:.2}%).",
-            100.0 * p.mean_abs_pct_error,
-            100.0 * p.max_abs_pct_error
-        ),
-        None => held,
+    // With a known floor, the same check of the law with E pinned to it, and where the free
+    // law fitted without the held-out points put E.
+    let held = match (&f.e_floor, &f.holdout) {
+        (Some(fc), Some(h)) => {
+            let rel = (h.fit.e - fc.floor) / fc.floor;
+            let off = (!fc.law_is_pinned && rel.abs() > fit::floor::WARN_REL).then(|| {
+                format!(
+                    " Fitted without the held-out points, the free law puts E at {} ({:+.0}% of the floor {}).",
+                    num(h.fit.e),
+                    100.0 * rel,
+                    num(fc.floor)
+                )
+            });
+            let pinned = fc.pinned_holdout.as_ref().map(|p| {
+                format!(
+                    " With E pinned to the known loss floor: mean |error| {:.2}% (max {:.2}%).",
+                    100.0 * p.mean_abs_pct_error,
+                    100.0 * p.max_abs_pct_error
+                )
+            });
+            format!(
+                "{held}{}{}",
+                off.unwrap_or_default(),
+                pinned.unwrap_or_default()
+            )
+        }
+        _ => held,
     };
     // The farthest backtest of the reported law (Approach 3 unless only VPNLS ran).
     let far = f.backtest.as_ref().and_then(|bt| {
@@ -1501,6 +1519,7 @@ mod tests {
         let opts = FitOptions {
             bootstrap: 20,
             grid_stride: 9,
+            holdout: fit::Holdout::LargestBudget,
             ..FitOptions::default()
         };
         let d = ReportData::from_folder(&folder, &opts).unwrap();
@@ -1525,9 +1544,20 @@ mod tests {
             "How far can this be trusted?",
             "plots/backtest.svg",
             "more than 5%",
+            "| α 95% CI |",
+            "| held-out mean \\|error\\| |",
+            "Fitted without the held-out points, the free law puts E at",
+            "With E pinned to the known loss floor: mean |error|",
         ] {
             assert!(md.contains(needle), "report.md lacks {needle:?}");
         }
+        // The pinned law's intervals and held-out check, beside the free law's.
+        assert!(fc["pinned_bootstrap"]["alpha"][0].is_number());
+        assert_eq!(
+            fc["pinned_holdout"]["held_out_points"],
+            json["holdout"]["held_out_points"]
+        );
+        assert_eq!(fc["pinned_holdout"]["fit"]["E"].as_f64(), Some(1.6));
         // The trust section comes right after the law.
         let (law, trust) = (
             md.find("## Approach 3").unwrap(),
