@@ -491,7 +491,12 @@ fn expand_target(cx: &Ctx, t: &Target, steps: usize) -> Vec<RunPlan> {
         tr.lr_multipliers.clone()
     };
     let mut out = Vec::new();
-    for seed in cx.spec.seed_list() {
+    let seeds = cx.spec.seed_list();
+    let seeds = match (&cx.spec.data.isoflop, t.budget) {
+        (Some(iso), Some(c)) => iso.seeds_at(c, &seeds),
+        _ => seeds,
+    };
+    for seed in seeds {
         for &mult in &multipliers {
             let mut run = single_run(cx, t.shape, steps, seed);
             run.budget = t.budget;
@@ -1073,6 +1078,55 @@ mod tests {
             .iter()
             .any(|d| d.reason.contains("outside data.isoflop.tokens_per_param")));
         assert!(!p.runs.is_empty());
+    }
+
+    #[test]
+    fn seeds_per_budget_trains_the_first_k_seeds_at_each_budget() {
+        let parse = |extra: &str| {
+            SweepSpec::parse(&SpecSource {
+                label: "t.yaml".into(),
+                base_dir: ".".into(),
+                text: format!(
+                    "name: t\nseeds: [0, 1, 2]\nmodel:\n  context: 16\n  shapes:\n    - {{d_model: 16, n_layer: 1, n_head: 2}}\n    - {{d_model: 32, n_layer: 1, n_head: 2}}\n\
+                     data:\n  isoflop: {{budgets: [1.0e9, 1.0e10]{extra}}}\n  min_steps: 2\ntraining:\n  batch_size: 4\n  lr: 0.01\n  warmup_steps: 4\n"
+                ),
+            })
+        };
+        let all = build(&parse("").unwrap(), "t", 256, 1).unwrap();
+        let some = build(&parse(", seeds_per_budget: [3, 1]").unwrap(), "t", 256, 1).unwrap();
+        let seeds_at = |p: &Plan, c: f64| {
+            let mut v: Vec<u64> = p
+                .runs
+                .iter()
+                .filter(|r| r.budget == Some(c))
+                .map(|r| r.data.seed)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        assert_eq!(seeds_at(&all, 1e10), vec![0, 1, 2]);
+        assert_eq!(seeds_at(&some, 1e9), vec![0, 1, 2]);
+        assert_eq!(seeds_at(&some, 1e10), vec![0]);
+        // The runs kept are the same runs (ids) as with every seed at every budget.
+        assert!(some.runs.len() < all.runs.len());
+        for r in &some.runs {
+            assert!(all.runs.iter().any(|a| a.id == r.id), "{}", r.id);
+        }
+        for (extra, needle) in [
+            (", seeds_per_budget: [3]", "1 counts for 2 budgets"),
+            (
+                ", seeds_per_budget: [0, 3]",
+                "seeds_per_budget[0]: 0 must be between 1 and the 3",
+            ),
+            (
+                ", seeds_per_budget: [3, 4]",
+                "seeds_per_budget[1]: 4 must be between 1 and the 3",
+            ),
+        ] {
+            let e = format!("{:#}", parse(extra).unwrap_err());
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

@@ -426,6 +426,23 @@ pub struct IsoFlopSpec {
     /// the largest budgets, the costliest runs of a grid). Dropped runs are listed by `plan`.
     #[serde(default)]
     pub tokens_per_param: Option<[f64; 2]>,
+    /// How many of the sweep's `seeds` train at each budget (one count per budget, in the
+    /// order of `budgets`: the first K seeds): e.g. `[4, 4, 4, 2]` replicates the cheap
+    /// budgets four times and the costly one twice. Default: every seed at every budget.
+    #[serde(default)]
+    pub seeds_per_budget: Option<Vec<usize>>,
+}
+
+impl IsoFlopSpec {
+    /// The seeds that train at budget `c` (one of `budgets`), out of the sweep's `seeds`.
+    pub fn seeds_at(&self, c: f64, seeds: &[u64]) -> Vec<u64> {
+        let k = self
+            .budgets
+            .iter()
+            .position(|&b| b == c)
+            .and_then(|i| self.seeds_per_budget.as_ref()?.get(i).copied());
+        seeds[..k.unwrap_or(seeds.len()).min(seeds.len())].to_vec()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -962,7 +979,7 @@ impl SweepSpec {
         baseline_problems(&self.baselines, &mut p);
         model_problems(&self.model, &mut p);
         model_size_problems(&self.model, vocab_estimate(&self.corpus), &mut p);
-        data_problems(&self.data, &mut p);
+        data_problems(&self.data, self.seed_list().len(), &mut p);
         data_size_problems(&self.data, &self.model, &mut p);
         batch_problems(&self.training, self.model.context, &mut p);
         training_problems(&self.training, &mut p);
@@ -1361,6 +1378,27 @@ fn vocab_estimate(c: &CorpusSpec) -> usize {
     }
 }
 
+/// `data.isoflop.seeds_per_budget`: one count per budget, each 1 ..= the number of seeds.
+fn seeds_per_budget_problems(iso: &IsoFlopSpec, n_seeds: usize, p: &mut Vec<String>) {
+    let Some(k) = &iso.seeds_per_budget else {
+        return;
+    };
+    if k.len() != iso.budgets.len() {
+        p.push(format!(
+            "data.isoflop.seeds_per_budget: {} counts for {} budgets; give one count per budget, in the order of `budgets`",
+            k.len(),
+            iso.budgets.len()
+        ));
+    }
+    for (i, &k) in k.iter().enumerate() {
+        if !(1..=n_seeds).contains(&k) {
+            p.push(format!(
+                "data.isoflop.seeds_per_budget[{i}]: {k} must be between 1 and the {n_seeds} seed(s) of `seeds` (the first K seeds train at that budget)"
+            ));
+        }
+    }
+}
+
 /// "key: what 1.000e30 tokens is above the cap …; fix".
 fn too_many_tokens(key: &str, what: &str, tokens: f64, fix: &str) -> String {
     format!(
@@ -1371,7 +1409,7 @@ fn too_many_tokens(key: &str, what: &str, tokens: f64, fix: &str) -> String {
 }
 
 /// `data`: which mode, and that every size is a positive number.
-fn data_problems(d: &DataSpec, p: &mut Vec<String>) {
+fn data_problems(d: &DataSpec, n_seeds: usize, p: &mut Vec<String>) {
     let modes = usize::from(!d.tokens.is_empty() || !d.tokens_per_param.is_empty())
         + usize::from(d.isoflop.is_some());
     if modes == 0 {
@@ -1412,6 +1450,7 @@ fn data_problems(d: &DataSpec, p: &mut Vec<String>) {
                 ));
             }
         }
+        seeds_per_budget_problems(iso, n_seeds, p);
     }
     if d.min_steps == 0 {
         p.push("data.min_steps: must be at least 1".into());
