@@ -30,11 +30,7 @@ fn check_row(example: &str) {
         .filter(|b| b["n_opt"].is_number() && b["excluded"].is_null())
         .count();
     assert_eq!(usable as f64, f(&["approach2", "used_budgets"]));
-    let ci = |k: &str| {
-        let v = &fits["bootstrap"][k];
-        let (lo, hi) = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
-        format!("{lo:.2}–{hi:.2} ({:.1}×)", hi / lo)
-    };
+    let ci = |k: &str| interval(&fits["bootstrap"][k], 1);
     let row = format!(
         "| {usable} of {} | {:.3} / {:.3} / {:.3} | {}, {} | {:.2}% | {:.3} ({:+.0}%) |",
         budgets.len(),
@@ -52,16 +48,11 @@ fn check_row(example: &str) {
         "README lacks the row of {example}:\n{row}"
     );
     // The same runs with E pinned to the floor: its intervals and held-out check.
-    let pinned = &fits["e_floor"];
     let (pa, pb) = (
         f(&["e_floor", "pinned", "alpha"]),
         f(&["e_floor", "pinned", "beta"]),
     );
-    let pci = |k: &str| {
-        let v = &pinned["pinned_bootstrap"][k];
-        let (lo, hi) = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
-        format!("{lo:.2}–{hi:.2} ({:.2}×)", hi / lo)
-    };
+    let pci = |k: &str| interval(&fits["e_floor"]["pinned_bootstrap"][k], 2);
     let row = format!(
         "| {usable} of {} | {:.3} / {:.3} / {:.3} | {}, {} | {:.2}% | pinned |",
         budgets.len(),
@@ -76,4 +67,10 @@ fn check_row(example: &str) {
         readme.contains(&row),
         "README lacks the E-pinned row of {example}:\n{row}"
     );
+}
+
+/// "lo–hi (ratio×)" of a bootstrap interval, the ratio with `digits` decimals.
+fn interval(v: &serde_json::Value, digits: usize) -> String {
+    let (lo, hi) = (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
+    format!("{lo:.2}–{hi:.2} ({:.digits$}×)", hi / lo)
 }
