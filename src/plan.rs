@@ -482,7 +482,7 @@ fn steps_or_drop(cx: &Ctx, t: &Target) -> Result<usize, Dropped> {
     Err(Dropped { what, reason })
 }
 
-/// The runs of one target: one per seed and LR multiplier.
+/// The runs of one target: one per seed (those of its budget: `seeds_per_budget`) and LR multiplier.
 fn expand_target(cx: &Ctx, t: &Target, steps: usize) -> Vec<RunPlan> {
     let tr = &cx.spec.training;
     let multipliers = if tr.lr_multipliers.is_empty() {
@@ -1117,11 +1117,11 @@ mod tests {
             (", seeds_per_budget: [3]", "1 counts for 2 budgets"),
             (
                 ", seeds_per_budget: [0, 3]",
-                "seeds_per_budget[0]: 0 must be between 1 and the 3",
+                "seeds_per_budget[0]: 0 must be between 1 and the sweep's 3",
             ),
             (
                 ", seeds_per_budget: [3, 4]",
-                "seeds_per_budget[1]: 4 must be between 1 and the 3",
+                "seeds_per_budget[1]: 4 must be between 1 and the sweep's 3",
             ),
         ] {
             let e = format!("{:#}", parse(extra).unwrap_err());

@@ -1393,7 +1393,7 @@ fn seeds_per_budget_problems(iso: &IsoFlopSpec, n_seeds: usize, p: &mut Vec<Stri
     for (i, &k) in k.iter().enumerate() {
         if !(1..=n_seeds).contains(&k) {
             p.push(format!(
-                "data.isoflop.seeds_per_budget[{i}]: {k} must be between 1 and the {n_seeds} seed(s) of `seeds` (the first K seeds train at that budget)"
+                "data.isoflop.seeds_per_budget[{i}]: {k} must be between 1 and the sweep's {n_seeds} seed(s) (`seeds`, or `seed`: one; the first K seeds train at that budget)"
             ));
         }
     }
@@ -1440,6 +1440,11 @@ fn data_problems(d: &DataSpec, n_seeds: usize, p: &mut Vec<String>) {
             if !(b > 0.0 && b.is_finite()) {
                 p.push(format!(
                     "data.isoflop.budgets[{i}]: {b} must be a positive number of FLOPs"
+                ));
+            }
+            if iso.budgets[..i].contains(&b) {
+                p.push(format!(
+                    "data.isoflop.budgets[{i}]: {b:e} is listed twice; give each budget once"
                 ));
             }
         }
@@ -2208,6 +2213,13 @@ mod tests {
         let msg = user_error(&with_data("data:\n  isoflop: {budgets: [1e15, 1e30]}\n"));
         assert!(msg.contains("data.isoflop.budgets[1]: 1.000e30 FLOPs / (6 × 1.277e4 non-embedding parameters of the smallest shape (d32-L1))"), "{msg}");
         assert!(!msg.contains("budgets[0]"), "{msg}");
+        let msg = user_error(&with_data(
+            "data:\n  isoflop: {budgets: [1e10, 3e10, 1e10]}\n",
+        ));
+        assert!(
+            msg.contains("data.isoflop.budgets[2]: 1e10 is listed twice"),
+            "{msg}"
+        );
         let msg = user_error(&format!("{BASE}corpus:\n  eval_tokens: 1e20\n"));
         assert!(
             msg.contains("corpus.eval_tokens: 1.000e20 tokens is above the cap"),

@@ -31,7 +31,8 @@ pub struct FloorComparison {
     pub law_is_pinned: bool,
     pub warning: Option<String>,
     /// The pinned law's bootstrap (same resamples as the free law's), when the reported law is
-    /// the free one and intervals were asked for; else the top-level `bootstrap` is the pinned one.
+    /// the free one and intervals were asked for (when it is the pinned one, the top-level
+    /// `bootstrap` is the pinned law's; with E fixed elsewhere, neither law has one here).
     pub pinned_bootstrap: Option<Bootstrap>,
     /// The pinned law's held-out check (same rule as the free law's), when the reported law is
     /// the free one and a hold-out was asked for.
@@ -67,7 +68,7 @@ pub fn compare(
             100.0 * WARN_REL
         )
     });
-    let (pinned_bootstrap, pinned_holdout) = if law.fixed_e == Some(floor) {
+    let (pinned_bootstrap, pinned_holdout) = if law.fixed_e.is_some() {
         (None, None)
     } else {
         let o = FitOptions {

@@ -431,9 +431,10 @@ fn trust_sentence(f: &FitReport) -> String {
     let held = match (&f.e_floor, &f.holdout) {
         (Some(fc), Some(h)) => {
             let rel = (h.fit.e - fc.floor) / fc.floor;
-            let off = (!fc.law_is_pinned && rel.abs() > fit::floor::WARN_REL).then(|| {
+            let free = f.approach3.fixed_e.is_none();
+            let off = (free && rel.abs() > fit::floor::WARN_REL).then(|| {
                 format!(
-                    " Fitted without the held-out points, the free law puts E at {} ({:+.0}% of the floor {}).",
+                    " Fitted without the held-out points, the free law puts E at {} ({:+.0}% from the floor {}).",
                     num(h.fit.e),
                     100.0 * rel,
                     num(fc.floor)
@@ -765,29 +766,35 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
         num(fc.free_objective),
         num(fc.pinned_objective),
     ]);
-    // Intervals and the held-out check of each law (the reported law's are the top level's).
-    let (free_boot, pinned_boot) = match fc.law_is_pinned {
-        true => (None, f.bootstrap.as_ref()),
-        false => (f.bootstrap.as_ref(), fc.pinned_bootstrap.as_ref()),
+    // Intervals and the held-out check of each law: the reported law's are the top level's,
+    // the pinned law's beside a free one are in `fc`; E fixed elsewhere (`--fix-e`) has none here.
+    let law_is_free = f.approach3.fixed_e.is_none();
+    let (free_boot, pinned_boot) = match (law_is_free, fc.law_is_pinned) {
+        (true, _) => (f.bootstrap.as_ref(), fc.pinned_bootstrap.as_ref()),
+        (false, true) => (None, f.bootstrap.as_ref()),
+        (false, false) => (None, None),
     };
-    let (free_held, pinned_held) = match fc.law_is_pinned {
-        true => (None, f.holdout.as_ref()),
-        false => (f.holdout.as_ref(), fc.pinned_holdout.as_ref()),
+    let (free_held, pinned_held) = match (law_is_free, fc.law_is_pinned) {
+        (true, _) => (f.holdout.as_ref(), fc.pinned_holdout.as_ref()),
+        (false, true) => (None, f.holdout.as_ref()),
+        (false, false) => (None, None),
     };
     let width = |b: Option<&fit::Bootstrap>, k: fn(&fit::Bootstrap) -> [f64; 2]| {
         b.map(|b| format!("{} ({:.2}×)", ci(Some(k(b))), k(b)[1] / k(b)[0]))
             .unwrap_or_else(|| "–".into())
     };
-    rows.push(vec![
-        "α 95% CI".into(),
-        width(free_boot, |b| b.alpha),
-        width(pinned_boot, |b| b.alpha),
-    ]);
-    rows.push(vec![
-        "β 95% CI".into(),
-        width(free_boot, |b| b.beta),
-        width(pinned_boot, |b| b.beta),
-    ]);
+    if free_boot.is_some() || pinned_boot.is_some() {
+        rows.push(vec![
+            "α 95% CI".into(),
+            width(free_boot, |b| b.alpha),
+            width(pinned_boot, |b| b.alpha),
+        ]);
+        rows.push(vec![
+            "β 95% CI".into(),
+            width(free_boot, |b| b.beta),
+            width(pinned_boot, |b| b.beta),
+        ]);
+    }
     let held = |h: Option<&fit::HoldoutReport>| {
         h.map(|h| {
             format!(
@@ -812,10 +819,14 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
             rows,
         ),
         Block::P(format!(
-            "The free E lands {:+.1}% from the floor {}; the law reported above is the {} one.",
+            "The free E lands {:+.1}% from the floor {}; the law reported above is the {} one. Intervals and the held-out check are computed for the reported law and, when that is the free one, also for the pinned law.",
             100.0 * fc.free_e_rel_diff,
             num(fc.floor),
-            if fc.law_is_pinned { "pinned" } else { "free" }
+            match (fc.law_is_pinned, law_is_free) {
+                (true, _) => "pinned",
+                (false, true) => "free",
+                (false, false) => "fixed-E",
+            }
         )),
     ];
     if let Some(w) = &fc.warning {
