@@ -415,14 +415,22 @@ fn family_row(f: &fit::families::FamilyFit) -> Vec<String> {
     ]
 }
 
+/// "mean% (max max%)" of a held-out check's relative errors.
+fn held_pct(h: &fit::HoldoutReport) -> String {
+    format!(
+        "{:.2}% (max {:.2}%)",
+        100.0 * h.mean_abs_pct_error,
+        100.0 * h.max_abs_pct_error
+    )
+}
+
 /// One sentence: the held-out error and the farthest backtest's error.
 fn trust_sentence(f: &FitReport) -> String {
     let held = match &f.holdout {
         Some(h) => format!(
-            "Held out ({}): predicted with mean |error| {:.2}% (max {:.2}%).",
+            "Held out ({}): predicted with mean |error| {}.",
             h.rule,
-            100.0 * h.mean_abs_pct_error,
-            100.0 * h.max_abs_pct_error
+            held_pct(h)
         ),
         None => "No held-out check.".into(),
     };
@@ -442,9 +450,8 @@ fn trust_sentence(f: &FitReport) -> String {
             });
             let pinned = fc.pinned_holdout.as_ref().map(|p| {
                 format!(
-                    " With E pinned to the known loss floor: mean |error| {:.2}% (max {:.2}%).",
-                    100.0 * p.mean_abs_pct_error,
-                    100.0 * p.max_abs_pct_error
+                    " With E pinned to the known loss floor: mean |error| {}.",
+                    held_pct(p)
                 )
             });
             format!(
@@ -769,15 +776,13 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
     // Intervals and the held-out check of each law: the reported law's are the top level's,
     // the pinned law's beside a free one are in `fc`; E fixed elsewhere (`--fix-e`) has none here.
     let law_is_free = f.approach3.fixed_e.is_none();
-    let (free_boot, pinned_boot) = match (law_is_free, fc.law_is_pinned) {
-        (true, _) => (f.bootstrap.as_ref(), fc.pinned_bootstrap.as_ref()),
-        (false, true) => (None, f.bootstrap.as_ref()),
-        (false, false) => (None, None),
-    };
-    let (free_held, pinned_held) = match (law_is_free, fc.law_is_pinned) {
-        (true, _) => (f.holdout.as_ref(), fc.pinned_holdout.as_ref()),
-        (false, true) => (None, f.holdout.as_ref()),
-        (false, false) => (None, None),
+    let top = (f.bootstrap.as_ref(), f.holdout.as_ref());
+    let beside = (fc.pinned_bootstrap.as_ref(), fc.pinned_holdout.as_ref());
+    let ((free_boot, free_held), (pinned_boot, pinned_held)) = match (law_is_free, fc.law_is_pinned)
+    {
+        (true, _) => (top, beside),
+        (false, true) => ((None, None), top),
+        (false, false) => ((None, None), (None, None)),
     };
     let width = |b: Option<&fit::Bootstrap>, k: fn(&fit::Bootstrap) -> [f64; 2]| {
         b.map(|b| format!("{} ({:.2}×)", ci(Some(k(b))), k(b)[1] / k(b)[0]))
@@ -795,16 +800,7 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
             width(pinned_boot, |b| b.beta),
         ]);
     }
-    let held = |h: Option<&fit::HoldoutReport>| {
-        h.map(|h| {
-            format!(
-                "{:.2}% (max {:.2}%)",
-                100.0 * h.mean_abs_pct_error,
-                100.0 * h.max_abs_pct_error
-            )
-        })
-        .unwrap_or_else(|| "–".into())
-    };
+    let held = |h: Option<&fit::HoldoutReport>| h.map(held_pct).unwrap_or_else(|| "–".into());
     if free_held.is_some() || pinned_held.is_some() {
         rows.push(vec![
             "held-out mean |error|".into(),
