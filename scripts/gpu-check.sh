@@ -2,8 +2,10 @@
 # The first command to run on a new NVIDIA GPU box: checks the driver, NVRTC and the CUDA
 # headers (before an 11-minute build), builds the `cuda` feature, trains the micro sweep on
 # CUDA and on the CPU and compares their losses (scripts/backend-check.sh; then four seeds as
-# one pack on CUDA), then benchmarks the bench shapes on CUDA, alone and 8 as one pack
-# (tokens/s and MFU against the measured f32 matmul peak of the card). Exit 0: the CUDA path works; 2: something is missing (the message says what).
+# one pack on CUDA), then benchmarks the bench shapes on CUDA: a, b, c alone and 8 as one
+# pack, and a to e (up to 85M parameters) in f32 and bf16, with tokens/s, MFU against the
+# measured matmul peak and MFU against the card's datasheet peak (`scalelab bench`; a card
+# not in its table: set PEAK_TFLOPS to its dense bf16 figure). Exit 0: the CUDA path works; 2: something is missing (the message says what).
 #
 # usage: scripts/gpu-check.sh [--no-build]
 set -euo pipefail
@@ -47,4 +49,8 @@ SPEC=sweeps/micro-seeds.yaml PACK=4 scripts/backend-check.sh cuda
 
 echo "== throughput (shapes a, b, c), alone and 8 runs as one pack (whether --pack auto's 8 pays)"
 target/release/scalelab bench --device cuda --shapes a,b,c --pack 8
+echo "== throughput up to 85M parameters (shapes a-e), f32 then bf16; MFU/card: against the datasheet"
+target/release/scalelab bench --device cuda --shapes a,b,c,d,e
+target/release/scalelab bench --device cuda --shapes a,b,c,d,e --precision bf16 \
+  ${PEAK_TFLOPS:+--peak-tflops "$PEAK_TFLOPS"}
 echo "gpu check: ok"

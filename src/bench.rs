@@ -1,11 +1,13 @@
 //! `scalelab bench`: training throughput (tokens/s) and MFU for fixed shapes (the
-//! Transformer's a, b, c and one LSTM and one feed-forward LM at shape a's width, context
-//! and batch), plus the machine's measured matmul peak that MFU is relative to.
+//! Transformer's a, b, c for the CPU, d (25M) and e (85M, GPT-2 small's body) for GPUs, and
+//! one LSTM and one feed-forward LM at shape a's width, context and batch), plus the
+//! machine's measured matmul peak that MFU is relative to, and, on a known GPU, MFU against
+//! the card's datasheet peak (`peaks`).
 //!
-//! MFU = tokens/s × training FLOPs per token / measured peak, with FLOPs per token
+//! MFU = tokens/s × training FLOPs per token / peak, with FLOPs per token
 //! = 6·(N_non-embedding + vocab·d) + 12·n_layer·context·d (PaLM's convention: every matmul,
-//! the unembedding and attention included). The peak is the best rate of square f32
-//! matmuls (1024×1024) on the same backend.
+//! the unembedding and attention included). The measured peak is the best rate of square
+//! matmuls (1024×1024) on the same backend in the run's precision.
 
 use std::time::Instant;
 
@@ -15,14 +17,27 @@ use serde::Serialize;
 
 use crate::corpus::{self, CorpusSource};
 use crate::device::DeviceChoice;
+use crate::peaks::DatasheetPeak;
 use crate::plan::{RunPlan, Shape};
-use crate::spec::Schedule;
+use crate::spec::{Precision, Schedule};
 
-/// Best matmul rate (FLOP/s) over about `seconds`.
+/// Best f32 matmul rate (FLOP/s) over about `seconds`.
 pub fn matmul_peak<B: Backend>(device: &B::Device, seconds: f64) -> f64 {
+    matmul_peak_at::<B>(device, seconds, Precision::F32)
+}
+
+/// Best matmul rate (FLOP/s) over about `seconds`, with both operands in `precision`.
+pub fn matmul_peak_at<B: Backend>(device: &B::Device, seconds: f64, precision: Precision) -> f64 {
     let n = 1024;
-    let a = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Default, device);
-    let b = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Default, device);
+    let random = || {
+        let t = Tensor::<B, 2>::random([n, n], burn::tensor::Distribution::Default, device);
+        match precision {
+            Precision::F32 => t,
+            Precision::Bf16 => t.cast(burn::tensor::FloatDType::BF16),
+            Precision::F16 => t.cast(burn::tensor::FloatDType::F16),
+        }
+    };
+    let (a, b) = (random(), random());
     let reps = 4;
     let chain = || {
         let t0 = Instant::now();
@@ -53,9 +68,10 @@ pub struct BenchShape {
     pub batch: usize,
 }
 
-/// The fixed shapes: Transformers a, b, c; `lstm` (d64, 2 layers) and `mlp` (Bengio's LM:
-/// d64 embeddings of the previous 8 tokens, one tanh layer of 256) at shape a's context
-/// and batch.
+/// The fixed shapes: Transformers a, b, c (sizes this project trains on the CPU), d (25M
+/// non-embedding parameters) and e (85M: GPT-2 small's body at its context of 1024), sizes
+/// for a GPU; `lstm` (d64, 2 layers) and `mlp` (Bengio's LM: d64 embeddings of the previous
+/// 8 tokens, one tanh layer of 256) at shape a's context and batch.
 pub fn shapes() -> Vec<BenchShape> {
     vec![
         BenchShape {
@@ -74,6 +90,18 @@ pub fn shapes() -> Vec<BenchShape> {
             name: "c",
             shape: Shape::new(256, 6, 8, None),
             context: 128,
+            batch: 8,
+        },
+        BenchShape {
+            name: "d",
+            shape: Shape::new(512, 8, 8, None),
+            context: 512,
+            batch: 16,
+        },
+        BenchShape {
+            name: "e",
+            shape: Shape::new(768, 12, 12, None),
+            context: 1024,
             batch: 8,
         },
         BenchShape {
@@ -108,11 +136,28 @@ pub struct BenchResult {
     pub flops_per_token: f64,
     pub achieved_flops: f64,
     pub matmul_peak_flops: f64,
+    /// Against the measured matmul peak.
     pub mfu: f64,
+    /// Where the card's peak comes from (a datasheet, or `--peak-tflops`), when known.
+    pub datasheet: Option<String>,
+    pub datasheet_peak_flops: Option<f64>,
+    /// Against the card's peak.
+    pub mfu_datasheet: Option<f64>,
+    pub precision: Precision,
     pub backend: String,
     /// `fused` (burn's attention op) or `explicit` (matmul, mask, softmax, matmul); `-` for
     /// the families without attention.
     pub attention: String,
+}
+
+/// What every shape of one `bench` call shares: the device's measured matmul peak and the
+/// card's peak (when known), the backend's name, the precision and the seconds per shape.
+pub struct BenchSetup {
+    pub seconds: f64,
+    pub peak: f64,
+    pub datasheet: Option<DatasheetPeak>,
+    pub backend: String,
+    pub precision: Precision,
 }
 
 /// Time `steps` training steps (after 3 warm-up steps) of one shape: one run, or `pack` runs
@@ -120,9 +165,7 @@ pub struct BenchResult {
 pub fn bench_shape<B: AutodiffBackend>(
     s: &BenchShape,
     device: &B::Device,
-    seconds: f64,
-    peak: f64,
-    backend: &str,
+    setup: &BenchSetup,
     fused_attention: bool,
     pack: usize,
 ) -> BenchResult {
@@ -142,13 +185,15 @@ pub fn bench_shape<B: AutodiffBackend>(
     run.optim.lr = 1e-3;
     run.schedule.kind = Schedule::Constant;
     run.schedule.warmup_steps = 1;
+    run.precision = setup.precision;
     // Calibrate the step count from a short run, then time a run of ~`seconds`.
     let train = |run: &RunPlan| time_training::<B>(run, &corpus, device, fused_attention, pack);
     let (warm_s, _) = train(&run);
     let per_step = warm_s / 3.0;
-    run.data.steps = ((seconds / per_step.max(1e-6)) as usize).clamp(5, 2000);
+    run.data.steps = ((setup.seconds / per_step.max(1e-6)) as usize).clamp(5, 2000);
     let (_, tokens_per_s) = train(&run);
     let fpt = s.shape.flops_per_token_full(256, s.context);
+    let sheet = setup.datasheet.as_ref();
     BenchResult {
         shape: if pack > 1 {
             format!("{}x{pack}", s.name)
@@ -167,9 +212,13 @@ pub fn bench_shape<B: AutodiffBackend>(
         tokens_per_s,
         flops_per_token: fpt,
         achieved_flops: tokens_per_s * fpt,
-        matmul_peak_flops: peak,
-        mfu: tokens_per_s * fpt / peak,
-        backend: backend.into(),
+        matmul_peak_flops: setup.peak,
+        mfu: tokens_per_s * fpt / setup.peak,
+        datasheet: sheet.map(|d| d.source.clone()),
+        datasheet_peak_flops: sheet.map(|d| d.flops),
+        mfu_datasheet: sheet.map(|d| tokens_per_s * fpt / d.flops),
+        precision: setup.precision,
+        backend: setup.backend.clone(),
         attention: match (s.shape.family.is_transformer(), fused_attention) {
             (false, _) => "-",
             (true, true) => "fused",
@@ -211,21 +260,27 @@ fn time_training<B: AutodiffBackend>(
     (outs[0].wall_s, outs.iter().map(|o| o.tokens_per_s).sum())
 }
 
-/// Render results as a table.
+/// Render results as a table: MFU against the measured matmul peak, and against the card's
+/// peak where one is known ("–" where not).
 pub fn table(results: &[BenchResult]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     if let Some(r) = results.first() {
         let _ = writeln!(
             s,
-            "backend: {}   measured matmul peak: {:.1} GFLOP/s",
+            "backend: {}   precision: {}   measured matmul peak: {:.1} GFLOP/s",
             r.backend,
+            r.precision.as_str(),
             r.matmul_peak_flops / 1e9
         );
+        let _ = match (&r.datasheet, r.datasheet_peak_flops) {
+            (Some(src), Some(f)) => writeln!(s, "card peak: {:.1} TFLOP/s ({src})", f / 1e12),
+            _ => writeln!(s, "card peak: unknown (MFU/card needs --peak-tflops)"),
+        };
     }
     let _ = writeln!(
         s,
-        "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12} {:>10} {:>7}  {}",
+        "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12} {:>10} {:>7} {:>9}  {}",
         "shape",
         "d",
         "L",
@@ -237,12 +292,16 @@ pub fn table(results: &[BenchResult]) -> String {
         "tokens/s",
         "GFLOP/s",
         "MFU",
+        "MFU/card",
         "attention"
     );
     for r in results {
+        let card = r
+            .mfu_datasheet
+            .map_or("–".to_string(), |m| format!("{:.1}%", 100.0 * m));
         let _ = writeln!(
             s,
-            "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12.0} {:>10.2} {:>6.1}%  {}",
+            "{:<6} {:>5} {:>3} {:>3} {:>5} {:>5} {:>10} {:>7} {:>12.0} {:>10.2} {:>6.1}% {:>9}  {}",
             r.shape,
             r.d_model,
             r.n_layer,
@@ -254,6 +313,7 @@ pub fn table(results: &[BenchResult]) -> String {
             r.tokens_per_s,
             r.achieved_flops / 1e9,
             100.0 * r.mfu,
+            card,
             r.attention
         );
     }
@@ -282,38 +342,36 @@ impl Attention {
     }
 }
 
-/// `scalelab bench`: time the named shapes (`a`, `b`, `c`) on a device, then print a table
-/// (or JSON).
-pub fn run_cli(
-    device: DeviceChoice,
-    names: &[String],
-    seconds: f64,
-    attention: Attention,
-    pack: usize,
-    json: bool,
-) -> anyhow::Result<()> {
-    device.ensure_usable()?;
-    if pack > 1 && attention != Attention::Fused {
+/// `scalelab bench`'s options (its flags).
+pub struct BenchOptions {
+    pub device: DeviceChoice,
+    pub shapes: Vec<String>,
+    pub seconds: f64,
+    pub attention: Attention,
+    pub pack: usize,
+    pub precision: Precision,
+    /// The card's peak by hand (TFLOP/s), for MFU/card where the datasheet table lacks it.
+    pub peak_tflops: Option<f64>,
+    pub json: bool,
+}
+
+/// `scalelab bench`: time the named shapes on a device, then print a table (or JSON).
+pub fn run_cli(o: &BenchOptions) -> anyhow::Result<()> {
+    o.device.ensure_usable()?;
+    if o.pack > 1 && o.attention != Attention::Fused {
         crate::bail_user!("--pack: packs use the fused attention op; leave --attention at fused");
     }
-    if let Some(s) = names
+    if let Some(s) = o
+        .shapes
         .iter()
         .find(|s| !shapes().iter().any(|b| b.name == *s))
     {
-        crate::bail_user!("--shapes: unknown shape {s:?}; use a, b, c, lstm and/or mlp");
+        crate::bail_user!("--shapes: unknown shape {s:?}; use a, b, c, d, e, lstm and/or mlp");
     }
-    let results: Vec<BenchResult> = crate::with_backend!(device, |B, dev| {
-        bench_all::<B>(
-            &dev,
-            &device.backend_name(),
-            names,
-            seconds,
-            attention,
-            pack,
-            !json,
-        )
-    });
-    if json {
+    let datasheet = card_peak(o);
+    let results: Vec<BenchResult> =
+        crate::with_backend!(o.device, |B, dev| { bench_all::<B>(&dev, o, datasheet) })?;
+    if o.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
         print!("{}", table(&results));
@@ -321,22 +379,55 @@ pub fn run_cli(
     Ok(())
 }
 
+/// The card's peak: `--peak-tflops` if given, else, on CUDA, the datasheet figure of the card
+/// `nvidia-smi` names (a note on stderr when the card is not in the table).
+fn card_peak(o: &BenchOptions) -> Option<DatasheetPeak> {
+    if let Some(t) = o.peak_tflops {
+        return Some(DatasheetPeak {
+            source: format!("--peak-tflops {t}"),
+            flops: t * 1e12,
+        });
+    }
+    let DeviceChoice::Cuda(k) = o.device else {
+        return None;
+    };
+    let name = crate::peaks::nvidia_gpu_name(k)?;
+    let peak = crate::peaks::datasheet_peak(&name, o.precision);
+    if peak.is_none() {
+        eprintln!(
+            "scalelab: no datasheet peak for {name:?} in {}: give --peak-tflops for MFU/card",
+            o.precision.as_str()
+        );
+    }
+    peak
+}
+
 /// Every named shape in every attention mode, after measuring the matmul peak; a line per
-/// result on stderr when `verbose`.
+/// result on stderr unless the output is JSON.
 fn bench_all<B: AutodiffBackend>(
     dev: &B::Device,
-    backend: &str,
-    names: &[String],
-    seconds: f64,
-    attention: Attention,
-    pack: usize,
-    verbose: bool,
-) -> Vec<BenchResult> {
-    let peak = matmul_peak::<B::InnerBackend>(dev, 2.0);
-    let modes = attention.modes();
-    shapes()
+    o: &BenchOptions,
+    datasheet: Option<DatasheetPeak>,
+) -> anyhow::Result<Vec<BenchResult>> {
+    let backend = o.device.backend_name();
+    if !crate::train::supports_precision::<B>(dev, o.precision) {
+        crate::bail_user!(
+            "--precision {} is not supported by {backend}; use --precision f32",
+            o.precision.as_str()
+        );
+    }
+    let setup = BenchSetup {
+        seconds: o.seconds,
+        peak: matmul_peak_at::<B::InnerBackend>(dev, 2.0, o.precision),
+        datasheet,
+        backend,
+        precision: o.precision,
+    };
+    let modes = o.attention.modes();
+    let pack = o.pack;
+    let results = shapes()
         .iter()
-        .filter(|b| names.iter().any(|s| s == b.name))
+        .filter(|b| o.shapes.iter().any(|s| s == b.name))
         // Attention modes only differ for the Transformer.
         .flat_map(|b| {
             let ms = if b.shape.family.is_transformer() {
@@ -356,8 +447,8 @@ fn bench_all<B: AutodiffBackend>(
             packs.into_iter().map(move |k| (b, fused, k))
         })
         .map(|(b, fused, k)| {
-            let r = bench_shape::<B>(b, dev, seconds, peak, backend, fused, k);
-            if verbose {
+            let r = bench_shape::<B>(b, dev, &setup, fused, k);
+            if !o.json {
                 eprintln!(
                     "scalelab: shape {}: {:.0} tokens/s",
                     r.shape, r.tokens_per_s
@@ -365,5 +456,6 @@ fn bench_all<B: AutodiffBackend>(
             }
             r
         })
-        .collect()
+        .collect();
+    Ok(results)
 }

@@ -31,6 +31,7 @@ pub mod mlp_lm;
 pub mod model;
 pub mod mup;
 pub mod ngram;
+pub mod peaks;
 pub mod plan;
 pub mod record;
 pub mod report;

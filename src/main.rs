@@ -9,7 +9,7 @@ use scalelab::device::DeviceChoice;
 use scalelab::error::{is_user_error, user};
 use scalelab::fit::{self, Columns, Dataset, FitOptions, Holdout};
 use scalelab::results::ResultsFolder;
-use scalelab::spec::SpecSource;
+use scalelab::spec::{Precision, SpecSource};
 use scalelab::{bench, report, slurm, sweep};
 
 /// Scaling-law experiments on language models: a YAML sweep trains real Transformer LMs
@@ -131,11 +131,12 @@ enum Command {
     /// held out, at the laws' settings. Input: a results folder (writes hp_laws.json into
     /// it) or a table with --input.
     Hp(HpArgs),
-    /// Benchmark training throughput (tokens/s) and MFU against the measured matmul peak,
-    /// for fixed Transformer shapes a (d64 L2 h2 ctx64 batch32), b (d128 L4 h4 ctx128 b16),
-    /// c (d256 L6 h8 ctx128 b8), and, with --shapes, the other families at shape a's context
-    /// and batch: lstm (d64, 2 layers) and mlp (Bengio's LM: d64 embeddings of 8 tokens, one
-    /// tanh layer of 256). Not a test: prints a table (or JSON).
+    /// Benchmark training throughput (tokens/s) and MFU against the measured matmul peak
+    /// (and, on a known GPU or with --peak-tflops, against the card's peak), for fixed
+    /// Transformer shapes a (d64 L2 h2 ctx64 batch32), b (d128 L4 h4 ctx128 b16), c (d256 L6
+    /// h8 ctx128 b8), and, with --shapes, d (25M) and e (85M) for GPUs and the other families
+    /// at shape a's context and batch: lstm (d64, 2 layers) and mlp (Bengio's LM: d64
+    /// embeddings of 8 tokens, one tanh layer of 256). Not a test: prints a table (or JSON).
     Bench(BenchArgs),
     /// μP coordinate check: trains each width a few AdamW steps at one LR (CPU, built-in
     /// corpus) under the standard parametrization and under μP, and prints the mean |x| of
@@ -272,8 +273,9 @@ struct RunArgs {
     #[command(flatten)]
     prune: PruneArgs,
     /// Continue a results folder that was started from a different version of the spec
-    /// (finished runs whose settings are unchanged are kept). Without it, a changed spec
-    /// is an error and nothing is written.
+    /// (finished runs whose settings are unchanged are kept; runs the new spec no longer has
+    /// move to DIR/superseded/, out of the fit). Without it, a changed spec is an error and
+    /// nothing is written.
     #[arg(long)]
     update_spec: bool,
     /// Train up to N runs of one shape at once as one batched model (seeds, LR multipliers:
@@ -356,8 +358,9 @@ struct BenchArgs {
     /// Print a JSON list of objects (shape, tokens_per_s, mfu, ...).
     #[arg(long)]
     json: bool,
-    /// Shapes to run, e.g. a,c or lstm,mlp.
-    #[arg(long, value_delimiter = ',', default_values_t = ["a".to_string(), "b".to_string(), "c".to_string()], value_parser = ["a", "b", "c", "lstm", "mlp"])]
+    /// Shapes to run, e.g. a,c or lstm,mlp: a, b, c (CPU sizes), d (d512 L8 h8 ctx512 batch16,
+    /// 25M parameters) and e (d768 L12 h12 ctx1024 batch8, 85M: GPT-2 small's body) for GPUs.
+    #[arg(long, value_delimiter = ',', default_values_t = ["a".to_string(), "b".to_string(), "c".to_string()], value_parser = ["a", "b", "c", "d", "e", "lstm", "mlp"])]
     shapes: Vec<String>,
     /// Device: cpu, cuda, cuda:K or vulkan (cuda and vulkan need their cargo features).
     #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
@@ -373,6 +376,15 @@ struct BenchArgs {
     /// --pack`); its row (e.g. `ax8`) counts the tokens of all N runs.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
     pack: usize,
+    /// Float type of the forward and backward passes (as `training.precision`): f32, bf16 or
+    /// f16; the measured matmul peak is taken in it too. A backend without it: exit 2.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
+    /// The card's peak in TFLOP/s, for MFU/card (MFU against the card's peak). On CUDA it
+    /// defaults to the datasheet figure (dense, at --precision) of the card nvidia-smi names,
+    /// for the H100, H200, GH200, A100, L40S, L4, A10, RTX 4090 and V100.
+    #[arg(long, value_name = "TFLOPS", value_parser = positive_f64)]
+    peak_tflops: Option<f64>,
 }
 
 /// Checkpoint options shared by `run` and `run-one`.
@@ -620,8 +632,27 @@ fn spec_source(path: Option<PathBuf>) -> anyhow::Result<SpecSource> {
 /// `--workers`: a count of at least 1.
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(0) => Err("--workers must be at least 1".into()),
+        Ok(0) => Err("must be at least 1".into()),
         Ok(k) => Ok(k),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--precision`: f32, bf16 or f16.
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        "f16" => Ok(Precision::F16),
+        _ => Err("use f32, bf16 or f16".into()),
+    }
+}
+
+/// A positive finite number.
+fn positive_f64(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(x),
+        Ok(_) => Err("must be a positive number".into()),
         Err(e) => Err(e.to_string()),
     }
 }
@@ -671,9 +702,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => cmd_report(results, args, format, out),
         Command::Curves(a) => cmd_curves(a),
         Command::Hp(a) => cmd_hp(a),
-        Command::Bench(a) => {
-            bench::run_cli(a.device, &a.shapes, a.seconds, a.attention, a.pack, a.json)
-        }
+        Command::Bench(a) => bench::run_cli(&bench::BenchOptions {
+            device: a.device,
+            shapes: a.shapes,
+            seconds: a.seconds,
+            attention: a.attention,
+            pack: a.pack,
+            precision: a.precision,
+            peak_tflops: a.peak_tflops,
+            json: a.json,
+        }),
         Command::CoordCheck(a) => cmd_coord_check(a),
     }
 }

@@ -147,7 +147,9 @@ fn partitions() -> Option<Vec<String>> {
 
 /// Submit every pending unit as one job array; returns what to print.
 pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
-    sweep::check_results_folder(p, o.update_spec)?;
+    if sweep::check_results_folder(p, o.update_spec)? == sweep::SpecChange::Updated && !o.dry_run {
+        sweep::set_aside_outdated_runs(p)?;
+    }
     let s = checked_options(&o.slurm, &p.spec.slurm)?;
     let (ids, pending_runs) = sweep::pending_unit_ids(p)?;
     if ids.is_empty() {

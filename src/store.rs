@@ -29,6 +29,9 @@ pub const CURVES_FILE: &str = "curves.parquet";
 pub const RUN_FILES_DIR: &str = "runs";
 /// ... and `curves/<run-id>.parquet` (its loss curve).
 pub const CURVE_FILES_DIR: &str = "curves";
+/// Runs an updated spec no longer has (`run --update-spec`), set aside with their curves as
+/// `superseded/runs.parquet` and `superseded/curves.parquet`: kept, never read by the fit.
+pub const SUPERSEDED_DIR: &str = "superseded";
 
 /// Write `df` to `path` atomically with key-value metadata (serialized, then
 /// [`write_bytes_atomic`]: the one temp-file + fsync + rename).
@@ -278,6 +281,19 @@ pub struct ResultsStore {
 }
 
 impl ResultsStore {
+    /// An empty store for `dir` (nothing read): for rewriting a folder's merged tables.
+    fn at(dir: &Path, metadata: &[(String, String)]) -> Self {
+        ResultsStore {
+            dir: dir.to_path_buf(),
+            runs: Vec::new(),
+            curves: Vec::new(),
+            metadata: metadata.to_vec(),
+            run_files: 0,
+            unreadable: Vec::new(),
+            filled_columns: Vec::new(),
+        }
+    }
+
     /// Open a folder, loading what earlier invocations (and other processes) finished.
     pub fn open(dir: &Path, metadata: Vec<(String, String)>) -> anyhow::Result<Self> {
         for sub in [
@@ -383,21 +399,15 @@ pub fn migrate_ids(
         }
         runs.push(r);
     }
-    let mut store = ResultsStore {
-        dir: dir.to_path_buf(),
-        curves: runs
-            .iter()
-            .flat_map(|r| {
-                let c = curves.get(&r.run_id).cloned().unwrap_or_default();
-                c.into_iter().map(|c| (r.run_id.clone(), c))
-            })
-            .collect(),
-        runs,
-        metadata: meta.to_vec(),
-        run_files: 0,
-        unreadable: Vec::new(),
-        filled_columns: Vec::new(),
-    };
+    let mut store = ResultsStore::at(dir, meta);
+    store.curves = runs
+        .iter()
+        .flat_map(|r| {
+            let c = curves.get(&r.run_id).cloned().unwrap_or_default();
+            c.into_iter().map(|c| (r.run_id.clone(), c))
+        })
+        .collect();
+    store.runs = runs;
     store.flush()?;
     for old in &renamed {
         for sub in [RUN_FILES_DIR, CURVE_FILES_DIR] {
@@ -405,4 +415,46 @@ pub fn migrate_ids(
         }
     }
     Ok(renamed.len())
+}
+
+/// Move the runs `stale` picks (runs an updated spec no longer has) out of the folder's
+/// tables into [`SUPERSEDED_DIR`] with their curves, appended to what an earlier update set
+/// aside there: kept on disk, no longer read by the fit or the report. Safe to interrupt:
+/// the superseded tables are written first, the merged ones next, the per-run files removed
+/// last, and a rerun finishes the move (a row set aside twice replaces its first copy).
+/// Returns the ids set aside.
+pub fn set_aside(
+    dir: &Path,
+    stale: &dyn Fn(&RunRecord) -> bool,
+    meta: &[(String, String)],
+) -> anyhow::Result<Vec<String>> {
+    let l = load(dir)?;
+    let (old, keep): (Vec<RunRecord>, Vec<RunRecord>) = l.runs.into_iter().partition(stale);
+    if old.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = old.iter().map(|r| r.run_id.clone()).collect();
+    let (old_curves, keep_curves): (Vec<_>, Vec<_>) =
+        l.curves.into_iter().partition(|(id, _)| ids.contains(id));
+    let sup_dir = dir.join(SUPERSEDED_DIR);
+    std::fs::create_dir_all(&sup_dir)?;
+    let sup = load(&sup_dir)?;
+    let mut superseded = ResultsStore::at(&sup_dir, meta);
+    superseded.runs = sup.runs;
+    superseded.runs.retain(|r| !ids.contains(&r.run_id));
+    superseded.runs.extend(old);
+    superseded.curves = sup.curves;
+    superseded.curves.retain(|(id, _)| !ids.contains(id));
+    superseded.curves.extend(old_curves);
+    superseded.flush()?;
+    failpoint("between-superseded-and-merged");
+    let mut store = ResultsStore::at(dir, meta);
+    (store.runs, store.curves) = (keep, keep_curves);
+    store.flush()?;
+    for id in &ids {
+        for sub in [RUN_FILES_DIR, CURVE_FILES_DIR] {
+            let _ = std::fs::remove_file(dir.join(sub).join(format!("{id}.parquet")));
+        }
+    }
+    Ok(ids)
 }

@@ -503,16 +503,30 @@ fn normalized_spec(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Whether a results folder's `sweep.yaml` is the spec being run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecChange {
+    /// The same spec, or a new folder.
+    Same,
+    /// A different spec, accepted with `--update-spec`.
+    Updated,
+}
+
 /// Refuse to write into a results folder that was started from a different spec (its
-/// `sweep.yaml`), unless `update_spec`. Nothing is written either way.
-pub fn check_results_folder(p: &Prepared, update_spec: bool) -> anyhow::Result<()> {
+/// `sweep.yaml`), unless `update_spec`; runs of an older run-id scheme are renamed.
+pub fn check_results_folder(p: &Prepared, update_spec: bool) -> anyhow::Result<SpecChange> {
     let path = p.out_dir.join(crate::fsio::SWEEP_FILE);
     let Ok(old) = std::fs::read_to_string(&path) else {
-        return Ok(());
+        return Ok(SpecChange::Same);
     };
     let (a, b) = (normalized_spec(&old), normalized_spec(&p.source.text));
     if a == b || update_spec {
-        return migrate_legacy_ids(p);
+        migrate_legacy_ids(p)?;
+        return Ok(if a == b {
+            SpecChange::Same
+        } else {
+            SpecChange::Updated
+        });
     }
     let k = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
     let show = |v: &[&str]| {
@@ -636,13 +650,36 @@ fn migrate_legacy_ids(p: &Prepared) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After `--update-spec`: set aside the finished runs the updated spec no longer has (a
+/// changed setting gives a run a new id; a removed seed, budget or shape drops it), so the
+/// fit and the report see only the spec's runs; they stay on disk in `superseded/`.
+pub fn set_aside_outdated_runs(p: &Prepared) -> anyhow::Result<()> {
+    let ids: std::collections::HashSet<&str> = (p.plan.runs.iter())
+        .chain(&p.plan.parents)
+        .map(|r| r.id.as_str())
+        .collect();
+    let stale = |r: &RunRecord| !ids.contains(r.run_id.as_str());
+    let moved = crate::store::set_aside(&p.out_dir, &stale, &metadata(p, 0.0))?;
+    if !moved.is_empty() {
+        eprintln!(
+            "scalelab: {} finished runs are not in the updated spec; set aside in {} (kept, not fitted): {}",
+            moved.len(),
+            p.out_dir.join(crate::store::SUPERSEDED_DIR).display(),
+            moved.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Train every pending run of a prepared sweep, then rebuild the merged tables from every
 /// result file in the folder, so that they are complete whenever nothing is left to train
 /// (whichever process trained which run).
 pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     let devices = opts.device_list(p)?;
     check_precision(p, &devices)?;
-    check_results_folder(p, opts.update_spec)?;
+    if check_results_folder(p, opts.update_spec)? == SpecChange::Updated {
+        set_aside_outdated_runs(p)?;
+    }
     create_results_folder(p)?;
     let peak = measured_peak(devices[0]);
     let mut store = ResultsStore::open(&p.out_dir, metadata(p, peak))?;

@@ -1,6 +1,7 @@
 //! Executors: parallel workers, concurrent `run-one` tasks with `collect`, a changed spec in
 //! the same folder, unusable devices, and a Slurm job array on the local cluster.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::*;
@@ -175,10 +176,49 @@ fn concurrent_tasks_and_a_changed_spec_lose_nothing() {
         "{}",
         stderr(&o)
     );
-    // --update-spec continues the folder: the changed LR means 4 new runs.
+    // --update-spec continues the folder: the changed LR means 4 new runs, and the 4 runs at
+    // the old LR leave the fit's tables for superseded/ (kept there, with their curves). A
+    // kill between the two table writes, then the same command, finishes the move once.
+    let old_ids = |dir: &Path| {
+        let mut v: Vec<String> = scalelab::store::read_runs(dir)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        v.sort();
+        v
+    };
+    let before_ids = old_ids(&out);
+    let o = command(&run_args(
+        &changed,
+        &out,
+        &["--update-spec", "--max-runs", "1"],
+    ))
+    .env("SCALELAB_FAILPOINT", "between-superseded-and-merged")
+    .output()
+    .unwrap();
+    assert!(!o.status.success(), "the failpoint kills it");
     let o = run_spec(&changed, &out, &["--update-spec", "--max-runs", "1"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 5);
+    assert!(
+        stderr(&o).contains("4 finished runs are not in the updated spec; set aside"),
+        "{}",
+        stderr(&o)
+    );
+    let now = scalelab::store::read_runs(&out).unwrap();
+    assert_eq!(now.len(), 1, "only the new spec's run is fitted");
+    assert!(!before_ids.contains(&now[0].run_id));
+    let superseded = out.join(scalelab::store::SUPERSEDED_DIR);
+    assert_eq!(
+        old_ids(&superseded),
+        before_ids,
+        "set aside once, nothing lost"
+    );
+    let curves = scalelab::store::read_curves(&superseded).unwrap();
+    assert!(before_ids
+        .iter()
+        .all(|id| curves.iter().any(|(c, _)| c == id)));
+    assert_eq!(std::fs::read_dir(out.join("runs")).unwrap().count(), 1);
 
     // Devices that cannot be used: a clear error before anything runs.
     let o = micro_sweep(&tmp("devices"), &["--devices", "cuda:0,cuda:1"]);

@@ -142,6 +142,53 @@ fn bench_json_lists_shapes() {
     assert!(a["mfu"].as_f64().unwrap() > 0.0 && a["mfu"].as_f64().unwrap() < 1.0);
 }
 
+/// MFU against a card's peak given by hand: the JSON says where the peak came from and
+/// MFU/card is the achieved rate over it; the table shows both MFUs; a zero peak and an
+/// unknown precision are rejected with exit 2.
+#[test]
+fn bench_gives_mfu_against_the_card_peak() {
+    let args = [
+        "bench",
+        "--shapes",
+        "a",
+        "--seconds",
+        "0.3",
+        "--peak-tflops",
+        "0.5",
+    ];
+    let o = scalelab(&[&args[..], &["--json"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let a = &v.as_array().unwrap()[0];
+    assert_eq!(a["datasheet"], "--peak-tflops 0.5", "{a}");
+    assert_eq!(a["datasheet_peak_flops"].as_f64(), Some(0.5e12), "{a}");
+    assert_eq!(a["precision"], "f32", "{a}");
+    let achieved = a["achieved_flops"].as_f64().unwrap();
+    let card = a["mfu_datasheet"].as_f64().unwrap();
+    assert!((card - achieved / 0.5e12).abs() < 1e-12, "{a}");
+    assert!(card > 0.0 && card < 1.0, "{a}");
+    let o = scalelab(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        t.contains("card peak: 0.5 TFLOP/s (--peak-tflops 0.5)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("MFU/card") && t.contains("precision: f32"),
+        "{t}"
+    );
+    // Without a card peak on the CPU, the column shows a dash and no datasheet field.
+    let o = scalelab(&["bench", "--json", "--shapes", "a", "--seconds", "0.3"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v[0]["mfu_datasheet"].is_null(), "{v}");
+    for bad in [["--peak-tflops", "0"], ["--precision", "fp8"]] {
+        let o = scalelab(&[&["bench", "--shapes", "a"][..], &bad[..]].concat());
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(bad[0]), "{}", stderr(&o));
+    }
+}
+
 #[test]
 fn bench_times_each_family() {
     let o = scalelab(&[
