@@ -370,7 +370,7 @@ pub fn run_cli(o: &BenchOptions) -> anyhow::Result<()> {
     }
     let datasheet = card_peak(o);
     let results: Vec<BenchResult> =
-        crate::with_backend!(o.device, |B, dev| { bench_all::<B>(&dev, o, datasheet) })?;
+        crate::with_backend!(o.device, |B, dev| bench_all::<B>(&dev, o, datasheet))?;
     if o.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -37,6 +37,9 @@ pub struct FloorComparison {
     /// The pinned law's held-out check (same rule as the free law's), when the reported law is
     /// the free one and a hold-out was asked for.
     pub pinned_holdout: Option<HoldoutReport>,
+    /// Why the pinned law has no held-out check although one was asked for (its fit failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_holdout_note: Option<String>,
 }
 
 /// Fit whichever of the free and pinned laws `law` is not, and compare.
@@ -68,20 +71,25 @@ pub fn compare(
             100.0 * WARN_REL
         )
     });
-    let (pinned_bootstrap, pinned_holdout) = if law.fixed_e.is_some() {
-        (None, None)
+    let (pinned_bootstrap, pinned_holdout, pinned_holdout_note) = if law.fixed_e.is_some() {
+        (None, None, None)
     } else {
         let o = FitOptions {
             fixed_e: Some(floor),
             ..opts.clone()
         };
         let boot = (opts.bootstrap > 0).then(|| bootstrap(points, &pinned, &o));
-        (boot, holdout(points, &o).ok().flatten())
+        let (held, note) = match holdout(points, &o) {
+            Ok(h) => (h, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        (boot, held, note)
     };
     Ok(FloorComparison {
         floor,
         pinned_bootstrap,
         pinned_holdout,
+        pinned_holdout_note,
         free: free.params,
         free_objective: free.objective,
         pinned: pinned.params,

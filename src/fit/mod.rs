@@ -1517,6 +1517,9 @@ fn text_trust(s: &mut String, r: &FitReport) {
                 100.0 * h.max_abs_pct_error
             );
         }
+        if let Some(note) = &f.pinned_holdout_note {
+            let _ = writeln!(s, "  pinned, held out: not done: {note}");
+        }
     }
     if let Some(b) = &r.backtest {
         let _ = writeln!(

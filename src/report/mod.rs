@@ -825,6 +825,11 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
             }
         )),
     ];
+    if let Some(note) = &fc.pinned_holdout_note {
+        b.push(Block::P(format!(
+            "The pinned law's held-out check was not done: {note}."
+        )));
+    }
     if let Some(w) = &fc.warning {
         b.push(Block::P(format!("Warning: {w}.")));
     }

@@ -175,6 +175,24 @@ fn trust_the_pinned_law_gets_its_own_intervals_and_held_out_check() {
     );
     assert_eq!(hp.fit.e, TRUTH.e, "the held-out law is the pinned one");
     assert!(hp.mean_abs_pct_error < 0.01, "{}", hp.mean_abs_pct_error);
+    // A hold-out that leaves too few points to fit: each law says why it has no check.
+    let too_many = fit::fit_all(
+        &dataset(pts.clone()),
+        &FitOptions {
+            holdout: fit::Holdout::Fraction(0.97),
+            bootstrap: 0,
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    let f = too_many.e_floor.as_ref().unwrap();
+    assert!(too_many.holdout.is_none() && f.pinned_holdout.is_none());
+    for note in [&too_many.holdout_note, &f.pinned_holdout_note] {
+        assert!(
+            note.as_deref().unwrap_or("").contains("need at least 6"),
+            "{note:?}"
+        );
+    }
     // When the reported law is the pinned one, its intervals and check are the top level's.
     let pinned_law = fit::fit_all(
         &dataset(pts),
