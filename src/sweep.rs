@@ -242,10 +242,11 @@ impl Packing {
             .filter(|u| u.parent.is_none() && !u.is_pack())
             .count();
         format!(
-            "packing: up to {size} runs of one shape per pack on {}: {} pending runs train in {} packs, {alone} alone\n",
+            "packing: up to {size} runs of one shape per pack on {}: {} pending runs train in {} pack{}, {alone} alone\n",
             p.device.backend_name(),
             packs.iter().sum::<usize>(),
             packs.len(),
+            if packs.len() == 1 { "" } else { "s" },
         )
     }
 }

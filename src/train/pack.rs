@@ -88,7 +88,8 @@ impl<B: Backend> PackedLinear<B> {
 
     /// `[R, n, d_in]` → `[R, n, d_out]`.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        x.matmul(self.w.val()) + self.b.val()
+        let n = x.dims()[1];
+        x.matmul(self.w.val()) + per_row(self.b.val(), n)
     }
 }
 
@@ -110,10 +111,20 @@ impl<B: Backend> PackedNorm<B> {
 
     /// Normalise `[R, n, d]` over d, then each run's gain and bias.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let n = x.dims()[1];
         let centered = x.clone() - x.mean_dim(2);
         let var = (centered.clone() * centered.clone()).mean_dim(2); // [R, n, 1]
-        centered / var.add_scalar(LN_EPS).sqrt() * self.g.val() + self.b.val()
+        centered / var.add_scalar(LN_EPS).sqrt() * per_row(self.g.val(), n)
+            + per_row(self.b.val(), n)
     }
+}
+
+/// Each run's row `[R, 1, d]` repeated to `[R, n, d]`. Broadcasting it instead gives the
+/// same values, but burn-flex's broadcast fast paths cover a row shared by every outer index,
+/// not one per run: its elementwise ops then walk a strided iterator, element by element
+/// (measured: ~15% of a pack's step on the CPU backend). A contiguous copy keeps the fast path.
+fn per_row<B: Backend>(row: Tensor<B, 3>, n: usize) -> Tensor<B, 3> {
+    row.repeat_dim(1, n)
 }
 
 /// One Transformer block per run (the layout of `model::Block`).
@@ -207,7 +218,8 @@ impl<B: Backend> PackedGpt<B> {
             .wpe
             .val()
             .slice([0..r, 0..t, 0..d])
-            .reshape([r, 1, t, d]);
+            .reshape([r, 1, t, d])
+            .repeat_dim(1, b); // [R, b, t, d]: contiguous, as `per_row`
         let mut x = (tokens + pos).reshape([r, b * t, d]);
         for block in &self.blocks {
             x = block.forward(x, b, t, self.n_head, self.width_mult);
