@@ -368,9 +368,8 @@ pub fn run_cli(o: &BenchOptions) -> anyhow::Result<()> {
     {
         crate::bail_user!("--shapes: unknown shape {s:?}; use a, b, c, d, e, lstm and/or mlp");
     }
-    let datasheet = card_peak(o);
     let results: Vec<BenchResult> =
-        crate::with_backend!(o.device, |B, dev| bench_all::<B>(&dev, o, datasheet))?;
+        crate::with_backend!(o.device, |B, dev| bench_all::<B>(&dev, o))?;
     if o.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {
@@ -407,7 +406,6 @@ fn card_peak(o: &BenchOptions) -> Option<DatasheetPeak> {
 fn bench_all<B: AutodiffBackend>(
     dev: &B::Device,
     o: &BenchOptions,
-    datasheet: Option<DatasheetPeak>,
 ) -> anyhow::Result<Vec<BenchResult>> {
     let backend = o.device.backend_name();
     if !crate::train::supports_precision::<B>(dev, o.precision) {
@@ -419,7 +417,7 @@ fn bench_all<B: AutodiffBackend>(
     let setup = BenchSetup {
         seconds: o.seconds,
         peak: matmul_peak_at::<B::InnerBackend>(dev, 2.0, o.precision),
-        datasheet,
+        datasheet: card_peak(o),
         backend,
         precision: o.precision,
     };

@@ -18,6 +18,10 @@ struct Card {
     f16: f64,
 }
 
+/// Name tokens of variants the table does not list (laptop parts, the 4090 D, Max-Q): such a
+/// name gets no figure rather than its desktop sibling's.
+const UNLISTED_VARIANTS: &[&str] = &["LAPTOP", "MOBILE", "MAX", "Q", "D"];
+
 /// Most specific first: the first card whose tokens all appear in the name wins.
 #[rustfmt::skip]
 const CARDS: &[Card] = &[
@@ -32,6 +36,7 @@ const CARDS: &[Card] = &[
     Card { tokens: &["L4"], label: "L4", f32: 30.3, bf16: Some(121.0), f16: 121.0 },
     Card { tokens: &["A10"], label: "A10", f32: 31.2, bf16: Some(125.0), f16: 125.0 },
     Card { tokens: &["RTX", "4090"], label: "GeForce RTX 4090", f32: 82.6, bf16: Some(165.2), f16: 165.2 },
+    Card { tokens: &["V100", "PCIE"], label: "V100 PCIe", f32: 14.0, bf16: None, f16: 112.0 },
     Card { tokens: &["V100"], label: "V100 SXM2", f32: 15.7, bf16: None, f16: 125.0 },
 ];
 
@@ -50,6 +55,9 @@ pub fn datasheet_peak(gpu_name: &str, precision: Precision) -> Option<DatasheetP
     // does not match an L40S nor "A10" an A100.
     let upper = gpu_name.to_ascii_uppercase();
     let tokens: Vec<&str> = upper.split([' ', '-', '_']).collect();
+    if tokens.iter().any(|t| UNLISTED_VARIANTS.contains(t)) {
+        return None;
+    }
     let card = CARDS
         .iter()
         .find(|c| c.tokens.iter().all(|t| tokens.contains(t)))?;
@@ -101,7 +109,10 @@ mod tests {
         // V100 has no bf16 tensor cores; unknown cards have no datasheet figure.
         assert_eq!(tf("Tesla V100-SXM2-16GB", bf), None);
         assert_eq!(tf("Tesla V100-SXM2-16GB", Precision::F16).unwrap().0, 125.0);
+        assert_eq!(tf("Tesla V100-PCIE-16GB", Precision::F32).unwrap().0, 14.0);
         assert_eq!(tf("NVIDIA A10G", bf), None);
+        assert_eq!(tf("NVIDIA GeForce RTX 4090 D", bf), None);
+        assert_eq!(tf("NVIDIA GeForce RTX 4090 Laptop GPU", bf), None);
         assert_eq!(tf("NVIDIA GeForce RTX 3090", bf), None);
     }
 }

@@ -147,12 +147,15 @@ fn partitions() -> Option<Vec<String>> {
 
 /// Submit every pending unit as one job array; returns what to print.
 pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
-    if sweep::check_results_folder(p, o.update_spec)? == sweep::SpecChange::Updated && !o.dry_run {
-        sweep::set_aside_outdated_runs(p)?;
-    }
+    let updated = sweep::check_results_folder(p, o.update_spec)? == sweep::SpecChange::Updated;
     let s = checked_options(&o.slurm, &p.spec.slurm)?;
     let (ids, pending_runs) = sweep::pending_unit_ids(p)?;
     if ids.is_empty() {
+        // Every run of the updated spec is finished: the folder takes the new spec now.
+        if updated && !o.dry_run {
+            sweep::set_aside_outdated_runs(p)?;
+            sweep::write_folder_files(p, &p.out_dir)?;
+        }
         return Ok(format!(
             "nothing to submit: all {} runs of {} are finished (see `scalelab status {}`)\n",
             p.plan.runs.len(),
@@ -170,6 +173,10 @@ pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
         ));
     }
     preflight(&s)?;
+    // After every check and before the folder takes the new spec (`files.submit` writes it).
+    if updated {
+        sweep::set_aside_outdated_runs(p)?;
+    }
     let job = files.submit(p, &ids, &text)?;
     Ok(format!(
         "submitted job array {job}: {} tasks ({} of {} runs pending) from {}\n\
@@ -258,7 +265,7 @@ impl ArrayFiles {
             let _ = std::fs::remove_file(&self.tasks);
             let _ = std::fs::remove_file(&self.script);
             bail_user!(
-                "sbatch rejected the job array ({}): {}. Nothing was submitted; finished results are untouched",
+                "sbatch rejected the job array ({}): {}. Nothing was submitted; finished results are kept",
                 res.status,
                 String::from_utf8_lossy(&res.stderr).trim()
             );

@@ -421,31 +421,43 @@ pub fn migrate_ids(
 /// tables into [`SUPERSEDED_DIR`] with their curves, appended to what an earlier update set
 /// aside there: kept on disk, no longer read by the fit or the report. Safe to interrupt:
 /// the superseded tables are written first, the merged ones next, the per-run files removed
-/// last, and a rerun finishes the move (a row set aside twice replaces its first copy).
-/// Returns the ids set aside.
+/// last, and a rerun finishes the move (a row set aside twice replaces its first copy; a curve
+/// already set aside stays when the rerun finds none left to move). The caller holds the
+/// folder's merge turn. Returns the ids set aside.
 pub fn set_aside(
     dir: &Path,
     stale: &dyn Fn(&RunRecord) -> bool,
     meta: &[(String, String)],
 ) -> anyhow::Result<Vec<String>> {
+    use std::collections::HashSet;
     let l = load(dir)?;
     let (old, keep): (Vec<RunRecord>, Vec<RunRecord>) = l.runs.into_iter().partition(stale);
     if old.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<String> = old.iter().map(|r| r.run_id.clone()).collect();
-    let (old_curves, keep_curves): (Vec<_>, Vec<_>) =
-        l.curves.into_iter().partition(|(id, _)| ids.contains(id));
+    let id_set: HashSet<&str> = ids.iter().map(|s| s.as_str()).collect();
+    let (old_curves, keep_curves): (Vec<_>, Vec<_>) = l
+        .curves
+        .into_iter()
+        .partition(|(id, _)| id_set.contains(id.as_str()));
     let sup_dir = dir.join(SUPERSEDED_DIR);
     std::fs::create_dir_all(&sup_dir)?;
     let sup = load(&sup_dir)?;
     let mut superseded = ResultsStore::at(&sup_dir, meta);
     superseded.runs = sup.runs;
-    superseded.runs.retain(|r| !ids.contains(&r.run_id));
+    superseded
+        .runs
+        .retain(|r| !id_set.contains(r.run_id.as_str()));
     superseded.runs.extend(old);
+    // A curve is replaced only by a new copy of it (a crash between the merged curves and
+    // runs files can leave a row here whose curve already moved).
+    let moving: HashSet<&str> = old_curves.iter().map(|(id, _)| id.as_str()).collect();
     superseded.curves = sup.curves;
-    superseded.curves.retain(|(id, _)| !ids.contains(id));
-    superseded.curves.extend(old_curves);
+    superseded
+        .curves
+        .retain(|(id, _)| !moving.contains(id.as_str()));
+    superseded.curves.extend(old_curves.iter().cloned());
     superseded.flush()?;
     failpoint("between-superseded-and-merged");
     let mut store = ResultsStore::at(dir, meta);
@@ -457,4 +469,77 @@ pub fn set_aside(
         }
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::testing::run;
+
+    fn curve(loss: f64) -> Vec<CurveRow> {
+        (1..=3)
+            .map(|step| CurveRow {
+                step,
+                tokens: 64 * step as u64,
+                lr: 1e-3,
+                train_loss: loss + 1.0 / step as f64,
+                eval_loss: Some(loss),
+                predicted: None,
+            })
+            .collect()
+    }
+
+    fn store(dir: &Path, runs: &[(&str, f64)]) -> ResultsStore {
+        let mut s = ResultsStore::at(dir, &[]);
+        for (id, loss) in runs {
+            s.runs.push(run(id, 100, 200, 1000, *loss));
+            s.curves
+                .extend(curve(*loss).into_iter().map(|c| (id.to_string(), c)));
+        }
+        s
+    }
+
+    /// `set_aside` moves the stale runs with their curves and keeps the rest; after a crash
+    /// that left the merged `runs.parquet` with a moved run whose curve was already gone (no
+    /// per-run files to recover it from), a rerun keeps the curve `superseded/` holds.
+    #[test]
+    fn set_aside_moves_runs_with_curves_and_survives_a_half_written_merge() {
+        let dir = crate::results::testing::tmp("set-aside");
+        store(&dir, &[("keep", 2.0), ("old", 3.0)]).flush().unwrap();
+        let stale = |r: &RunRecord| r.run_id == "old";
+        assert_eq!(
+            set_aside(&dir, &stale, &[]).unwrap(),
+            vec!["old".to_string()]
+        );
+        let ids = |d: &Path| {
+            load(d)
+                .unwrap()
+                .runs
+                .into_iter()
+                .map(|r| r.run_id)
+                .collect::<Vec<_>>()
+        };
+        let sup = dir.join(SUPERSEDED_DIR);
+        assert_eq!(
+            (ids(&dir), ids(&sup)),
+            (vec!["keep".into()], vec!["old".into()])
+        );
+        assert_eq!(load(&sup).unwrap().curves.len(), 3);
+        assert_eq!(load(&dir).unwrap().curves.len(), 3);
+        // The merged curves were rewritten without "old" but its row is still in runs.parquet.
+        let mut half = store(&dir, &[("keep", 2.0), ("old", 3.0)]);
+        half.curves.retain(|(id, _)| id == "keep");
+        half.flush().unwrap();
+        assert_eq!(
+            set_aside(&dir, &stale, &[]).unwrap(),
+            vec!["old".to_string()]
+        );
+        assert_eq!(ids(&sup), vec!["old".to_string()], "not doubled");
+        let kept = load(&sup).unwrap().curves;
+        assert_eq!(kept.len(), 3, "the curve set aside first is kept");
+        assert!(kept
+            .iter()
+            .all(|(id, c)| id == "old" && c.eval_loss == Some(3.0)));
+        assert_eq!(ids(&dir), vec!["keep".to_string()]);
+    }
 }

@@ -651,25 +651,66 @@ fn migrate_legacy_ids(p: &Prepared) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// After `--update-spec`: set aside the finished runs the updated spec no longer has (a
+/// After `--update-spec`: set aside the runs in the folder the updated spec no longer has (a
 /// changed setting gives a run a new id; a removed seed, budget or shape drops it), so the
-/// fit and the report see only the spec's runs; they stay on disk in `superseded/`.
+/// fit and the report see only the spec's runs; they stay on disk in `superseded/`. A kept
+/// cooldown branch keeps the stable-phase run it was branched from (its curve's first part).
+/// Refused while a run outside the new plan is training (its row would come back).
 pub fn set_aside_outdated_runs(p: &Prepared) -> anyhow::Result<()> {
-    let ids: std::collections::HashSet<&str> = (p.plan.runs.iter())
+    use std::collections::HashSet;
+    let dir = &p.out_dir;
+    let _turn = merge_turn(dir);
+    let planned: HashSet<&str> = (p.plan.runs.iter())
         .chain(&p.plan.parents)
         .map(|r| r.id.as_str())
         .collect();
-    let stale = |r: &RunRecord| !ids.contains(r.run_id.as_str());
-    let moved = crate::store::set_aside(&p.out_dir, &stale, &metadata(p, 0.0))?;
+    if let Some(id) = training_outside(dir, &planned) {
+        crate::bail_user!(
+            "{}: run {id}, which the updated spec no longer has, is training now (its lock in {} is held). Nothing was changed. Fix: let it finish or stop it (scancel for a Slurm task), then run the same command again",
+            dir.display(),
+            dir.join(crate::fsio::LOCKS_DIR).display()
+        );
+    }
+    let runs = crate::store::read_runs(dir)?;
+    let mut keep: HashSet<String> = planned.iter().map(|s| s.to_string()).collect();
+    loop {
+        let parents: Vec<String> = (runs.iter())
+            .filter(|r| keep.contains(&r.run_id) && !r.parent.is_empty())
+            .map(|r| r.parent.clone())
+            .filter(|id| !keep.contains(id))
+            .collect();
+        if parents.is_empty() {
+            break;
+        }
+        keep.extend(parents);
+    }
+    let meta = crate::store::read_metadata(&dir.join(crate::store::RUNS_FILE))
+        .unwrap_or_else(|_| metadata(p, 0.0));
+    let stale = |r: &RunRecord| !keep.contains(&r.run_id);
+    let moved = crate::store::set_aside(dir, &stale, &meta)?;
     if !moved.is_empty() {
         eprintln!(
-            "scalelab: {} finished runs are not in the updated spec; set aside in {} (kept, not fitted): {}",
+            "scalelab: {} runs in {} are not in the updated spec; set aside in {} (kept, not fitted): {}",
             moved.len(),
-            p.out_dir.join(crate::store::SUPERSEDED_DIR).display(),
+            dir.display(),
+            dir.join(crate::store::SUPERSEDED_DIR).display(),
             moved.join(", ")
         );
     }
     Ok(())
+}
+
+/// A run outside `planned` whose lock some process holds (it is training), if any.
+fn training_outside(dir: &Path, planned: &std::collections::HashSet<&str>) -> Option<String> {
+    let entries = std::fs::read_dir(dir.join(crate::fsio::LOCKS_DIR)).ok()?;
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            name.strip_suffix(".lock").map(str::to_string)
+        })
+        .filter(|id| id != MERGE_LOCK && !planned.contains(id.as_str()))
+        .find(|id| crate::fsio::UnitLock::is_held(dir, id))
 }
 
 /// Train every pending run of a prepared sweep, then rebuild the merged tables from every

@@ -89,7 +89,7 @@ impl<B: Backend> PackedLinear<B> {
     /// `[R, n, d_in]` → `[R, n, d_out]`.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let n = x.dims()[1];
-        x.matmul(self.w.val()) + per_row(self.b.val(), n)
+        x.matmul(self.w.val()) + per_row(self.b.val(), 1, n)
     }
 }
 
@@ -114,17 +114,23 @@ impl<B: Backend> PackedNorm<B> {
         let n = x.dims()[1];
         let centered = x.clone() - x.mean_dim(2);
         let var = (centered.clone() * centered.clone()).mean_dim(2); // [R, n, 1]
-        centered / var.add_scalar(LN_EPS).sqrt() * per_row(self.g.val(), n)
-            + per_row(self.b.val(), n)
+        centered / var.add_scalar(LN_EPS).sqrt() * per_row(self.g.val(), 1, n)
+            + per_row(self.b.val(), 1, n)
     }
 }
 
-/// Each run's row `[R, 1, d]` repeated to `[R, n, d]`. Broadcasting it instead gives the
-/// same values, but burn-flex's broadcast fast paths cover a row shared by every outer index,
-/// not one per run: its elementwise ops then walk a strided iterator, element by element
-/// (measured: ~15% of a pack's step on the CPU backend). A contiguous copy keeps the fast path.
-fn per_row<B: Backend>(row: Tensor<B, 3>, n: usize) -> Tensor<B, 3> {
-    row.repeat_dim(1, n)
+/// On the CPU backend, each run's row (size 1 along `dim`) repeated `n` times along it; on
+/// the others the row itself, left to broadcast. The values are the same, but burn-flex's
+/// broadcast fast paths cover a row shared by every outer index, not one per run: its
+/// elementwise ops then walk a strided iterator element by element (measured: ~15% of a
+/// pack's step). The GPU backends broadcast in their kernels, where a copy would only add a
+/// launch.
+fn per_row<B: Backend, const D: usize>(row: Tensor<B, D>, dim: usize, n: usize) -> Tensor<B, D> {
+    if B::name(&row.device()).contains("flex") {
+        row.repeat_dim(dim, n)
+    } else {
+        row
+    }
 }
 
 /// One Transformer block per run (the layout of `model::Block`).
@@ -218,8 +224,8 @@ impl<B: Backend> PackedGpt<B> {
             .wpe
             .val()
             .slice([0..r, 0..t, 0..d])
-            .reshape([r, 1, t, d])
-            .repeat_dim(1, b); // [R, b, t, d]: contiguous, as `per_row`
+            .reshape([r, 1, t, d]);
+        let pos = per_row(pos, 1, b); // [R, b, t, d] on the CPU backend
         let mut x = (tokens + pos).reshape([r, b * t, d]);
         for block in &self.blocks {
             x = block.forward(x, b, t, self.n_head, self.width_mult);

@@ -288,6 +288,24 @@ fn wsd_cooldown_branches_match_separate_runs() {
         "{}",
         stderr(&o)
     );
+    // The spec without its longest D (--update-spec): that branch is set aside; the stable
+    // phase its two shorter siblings were branched from stays, although the updated plan
+    // would give a new stable phase a new id (it would be shorter).
+    let shorter = dir.join("shorter.yaml");
+    let text = std::fs::read_to_string(&branched).unwrap();
+    std::fs::write(
+        &shorter,
+        text.replace("[6400, 12800, 25600]", "[6400, 12800]"),
+    )
+    .unwrap();
+    let o = run_spec(&shorter, &ob, &["--update-spec"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let now = scalelab::store::read_runs(&ob).unwrap();
+    assert_eq!(now.len(), 3, "two branches and their stable phase");
+    assert!(now.iter().any(|r| r.run_id == stable[0].run_id));
+    let moved = scalelab::store::read_runs(&ob.join(scalelab::store::SUPERSEDED_DIR)).unwrap();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].tokens, 25600);
 }
 
 #[test]
