@@ -54,6 +54,7 @@ target/release/scalelab bench --device cuda --shapes a,b,c,d,e
 rc=0
 target/release/scalelab bench --device cuda --shapes a,b,c,d,e --precision bf16 \
   ${PEAK_TFLOPS:+--peak-tflops "$PEAK_TFLOPS"} || rc=$?
-# Exit 2: a card without bf16 (e.g. V100, T4) says so; anything else fails the check.
+# Exit 2: a card without bf16 (e.g. V100, T4) says so above; anything else fails the check.
 [ "$rc" = 0 ] || [ "$rc" = 2 ] || exit "$rc"
+[ "$rc" = 0 ] || echo "== bf16 bench skipped (exit 2: see the message above)"
 echo "gpu check: ok"

@@ -119,9 +119,11 @@ impl UnitLock {
         let Ok(f) = std::fs::File::open(dir.join(LOCKS_DIR).join(format!("{id}.lock"))) else {
             return false;
         };
-        // LOCK_SH | LOCK_NB; released when `f` closes.
+        // LOCK_SH | LOCK_NB; released when `f` closes. Only "would block" means held: a file
+        // system without flock (some NFS and Lustre mounts) has no holders to report.
         // SAFETY: flock on a file descriptor we own.
-        unsafe { flock(f.as_raw_fd(), LOCK_SH | LOCK_NB) != 0 }
+        let rc = unsafe { flock(f.as_raw_fd(), LOCK_SH | LOCK_NB) };
+        rc != 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
     }
 
     /// `Ok(None)` when another process holds the lock.

@@ -72,15 +72,43 @@ pub fn datasheet_peak(gpu_name: &str, precision: Precision) -> Option<DatasheetP
     })
 }
 
-/// The name `nvidia-smi` gives CUDA device `index`, if it runs.
+/// The name of the card CUDA device `index` runs on, when it can be told. `nvidia-smi` lists
+/// cards in PCI order while CUDA may number them otherwise (`CUDA_DEVICE_ORDER`), and
+/// `CUDA_VISIBLE_DEVICES` picks and renumbers them: so a name is given when the device is
+/// picked by UUID or every card has the same name, and none for a MIG slice (a fraction of
+/// the card's peak). `None` too when `nvidia-smi` does not run.
 pub fn nvidia_gpu_name(index: usize) -> Option<String> {
-    let out = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader"])
-        .arg(format!("--id={index}"))
-        .output()
-        .ok()?;
-    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    (out.status.success() && !name.is_empty()).then_some(name)
+    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let picked = visible
+        .as_deref()
+        .and_then(|v| v.split(',').nth(index))
+        .map(str::trim);
+    let uuid = match picked {
+        Some(id) if id.starts_with("MIG-") => return None,
+        Some(id) if id.starts_with("GPU-") => Some(id),
+        _ => None,
+    };
+    let mut cmd = std::process::Command::new("nvidia-smi");
+    cmd.args(["--query-gpu=name,mig.mode.current", "--format=csv,noheader"]);
+    if let Some(u) = uuid {
+        cmd.arg(format!("--id={u}"));
+    }
+    let out = cmd.output().ok().filter(|o| o.status.success())?;
+    one_card(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The card's name from `nvidia-smi`'s `name, mig.mode.current` lines: the one name every
+/// line has, unless MIG is on.
+fn one_card(csv: &str) -> Option<String> {
+    let rows: Vec<(&str, &str)> = csv
+        .lines()
+        .filter_map(|l| l.rsplit_once(','))
+        .map(|(name, mig)| (name.trim(), mig.trim()))
+        .collect();
+    let first = rows.first()?.0;
+    let same = rows.iter().all(|(n, _)| *n == first);
+    let mig = rows.iter().any(|(_, m)| m.eq_ignore_ascii_case("enabled"));
+    (same && !mig && !first.is_empty()).then(|| first.to_string())
 }
 
 #[cfg(test)]
@@ -114,5 +142,20 @@ mod tests {
         assert_eq!(tf("NVIDIA GeForce RTX 4090 D", bf), None);
         assert_eq!(tf("NVIDIA GeForce RTX 4090 Laptop GPU", bf), None);
         assert_eq!(tf("NVIDIA GeForce RTX 3090", bf), None);
+    }
+
+    /// One card name only when every card has it and MIG is off (CUDA's numbering and
+    /// nvidia-smi's may differ, and a MIG slice has a fraction of the peak).
+    #[test]
+    fn the_card_is_named_only_when_unambiguous() {
+        let h100 = "NVIDIA H100 80GB HBM3, Disabled\nNVIDIA H100 80GB HBM3, Disabled\n";
+        assert_eq!(one_card(h100).as_deref(), Some("NVIDIA H100 80GB HBM3"));
+        assert_eq!(one_card("NVIDIA L4, [N/A]\n").as_deref(), Some("NVIDIA L4"));
+        assert_eq!(
+            one_card("NVIDIA H100 80GB HBM3, Disabled\nNVIDIA L4, [N/A]\n"),
+            None
+        );
+        assert_eq!(one_card("NVIDIA A100-SXM4-80GB, Enabled\n"), None);
+        assert_eq!(one_card(""), None);
     }
 }

@@ -655,22 +655,29 @@ fn migrate_legacy_ids(p: &Prepared) -> anyhow::Result<()> {
 /// changed setting gives a run a new id; a removed seed, budget or shape drops it), so the
 /// fit and the report see only the spec's runs; they stay on disk in `superseded/`. A kept
 /// cooldown branch keeps the stable-phase run it was branched from (its curve's first part).
-/// Refused while a run outside the new plan is training (its row would come back).
+/// Refused while any run of the folder is training (a row of the earlier spec could come back).
 pub fn set_aside_outdated_runs(p: &Prepared) -> anyhow::Result<()> {
     use std::collections::HashSet;
     let dir = &p.out_dir;
-    let _turn = merge_turn(dir);
-    let planned: HashSet<&str> = (p.plan.runs.iter())
-        .chain(&p.plan.parents)
-        .map(|r| r.id.as_str())
-        .collect();
-    if let Some(id) = training_outside(dir, &planned) {
+    let Some(_turn) = merge_turn(dir) else {
         crate::bail_user!(
-            "{}: run {id}, which the updated spec no longer has, is training now (its lock in {} is held). Nothing was changed. Fix: let it finish or stop it (scancel for a Slurm task), then run the same command again",
+            "{}: another process has been merging this folder's results for 5 minutes; nothing was changed. Fix: wait for it, then run the same command again",
+            dir.display()
+        );
+    };
+    // A run training now (lock ids are unit leads: a branch group locks its stable phase
+    // only) could write a row of the earlier spec after the move: refuse while any does.
+    if let Some(id) = training_now(dir) {
+        crate::bail_user!(
+            "{}: run {id} is training now (its lock in {} is held), and the updated spec may no longer have it. Nothing was changed. Fix: let it finish or stop it (scancel for a Slurm task), then run the same command again",
             dir.display(),
             dir.join(crate::fsio::LOCKS_DIR).display()
         );
     }
+    let planned: HashSet<&str> = (p.plan.runs.iter())
+        .chain(&p.plan.parents)
+        .map(|r| r.id.as_str())
+        .collect();
     let runs = crate::store::read_runs(dir)?;
     let mut keep: HashSet<String> = planned.iter().map(|s| s.to_string()).collect();
     loop {
@@ -684,10 +691,8 @@ pub fn set_aside_outdated_runs(p: &Prepared) -> anyhow::Result<()> {
         }
         keep.extend(parents);
     }
-    let meta = crate::store::read_metadata(&dir.join(crate::store::RUNS_FILE))
-        .unwrap_or_else(|_| metadata(p, 0.0));
     let stale = |r: &RunRecord| !keep.contains(&r.run_id);
-    let moved = crate::store::set_aside(dir, &stale, &meta)?;
+    let moved = crate::store::set_aside(dir, &stale, &rewrite_metadata(p))?;
     if !moved.is_empty() {
         eprintln!(
             "scalelab: {} runs in {} are not in the updated spec; set aside in {} (kept, not fitted): {}",
@@ -700,8 +705,23 @@ pub fn set_aside_outdated_runs(p: &Prepared) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A run outside `planned` whose lock some process holds (it is training), if any.
-fn training_outside(dir: &Path, planned: &std::collections::HashSet<&str>) -> Option<String> {
+/// Metadata for rewriting a folder's tables: this spec's provenance, with the matmul peak the
+/// folder's runs were measured against.
+fn rewrite_metadata(p: &Prepared) -> Vec<(String, String)> {
+    let key = "scalelab.matmul_peak_flops";
+    let runs_file = p.out_dir.join(crate::store::RUNS_FILE);
+    let old = crate::store::read_metadata(&runs_file).unwrap_or_default();
+    let mut meta = metadata(p, 0.0);
+    if let Some((_, v)) = old.into_iter().find(|(k, _)| k == key) {
+        if let Some(slot) = meta.iter_mut().find(|(k, _)| k == key) {
+            slot.1 = v;
+        }
+    }
+    meta
+}
+
+/// A run (a unit's lead id) whose lock another process holds, if any.
+fn training_now(dir: &Path) -> Option<String> {
     let entries = std::fs::read_dir(dir.join(crate::fsio::LOCKS_DIR)).ok()?;
     entries
         .flatten()
@@ -709,7 +729,7 @@ fn training_outside(dir: &Path, planned: &std::collections::HashSet<&str>) -> Op
             let name = e.file_name().to_string_lossy().to_string();
             name.strip_suffix(".lock").map(str::to_string)
         })
-        .filter(|id| id != MERGE_LOCK && !planned.contains(id.as_str()))
+        .filter(|id| id != MERGE_LOCK)
         .find(|id| crate::fsio::UnitLock::is_held(dir, id))
 }
 

@@ -189,6 +189,13 @@ fn concurrent_tasks_and_a_changed_spec_lose_nothing() {
         v
     };
     let before_ids = old_ids(&out);
+    // While a run of the folder trains (its lock held), the update is refused.
+    let lock = scalelab::fsio::UnitLock::try_acquire(&out, &before_ids[0]).unwrap();
+    assert!(lock.is_some());
+    let o = run_spec(&changed, &out, &["--update-spec"]);
+    assert_user_error(&o, &["is training now", "Nothing was changed"]);
+    drop(lock);
+    assert_eq!(old_ids(&out), before_ids);
     let o = command(&run_args(
         &changed,
         &out,
