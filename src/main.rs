@@ -640,12 +640,7 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 
 /// `--precision`: f32, bf16 or f16.
 fn parse_precision(s: &str) -> Result<Precision, String> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "f32" => Ok(Precision::F32),
-        "bf16" => Ok(Precision::Bf16),
-        "f16" => Ok(Precision::F16),
-        _ => Err("use f32, bf16 or f16".into()),
-    }
+    Precision::parse(s).ok_or_else(|| "use f32, bf16 or f16".into())
 }
 
 /// A positive finite number.

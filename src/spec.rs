@@ -497,6 +497,14 @@ impl Precision {
         *self == Precision::F32
     }
 
+    /// The precision `as_str` names `s` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        [Precision::F32, Precision::Bf16, Precision::F16]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Precision::F32 => "f32",

@@ -417,21 +417,38 @@ pub fn migrate_ids(
     Ok(renamed.len())
 }
 
-/// Move the runs `stale` picks (runs an updated spec no longer has) out of the folder's
-/// tables into [`SUPERSEDED_DIR`] with their curves, appended to what an earlier update set
-/// aside there: kept on disk, no longer read by the fit or the report. Safe to interrupt:
+/// Move every run `keep` does not pick (runs an updated spec no longer has) out of the
+/// folder's tables into [`SUPERSEDED_DIR`] with their curves, appended to what an earlier
+/// update set aside there: kept on disk, no longer read by the fit or the report. A kept run
+/// keeps the run it names as `parent` (a cooldown branch its stable phase, whose curve is
+/// the first part of its own), and so on up. Safe to interrupt:
 /// the superseded tables are written first, the merged ones next, the per-run files removed
 /// last, and a rerun finishes the move (a row set aside twice replaces its first copy; a curve
 /// already set aside stays when the rerun finds none left to move). The caller holds the
 /// folder's merge turn. Returns the ids set aside.
 pub fn set_aside(
     dir: &Path,
-    stale: &dyn Fn(&RunRecord) -> bool,
+    keep: &dyn Fn(&RunRecord) -> bool,
     meta: &[(String, String)],
 ) -> anyhow::Result<Vec<String>> {
     use std::collections::HashSet;
     let l = load(dir)?;
-    let (old, keep): (Vec<RunRecord>, Vec<RunRecord>) = l.runs.into_iter().partition(stale);
+    let mut kept: HashSet<String> = (l.runs.iter().filter(|r| keep(r)))
+        .map(|r| r.run_id.clone())
+        .collect();
+    loop {
+        let parents: Vec<String> = (l.runs.iter())
+            .filter(|r| kept.contains(&r.run_id) && !r.parent.is_empty())
+            .filter(|r| !kept.contains(&r.parent))
+            .map(|r| r.parent.clone())
+            .collect();
+        if parents.is_empty() {
+            break;
+        }
+        kept.extend(parents);
+    }
+    let (keep, old): (Vec<RunRecord>, Vec<RunRecord>) =
+        l.runs.into_iter().partition(|r| kept.contains(&r.run_id));
     if old.is_empty() {
         return Ok(Vec::new());
     }
@@ -499,16 +516,16 @@ mod tests {
         s
     }
 
-    /// `set_aside` moves the stale runs with their curves and keeps the rest; after a crash
+    /// `set_aside` moves the runs `keep` leaves with their curves and keeps the rest; after a crash
     /// that left the merged `runs.parquet` with a moved run whose curve was already gone (no
     /// per-run files to recover it from), a rerun keeps the curve `superseded/` holds.
     #[test]
     fn set_aside_moves_runs_with_curves_and_survives_a_half_written_merge() {
         let dir = crate::results::testing::tmp("set-aside");
         store(&dir, &[("keep", 2.0), ("old", 3.0)]).flush().unwrap();
-        let stale = |r: &RunRecord| r.run_id == "old";
+        let keep = |r: &RunRecord| r.run_id != "old";
         assert_eq!(
-            set_aside(&dir, &stale, &[]).unwrap(),
+            set_aside(&dir, &keep, &[]).unwrap(),
             vec!["old".to_string()]
         );
         let ids = |d: &Path| {
@@ -531,7 +548,7 @@ mod tests {
         half.curves.retain(|(id, _)| id == "keep");
         half.flush().unwrap();
         assert_eq!(
-            set_aside(&dir, &stale, &[]).unwrap(),
+            set_aside(&dir, &keep, &[]).unwrap(),
             vec!["old".to_string()]
         );
         assert_eq!(ids(&sup), vec!["old".to_string()], "not doubled");

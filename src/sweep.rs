@@ -653,9 +653,8 @@ fn migrate_legacy_ids(p: &Prepared) -> anyhow::Result<()> {
 
 /// After `--update-spec`: set aside the runs in the folder the updated spec no longer has (a
 /// changed setting gives a run a new id; a removed seed, budget or shape drops it), so the
-/// fit and the report see only the spec's runs; they stay on disk in `superseded/`. A kept
-/// cooldown branch keeps the stable-phase run it was branched from (its curve's first part).
-/// Refused while any run of the folder is training (a row of the earlier spec could come back).
+/// fit and the report see only the spec's runs; they stay on disk in `superseded/` (a kept
+/// cooldown branch keeps its stable phase: `store::set_aside`). Refused while any run of the folder is training (a row of the earlier spec could come back).
 pub fn set_aside_outdated_runs(p: &Prepared) -> anyhow::Result<()> {
     use std::collections::HashSet;
     let dir = &p.out_dir;
@@ -678,21 +677,8 @@ pub fn set_aside_outdated_runs(p: &Prepared) -> anyhow::Result<()> {
         .chain(&p.plan.parents)
         .map(|r| r.id.as_str())
         .collect();
-    let runs = crate::store::read_runs(dir)?;
-    let mut keep: HashSet<String> = planned.iter().map(|s| s.to_string()).collect();
-    loop {
-        let parents: Vec<String> = (runs.iter())
-            .filter(|r| keep.contains(&r.run_id) && !r.parent.is_empty())
-            .map(|r| r.parent.clone())
-            .filter(|id| !keep.contains(id))
-            .collect();
-        if parents.is_empty() {
-            break;
-        }
-        keep.extend(parents);
-    }
-    let stale = |r: &RunRecord| !keep.contains(&r.run_id);
-    let moved = crate::store::set_aside(dir, &stale, &rewrite_metadata(p))?;
+    let keep = |r: &RunRecord| planned.contains(r.run_id.as_str());
+    let moved = crate::store::set_aside(dir, &keep, &rewrite_metadata(p))?;
     if !moved.is_empty() {
         eprintln!(
             "scalelab: {} runs in {} are not in the updated spec; set aside in {} (kept, not fitted): {}",
