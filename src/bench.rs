@@ -2,7 +2,8 @@
 //! Transformer's a, b, c for the CPU, d (25M) and e (85M, GPT-2 small's body) for GPUs, and
 //! one LSTM and one feed-forward LM at shape a's width, context and batch), plus the
 //! machine's measured matmul peak that MFU is relative to, and, on a known GPU, MFU against
-//! the card's datasheet peak (`peaks`).
+//! the card's datasheet peak (`peaks`); and `plan --measure`'s timing of a sweep's own
+//! training configurations ([`time_configs`]).
 //!
 //! MFU = tokens/s × training FLOPs per token / peak, with FLOPs per token
 //! = 6·(N_non-embedding + vocab·d) + 12·n_layer·context·d (PaLM's convention: every matmul,
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 use crate::corpus::{self, CorpusSource};
 use crate::device::DeviceChoice;
+use crate::eta::{StepTiming, TimingKey};
 use crate::peaks::DatasheetPeak;
 use crate::plan::{RunPlan, Shape};
 use crate::spec::{Precision, Schedule};
@@ -258,6 +260,99 @@ fn time_training<B: AutodiffBackend>(
     let refs: Vec<&RunPlan> = runs.iter().collect();
     let outs = crate::train::pack::train_packed::<B>(&refs, corpus, device, &mut |_| {});
     (outs[0].wall_s, outs.iter().map(|o| o.tokens_per_s).sum())
+}
+
+/// `plan --measure`: the seconds per optimizer step and per eval of each distinct training
+/// configuration ([`TimingKey`]) among `runs`, on `device`. Each configuration trains four
+/// short runs on the sweep's corpus: one to warm up (kernels, autotune), `W` steps with one
+/// eval, `W` steps with an eval after every step, and `W + K` steps with one eval; the step
+/// time is the third run's extra time over K steps, the eval time the second's over W − 1
+/// evals (set-up costs cancel). K is sized for ~0.5 s of steps. A run also costs its set-up
+/// (the short run's time beyond its steps and eval) and the executor's predictions of its
+/// final loss ([`prediction_seconds`]). With `workers` > 1, each
+/// timing trains that many copies at once, each on its own pool of `threads` CPU threads, as
+/// `run --workers` does (so the times include their contention), and takes their mean. A
+/// line per configuration on stderr.
+pub fn time_configs<B: AutodiffBackend>(
+    runs: &[&RunPlan],
+    corpus: &corpus::Corpus,
+    device: &B::Device,
+    workers: usize,
+    threads: usize,
+) -> Vec<(TimingKey, StepTiming)> {
+    const W: usize = 4;
+    let mut keys: Vec<(TimingKey, &RunPlan)> = Vec::new();
+    for r in runs {
+        let k = TimingKey::of(r);
+        if !keys.iter().any(|(x, _)| *x == k) {
+            keys.push((k, r));
+        }
+    }
+    let n = keys.len();
+    keys.into_iter()
+        .enumerate()
+        .map(|(i, (key, r))| {
+            let seconds = |steps: usize, eval_interval: usize| {
+                let mut run = (*r).clone();
+                run.id = format!("measure-{i}");
+                (run.data.steps, run.data.eval_interval) = (steps, eval_interval);
+                run.schedule.warmup_steps = run.schedule.warmup_steps.min(1);
+                let one = || crate::train::train_run::<B>(&run, corpus, device, &mut |_| {}).wall_s;
+                if workers < 2 {
+                    return one();
+                }
+                let total: f64 = std::thread::scope(|s| {
+                    let copies: Vec<_> = (0..workers)
+                        .map(|_| {
+                            s.spawn(|| match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                                Ok(pool) => pool.install(one),
+                                Err(_) => one(),
+                            })
+                        })
+                        .collect();
+                    copies.into_iter().map(|c| c.join().unwrap_or(f64::NAN)).sum()
+                });
+                total / workers as f64
+            };
+            seconds(W, usize::MAX);
+            let short = seconds(W, usize::MAX);
+            let evals = seconds(W, 1);
+            let per_eval_s = ((evals - short) / (W - 1) as f64).max(0.0);
+            let k = ((0.5 / (short / W as f64).max(1e-6)) as usize).clamp(8, 400);
+            let per_step_s = ((seconds(W + k, usize::MAX) - short) / k as f64).max(1e-9);
+            // A run's own set-up (model, optimizer, data) is what the short run spent beyond
+            // its steps and eval.
+            let setup_s = (short - W as f64 * per_step_s - per_eval_s).max(0.0);
+            let per_run_s = setup_s + prediction_seconds(r);
+            eprintln!(
+                "scalelab: timed {}/{n} {} batch {} ctx {}: {:.1} ms/step, {:.1} ms/eval, {:.2} s/run (set-up, loss predictions)",
+                i + 1,
+                key.shape.label(),
+                key.batch_size,
+                key.context,
+                1e3 * per_step_s,
+                1e3 * per_eval_s,
+                per_run_s
+            );
+            let t = StepTiming {
+                per_step_s,
+                per_eval_s,
+                per_run_s,
+            };
+            (key, t)
+        })
+        .collect()
+}
+
+/// Seconds the executor spends on `run`'s predictions of its final loss (the curve-law fits
+/// at [`crate::curves::PREDICT_AT`]), timed on a smooth synthetic curve of its length.
+fn prediction_seconds(run: &RunPlan) -> f64 {
+    let start = Instant::now();
+    let mut p = crate::curves::FinalPredictor::new(run, 0);
+    for step in 1..=run.data.steps {
+        p.observe(step, 2.0 + 3.0 * (step as f64).powf(-0.3));
+    }
+    start.elapsed().as_secs_f64()
 }
 
 /// Render results as a table: MFU against the measured matmul peak, and against the card's

@@ -21,6 +21,7 @@ pub mod corpus;
 pub mod curves;
 pub mod device;
 pub mod error;
+pub mod eta;
 pub mod fit;
 pub mod fsio;
 pub mod hashing;

@@ -74,9 +74,11 @@ enum Command {
         results: PathBuf,
     },
     /// Dry run: print the table of runs (shape, N, D, C = 6ND, steps, budget, ETA,
-    /// status) without training anything. The ETA uses the speed of the folder's finished
-    /// runs, else the spec's `flops_per_s`, else a rough CPU default; with `budget_hours` in
-    /// the spec it warns when the sweep needs longer.
+    /// status) without training anything. A run's ETA is a time per optimizer step plus its
+    /// FLOPs at a rate, fitted on the folder's finished runs, else the spec's `flops_per_s`,
+    /// else a CPU default measured on the README's machine; `--measure` times each
+    /// configuration on this device instead. With `budget_hours` in the spec it warns when
+    /// the sweep needs longer.
     Plan {
         /// Sweep spec (YAML). Default: the embedded quick sweep.
         sweep: Option<PathBuf>,
@@ -86,6 +88,15 @@ enum Command {
         /// Show how `run --pack` would pack the pending runs (see `run --help`).
         #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = sweep::Packing::parse)]
         pack: sweep::Packing,
+        /// Time a few training steps and evals of each pending configuration (shape, batch,
+        /// context, precision) on the spec's device, for an ETA of this machine (with
+        /// --workers K, K copies at once on split threads, as `run --workers K` trains; 20 s
+        /// for the main job on 2 cores); nothing is written
+        #[arg(long)]
+        measure: bool,
+        /// Also give the ETA's wall clock on K workers (`run --workers K`: longest runs first)
+        #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one)]
+        workers: usize,
     },
     /// Fit scaling laws: Approach 3 (Chinchilla, L = E + A/N^alpha + B/D^beta, summed
     /// Huber on log-loss, L-BFGS from 4,500 starts), Kaplan forms, Approach 2 (IsoFLOP
@@ -683,7 +694,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             sweep: path,
             out,
             pack,
-        } => cmd_plan(path, out, pack),
+            measure,
+            workers,
+        } => cmd_plan(path, out, pack, measure, workers),
         Command::Fit {
             results,
             args,
@@ -819,7 +832,8 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         prune: a.prune.policy()?,
         pack: a.pack,
     };
-    if let Some(w) = sweep::budget_warning(&p, &sweep::existing_runs(&p.out_dir)) {
+    let speed = sweep::speed(&p, &sweep::existing_runs(&p.out_dir), false, 1)?;
+    if let Some(w) = sweep::budget_warning(&p, &speed) {
         eprintln!("scalelab: {w}");
     }
     let s = sweep::run(&p, &opts)?;
@@ -892,11 +906,17 @@ fn cmd_plan(
     path: Option<PathBuf>,
     out: Option<PathBuf>,
     pack: sweep::Packing,
+    measure: bool,
+    workers: usize,
 ) -> anyhow::Result<()> {
     let p = sweep::prepare(spec_source(path)?, out, None)?;
     let existing = sweep::existing_runs(&p.out_dir);
-    print!("{}", sweep::plan_table(&p, &existing, pack));
-    if let Some(w) = sweep::budget_warning(&p, &existing) {
+    let speed = sweep::speed(&p, &existing, measure, workers)?;
+    print!(
+        "{}",
+        sweep::plan_table(&p, &existing, pack, &speed, workers)
+    );
+    if let Some(w) = sweep::budget_warning(&p, &speed) {
         eprintln!("scalelab: {w}");
     }
     Ok(())

@@ -15,6 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::corpus::{self, Corpus, CorpusSource};
 use crate::curves::{FinalPredictor, PrunePolicy};
 use crate::device::DeviceChoice;
+use crate::eta::{self, Speed};
 use crate::plan::{self, Plan, RunPlan};
 use crate::record::{CurveRow, Predicted, RunOutcome, RunRecord, Status};
 use crate::spec::{SpecSource, SweepSpec};
@@ -160,17 +161,48 @@ fn hms(secs: f64) -> String {
     }
 }
 
-/// Training speed in C = 6ND FLOPs per second assumed by `plan`'s ETA when no run has
-/// finished yet: the quick sweep on the 2-core dev machine, flex backend, one worker
-/// (4.15e12 FLOPs in 270 s; small shapes run at 4e9, the largest at 1.9e10).
-const DEFAULT_FLOPS_PER_S: f64 = 1.5e10;
+/// The ETA's cost of each run: timed on the device when asked (`workers` at once, as `run
+/// --workers` trains them), else from the folder's finished runs, the spec or the CPU default
+/// ([`eta::Speed::of`]).
+pub fn speed(
+    p: &Prepared,
+    store_runs: &[RunRecord],
+    measure: bool,
+    workers: usize,
+) -> anyhow::Result<Speed> {
+    let mut speed = Speed::of(store_runs, p.spec.flops_per_s, p.device);
+    if measure {
+        let done: std::collections::HashSet<&str> =
+            store_runs.iter().map(|r| r.run_id.as_str()).collect();
+        let pending: Vec<&RunPlan> = p
+            .plan
+            .runs
+            .iter()
+            .chain(&p.plan.parents)
+            .filter(|r| !done.contains(r.id.as_str()))
+            .collect();
+        p.device.ensure_usable()?;
+        let threads = threads_per_worker(workers);
+        let timed = crate::with_backend!(p.device, |B, dev| crate::bench::time_configs::<B>(
+            &pending, &p.corpus, &dev, workers, threads
+        ));
+        speed.timed = timed.into_iter().collect();
+        speed.source = eta::Source::Timed(workers);
+    }
+    Ok(speed)
+}
 
-/// The plan as a table, with an ETA from finished runs' speed when available.
-pub fn plan_table(p: &Prepared, store_runs: &[RunRecord], packing: Packing) -> String {
-    let speed = Speed::of(p, store_runs);
+/// The plan as a table, with each run's ETA and the pending runs' total.
+pub fn plan_table(
+    p: &Prepared,
+    store_runs: &[RunRecord],
+    packing: Packing,
+    speed: &Speed,
+    workers: usize,
+) -> String {
     let mut s = plan_header(p);
-    let total_eta = plan_rows(&mut s, p, store_runs, speed.rate);
-    plan_footer(&mut s, p, &speed, total_eta);
+    let pending = plan_rows(&mut s, p, store_runs, speed);
+    plan_footer(&mut s, p, speed, &pending, workers);
     s.push_str(&packing.describe(p, store_runs));
     s
 }
@@ -251,76 +283,19 @@ impl Packing {
     }
 }
 
-/// Training speed for the plan's ETA, in C = 6ND FLOPs per second.
-struct Speed {
-    rate: f64,
-    source: SpeedSource,
-}
-
-/// Where the ETA's speed comes from, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SpeedSource {
-    /// The finished runs of this results folder.
-    Measured,
-    /// The spec's `flops_per_s`.
-    Spec,
-    /// [`DEFAULT_FLOPS_PER_S`] (CPU only).
-    CpuDefault,
-    /// Nothing to go on (a GPU without `flops_per_s` and no finished run): NaN.
-    Unknown,
-}
-
-impl Speed {
-    fn of(p: &Prepared, store_runs: &[RunRecord]) -> Speed {
-        let measured: (f64, f64) = store_runs
-            .iter()
-            .filter(|r| r.status == Status::Ok && r.wall_s > 0.0)
-            .fold((0.0, 0.0), |acc, r| (acc.0 + r.flops, acc.1 + r.wall_s));
-        // No default on a GPU: the CPU's would be meaningless there.
-        let (rate, source) = if measured.1 > 0.0 {
-            (measured.0 / measured.1, SpeedSource::Measured)
-        } else if let Some(r) = p.spec.flops_per_s {
-            (r, SpeedSource::Spec)
-        } else if p.device == DeviceChoice::Cpu {
-            (DEFAULT_FLOPS_PER_S, SpeedSource::CpuDefault)
-        } else {
-            (f64::NAN, SpeedSource::Unknown)
-        };
-        Speed { rate, source }
-    }
-
-    /// Seconds the whole sweep (cooldown parents included) takes on one worker at this speed.
-    fn whole_sweep_s(&self, p: &Prepared) -> f64 {
-        p.plan.flops_spent() / self.rate
-    }
-
-    fn describe(&self) -> String {
-        match self.source {
-            SpeedSource::Measured => "speed measured from finished runs".into(),
-            SpeedSource::Spec => format!("speed assumed: flops_per_s {:.2e}", self.rate),
-            SpeedSource::CpuDefault => "speed assumed; rough".into(),
-            SpeedSource::Unknown => {
-                "unknown until a run on this device finishes, or set `flops_per_s:`".into()
-            }
-        }
-    }
-}
-
 /// The warning when the whole sweep's ETA exceeds the spec's `budget_hours` (one worker).
-pub fn budget_warning(p: &Prepared, store_runs: &[RunRecord]) -> Option<String> {
+pub fn budget_warning(p: &Prepared, speed: &Speed) -> Option<String> {
     let hours = p.spec.budget_hours?;
-    let speed = Speed::of(p, store_runs);
-    if speed.rate.is_nan() {
+    let need = speed.whole_sweep_s(&p.plan) / 3600.0;
+    if need.is_nan() {
         return Some(format!(
-            "budget_hours: {hours} cannot be checked: no speed for {} yet; set `flops_per_s:` (C = 6ND FLOPs per second) in the spec",
+            "budget_hours: {hours} cannot be checked: no speed for {} yet; set `flops_per_s:` (C = 6ND FLOPs per second) in the spec, or time it with `scalelab plan --measure`",
             p.device.backend_name()
         ));
     }
-    let need = speed.whole_sweep_s(p) / 3600.0;
     (need > hours).then(|| {
         format!(
-            "warning: the sweep needs ~{need:.1} h at {:.2e} FLOPs/s ({}), {:.1}x its budget_hours: {hours}; drop its largest budget or raise budget_hours",
-            speed.rate,
+            "warning: the sweep needs ~{need:.1} h ({}), {:.1}x its budget_hours: {hours}; drop its largest budget or raise budget_hours",
             speed.describe(),
             need / hours
         )
@@ -353,17 +328,17 @@ fn plan_header(p: &Prepared) -> String {
     s
 }
 
-/// One line per planned run; returns the ETA of the pending ones (seconds).
-fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], rate: f64) -> f64 {
+/// One line per planned run; returns the ETA of each pending run and stable parent (seconds).
+fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Speed) -> Vec<f64> {
     use std::fmt::Write;
-    let mut total_eta = 0.0;
+    let done = |id: &str| store_runs.iter().find(|x| x.run_id == id);
+    let mut pending = Vec::new();
     for r in &p.plan.runs {
-        let done = store_runs.iter().find(|x| x.run_id == r.id);
-        let eta = r.flops / rate;
-        let status = match done {
+        let eta = speed.run_seconds(r);
+        let status = match done(&r.id) {
             Some(d) => d.status.to_string(),
             None => {
-                total_eta += eta;
+                pending.push(eta);
                 "pending".into()
             }
         };
@@ -383,11 +358,14 @@ fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], rate: f64) 
             status
         );
     }
-    total_eta
+    let parents = p.plan.parents.iter().filter(|r| done(&r.id).is_none());
+    pending.extend(parents.map(|r| speed.run_seconds(r)));
+    pending
 }
 
-/// Dropped points, the cooldown-branch saving and the total with its ETA.
-fn plan_footer(s: &mut String, p: &Prepared, speed: &Speed, total_eta: f64) {
+/// Dropped points, the cooldown-branch saving and the total with its ETA (on one worker, and
+/// on `workers` when more than one).
+fn plan_footer(s: &mut String, p: &Prepared, speed: &Speed, pending: &[f64], workers: usize) {
     use std::fmt::Write;
     for d in &p.plan.dropped {
         let _ = writeln!(s, "dropped {}: {}", d.what, d.reason);
@@ -403,16 +381,24 @@ fn plan_footer(s: &mut String, p: &Prepared, speed: &Speed, total_eta: f64) {
             p.plan.flops_spent() / p.plan.total_flops()
         );
     }
+    let on_workers = if workers > 1 {
+        format!(
+            ", ~{} on {workers} workers (longest first)",
+            hms(eta::wall_clock(pending, workers))
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "total {:.3e} FLOPs; pending runs ETA ~{} on {} ({})",
+        "total {:.3e} FLOPs; pending runs ETA ~{} on one worker{on_workers} on {} ({})",
         p.plan.total_flops(),
-        hms(total_eta),
+        hms(pending.iter().sum()),
         p.device.backend_name(),
         speed.describe()
     );
     if let Some(h) = p.spec.budget_hours {
-        let whole = speed.whole_sweep_s(p);
+        let whole = speed.whole_sweep_s(&p.plan);
         if whole.is_finite() && whole <= h * 3600.0 {
             let _ = writeln!(
                 s,
@@ -931,13 +917,17 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// CPU threads per worker: the cores split evenly.
     fn threads_per_worker(&self) -> usize {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        (cores / self.workers).max(1)
+        threads_per_worker(self.workers)
     }
+}
+
+/// CPU threads per worker: the cores split evenly.
+fn threads_per_worker(workers: usize) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    (cores / workers.max(1)).max(1)
 }
 
 /// The work queue: the first `max_runs` units (smallest first); with several workers the

@@ -14,6 +14,11 @@ fn micro_sweep_end_to_end_and_resume() {
     let o = micro_sweep(&out, &["--max-runs", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 2);
+    // The plan's ETA now comes from the two finished runs.
+    let o = scalelab(&["plan", "sweeps/micro.yaml", "--out", out.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("fitted on 2 finished runs"), "{s}");
+    assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 2);
     // Same command again: trains only the other 2.
     let o = micro_sweep(&out, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -129,6 +134,34 @@ fn plan_prints_table_without_training() {
         assert!((20..=28).contains(&runs), "{budget}: {runs} runs\n{s}");
     }
     assert!(!out.join("runs.parquet").exists());
+}
+
+/// `plan --measure` times each distinct training configuration once (the micro sweep's two
+/// shapes share batch and context: two timings for four runs), writes nothing, and gives the
+/// wall clock on the workers asked for.
+#[test]
+fn plan_measure_times_each_configuration_once() {
+    let out = tmp("plan-measure");
+    let args = ["plan", "sweeps/micro.yaml", "--out", out.to_str().unwrap()];
+    let o = scalelab(&[&args[..], &["--measure", "--workers", "2"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("timed 1/2 d16-L1-h2") && err.contains("timed 2/2 d32-L1-h2"),
+        "{err}"
+    );
+    assert_eq!(err.matches("scalelab: timed ").count(), 2, "{err}");
+    let s = String::from_utf8_lossy(&o.stdout);
+    let total = s.lines().find(|l| l.starts_with("total ")).unwrap();
+    assert!(
+        total.contains("on 2 workers")
+            && total.contains("timed on this device by plan --measure, 2 at once"),
+        "{total}"
+    );
+    assert!(!s.contains(" ?  pending"), "every run has an ETA:\n{s}");
+    assert!(!out.join("runs.parquet").exists());
+    let o = scalelab(&[&args[..], &["--workers", "0"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]
@@ -381,7 +414,7 @@ fn plan_checks_a_sweep_against_its_budget_hours() {
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
-        err.contains("warning: the sweep needs ~10.3 h at 1.00e14 FLOPs/s"),
+        err.contains("warning: the sweep needs ~10.3 h (speed assumed: flops_per_s 1.00e14)"),
         "{err}"
     );
     assert!(err.contains("5.1x its budget_hours: 2"), "{err}");
