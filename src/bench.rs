@@ -18,9 +18,10 @@ use serde::Serialize;
 
 use crate::corpus::{self, CorpusSource};
 use crate::device::DeviceChoice;
-use crate::eta::{StepTiming, TimingKey};
+use crate::eta::{Role, StepTiming, TimingKey};
 use crate::peaks::DatasheetPeak;
 use crate::plan::{RunPlan, Shape};
+use crate::record::Status;
 use crate::spec::{Precision, Schedule};
 
 /// Best f32 matmul rate (FLOP/s) over about `seconds`.
@@ -262,86 +263,124 @@ fn time_training<B: AutodiffBackend>(
     (outs[0].wall_s, outs.iter().map(|o| o.tokens_per_s).sum())
 }
 
-/// `plan --measure`: the seconds per optimizer step and per eval of each distinct training
-/// configuration ([`TimingKey`]) among `runs`, on `device`. Each configuration trains four
-/// short runs on the sweep's corpus: one to warm up (kernels, autotune), `W` steps with one
-/// eval, `W` steps with an eval after every step, and `W + K` steps with one eval; the step
-/// time is the third run's extra time over K steps, the eval time the second's over W − 1
-/// evals (set-up costs cancel). K is sized for ~0.5 s of steps. A run also costs its set-up
-/// (the short run's time beyond its steps and eval) and the executor's predictions of its
-/// final loss ([`prediction_seconds`]). With `workers` > 1, each
-/// timing trains that many copies at once, each on its own pool of `threads` CPU threads, as
-/// `run --workers` does (so the times include their contention), and takes their mean. A
-/// line per configuration on stderr.
+/// `plan --measure`: the seconds per optimizer step and per eval, the set-up and the loss
+/// predictions of each distinct training configuration ([`TimingKey`]) among `runs` (timed on
+/// a lone run where the configuration has one), on `device`, by [`time_config`]. With
+/// `workers` > 1 every timing trains that many copies at once, each on its own pool of
+/// `threads` CPU threads, as `run --workers` does (the times include their contention). A line
+/// per configuration on stderr; a configuration whose short runs do not finish `ok` is left
+/// out (its runs fall back to the cost model).
 pub fn time_configs<B: AutodiffBackend>(
-    runs: &[&RunPlan],
+    runs: &[(&RunPlan, Role)],
     corpus: &corpus::Corpus,
     device: &B::Device,
     workers: usize,
     threads: usize,
 ) -> Vec<(TimingKey, StepTiming)> {
-    const W: usize = 4;
     let mut keys: Vec<(TimingKey, &RunPlan)> = Vec::new();
-    for r in runs {
+    for &(r, role) in runs {
         let k = TimingKey::of(r);
-        if !keys.iter().any(|(x, _)| *x == k) {
-            keys.push((k, r));
+        match keys.iter_mut().find(|(x, _)| *x == k) {
+            Some(slot) if role == Role::Lone => slot.1 = r,
+            Some(_) => {}
+            None => keys.push((k, r)),
         }
     }
     let n = keys.len();
-    keys.into_iter()
-        .enumerate()
-        .map(|(i, (key, r))| {
-            let seconds = |steps: usize, eval_interval: usize| {
-                let mut run = (*r).clone();
-                run.id = format!("measure-{i}");
-                (run.data.steps, run.data.eval_interval) = (steps, eval_interval);
-                run.schedule.warmup_steps = run.schedule.warmup_steps.min(1);
-                let one = || crate::train::train_run::<B>(&run, corpus, device, &mut |_| {}).wall_s;
-                if workers < 2 {
-                    return one();
-                }
-                let total: f64 = std::thread::scope(|s| {
-                    let copies: Vec<_> = (0..workers)
-                        .map(|_| {
-                            s.spawn(|| match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
-                                Ok(pool) => pool.install(one),
-                                Err(_) => one(),
-                            })
-                        })
-                        .collect();
-                    copies.into_iter().map(|c| c.join().unwrap_or(f64::NAN)).sum()
-                });
-                total / workers as f64
-            };
-            seconds(W, usize::MAX);
-            let short = seconds(W, usize::MAX);
-            let evals = seconds(W, 1);
-            let per_eval_s = ((evals - short) / (W - 1) as f64).max(0.0);
-            let k = ((0.5 / (short / W as f64).max(1e-6)) as usize).clamp(8, 400);
-            let per_step_s = ((seconds(W + k, usize::MAX) - short) / k as f64).max(1e-9);
-            // A run's own set-up (model, optimizer, data) is what the short run spent beyond
-            // its steps and eval.
-            let setup_s = (short - W as f64 * per_step_s - per_eval_s).max(0.0);
-            let per_run_s = setup_s + prediction_seconds(r);
-            eprintln!(
-                "scalelab: timed {}/{n} {} batch {} ctx {}: {:.1} ms/step, {:.1} ms/eval, {:.2} s/run (set-up, loss predictions)",
-                i + 1,
-                key.shape.label(),
-                key.batch_size,
-                key.context,
-                1e3 * per_step_s,
-                1e3 * per_eval_s,
-                per_run_s
-            );
-            let t = StepTiming {
-                per_step_s,
-                per_eval_s,
-                per_run_s,
-            };
-            (key, t)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (i, (key, r)) in keys.into_iter().enumerate() {
+        let what = format!(
+            "{}/{n} {} batch {} ctx {}",
+            i + 1,
+            key.shape.label(),
+            key.batch_size,
+            key.context
+        );
+        let time =
+            |steps, evals| time_copies::<B>(r, steps, evals, corpus, device, workers, threads);
+        match time_config(time, r) {
+            Some(t) => {
+                eprintln!(
+                    "scalelab: timed {what}: {:.1} ms/step, {:.1} ms/eval, {:.2} s set-up, {:.2} s of loss predictions",
+                    1e3 * t.per_step_s,
+                    1e3 * t.per_eval_s,
+                    t.setup_s,
+                    t.predict_s
+                );
+                out.push((key, t));
+            }
+            None => eprintln!(
+                "scalelab: could not time {what}: a short run did not finish ok; its runs' ETA uses the cost model"
+            ),
+        }
+    }
+    out
+}
+
+/// One configuration's timing from `time(steps, eval_interval)` (seconds of a short run):
+/// a warm-up run (kernels, autotune), `W` steps with one eval, `W` steps with an eval after
+/// every step, `W + K` steps with one eval (K sized for ~0.5 s of steps). The step time is
+/// the last run's extra time over K steps, the eval time the third's over W − 1 evals, the
+/// set-up what the second spent beyond its steps and eval. `None` when a run failed.
+fn time_config(time: impl Fn(usize, usize) -> Option<f64>, r: &RunPlan) -> Option<StepTiming> {
+    const W: usize = 4;
+    time(W, usize::MAX)?;
+    let short = time(W, usize::MAX)?;
+    let evals = time(W, 1)?;
+    let per_eval_s = ((evals - short) / (W - 1) as f64).max(0.0);
+    let k = ((0.5 / (short / W as f64).max(1e-6)) as usize).clamp(8, 400);
+    let per_step_s = ((time(W + k, usize::MAX)? - short) / k as f64).max(1e-9);
+    Some(StepTiming {
+        per_step_s,
+        per_eval_s,
+        setup_s: (short - W as f64 * per_step_s - per_eval_s).max(0.0),
+        predict_s: prediction_seconds(r),
+    })
+}
+
+/// Seconds `steps` steps of `r` take (evaluated every `eval_interval` and at the end), the
+/// mean over `workers` copies trained at once on pools of `threads` threads; `None` unless
+/// every copy finished `ok`. The LR is capped at 1e-3 so no copy diverges early; nothing is
+/// written (no checkpoints).
+fn time_copies<B: AutodiffBackend>(
+    r: &RunPlan,
+    steps: usize,
+    eval_interval: usize,
+    corpus: &corpus::Corpus,
+    device: &B::Device,
+    workers: usize,
+    threads: usize,
+) -> Option<f64> {
+    let mut run = r.clone();
+    run.id = format!("measure-{}", r.id);
+    (run.data.steps, run.data.eval_interval) = (steps, eval_interval);
+    run.schedule.warmup_steps = run.schedule.warmup_steps.min(1);
+    run.optim.lr = run.optim.lr.min(1e-3);
+    let one = || {
+        let o = crate::train::train_run::<B>(&run, corpus, device, &mut |_| {});
+        (o.status == Status::Ok && o.wall_s.is_finite()).then_some(o.wall_s)
+    };
+    if workers < 2 {
+        return one();
+    }
+    let walls: Vec<Option<f64>> = std::thread::scope(|s| {
+        let copies: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(
+                    || match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                        Ok(pool) => pool.install(one),
+                        Err(_) => one(),
+                    },
+                )
+            })
+            .collect();
+        copies
+            .into_iter()
+            .map(|c| c.join().ok().flatten())
+            .collect()
+    });
+    let walls: Option<Vec<f64>> = walls.into_iter().collect();
+    walls.map(|w| w.iter().sum::<f64>() / workers as f64)
 }
 
 /// Seconds the executor spends on `run`'s predictions of its final loss (the curve-law fits

@@ -4,10 +4,10 @@
 //! clock of a set of runs on K workers. A run costs a fixed time per optimizer step (the
 //! per-op overhead that dominates small models: ~5 ms a step on the 2-core CPU for models of
 //! 4k–60k parameters) plus its C = 6ND FLOPs at a rate; a single FLOP rate, what the ETA used
-//! before, put the main job at 10m35s on one worker when its runs took 38 min. Sources, best
+//! before, put the main job at 10m35s on one worker when its runs took 30 min. Sources, best
 //! first: each training configuration's steps and evals timed on the device (`plan
-//! --measure`; the timing itself is in the bench module), a least-squares fit of the folder's finished
-//! runs, the spec's `flops_per_s`, a CPU default. Pure over numbers; no training here.
+//! --measure`; the timing itself is in the bench module), a least-squares fit of the folder's
+//! finished runs, the spec's `flops_per_s`, a CPU default. Pure over numbers; no training here.
 
 use std::collections::HashMap;
 
@@ -38,8 +38,9 @@ impl CostModel {
     }
 
     /// Least squares of `wall = a·steps + flops/R` over finished runs `(steps, flops, wall)`,
-    /// each residual weighted by 1/√wall (a run's timing noise taken proportional to its
-    /// length, so long runs, which decide a sweep's total, are not outvoted by short ones).
+    /// each squared residual weighted by 1/wall (a run's timing noise variance taken
+    /// proportional to its length: between plain least squares, which the longest runs
+    /// dominate, and relative errors, which underweight them).
     /// `a ≥ 0` and `R > 0`: when the joint solution breaks one, the other alone is fitted.
     /// `None` without a usable run.
     pub fn fit(samples: &[(f64, f64, f64)]) -> Option<CostModel> {
@@ -84,13 +85,15 @@ impl CostModel {
     }
 }
 
-/// One training configuration's timing on the device: seconds per optimizer step, per eval,
-/// and per run (the executor's predictions of the run's final loss).
+/// One training configuration's timing on the device: seconds per optimizer step and per
+/// eval, a training's set-up (model, optimizer, data), and the executor's predictions of a
+/// lone run's final loss.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepTiming {
     pub per_step_s: f64,
     pub per_eval_s: f64,
-    pub per_run_s: f64,
+    pub setup_s: f64,
+    pub predict_s: f64,
 }
 
 /// What decides a run's step time: its shape, batch, context, vocabulary and float type.
@@ -115,122 +118,202 @@ impl TimingKey {
     }
 }
 
-/// Where the ETA's numbers come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// Every pending configuration timed on the device (`plan --measure`), this many
-    /// copies at once (`--workers`).
-    Timed(usize),
-    /// A fit of this many finished runs of the folder.
-    Finished(usize),
+/// The cost model of the runs no timing covers, and where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fallback {
+    /// Fitted on this many finished runs (or cooldown-branch groups) of the folder.
+    Finished { runs: usize, model: CostModel },
     /// The spec's `flops_per_s` (no per-step cost).
-    Spec,
+    Spec(CostModel),
     /// [`CPU_STEP_S`] and [`CPU_FLOPS_PER_S`].
-    CpuDefault,
-    /// Nothing to go on (a GPU without `flops_per_s`, no finished run, not timed).
+    CpuDefault(CostModel),
+    /// Nothing to go on (a GPU without `flops_per_s` and no finished run).
     Unknown,
+}
+
+impl Fallback {
+    pub fn model(&self) -> Option<&CostModel> {
+        match self {
+            Fallback::Finished { model, .. }
+            | Fallback::Spec(model)
+            | Fallback::CpuDefault(model) => Some(model),
+            Fallback::Unknown => None,
+        }
+    }
+}
+
+/// How a run is trained, for the costs that are not per step: a lone run pays its set-up and
+/// the executor's loss predictions; a stable parent its set-up only (its group is one
+/// training); a cooldown branch neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Lone,
+    StableParent,
+    Branch,
+}
+
+impl Role {
+    pub fn of(r: &RunPlan, is_parent: bool) -> Role {
+        match (is_parent, r.parent.is_some()) {
+            (true, _) => Role::StableParent,
+            (false, true) => Role::Branch,
+            (false, false) => Role::Lone,
+        }
+    }
 }
 
 /// The ETA's cost of each run.
 #[derive(Debug, Clone)]
 pub struct Speed {
-    pub model: Option<CostModel>,
-    pub source: Source,
-    /// Configurations timed on the device; the runs they cover use them, not the model.
+    pub fallback: Fallback,
+    /// Configurations timed on the device (`plan --measure`); the runs they cover use them.
     pub timed: HashMap<TimingKey, StepTiming>,
+    /// The copies timed at once (`plan --measure --workers K`); `None` when not timed.
+    pub timed_at_once: Option<usize>,
 }
 
 impl Speed {
-    /// From the folder's finished runs (cooldown branches left out: their time is part of
-    /// their parent's), else the spec's `flops_per_s`, else the CPU default.
+    /// From the folder's finished runs, else the spec's `flops_per_s`, else the CPU default.
     pub fn of(finished: &[RunRecord], flops_per_s: Option<f64>, device: DeviceChoice) -> Speed {
-        let samples: Vec<(f64, f64, f64)> = finished
-            .iter()
-            .filter(|r| r.status == Status::Ok && r.parent.is_empty())
-            .map(|r| (r.steps_done as f64, r.flops, r.wall_s))
-            .collect();
-        let (model, source) = match CostModel::fit(&samples) {
-            Some(m) => (Some(m), Source::Finished(samples.len())),
-            None => match (flops_per_s, device) {
-                (Some(r), _) => (
-                    Some(CostModel {
-                        per_step_s: 0.0,
-                        flops_per_s: r,
-                    }),
-                    Source::Spec,
-                ),
-                // No default on a GPU: the CPU's would be meaningless there.
-                (None, DeviceChoice::Cpu) => (
-                    Some(CostModel {
-                        per_step_s: CPU_STEP_S,
-                        flops_per_s: CPU_FLOPS_PER_S,
-                    }),
-                    Source::CpuDefault,
-                ),
-                (None, _) => (None, Source::Unknown),
+        let samples = finished_samples(finished);
+        let fallback = match (CostModel::fit(&samples), flops_per_s, device) {
+            (Some(model), _, _) => Fallback::Finished {
+                runs: samples.len(),
+                model,
             },
+            (None, Some(r), _) => Fallback::Spec(CostModel {
+                per_step_s: 0.0,
+                flops_per_s: r,
+            }),
+            // No default on a GPU: the CPU's would be meaningless there.
+            (None, None, DeviceChoice::Cpu) => Fallback::CpuDefault(CostModel {
+                per_step_s: CPU_STEP_S,
+                flops_per_s: CPU_FLOPS_PER_S,
+            }),
+            (None, None, _) => Fallback::Unknown,
         };
         Speed {
-            model,
-            source,
+            fallback,
             timed: HashMap::new(),
+            timed_at_once: None,
         }
     }
 
-    /// Seconds `r` costs (a cooldown branch: its cooldown; a stable parent: its stable
-    /// phase); NaN when unknown.
-    pub fn run_seconds(&self, r: &RunPlan) -> f64 {
+    /// The cost model of the runs no timing covers (`None`: unknown).
+    pub fn model(&self) -> Option<CostModel> {
+        self.fallback.model().copied()
+    }
+
+    /// Seconds `r` costs in its `role` (a cooldown branch: its cooldown; a stable parent: its
+    /// stable phase); NaN when unknown.
+    pub fn run_seconds(&self, r: &RunPlan, role: Role) -> f64 {
         let share = if r.flops > 0.0 {
             r.flops_spent / r.flops
         } else {
             1.0
         };
         let steps = r.data.steps as f64 * share;
-        if let Some(t) = self.timed.get(&TimingKey::of(r)) {
-            let evals = (r.data.steps.div_ceil(r.data.eval_interval.max(1))) as f64 * share;
-            return steps * t.per_step_s + evals * t.per_eval_s + share * t.per_run_s;
-        }
-        self.model
-            .map_or(f64::NAN, |m| m.seconds(steps, r.flops_spent))
+        let Some(t) = self.timed.get(&TimingKey::of(r)) else {
+            return self
+                .fallback
+                .model()
+                .map_or(f64::NAN, |m| m.seconds(steps, r.flops_spent));
+        };
+        let evals = (r.data.steps.div_ceil(r.data.eval_interval.max(1))) as f64 * share;
+        let once = match role {
+            Role::Lone => t.setup_s + t.predict_s,
+            Role::StableParent => t.setup_s,
+            Role::Branch => 0.0,
+        };
+        steps * t.per_step_s + evals * t.per_eval_s + once
     }
 
-    /// Seconds the whole sweep (stable parents included) takes on one worker.
-    pub fn whole_sweep_s(&self, plan: &Plan) -> f64 {
-        plan.runs
+    /// Seconds the whole sweep takes on one worker: the finished runs' recorded time (a
+    /// cooldown group's on its stable parent's row) plus the pending runs' ETA.
+    pub fn whole_sweep_s(&self, plan: &Plan, finished: &[RunRecord]) -> f64 {
+        let done = |id: &str| finished.iter().any(|x| x.run_id == id);
+        let spent: f64 = finished
             .iter()
-            .chain(&plan.parents)
-            .map(|r| self.run_seconds(r))
-            .sum()
+            .filter(|r| r.parent.is_empty() && r.wall_s.is_finite())
+            .map(|r| r.wall_s)
+            .sum();
+        let parents = plan.parents.iter().map(|r| (r, true));
+        let pending: f64 = plan
+            .runs
+            .iter()
+            .map(|r| (r, false))
+            .chain(parents)
+            .filter(|(r, _)| !done(&r.id))
+            .map(|(r, is_parent)| self.run_seconds(r, Role::of(r, is_parent)))
+            .sum();
+        spent + pending
     }
 
     pub fn describe(&self) -> String {
         let model = |m: &CostModel| {
-            format!(
-                "{:.1} ms/step + C/{:.2e} FLOPs/s",
-                1e3 * m.per_step_s,
-                m.flops_per_s
-            )
-        };
-        match (self.source, &self.model) {
-            (Source::Timed(1), _) => "timed on this device by plan --measure".into(),
-            (Source::Timed(k), _) => format!("timed on this device by plan --measure, {k} at once"),
-            (Source::Finished(n), Some(m)) => {
-                format!("fitted on {n} finished runs: {}", model(m))
+            if m.flops_per_s.is_finite() {
+                format!(
+                    "{:.1} ms/step + C/{:.2e} FLOPs/s",
+                    1e3 * m.per_step_s,
+                    m.flops_per_s
+                )
+            } else {
+                format!("{:.1} ms/step", 1e3 * m.per_step_s)
             }
-            (Source::Spec, Some(m)) => format!("speed assumed: flops_per_s {:.2e}", m.flops_per_s),
-            (Source::CpuDefault, Some(m)) => format!(
-                "assumed: {}, the README machine's; plan --measure times this one",
+        };
+        let fallback = match &self.fallback {
+            Fallback::Finished { runs, model: m } => format!(
+                "fitted on {runs} finished run{}: {}",
+                if *runs == 1 { "" } else { "s" },
                 model(m)
             ),
-            _ => "unknown until a run on this device finishes, or set `flops_per_s:`, or plan --measure"
-                .into(),
+            Fallback::Spec(m) => format!("speed assumed: flops_per_s {:.2e}", m.flops_per_s),
+            Fallback::CpuDefault(m) => format!(
+                "assumed: {}, fitted on the README machine's runs trained two at a time; plan --measure times this one",
+                model(m)
+            ),
+            Fallback::Unknown => {
+                "unknown until a run on this device finishes, or set `flops_per_s:`, or plan --measure"
+                    .into()
+            }
+        };
+        match self.timed_at_once {
+            None => fallback,
+            Some(1) => "timed on this device by plan --measure".into(),
+            Some(k) => format!("timed on this device by plan --measure, {k} at once"),
         }
     }
+}
+
+/// Samples `(steps, FLOPs, wall)` of the finished runs for [`CostModel::fit`]: each `ok` run
+/// alone, and each cooldown group as one (its stable parent's row holds the whole group's
+/// time; its branches add their cooldown steps and FLOPs).
+fn finished_samples(finished: &[RunRecord]) -> Vec<(f64, f64, f64)> {
+    let lone = finished
+        .iter()
+        .filter(|r| r.status == Status::Ok && r.parent.is_empty())
+        .map(|r| (r.steps_done as f64, r.flops, r.wall_s));
+    let groups = finished
+        .iter()
+        .filter(|r| r.status == Status::Stable)
+        .map(|p| {
+            let branches = finished.iter().filter(|b| b.parent == p.run_id);
+            branches.fold((p.steps_done as f64, p.flops_spent, p.wall_s), |acc, b| {
+                let cooldown = b.steps_done.saturating_sub(b.branch_step) as f64;
+                (acc.0 + cooldown, acc.1 + b.flops_spent, acc.2)
+            })
+        });
+    lone.chain(groups)
+        .filter(|s| s.0.is_finite() && s.1.is_finite() && s.2.is_finite())
+        .collect()
 }
 
 /// Wall clock of runs of these durations on `workers` workers, longest first, each to the
 /// worker that frees first (as `run --workers` schedules them).
 pub fn wall_clock(durations: &[f64], workers: usize) -> f64 {
+    if durations.iter().any(|d| d.is_nan()) {
+        return f64::NAN;
+    }
     let mut d: Vec<f64> = durations.to_vec();
     d.sort_by(|a, b| b.total_cmp(a));
     let mut free = vec![0.0f64; workers.max(1)];
@@ -290,5 +373,6 @@ mod tests {
         assert_eq!(wall_clock(&[5.0, 1.0, 1.0], 2), 5.0);
         assert_eq!(wall_clock(&[1.0, 2.0], 1), 3.0);
         assert_eq!(wall_clock(&[], 3), 0.0);
+        assert!(wall_clock(&[1.0, f64::NAN], 2).is_nan());
     }
 }

@@ -90,8 +90,8 @@ enum Command {
         pack: sweep::Packing,
         /// Time a few training steps and evals of each pending configuration (shape, batch,
         /// context, precision) on the spec's device, for an ETA of this machine (with
-        /// --workers K, K copies at once on split threads, as `run --workers K` trains; 20 s
-        /// for the main job on 2 cores); nothing is written
+        /// --workers K, K copies at once on split threads, as `run --workers K` trains; about
+        /// 25 s for the main job on 2 cores); nothing is written
         #[arg(long)]
         measure: bool,
         /// Also give the ETA's wall clock on K workers (`run --workers K`: longest runs first)
@@ -832,8 +832,9 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         prune: a.prune.policy()?,
         pack: a.pack,
     };
-    let speed = sweep::speed(&p, &sweep::existing_runs(&p.out_dir), false, 1)?;
-    if let Some(w) = sweep::budget_warning(&p, &speed) {
+    let existing = sweep::existing_runs(&p.out_dir);
+    let speed = sweep::speed(&p, &existing, false, 1)?;
+    if let Some(w) = sweep::budget_warning(&p, &existing, &speed) {
         eprintln!("scalelab: {w}");
     }
     let s = sweep::run(&p, &opts)?;
@@ -916,7 +917,7 @@ fn cmd_plan(
         "{}",
         sweep::plan_table(&p, &existing, pack, &speed, workers)
     );
-    if let Some(w) = sweep::budget_warning(&p, &speed) {
+    if let Some(w) = sweep::budget_warning(&p, &existing, &speed) {
         eprintln!("scalelab: {w}");
     }
     Ok(())

@@ -15,7 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::corpus::{self, Corpus, CorpusSource};
 use crate::curves::{FinalPredictor, PrunePolicy};
 use crate::device::DeviceChoice;
-use crate::eta::{self, Speed};
+use crate::eta::{self, Role, Speed};
 use crate::plan::{self, Plan, RunPlan};
 use crate::record::{CurveRow, Predicted, RunOutcome, RunRecord, Status};
 use crate::spec::{SpecSource, SweepSpec};
@@ -174,12 +174,8 @@ pub fn speed(
     if measure {
         let done: std::collections::HashSet<&str> =
             store_runs.iter().map(|r| r.run_id.as_str()).collect();
-        let pending: Vec<&RunPlan> = p
-            .plan
-            .runs
-            .iter()
-            .chain(&p.plan.parents)
-            .filter(|r| !done.contains(r.id.as_str()))
+        let pending: Vec<(&RunPlan, Role)> = roles(&p.plan)
+            .filter(|(r, _)| !done.contains(r.id.as_str()))
             .collect();
         p.device.ensure_usable()?;
         let threads = threads_per_worker(workers);
@@ -187,9 +183,18 @@ pub fn speed(
             &pending, &p.corpus, &dev, workers, threads
         ));
         speed.timed = timed.into_iter().collect();
-        speed.source = eta::Source::Timed(workers);
+        speed.timed_at_once = Some(workers);
     }
     Ok(speed)
+}
+
+/// Every planned run and stable parent with how it is trained.
+fn roles(plan: &Plan) -> impl Iterator<Item = (&RunPlan, Role)> {
+    let parents = plan.parents.iter().map(|r| (r, Role::StableParent));
+    plan.runs
+        .iter()
+        .map(|r| (r, Role::of(r, false)))
+        .chain(parents)
 }
 
 /// The plan as a table, with each run's ETA and the pending runs' total.
@@ -201,8 +206,9 @@ pub fn plan_table(
     workers: usize,
 ) -> String {
     let mut s = plan_header(p);
-    let pending = plan_rows(&mut s, p, store_runs, speed);
-    plan_footer(&mut s, p, speed, &pending, workers);
+    plan_rows(&mut s, p, store_runs, speed);
+    let units = pending_unit_seconds(p, store_runs, speed);
+    plan_footer(&mut s, p, store_runs, speed, &units, workers);
     s.push_str(&packing.describe(p, store_runs));
     s
 }
@@ -284,9 +290,9 @@ impl Packing {
 }
 
 /// The warning when the whole sweep's ETA exceeds the spec's `budget_hours` (one worker).
-pub fn budget_warning(p: &Prepared, speed: &Speed) -> Option<String> {
+pub fn budget_warning(p: &Prepared, store_runs: &[RunRecord], speed: &Speed) -> Option<String> {
     let hours = p.spec.budget_hours?;
-    let need = speed.whole_sweep_s(&p.plan) / 3600.0;
+    let need = speed.whole_sweep_s(&p.plan, store_runs) / 3600.0;
     if need.is_nan() {
         return Some(format!(
             "budget_hours: {hours} cannot be checked: no speed for {} yet; set `flops_per_s:` (C = 6ND FLOPs per second) in the spec, or time it with `scalelab plan --measure`",
@@ -328,20 +334,14 @@ fn plan_header(p: &Prepared) -> String {
     s
 }
 
-/// One line per planned run; returns the ETA of each pending run and stable parent (seconds).
-fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Speed) -> Vec<f64> {
+/// One line per planned run with its ETA and status.
+fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Speed) {
     use std::fmt::Write;
-    let done = |id: &str| store_runs.iter().find(|x| x.run_id == id);
-    let mut pending = Vec::new();
     for r in &p.plan.runs {
-        let eta = speed.run_seconds(r);
-        let status = match done(&r.id) {
-            Some(d) => d.status.to_string(),
-            None => {
-                pending.push(eta);
-                "pending".into()
-            }
-        };
+        let status = store_runs
+            .iter()
+            .find(|x| x.run_id == r.id)
+            .map_or_else(|| "pending".into(), |d| d.status.to_string());
         let _ = writeln!(
             s,
             "{:<16} {:<14} {:>10} {:>10} {:>10} {:>7} {:>10} {:>8}  {}",
@@ -354,18 +354,42 @@ fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Spe
             r.budget
                 .map(|b| format!("{b:.2e}"))
                 .unwrap_or_else(|| "-".into()),
-            hms(eta),
+            hms(speed.run_seconds(r, Role::of(r, false))),
             status
         );
     }
-    let parents = p.plan.parents.iter().filter(|r| done(&r.id).is_none());
-    pending.extend(parents.map(|r| speed.run_seconds(r)));
-    pending
+}
+
+/// Seconds of each pending unit the executor trains as one (a lone run, or a stable parent
+/// with its pending cooldown branches); packs are not modelled (their runs count one by one).
+fn pending_unit_seconds(p: &Prepared, store_runs: &[RunRecord], speed: &Speed) -> Vec<f64> {
+    let done = |id: &str| store_runs.iter().any(|x| x.run_id == id);
+    units(&p.plan, done)
+        .iter()
+        .map(|u| {
+            let parent = u
+                .parent
+                .map_or(0.0, |r| speed.run_seconds(r, Role::StableParent));
+            let members: f64 = u
+                .members
+                .iter()
+                .map(|r| speed.run_seconds(r, Role::of(r, false)))
+                .sum();
+            parent + members
+        })
+        .collect()
 }
 
 /// Dropped points, the cooldown-branch saving and the total with its ETA (on one worker, and
 /// on `workers` when more than one).
-fn plan_footer(s: &mut String, p: &Prepared, speed: &Speed, pending: &[f64], workers: usize) {
+fn plan_footer(
+    s: &mut String,
+    p: &Prepared,
+    store_runs: &[RunRecord],
+    speed: &Speed,
+    pending: &[f64],
+    workers: usize,
+) {
     use std::fmt::Write;
     for d in &p.plan.dropped {
         let _ = writeln!(s, "dropped {}: {}", d.what, d.reason);
@@ -398,7 +422,7 @@ fn plan_footer(s: &mut String, p: &Prepared, speed: &Speed, pending: &[f64], wor
         speed.describe()
     );
     if let Some(h) = p.spec.budget_hours {
-        let whole = speed.whole_sweep_s(&p.plan);
+        let whole = speed.whole_sweep_s(&p.plan, store_runs);
         if whole.is_finite() && whole <= h * 3600.0 {
             let _ = writeln!(
                 s,
@@ -968,7 +992,10 @@ fn train_pending(
     let total_flops: f64 = cx.units.iter().map(|u| u.flops()).sum();
     let progress = Progress::new(plain, total_flops, cx.workers);
     let queue = Mutex::new(VecDeque::from(order.to_vec()));
-    let mut tally = Tally::new(order);
+    let prior = Speed::of(&store.runs, cx.p.spec.flops_per_s, cx.devices[0]).model();
+    let mut tally = Tally::new(order, prior);
+    let first = tally.eta.seconds(order.iter().map(|&k| &cx.units[k]));
+    progress.sweep_done(0.0, first.map(|t| t / cx.workers as f64));
     let result: anyhow::Result<()> = std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Report<'_>>();
         for (k, bar) in progress.worker_bars.iter().enumerate() {
@@ -1217,7 +1244,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(order: &[usize]) -> Tally {
+    fn new(order: &[usize], prior: Option<eta::CostModel>) -> Tally {
         Tally {
             trained: 0,
             failed: 0,
@@ -1226,7 +1253,10 @@ impl Tally {
             pruned: 0,
             flops_saved: 0.0,
             flops_done: 0.0,
-            eta: Eta::default(),
+            eta: Eta {
+                prior,
+                samples: Vec::new(),
+            },
             pending: order.iter().copied().collect(),
         }
     }
@@ -1719,50 +1749,24 @@ fn eta_text(secs: Option<f64>) -> String {
     }
 }
 
-/// Time estimates for pending work from the runs finished in this invocation: a shape that
-/// has trained runs at its measured seconds per step; an unseen shape at the full-FLOPs rate
-/// measured on the largest shape seen so far (larger shapes use the CPU better, so this errs
-/// long).
-#[derive(Default)]
+/// Time estimates for pending work: the cost model ([`eta::CostModel`]: seconds per step
+/// plus FLOPs at a rate, so a shape seen at one batch size is not assumed at another) fitted on
+/// the units trained in this invocation; before the first, the plan's model (the folder's
+/// finished runs, the spec's `flops_per_s`, or the CPU default).
 struct Eta {
-    per_step: std::collections::HashMap<crate::plan::Shape, f64>,
-    /// (full FLOPs per second, non-embedding N) of the largest shape measured.
-    rate: Option<(f64, u64)>,
+    prior: Option<eta::CostModel>,
+    /// (steps, FLOPs, seconds) of each unit trained here.
+    samples: Vec<(f64, f64, f64)>,
 }
 
 impl Eta {
     fn record(&mut self, u: &Unit<'_>, secs: f64) {
-        let r = u.members[0];
-        let steps = u.steps().max(1);
-        let per = secs / steps as f64;
-        self.per_step.insert(r.shape, per);
-        let flops = r
-            .shape
-            .flops_per_token_full(r.data.vocab_size, r.data.context)
-            * (r.data.batch_size * r.data.context) as f64;
-        if self.rate.is_none_or(|(_, n)| r.n_params >= n) {
-            self.rate = Some((flops / per, r.n_params));
-        }
-    }
-
-    fn step_seconds(&self, r: &RunPlan) -> Option<f64> {
-        self.per_step.get(&r.shape).copied().or_else(|| {
-            let (rate, _) = self.rate?;
-            Some(
-                r.shape
-                    .flops_per_token_full(r.data.vocab_size, r.data.context)
-                    * (r.data.batch_size * r.data.context) as f64
-                    / rate,
-            )
-        })
-    }
-
-    fn unit_seconds(&self, u: &Unit<'_>) -> Option<f64> {
-        Some(self.step_seconds(u.members[0])? * u.steps() as f64)
+        self.samples.push((u.steps() as f64, u.flops(), secs));
     }
 
     fn seconds<'a, 'b: 'a>(&self, units: impl Iterator<Item = &'a Unit<'b>>) -> Option<f64> {
-        units.map(|u| self.unit_seconds(u)).sum()
+        let m = eta::CostModel::fit(&self.samples).or(self.prior)?;
+        Some(units.map(|u| m.seconds(u.steps() as f64, u.flops())).sum())
     }
 }
 

@@ -274,6 +274,16 @@ fn wsd_cooldown_branches_match_separate_runs() {
         "{}",
         stderr(&o)
     );
+    // The finished group is one sample of the ETA's fit (its stable parent's row holds the
+    // group's time), not left out.
+    let o = scalelab(&[
+        "plan",
+        branched.to_str().unwrap(),
+        "--out",
+        ob.to_str().unwrap(),
+    ]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.contains("fitted on 1 finished run:"), "{s}");
     let o = run_spec(&separate, &os, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let rb = scalelab::store::read_runs(&ob).unwrap();
