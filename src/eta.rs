@@ -228,15 +228,16 @@ impl Speed {
         steps * t.per_step_s + evals * t.per_eval_s + once
     }
 
-    /// Seconds the whole sweep takes on one worker: the finished runs' recorded time (a
-    /// cooldown group's on its stable parent's row) plus the pending runs' ETA.
+    /// Seconds the whole sweep takes on one worker: the finished trainings' recorded time
+    /// ([`finished_samples`]) plus the ETA of the runs `run` would still train (failed ones
+    /// are retried).
     pub fn whole_sweep_s(&self, plan: &Plan, finished: &[RunRecord]) -> f64 {
-        let done = |id: &str| finished.iter().any(|x| x.run_id == id);
-        let spent: f64 = finished
-            .iter()
-            .filter(|r| r.parent.is_empty() && r.wall_s.is_finite())
-            .map(|r| r.wall_s)
-            .sum();
+        let done = |id: &str| {
+            finished
+                .iter()
+                .any(|x| x.run_id == id && x.status.is_final())
+        };
+        let spent: f64 = finished_samples(finished).iter().map(|s| s.2).sum();
         let parents = plan.parents.iter().map(|r| (r, true));
         let pending: f64 = plan
             .runs
@@ -285,14 +286,32 @@ impl Speed {
     }
 }
 
-/// Samples `(steps, FLOPs, wall)` of the finished runs for [`CostModel::fit`]: each `ok` run
-/// alone, and each cooldown group as one (its stable parent's row holds the whole group's
-/// time; its branches add their cooldown steps and FLOPs).
+/// Samples `(steps, FLOPs, wall)` of the finished trainings for [`CostModel::fit`]: each `ok`,
+/// diverged or pruned run alone, the runs of a pack as one (a pack's rows all carry the pack's
+/// wall time: rows of equal steps and bit-equal `wall_s` are taken for one pack), and each
+/// cooldown group as one (its stable parent's row holds the whole group's time; its branches
+/// add their cooldown steps and FLOPs).
 fn finished_samples(finished: &[RunRecord]) -> Vec<(f64, f64, f64)> {
-    let lone = finished
+    let mut lone: Vec<(f64, f64, f64)> = Vec::new();
+    let alone = finished
         .iter()
-        .filter(|r| r.status == Status::Ok && r.parent.is_empty())
-        .map(|r| (r.steps_done as f64, r.flops, r.wall_s));
+        .filter(|r| r.parent.is_empty() && r.status.is_final() && r.status != Status::Stable);
+    for r in alone {
+        let steps = r.steps_done as f64;
+        // A pruned run spent only part of its planned FLOPs (older files: no flops_spent).
+        let flops = if r.flops_spent.is_finite() {
+            r.flops_spent
+        } else {
+            r.flops
+        };
+        match lone
+            .iter_mut()
+            .find(|s| s.0 == steps && s.2.to_bits() == r.wall_s.to_bits())
+        {
+            Some(pack) => pack.1 += flops,
+            None => lone.push((steps, flops, r.wall_s)),
+        }
+    }
     let groups = finished
         .iter()
         .filter(|r| r.status == Status::Stable)
@@ -303,7 +322,8 @@ fn finished_samples(finished: &[RunRecord]) -> Vec<(f64, f64, f64)> {
                 (acc.0 + cooldown, acc.1 + b.flops_spent, acc.2)
             })
         });
-    lone.chain(groups)
+    lone.into_iter()
+        .chain(groups)
         .filter(|s| s.0.is_finite() && s.1.is_finite() && s.2.is_finite())
         .collect()
 }

@@ -172,8 +172,11 @@ pub fn speed(
 ) -> anyhow::Result<Speed> {
     let mut speed = Speed::of(store_runs, p.spec.flops_per_s, p.device);
     if measure {
-        let done: std::collections::HashSet<&str> =
-            store_runs.iter().map(|r| r.run_id.as_str()).collect();
+        let done: std::collections::HashSet<&str> = store_runs
+            .iter()
+            .filter(|r| r.status.is_final())
+            .map(|r| r.run_id.as_str())
+            .collect();
         let pending: Vec<(&RunPlan, Role)> = roles(&p.plan)
             .filter(|(r, _)| !done.contains(r.id.as_str()))
             .collect();
@@ -363,7 +366,11 @@ fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Spe
 /// Seconds of each pending unit the executor trains as one (a lone run, or a stable parent
 /// with its pending cooldown branches); packs are not modelled (their runs count one by one).
 fn pending_unit_seconds(p: &Prepared, store_runs: &[RunRecord], speed: &Speed) -> Vec<f64> {
-    let done = |id: &str| store_runs.iter().any(|x| x.run_id == id);
+    let done = |id: &str| {
+        store_runs
+            .iter()
+            .any(|x| x.run_id == id && x.status.is_final())
+    };
     units(&p.plan, done)
         .iter()
         .map(|u| {
@@ -994,8 +1001,10 @@ fn train_pending(
     let queue = Mutex::new(VecDeque::from(order.to_vec()));
     let prior = Speed::of(&store.runs, cx.p.spec.flops_per_s, cx.devices[0]).model();
     let mut tally = Tally::new(order, prior);
-    let first = tally.eta.seconds(order.iter().map(|&k| &cx.units[k]));
-    progress.sweep_done(0.0, first.map(|t| t / cx.workers as f64));
+    let first = tally
+        .eta
+        .seconds(order.iter().map(|&k| &cx.units[k]), cx.workers);
+    progress.sweep_done(0.0, first);
     let result: anyhow::Result<()> = std::thread::scope(|scope| {
         let (tx, rx) = mpsc::channel::<Report<'_>>();
         for (k, bar) in progress.worker_bars.iter().enumerate() {
@@ -1313,12 +1322,11 @@ impl Tally {
     ) -> Vec<(RunRecord, Vec<CurveRow>)> {
         let u = &cx.units[i];
         self.pending.remove(&i);
-        self.eta.record(u, secs);
+        self.eta.record(u, secs, outcomes);
         self.flops_done += u.flops();
         let left = self
             .eta
-            .seconds(self.pending.iter().map(|&k| &cx.units[k]))
-            .map(|t| t / cx.workers as f64);
+            .seconds(self.pending.iter().map(|&k| &cx.units[k]), cx.workers);
         progress.sweep_done(self.flops_done, left);
         let rows = unit_records(cx.p, u, outcomes, cx.peak);
         for ((r, outcome), (rec, curve)) in outcomes.iter().zip(&rows) {
@@ -1750,23 +1758,54 @@ fn eta_text(secs: Option<f64>) -> String {
 }
 
 /// Time estimates for pending work: the cost model ([`eta::CostModel`]: seconds per step
-/// plus FLOPs at a rate, so a shape seen at one batch size is not assumed at another) fitted on
-/// the units trained in this invocation; before the first, the plan's model (the folder's
-/// finished runs, the spec's `flops_per_s`, or the CPU default).
+/// plus FLOPs at a rate, so a shape seen at one batch size is not assumed at another). Before
+/// any unit of this invocation has finished, `plan`'s model without `--measure` (the folder's
+/// finished runs, the spec's `flops_per_s`, or the CPU default); then that model scaled to
+/// the units trained here; from three units on whose fit has both terms, that fit.
 struct Eta {
     prior: Option<eta::CostModel>,
-    /// (steps, FLOPs, seconds) of each unit trained here.
+    /// (steps, FLOPs, seconds) of each unit trained here whose runs all ended `ok`.
     samples: Vec<(f64, f64, f64)>,
 }
 
 impl Eta {
-    fn record(&mut self, u: &Unit<'_>, secs: f64) {
-        self.samples.push((u.steps() as f64, u.flops(), secs));
+    fn record(&mut self, u: &Unit<'_>, secs: f64, outcomes: &[(&RunPlan, RunOutcome)]) {
+        if outcomes.iter().all(|(_, o)| o.status == Status::Ok) {
+            self.samples.push((u.steps() as f64, u.flops(), secs));
+        }
     }
 
-    fn seconds<'a, 'b: 'a>(&self, units: impl Iterator<Item = &'a Unit<'b>>) -> Option<f64> {
-        let m = eta::CostModel::fit(&self.samples).or(self.prior)?;
-        Some(units.map(|u| m.seconds(u.steps() as f64, u.flops())).sum())
+    fn model(&self) -> Option<eta::CostModel> {
+        let fit = eta::CostModel::fit(&self.samples);
+        let both = fit.filter(|m| m.per_step_s > 0.0 && m.flops_per_s.is_finite());
+        if self.samples.len() >= 3 && both.is_some() {
+            return both;
+        }
+        let Some(p) = self.prior else { return fit };
+        let predicted: f64 = self.samples.iter().map(|s| p.seconds(s.0, s.1)).sum();
+        let took: f64 = self.samples.iter().map(|s| s.2).sum();
+        let k = if predicted > 0.0 {
+            took / predicted
+        } else {
+            1.0
+        };
+        Some(eta::CostModel {
+            per_step_s: p.per_step_s * k,
+            flops_per_s: p.flops_per_s / k,
+        })
+    }
+
+    /// The wall clock of `units` on `workers` workers, largest first.
+    fn seconds<'a, 'b: 'a>(
+        &self,
+        units: impl Iterator<Item = &'a Unit<'b>>,
+        workers: usize,
+    ) -> Option<f64> {
+        let m = self.model()?;
+        let each: Vec<f64> = units
+            .map(|u| m.seconds(u.steps() as f64, u.flops()))
+            .collect();
+        Some(eta::wall_clock(&each, workers))
     }
 }
 

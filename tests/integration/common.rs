@@ -82,6 +82,18 @@ pub(crate) fn micro_sweep(out: &Path, extra: &[&str]) -> Output {
     scalelab(&args)
 }
 
+/// `scalelab plan SPEC --out DIR`'s table (it must succeed).
+pub(crate) fn plan_of(spec: &Path, out: &Path) -> String {
+    let o = scalelab(&[
+        "plan",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 pub(crate) fn write_spec(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("bad.yaml");
     std::fs::write(&p, text).unwrap();

@@ -58,6 +58,18 @@ fn packed_runs_match_single_runs_and_plan_says_how_it_packs() {
     let o = run_spec(&spec, &packed, &["--pack", "3", "--workers", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let (ra, rp) = (assert_complete(&alone, 6), assert_complete(&packed, 6));
+    // plan's ETA fits a pack as one training (its rows share the pack's wall time), not once
+    // per run.
+    let trainings: std::collections::BTreeSet<(i64, u64)> = rp
+        .iter()
+        .map(|r| (r.steps_done, r.wall_s.to_bits()))
+        .collect();
+    assert!(trainings.len() < 6, "some runs were packed");
+    let s = plan_of(&spec, &packed);
+    assert!(
+        s.contains(&format!("fitted on {} finished run", trainings.len())),
+        "{s}"
+    );
     for r in &ra {
         let p = rp
             .iter()

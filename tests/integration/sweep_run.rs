@@ -15,8 +15,7 @@ fn micro_sweep_end_to_end_and_resume() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(scalelab::store::read_runs(&out).unwrap().len(), 2);
     // The plan's ETA now comes from the two finished runs.
-    let o = scalelab(&["plan", "sweeps/micro.yaml", "--out", out.to_str().unwrap()]);
-    let s = String::from_utf8_lossy(&o.stdout);
+    let s = plan_of(std::path::Path::new("sweeps/micro.yaml"), &out);
     assert!(s.contains("fitted on 2 finished runs"), "{s}");
     assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 2);
     // Same command again: trains only the other 2.
@@ -276,13 +275,7 @@ fn wsd_cooldown_branches_match_separate_runs() {
     );
     // The finished group is one sample of the ETA's fit (its stable parent's row holds the
     // group's time), not left out.
-    let o = scalelab(&[
-        "plan",
-        branched.to_str().unwrap(),
-        "--out",
-        ob.to_str().unwrap(),
-    ]);
-    let s = String::from_utf8_lossy(&o.stdout);
+    let s = plan_of(&branched, &ob);
     assert!(s.contains("fitted on 1 finished run:"), "{s}");
     let o = run_spec(&separate, &os, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
