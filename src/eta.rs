@@ -162,6 +162,15 @@ impl Role {
     }
 }
 
+/// Every planned run and stable parent with how it is trained.
+pub fn roles(plan: &Plan) -> impl Iterator<Item = (&RunPlan, Role)> {
+    let parents = plan.parents.iter().map(|r| (r, Role::StableParent));
+    plan.runs
+        .iter()
+        .map(|r| (r, Role::of(r, false)))
+        .chain(parents)
+}
+
 /// The ETA's cost of each run.
 #[derive(Debug, Clone)]
 pub struct Speed {
@@ -238,14 +247,9 @@ impl Speed {
                 .any(|x| x.run_id == id && x.status.is_final())
         };
         let spent: f64 = finished_samples(finished).iter().map(|s| s.2).sum();
-        let parents = plan.parents.iter().map(|r| (r, true));
-        let pending: f64 = plan
-            .runs
-            .iter()
-            .map(|r| (r, false))
-            .chain(parents)
+        let pending: f64 = roles(plan)
             .filter(|(r, _)| !done(&r.id))
-            .map(|(r, is_parent)| self.run_seconds(r, Role::of(r, is_parent)))
+            .map(|(r, role)| self.run_seconds(r, role))
             .sum();
         spent + pending
     }

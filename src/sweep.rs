@@ -177,7 +177,7 @@ pub fn speed(
             .filter(|r| r.status.is_final())
             .map(|r| r.run_id.as_str())
             .collect();
-        let pending: Vec<(&RunPlan, Role)> = roles(&p.plan)
+        let pending: Vec<(&RunPlan, Role)> = eta::roles(&p.plan)
             .filter(|(r, _)| !done.contains(r.id.as_str()))
             .collect();
         p.device.ensure_usable()?;
@@ -189,15 +189,6 @@ pub fn speed(
         speed.timed_at_once = Some(workers);
     }
     Ok(speed)
-}
-
-/// Every planned run and stable parent with how it is trained.
-fn roles(plan: &Plan) -> impl Iterator<Item = (&RunPlan, Role)> {
-    let parents = plan.parents.iter().map(|r| (r, Role::StableParent));
-    plan.runs
-        .iter()
-        .map(|r| (r, Role::of(r, false)))
-        .chain(parents)
 }
 
 /// The plan as a table, with each run's ETA and the pending runs' total.
