@@ -259,7 +259,7 @@ fn time_training<B: AutodiffBackend>(
         })
         .collect();
     let refs: Vec<&RunPlan> = runs.iter().collect();
-    let outs = crate::train::pack::train_packed::<B>(&refs, corpus, device, &mut |_| {});
+    let outs = crate::train::pack::train_packed::<B>(&refs, corpus, device, None, &mut |_| {});
     (outs[0].wall_s, outs.iter().map(|o| o.tokens_per_s).sum())
 }
 

@@ -294,7 +294,8 @@ struct RunArgs {
     /// precision), each with its own data order, LR
     /// schedule, optimizer state and evals; results equal training them one by one within
     /// float tolerance. `auto` packs 8 on cuda and none on cpu or vulkan, where packs measured
-    /// slower here (README, "Run packing"). Packs do not checkpoint or prune.
+    /// slower here (README, "Run packing"). A pack checkpoints as one file
+    /// (`checkpoints/<first-run-id>.pack.ckpt`) and resumes from it; packs do not prune.
     #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = sweep::Packing::parse)]
     pack: sweep::Packing,
 }

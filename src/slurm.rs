@@ -376,6 +376,8 @@ fn slurm_states(dir: &Path) -> (HashMap<String, String>, Vec<String>) {
 struct Seen {
     loaded: store::Loaded,
     merged_ids: std::collections::HashSet<String>,
+    /// The progress of runs training in packs, from their packs' checkpoints.
+    packed: HashMap<String, crate::train::CheckpointMeta>,
     slurm: HashMap<String, String>,
     notes: Vec<String>,
 }
@@ -388,9 +390,11 @@ impl Seen {
             .into_iter()
             .collect();
         let (slurm, notes) = slurm_states(dir);
+        let packed = crate::train::pack::packed_progress(&dir.join(crate::fsio::CHECKPOINTS_DIR));
         Ok(Seen {
             loaded,
             merged_ids,
+            packed,
             slurm,
             notes,
         })
@@ -453,12 +457,13 @@ fn predicted_final(r: &crate::plan::RunPlan, curve: &[crate::record::CurveRow]) 
 }
 
 /// A run's state and detail, from its result, Slurm's word on its unit, its lock and its
-/// checkpoint.
+/// checkpoint (its own, or its pack's).
 fn run_state(p: &Prepared, r: &crate::plan::RunPlan, seen: &Seen) -> (String, String) {
     let lead = r.parent.clone().unwrap_or_else(|| r.id.clone());
     let done = seen.loaded.runs.iter().find(|x| x.run_id == r.id);
     let ckpt_dir = p.out_dir.join(crate::fsio::CHECKPOINTS_DIR);
-    let ckpt = crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id)));
+    let ckpt = crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id)))
+        .or_else(|| seen.packed.get(&r.id).cloned());
     let at_step = |what: &str| {
         ckpt.as_ref()
             .map(|c| {

@@ -1952,8 +1952,8 @@ fn train_unit<'a>(
     }
 }
 
-/// Train a pack; a panic fails every run of it. Checkpoints left by earlier single attempts
-/// of its runs are removed (a pack does not resume from them).
+/// Train a pack (resuming from its checkpoint); a panic fails every run of it. Checkpoints
+/// left by earlier single attempts of its runs are removed (a pack does not resume from them).
 fn train_pack<'a>(
     p: &Prepared,
     u: &Unit<'a>,
@@ -1964,7 +1964,11 @@ fn train_pack<'a>(
     let t0 = Instant::now();
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         crate::with_backend!(device, |B, dev| train::pack::train_packed::<B>(
-            &u.members, &p.corpus, &dev, on_step
+            &u.members,
+            &p.corpus,
+            &dev,
+            Some(ckpt),
+            on_step
         ))
     }));
     let outcomes = res.unwrap_or_else(|e| {

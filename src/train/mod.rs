@@ -3,22 +3,25 @@
 //! Owns the training loop (sequential batches from the shared stream, AdamW with a
 //! global-norm gradient clip, the LR schedule from [`RunPlan::lr_at`]), the eval loss on
 //! the sweep's fixed eval windows, divergence detection (NaN/inf loss → `diverged`), and the
-//! loss curve, and checkpoints (model + optimizer + schedule position, every M steps, so a
-//! killed or preempted run resumes where it stopped). Apart from its own checkpoint file it
-//! knows nothing about files: the executor stores what it returns.
+//! loss curve; checkpoints (model + optimizer + schedule position, every M steps, so a
+//! killed or preempted run resumes where it stopped) are [`checkpoint`]'s, packs of runs
+//! [`pack`]'s. Apart from its checkpoint files it knows nothing about files: the executor
+//! stores what it returns.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{DType, FloatDType};
 use serde::{Deserialize, Serialize};
 
+mod checkpoint;
 pub mod pack;
+
+pub use checkpoint::{checkpoint_meta, CheckpointMeta, Checkpointing};
+use checkpoint::{finish_checkpoint, resume, save_point};
 
 use crate::corpus::{Corpus, StreamReader, WindowOrder};
 use crate::lm::Lm;
@@ -301,6 +304,7 @@ fn fresh_model<B: Backend>(
 }
 
 /// Progress of one training segment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Segment {
     status: Status,
     last_loss: f64,
@@ -492,92 +496,6 @@ pub fn train_run_with<B: AutodiffBackend>(
     outcome(seg, run, from, prior.wall_s + start.elapsed().as_secs_f64())
 }
 
-/// A fresh start: step 0, nothing logged.
-fn fresh(id: &str) -> CheckpointMeta {
-    CheckpointMeta {
-        run_id: id.to_string(),
-        step: 0,
-        train_time: 0.0,
-        wall_s: 0.0,
-        last_loss: f64::NAN,
-        curve: Vec::new(),
-    }
-}
-
-/// Load `<id>.ckpt` into a freshly built model and optimizer when it exists, is readable, is
-/// this run's and is at step ≤ `max_step`; otherwise keep the fresh ones (saying why).
-fn resume<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
-    ckpt: Option<&Checkpointing>,
-    id: &str,
-    max_step: usize,
-    model: Lm<B>,
-    optim: O,
-    device: &B::Device,
-) -> (Lm<B>, O, CheckpointMeta) {
-    let Some(p) = ckpt.map(|c| c.path(id)).filter(|p| p.exists()) else {
-        return (model, optim, fresh(id));
-    };
-    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        load_checkpoint(&p, model.clone(), optim.clone(), device)
-    }));
-    match loaded {
-        Ok(Ok((m, o, meta))) if meta.run_id == id && meta.step <= max_step => {
-            eprintln!(
-                "scalelab: run {id} resumes from its checkpoint at step {}",
-                meta.step
-            );
-            return (m, o, meta);
-        }
-        Ok(Err(e)) => eprintln!(
-            "scalelab: ignoring unreadable checkpoint {} ({e}); run {id} starts afresh",
-            p.display()
-        ),
-        _ => eprintln!(
-            "scalelab: ignoring checkpoint {} (not usable for run {id}); it starts afresh",
-            p.display()
-        ),
-    }
-    (model, optim, fresh(id))
-}
-
-/// Save a checkpoint when `seg` has just reached a multiple of the interval. `before` is
-/// the state the segment started from (earlier steps' curve and time).
-fn save_point<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
-    ckpt: Option<&Checkpointing>,
-    id: &str,
-    m: &Lm<B>,
-    o: &O,
-    seg: &Segment,
-    before: &CheckpointMeta,
-    start: Instant,
-) {
-    let Some(c) = ckpt.filter(|c| c.every > 0 && seg.steps_done % c.every == 0) else {
-        return;
-    };
-    let mut curve = before.curve.clone();
-    curve.extend_from_slice(&seg.curve);
-    let meta = CheckpointMeta {
-        run_id: id.to_string(),
-        step: seg.steps_done,
-        train_time: before.train_time + seg.train_time,
-        wall_s: before.wall_s + start.elapsed().as_secs_f64(),
-        last_loss: seg.last_loss,
-        curve,
-    };
-    let p = c.path(id);
-    if let Err(e) = save_checkpoint(&p, m, o, &meta) {
-        eprintln!("scalelab: could not write checkpoint {}: {e}", p.display());
-    }
-    crate::fsio::failpoint("checkpoint-saved");
-}
-
-/// A finished run's checkpoint is deleted unless it is to be kept.
-fn finish_checkpoint(ckpt: Option<&Checkpointing>, id: &str) {
-    if let Some(c) = ckpt.filter(|c| !c.keep) {
-        let _ = std::fs::remove_file(c.path(id));
-    }
-}
-
 /// Train a stable-phase parent and its cooldown branches (WSD). The parent trains once; at
 /// each branch's `branch_step` the model and optimizer state are cloned and the branch cools
 /// down to its own length. Returns the parent's outcome (its stable phase) and one outcome
@@ -749,101 +667,6 @@ fn cool_down<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
         &mut |_, _, _| {},
     );
     outcome(seg, branch, from, t0.elapsed().as_secs_f64())
-}
-
-/// Where a run keeps its checkpoint and how often it writes it.
-#[derive(Debug, Clone)]
-pub struct Checkpointing {
-    /// Folder of `<run-id>.ckpt` files (`<results>/checkpoints/`).
-    pub dir: PathBuf,
-    /// Steps between checkpoints (0: never).
-    pub every: usize,
-    /// Keep the checkpoint after the run finishes.
-    pub keep: bool,
-}
-
-impl Checkpointing {
-    pub fn path(&self, run_id: &str) -> PathBuf {
-        self.dir.join(format!("{run_id}.ckpt"))
-    }
-}
-
-const CKPT_MAGIC: &[u8; 8] = b"SLCKPT1\n";
-
-/// Everything but the tensors: where the run is and what it has logged so far.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckpointMeta {
-    pub run_id: String,
-    /// Optimizer steps done; training resumes at this step (the LR schedule and the data
-    /// order are functions of the step).
-    pub step: usize,
-    pub train_time: f64,
-    pub wall_s: f64,
-    pub last_loss: f64,
-    pub curve: Vec<CurveRow>,
-}
-
-/// Read just the metadata of a checkpoint (for `status`).
-pub fn checkpoint_meta(path: &Path) -> Option<CheckpointMeta> {
-    let bytes = std::fs::read(path).ok()?;
-    split_checkpoint(&bytes).ok().map(|(m, _, _)| m)
-}
-
-fn split_checkpoint(bytes: &[u8]) -> anyhow::Result<(CheckpointMeta, &[u8], &[u8])> {
-    let take = |at: usize, n: usize| -> anyhow::Result<&[u8]> {
-        bytes
-            .get(at..at + n)
-            .ok_or_else(|| anyhow::anyhow!("truncated checkpoint"))
-    };
-    anyhow::ensure!(take(0, 8)? == CKPT_MAGIC, "not a scalelab checkpoint");
-    let len = |at| -> anyhow::Result<usize> {
-        Ok(u64::from_le_bytes(take(at, 8)?.try_into().unwrap()) as usize)
-    };
-    let ml = len(8)?;
-    let meta: CheckpointMeta = serde_json::from_slice(take(16, ml)?)?;
-    let wl = len(16 + ml)?;
-    let model = take(24 + ml, wl)?;
-    let ol = len(24 + ml + wl)?;
-    let optim = take(32 + ml + wl, ol)?;
-    anyhow::ensure!(
-        32 + ml + wl + ol == bytes.len(),
-        "trailing bytes in checkpoint"
-    );
-    Ok((meta, model, optim))
-}
-
-fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
-    path: &Path,
-    model: &Lm<B>,
-    optim: &O,
-    meta: &CheckpointMeta,
-) -> anyhow::Result<()> {
-    let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    let m = Recorder::<B>::record(&rec, model.clone().into_record(), ())?;
-    let o = Recorder::<B>::record(&rec, optim.to_record(), ())?;
-    let j = serde_json::to_vec(meta)?;
-    let mut out = Vec::with_capacity(32 + j.len() + m.len() + o.len());
-    out.extend_from_slice(CKPT_MAGIC);
-    for part in [&j, &m, &o] {
-        out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-        out.extend_from_slice(part);
-    }
-    crate::fsio::write_bytes_atomic(path, &out)
-}
-
-/// Load model and optimizer state from a checkpoint into freshly built ones.
-fn load_checkpoint<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
-    path: &Path,
-    model: Lm<B>,
-    optim: O,
-    device: &B::Device,
-) -> anyhow::Result<(Lm<B>, O, CheckpointMeta)> {
-    let bytes = std::fs::read(path)?;
-    let (meta, m, o) = split_checkpoint(&bytes)?;
-    let rec = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-    let mr = Recorder::<B>::load(&rec, m.to_vec(), device)?;
-    let or = Recorder::<B>::load(&rec, o.to_vec(), device)?;
-    Ok((model.load_record(mr), optim.load_record(or), meta))
 }
 
 #[cfg(test)]

@@ -8,8 +8,9 @@
 //! as when it trains alone), its data order, its LR schedule, weight decay and clip, its
 //! divergence and its evals. The runs of a pack share shape, context, batch size, step count,
 //! eval interval, Adam's betas and precision ([`PackKey`]). Results equal training the runs one by one
-//! within float tolerance (the tests). Packs neither prune nor checkpoint: a killed pack
-//! trains again from step 0.
+//! within float tolerance (the tests). Packs do not prune; they checkpoint as one: a pack's
+//! stacked model, optimizer and each run's progress in one file ([`PackProgress`]), from
+//! which a killed pack resumes.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -21,7 +22,12 @@ use burn::tensor::activation::{gelu, log_softmax};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;
+use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{
+    record_bytes, record_from_bytes, split_parts, write_parts, CheckpointMeta, Checkpointing,
+    PACK_EXTENSION,
+};
 use super::ADAM_EPSILON;
 use super::{
     at_precision, batch, eval_chunks, fresh_model, outcome, EvalLoss, Segment, StepInfo,
@@ -355,7 +361,58 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
     }
 }
 
+/// One parameter's Adam moments in a checkpoint (`ParamId` serialized, values row-major).
+#[derive(Serialize, Deserialize)]
+struct SavedMoments {
+    id: String,
+    dims: [usize; 2],
+    time: i32,
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
 impl<B: AutodiffBackend> PackedAdamW<B> {
+    /// The moments of every parameter, as bytes (MessagePack), by parameter id.
+    fn to_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        let values = |t: &Tensor<B::InnerBackend, 2>| -> anyhow::Result<Vec<f32>> {
+            t.clone()
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))
+        };
+        let mut saved = Vec::with_capacity(self.state.len());
+        for (id, s) in &self.state {
+            saved.push(SavedMoments {
+                id: id.serialize(),
+                dims: s.m.dims(),
+                time: s.time,
+                m: values(&s.m)?,
+                v: values(&s.v)?,
+            });
+        }
+        saved.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(rmp_serde::to_vec(&saved)?)
+    }
+
+    /// Take the moments [`Self::to_bytes`] wrote (the model's parameters keep their ids
+    /// through its record).
+    fn load_bytes(&mut self, bytes: &[u8], device: &B::Device) -> anyhow::Result<()> {
+        let saved: Vec<SavedMoments> = rmp_serde::from_slice(bytes)?;
+        for s in saved {
+            let t = |v: Vec<f32>| {
+                Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(v, s.dims), device)
+            };
+            let moments = Moments {
+                m: t(s.m),
+                v: t(s.v),
+                time: s.time,
+            };
+            self.state.insert(ParamId::deserialize(&s.id), moments);
+        }
+        Ok(())
+    }
+
     pub fn new(beta1: f64, beta2: f64) -> Self {
         PackedAdamW {
             beta1: beta1 as f32,
@@ -427,11 +484,15 @@ pub fn packable(runs: &[&RunPlan]) -> bool {
 
 /// Train `runs` (a packable set, [`packable`]) as one pack; one outcome per run, in order.
 /// The observer sees the pack's steps (its mean training loss over the live runs and the
-/// pack's tokens/s); it is never asked to predict or prune.
+/// pack's tokens/s); it is never asked to predict or prune. With `ckpt`, the pack resumes from
+/// its checkpoint (the same runs in the same order), saves one every `every` steps and deletes
+/// it at the end unless kept: as a single run, the resumed pack continues the exact
+/// computation.
 pub fn train_packed<B: AutodiffBackend>(
     runs: &[&RunPlan],
     corpus: &Corpus,
     device: &B::Device,
+    ckpt: Option<&Checkpointing>,
     on_step: &mut dyn StepObserver,
 ) -> Vec<RunOutcome> {
     assert!(
@@ -439,63 +500,243 @@ pub fn train_packed<B: AutodiffBackend>(
         "train_packed: runs that cannot share a pack"
     );
     let start = Instant::now();
-    let mut model = fresh_pack::<B>(runs, corpus, device);
-    let mut optim = PackedAdamW::<B>::new(runs[0].optim.beta1, runs[0].optim.beta2);
-    let mut segs: Vec<Segment> = runs.iter().map(|_| Segment::fresh()).collect();
+    let (mut model, mut optim, mut prog) = resume_pack::<B>(ckpt, runs, corpus, device);
     let mut readers: Vec<_> = runs.iter().map(|_| corpus.train.reader()).collect();
-    let (steps, tokens_per_step) = (
-        runs[0].data.steps,
-        (runs[0].data.batch_size * runs[0].data.context) as u64,
-    );
-    let mut train_time = 0.0;
-    for step in 0..steps {
+    let steps = runs[0].data.steps;
+    for step in prog.step..steps {
         let t0 = Instant::now();
         let (losses, vals) = pack_losses(&model, runs, &mut readers, step, device);
         let lrs: Vec<f64> = runs.iter().map(|r| r.lr_at(step)).collect();
-        for (k, seg) in segs.iter_mut().enumerate() {
-            if seg.status == Status::Ok && !vals[k].is_finite() {
-                seg.diverge_at(step, tokens_per_step, lrs[k], vals[k] as f64);
-            }
-        }
-        let live: Vec<usize> = (0..runs.len())
-            .filter(|&k| segs[k].status == Status::Ok)
-            .collect();
+        let live = prog.live_after_losses(runs, step, &lrs, &vals);
         if live.is_empty() {
             break;
         }
-        let live_ids = TensorData::new(live.iter().map(|&k| k as i32).collect(), [live.len()]);
-        let grads = losses
-            .select(0, Tensor::from_data(live_ids, device))
-            .sum()
-            .backward();
-        // A run that has stopped trains at LR 0 and out of the loss: no update reaches its
-        // parameters (NaN ones stay NaN, confined to its own slices of the pack).
-        let lr: Vec<f64> = (0..runs.len())
-            .map(|k| if live.contains(&k) { lrs[k] } else { 0.0 })
-            .collect();
-        let wd: Vec<f64> = runs.iter().map(|r| r.optim.weight_decay).collect();
-        let clip: Vec<f64> = runs.iter().map(|r| r.optim.grad_clip).collect();
-        let (m, norms) = optim.step(model, &grads, &lr, &wd, &clip);
-        model = m;
-        train_time += t0.elapsed().as_secs_f64();
+        let norms;
+        (model, norms) = update(model, &mut optim, runs, losses, &live, &lrs, device);
+        prog.train_time += t0.elapsed().as_secs_f64();
         for &k in &live {
-            segs[k].stepped(step, norms[k], vals[k] as f64, train_time);
+            prog.segs[k].stepped(step, norms[k], vals[k] as f64, prog.train_time);
         }
         let live_losses: Vec<f64> = live.iter().map(|&k| vals[k] as f64).collect();
+        let tokens_per_step = (runs[0].data.batch_size * runs[0].data.context) as f64;
         on_step.step(StepInfo {
             step: step + 1,
             steps,
             train_loss: live_losses.iter().sum::<f64>() / live_losses.len() as f64,
-            tokens_per_s: ((step + 1) * live.len()) as f64 * tokens_per_step as f64
-                / train_time.max(1e-9),
+            tokens_per_s: ((step + 1) * live.len()) as f64 * tokens_per_step
+                / prog.train_time.max(1e-9),
         });
-        log_pack_step(&model, runs, &mut segs, step + 1, &lrs, corpus, device);
+        log_pack_step(&model, runs, &mut prog.segs, step + 1, &lrs, corpus, device);
+        prog.step = step + 1;
+        save_pack_point(ckpt, runs, &model, &optim, &prog, start);
     }
-    let wall_s = start.elapsed().as_secs_f64();
-    segs.into_iter()
+    if let Some(c) = ckpt.filter(|c| !c.keep) {
+        let _ = std::fs::remove_file(c.pack_path(&runs[0].id));
+    }
+    let wall_s = prog.wall_s + start.elapsed().as_secs_f64();
+    prog.segs
+        .into_iter()
         .zip(runs)
         .map(|(seg, r)| outcome(seg, r, 0, wall_s))
         .collect()
+}
+
+/// The pack's backward pass over its live runs' losses and one AdamW step. A run that has
+/// stopped trains at LR 0 and out of the loss: no update reaches its parameters (NaN ones stay
+/// NaN, confined to its own slices of the pack). Returns each run's gradient norm.
+fn update<B: AutodiffBackend>(
+    model: PackedGpt<B>,
+    optim: &mut PackedAdamW<B>,
+    runs: &[&RunPlan],
+    losses: Tensor<B, 1>,
+    live: &[usize],
+    lrs: &[f64],
+    device: &B::Device,
+) -> (PackedGpt<B>, Vec<f64>) {
+    let live_ids = TensorData::new(live.iter().map(|&k| k as i32).collect(), [live.len()]);
+    let grads = losses
+        .select(0, Tensor::from_data(live_ids, device))
+        .sum()
+        .backward();
+    let lr: Vec<f64> = (0..runs.len())
+        .map(|k| if live.contains(&k) { lrs[k] } else { 0.0 })
+        .collect();
+    let wd: Vec<f64> = runs.iter().map(|r| r.optim.weight_decay).collect();
+    let clip: Vec<f64> = runs.iter().map(|r| r.optim.grad_clip).collect();
+    optim.step(model, &grads, &lr, &wd, &clip)
+}
+
+/// Where a pack stands: what its checkpoint keeps besides the model and the optimizer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackProgress {
+    /// The pack's runs, in order: a checkpoint resumes only the same runs in the same order.
+    pub run_ids: Vec<String>,
+    /// Steps trained: the pack resumes at this step.
+    pub step: usize,
+    /// Seconds spent in training steps, and in all, before this process took the pack up.
+    train_time: f64,
+    wall_s: f64,
+    /// Each run's progress: status, last loss, curve, latest eval by position.
+    segs: Vec<Segment>,
+}
+
+impl PackProgress {
+    fn fresh(runs: &[&RunPlan]) -> Self {
+        PackProgress {
+            run_ids: runs.iter().map(|r| r.id.clone()).collect(),
+            step: 0,
+            train_time: 0.0,
+            wall_s: 0.0,
+            segs: runs.iter().map(|_| Segment::fresh()).collect(),
+        }
+    }
+
+    /// Mark the runs whose loss at `step` is not finite as diverged (that loss their last
+    /// row); the runs still training.
+    fn live_after_losses(
+        &mut self,
+        runs: &[&RunPlan],
+        step: usize,
+        lrs: &[f64],
+        vals: &[f32],
+    ) -> Vec<usize> {
+        let tokens_per_step = (runs[0].data.batch_size * runs[0].data.context) as u64;
+        for (k, seg) in self.segs.iter_mut().enumerate() {
+            if seg.status == Status::Ok && !vals[k].is_finite() {
+                seg.diverge_at(step, tokens_per_step, lrs[k], vals[k] as f64);
+            }
+        }
+        (0..runs.len())
+            .filter(|&k| self.segs[k].status == Status::Ok)
+            .collect()
+    }
+
+    /// Run `id`'s progress in a single run's terms (for `status`).
+    pub fn run_meta(&self, id: &str) -> Option<CheckpointMeta> {
+        let k = self.run_ids.iter().position(|r| r == id)?;
+        let seg = &self.segs[k];
+        Some(CheckpointMeta {
+            run_id: id.to_string(),
+            step: seg.steps_done,
+            train_time: seg.train_time,
+            wall_s: self.wall_s,
+            last_loss: seg.last_loss,
+            curve: seg.curve.clone(),
+        })
+    }
+}
+
+/// The magic line of a pack's checkpoint file.
+const PACK_MAGIC: &[u8; 8] = b"SLPACK1\n";
+
+/// Read just the progress of a pack's checkpoint (for `status`).
+pub fn pack_progress(path: &std::path::Path) -> Option<PackProgress> {
+    let bytes = std::fs::read(path).ok()?;
+    let [meta, _, _] = split_parts(&bytes, PACK_MAGIC).ok()?;
+    rmp_serde::from_slice(meta).ok()
+}
+
+/// Every run with progress in a pack checkpoint of `dir` (the checkpoints folder), with it.
+pub fn packed_progress(dir: &std::path::Path) -> HashMap<String, CheckpointMeta> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return HashMap::new();
+    };
+    let mut out = HashMap::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.ends_with(&format!(".{PACK_EXTENSION}")) {
+            continue;
+        }
+        if let Some(p) = pack_progress(&e.path()) {
+            for id in &p.run_ids {
+                out.extend(p.run_meta(id).map(|m| (id.clone(), m)));
+            }
+        }
+    }
+    out
+}
+
+/// Save the pack's checkpoint when it has just reached a multiple of the interval (and is
+/// not done).
+fn save_pack_point<B: AutodiffBackend>(
+    ckpt: Option<&Checkpointing>,
+    runs: &[&RunPlan],
+    model: &PackedGpt<B>,
+    optim: &PackedAdamW<B>,
+    prog: &PackProgress,
+    start: Instant,
+) {
+    let Some(c) =
+        ckpt.filter(|c| c.every > 0 && prog.step % c.every == 0 && prog.step < runs[0].data.steps)
+    else {
+        return;
+    };
+    let p = c.pack_path(&runs[0].id);
+    let saved = PackProgress {
+        wall_s: prog.wall_s + start.elapsed().as_secs_f64(),
+        ..prog.clone()
+    };
+    let written = (|| -> anyhow::Result<()> {
+        let meta = rmp_serde::to_vec_named(&saved)?;
+        let m = record_bytes::<B, _>(model.clone().into_record())?;
+        write_parts(&p, PACK_MAGIC, [&meta, &m, &optim.to_bytes()?])
+    })();
+    if let Err(e) = written {
+        eprintln!("scalelab: could not write checkpoint {}: {e}", p.display());
+    }
+    crate::fsio::failpoint("checkpoint-saved");
+}
+
+/// The pack's fresh model, optimizer and progress, or those of its checkpoint when it has one
+/// for exactly these runs, not past their end (otherwise it starts afresh, saying why).
+fn resume_pack<B: AutodiffBackend>(
+    ckpt: Option<&Checkpointing>,
+    runs: &[&RunPlan],
+    corpus: &Corpus,
+    device: &B::Device,
+) -> (PackedGpt<B>, PackedAdamW<B>, PackProgress) {
+    let model = fresh_pack::<B>(runs, corpus, device);
+    let optim = PackedAdamW::<B>::new(runs[0].optim.beta1, runs[0].optim.beta2);
+    let fresh = PackProgress::fresh(runs);
+    let Some(p) = ckpt
+        .map(|c| c.pack_path(&runs[0].id))
+        .filter(|p| p.exists())
+    else {
+        return (model, optim, fresh);
+    };
+    let loaded = (|| -> anyhow::Result<_> {
+        let bytes = std::fs::read(&p)?;
+        let [meta, m, o] = split_parts(&bytes, PACK_MAGIC)?;
+        let prog: PackProgress = rmp_serde::from_slice(meta)?;
+        anyhow::ensure!(
+            prog.run_ids == fresh.run_ids && prog.step < runs[0].data.steps,
+            "it is not this pack's (other runs, or past their end)"
+        );
+        let m = model
+            .clone()
+            .load_record(record_from_bytes::<B, _>(m, device)?);
+        let mut o2 = PackedAdamW::<B>::new(runs[0].optim.beta1, runs[0].optim.beta2);
+        o2.load_bytes(o, device)?;
+        Ok((m, o2, prog))
+    })();
+    match loaded {
+        Ok((m, o, prog)) => {
+            eprintln!(
+                "scalelab: pack of {} runs ({} ...) resumes from its checkpoint at step {}",
+                runs.len(),
+                runs[0].id,
+                prog.step
+            );
+            (m, o, prog)
+        }
+        Err(e) => {
+            eprintln!(
+                "scalelab: ignoring checkpoint {} ({e}); its pack starts afresh",
+                p.display()
+            );
+            (model, optim, fresh)
+        }
+    }
 }
 
 /// Each run's fresh model (drawn as when it trains alone), stacked into one pack.
@@ -633,7 +874,9 @@ mod tests {
         let refs: Vec<&RunPlan> = runs.iter().collect();
         assert!(packable(&refs));
         let mut steps_seen = 0;
-        let packed = train_packed::<B>(&refs, &c, &FlexDevice, &mut |_: StepInfo| steps_seen += 1);
+        let packed = train_packed::<B>(&refs, &c, &FlexDevice, None, &mut |_: StepInfo| {
+            steps_seen += 1
+        });
         assert_eq!(steps_seen, runs[0].data.steps);
         for (r, p) in runs.iter().zip(&packed) {
             let single = train_run::<B>(r, &c, &FlexDevice, &mut |_| {});
@@ -691,6 +934,77 @@ mod tests {
             ],
             2e-4,
         );
+    }
+
+    /// A pack that keeps its checkpoint (step 21 of 24, as a pack killed after it would leave
+    /// it), then the same pack again: it resumes at step 21 and ends exactly as the pack
+    /// trained without a break, the diverged run (NaN losses in its checkpointed curve)
+    /// included; `status` reads each run's progress from the file.
+    #[test]
+    fn a_pack_resumed_from_its_checkpoint_ends_as_the_uninterrupted_pack() {
+        let (c, s) = (corpus(), Shape::new(16, 2, 2, None));
+        let runs = [
+            run(s, 1, 1e-2, 0.0, 0.0),
+            run(s, 3, 1e30, 1.0, 0.1), // diverges at once
+            run(s, 4, 2e-2, 1.0, 0.0),
+        ];
+        let refs: Vec<&RunPlan> = runs.iter().collect();
+        let whole = train_packed::<B>(&refs, &c, &FlexDevice, None, &mut |_: StepInfo| {});
+        let dir = std::env::temp_dir().join(format!("scalelab-pack-ckpt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ck = Checkpointing {
+            dir: dir.clone(),
+            every: 7,
+            keep: true,
+        };
+        train_packed::<B>(&refs, &c, &FlexDevice, Some(&ck), &mut |_: StepInfo| {});
+        let path = ck.pack_path("r1");
+        assert_eq!(
+            pack_progress(&path).expect("a readable checkpoint").step,
+            21
+        );
+        let progress = packed_progress(&dir);
+        assert_eq!(progress["r1"].step, 21);
+        assert_eq!(progress["r4"].curve.len(), 21);
+        assert!(progress["r3"].step < 21, "the diverged run stopped early");
+        ck.keep = false;
+        let mut steps_seen = Vec::new();
+        let resumed = train_packed::<B>(&refs, &c, &FlexDevice, Some(&ck), &mut |st: StepInfo| {
+            steps_seen.push(st.step)
+        });
+        assert_eq!(steps_seen, vec![22, 23, 24], "resumed at step 21");
+        assert!(!path.exists(), "a finished pack's checkpoint is deleted");
+        for (a, b) in whole.iter().zip(&resumed) {
+            assert_eq!((a.status, a.steps_done), (b.status, b.steps_done));
+            assert_eq!(a.curve.len(), b.curve.len());
+            for (x, y) in a.curve.iter().zip(&b.curve) {
+                assert_eq!(
+                    (x.step, x.eval_loss.is_some()),
+                    (y.step, y.eval_loss.is_some())
+                );
+                assert_eq!(
+                    x.train_loss.to_bits(),
+                    y.train_loss.to_bits(),
+                    "step {}",
+                    x.step
+                );
+                assert_eq!(x.eval_loss.map(f64::to_bits), y.eval_loss.map(f64::to_bits));
+            }
+            assert_eq!(a.eval_loss_by_position, b.eval_loss_by_position);
+        }
+        assert_eq!(whole[0].status, Status::Ok);
+        assert_eq!(whole[1].status, Status::Diverged);
+        // A checkpoint of other runs is not resumed: the pack starts afresh.
+        ck.keep = true;
+        train_packed::<B>(&refs, &c, &FlexDevice, Some(&ck), &mut |_: StepInfo| {});
+        let other: Vec<&RunPlan> = refs.iter().rev().copied().collect();
+        std::fs::rename(&path, ck.pack_path("r4")).unwrap();
+        let mut seen = 0;
+        train_packed::<B>(&other, &c, &FlexDevice, Some(&ck), &mut |_: StepInfo| {
+            seen += 1
+        });
+        assert_eq!(seen, 24, "runs in another order start afresh");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

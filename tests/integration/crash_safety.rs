@@ -139,6 +139,68 @@ fn checkpoint_resume_matches_an_uninterrupted_run() {
     assert_eq!(std::fs::read_dir(c.join("checkpoints")).unwrap().count(), 1);
 }
 
+/// Two seeds of one run: one pack with `--pack 2`, checkpointing every 20 steps.
+const PACK_SPEC: &str = "name: pk\nseeds: [0, 1]\ncorpus:\n  builtin: {seed: 2, topics: 2}\n  eval_tokens: 512\nmodel:\n  context: 32\n  shapes:\n    - {d_model: 32, n_layer: 2, n_head: 2}\ndata:\n  tokens: [30000]\ntraining:\n  batch_size: 8\ncheckpoint:\n  every: 20\n";
+
+#[test]
+fn killed_pack_resumes_from_its_checkpoint() {
+    let dir = tmp("pack-ckpt");
+    let spec = dir.join("pk.yaml");
+    std::fs::write(&spec, PACK_SPEC).unwrap();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let pack = ["--pack", "2"];
+    let o = run_spec(&spec, &a, &pack);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // SIGKILL right after the pack's first checkpoint (step 20 of 117).
+    let o = run_with_failpoint(&spec, &b, "checkpoint-saved", &pack);
+    assert_eq!(o.status.code(), None, "killed by a signal");
+    let ckpts: Vec<String> = std::fs::read_dir(b.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        ckpts.len() == 1 && ckpts[0].ends_with(".pack.ckpt"),
+        "one pack checkpoint: {ckpts:?}"
+    );
+    let st = scalelab(&["status", b.to_str().unwrap()]);
+    let st_out = String::from_utf8_lossy(&st.stdout);
+    assert_eq!(
+        st_out.matches("resumes from step 20/").count(),
+        2,
+        "both runs of the pack: {st_out}"
+    );
+    // Same command again: the pack resumes at step 20 and ends as the uninterrupted pack.
+    let o = run_spec(&spec, &b, &pack);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("pack of 2 runs") && stderr(&o).contains("at step 20"),
+        "{}",
+        stderr(&o)
+    );
+    let (ra, rb) = (assert_complete(&a, 2), assert_complete(&b, 2));
+    for r in &ra {
+        let s = rb.iter().find(|x| x.run_id == r.run_id).unwrap();
+        // On the CPU backend the resumed pack is bit-identical.
+        assert_eq!(r.eval_loss.to_bits(), s.eval_loss.to_bits(), "{}", r.run_id);
+        assert_eq!(r.final_train_loss.to_bits(), s.final_train_loss.to_bits());
+    }
+    let (ca, cb) = (
+        scalelab::store::read_curves(&a).unwrap(),
+        scalelab::store::read_curves(&b).unwrap(),
+    );
+    assert_eq!(ca.len(), cb.len(), "one curve row per step, none twice");
+    for ((ia, x), (ib, y)) in ca.iter().zip(&cb) {
+        assert_eq!((ia, x.step), (ib, y.step));
+        assert_eq!(
+            x.train_loss.to_bits(),
+            y.train_loss.to_bits(),
+            "step {}",
+            x.step
+        );
+    }
+    assert_eq!(std::fs::read_dir(b.join("checkpoints")).unwrap().count(), 0);
+}
+
 #[test]
 fn sigkill_at_every_write_point_loses_nothing() {
     let dir = tmp("failpoints");
