@@ -238,9 +238,14 @@ impl ResultsFolder {
             .collect()
     }
 
-    /// Eval points of the curves of `ok` runs, at each run's N.
+    /// Eval points of the curves of `ok` runs, at each run's N (and with its D).
     fn curve_points(&self, choice: &FitSpec) -> Vec<CurvePoint> {
         let n_of = self.ok_run_n(choice);
+        let d_of: std::collections::HashMap<&str, f64> = self
+            .runs
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.tokens as f64))
+            .collect();
         self.curves
             .iter()
             .filter_map(|(id, c)| {
@@ -248,6 +253,7 @@ impl ResultsFolder {
                     n: *n_of.get(id.as_str())?,
                     tokens: c.tokens as f64,
                     loss: c.eval_loss?,
+                    run_tokens: *d_of.get(id.as_str())?,
                 })
             })
             .collect()

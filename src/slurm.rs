@@ -390,7 +390,7 @@ impl Seen {
             .into_iter()
             .collect();
         let (slurm, notes) = slurm_states(dir);
-        let packed = crate::train::pack::packed_progress(&dir.join(crate::fsio::CHECKPOINTS_DIR));
+        let packed = crate::train::packed_progress(&dir.join(crate::fsio::CHECKPOINTS_DIR));
         Ok(Seen {
             loaded,
             merged_ids,
@@ -462,8 +462,12 @@ fn run_state(p: &Prepared, r: &crate::plan::RunPlan, seen: &Seen) -> (String, St
     let lead = r.parent.clone().unwrap_or_else(|| r.id.clone());
     let done = seen.loaded.runs.iter().find(|x| x.run_id == r.id);
     let ckpt_dir = p.out_dir.join(crate::fsio::CHECKPOINTS_DIR);
-    let ckpt = crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id)))
-        .or_else(|| seen.packed.get(&r.id).cloned());
+    // A run in a pack's checkpoint resumes with its pack, not from a file of its own.
+    let ckpt = seen
+        .packed
+        .get(&r.id)
+        .cloned()
+        .or_else(|| crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id))));
     let at_step = |what: &str| {
         ckpt.as_ref()
             .map(|c| {

@@ -263,7 +263,12 @@ impl Packing {
         }
         let done: std::collections::HashSet<&str> =
             store_runs.iter().map(|r| r.run_id.as_str()).collect();
-        let units = pack_units(units(&p.plan, |id| done.contains(id)), size);
+        let saved: Vec<Vec<String>> =
+            train::pack_checkpoints(&p.out_dir.join(crate::fsio::CHECKPOINTS_DIR))
+                .into_iter()
+                .map(|c| c.run_ids)
+                .collect();
+        let units = pack_units(units(&p.plan, |id| done.contains(id)), size, &saved);
         let packs: Vec<usize> = units
             .iter()
             .filter(|u| u.is_pack())
@@ -755,7 +760,8 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     } else {
         opts.pack.runs(devices[0])
     };
-    let units = pack_units(units(&p.plan, |id| store.is_done(id)), pack);
+    let saved = saved_packs(&opts.checkpointing(p), |id| store.is_done(id));
+    let units = pack_units(units(&p.plan, |id| store.is_done(id)), pack, &saved);
     let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
     let skipped = p.plan.runs.len() - pending_runs;
     announce(p, skipped, pending_runs);
@@ -1296,6 +1302,7 @@ impl Tally {
                 let rows = self.unit_trained(cx, unit, secs, &outcomes, progress);
                 // Only this thread writes the results files.
                 store.add_many(rows)?;
+                cx.units[unit].remove_checkpoints(&cx.ckpt, &outcomes);
                 drop(lock);
             }
         }
@@ -1617,6 +1624,7 @@ fn train_one(
     for (rec, curve) in &rows {
         crate::store::write_run_file(&p.out_dir, rec, curve, meta)?;
     }
+    u.remove_checkpoints(&opts.checkpointing(p), &outcomes);
     let summary: Vec<String> = rows
         .iter()
         .filter(|(r, _)| r.status != Status::Stable)
@@ -1826,6 +1834,19 @@ impl Unit<'_> {
         }
     }
 
+    /// Delete the unit's checkpoints once its results are stored: the own files (left by
+    /// earlier attempts too) of its runs and stable parent that did not fail, and a pack's file
+    /// unless it failed. A failed run is retried, from its checkpoint.
+    fn remove_checkpoints(&self, ckpt: &train::Checkpointing, outcomes: &[(&RunPlan, RunOutcome)]) {
+        let ended: Vec<&str> = outcomes
+            .iter()
+            .filter(|(_, o)| o.status != Status::Failed)
+            .map(|(r, _)| r.id.as_str())
+            .collect();
+        let pack_ended = self.is_pack() && ended.len() == outcomes.len();
+        ckpt.remove(&ended, pack_ended.then(|| self.lead_id()));
+    }
+
     fn flops(&self) -> f64 {
         self.members.iter().map(|r| r.flops_spent).sum::<f64>()
             + self.parent.map_or(0.0, |p| p.flops_spent)
@@ -1848,14 +1869,43 @@ impl Unit<'_> {
 
 /// Single runs grouped into packs of at most `size` runs with equal [`PackKey`]s (runs of
 /// one shape, context, batch size, length, eval interval, Adam betas and precision: seeds, LR
-/// multipliers); branch groups and runs that cannot pack stay as they are. Smallest first, as [`units`] orders them.
-fn pack_units(units: Vec<Unit<'_>>, size: usize) -> Vec<Unit<'_>> {
+/// multipliers); branch groups and runs that cannot pack stay as they are. The packs `saved`
+/// in the folder's checkpoints (their run ids, in order) are formed first, as they were, when
+/// all their runs are pending and fit in `size`: a rerun resumes them whatever else changed
+/// (runs added to the spec, some finished elsewhere). Smallest first, as [`units`] orders them.
+fn pack_units<'a>(units: Vec<Unit<'a>>, size: usize, saved: &[Vec<String>]) -> Vec<Unit<'a>> {
     if size < 2 {
         return units;
     }
-    let mut out: Vec<Unit<'_>> = Vec::new();
+    let mut pool: Vec<Option<Unit<'a>>> = units.into_iter().map(Some).collect();
+    let mut out: Vec<Unit<'a>> = Vec::new();
+    for ids in saved
+        .iter()
+        .filter(|ids| ids.len() > 1 && ids.len() <= size)
+    {
+        let single = |id: &String| {
+            pool.iter().position(|u| {
+                u.as_ref()
+                    .is_some_and(|u| u.parent.is_none() && u.members[0].id == *id)
+            })
+        };
+        let Some(at) = ids.iter().map(single).collect::<Option<Vec<usize>>>() else {
+            continue;
+        };
+        let members: Vec<&RunPlan> = at
+            .iter()
+            .map(|&i| pool[i].as_ref().unwrap().members[0])
+            .collect();
+        if crate::train::pack::packable(&members) {
+            at.iter().for_each(|&i| pool[i] = None);
+            out.push(Unit {
+                parent: None,
+                members,
+            });
+        }
+    }
     let mut open: std::collections::HashMap<PackKey, usize> = Default::default();
-    for u in units {
+    for u in pool.into_iter().flatten() {
         // A branch group's members are branches, which PackKey refuses.
         match PackKey::of(u.members[0]).map(|k| (k, open.get(&k).copied())) {
             Some((_, Some(i))) if out[i].members.len() < size => out[i].members.push(u.members[0]),
@@ -1867,6 +1917,20 @@ fn pack_units(units: Vec<Unit<'_>>, size: usize) -> Vec<Unit<'_>> {
         }
     }
     out.sort_by(|a, b| a.flops().total_cmp(&b.flops()));
+    out
+}
+
+/// The run ids of the packs checkpointed in the folder; the checkpoints of packs whose runs
+/// have all finished are deleted (unless kept): nothing resumes from them.
+fn saved_packs(ckpt: &train::Checkpointing, is_done: impl Fn(&str) -> bool) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for p in train::pack_checkpoints(&ckpt.dir) {
+        match p.run_ids.first() {
+            Some(lead) if p.run_ids.iter().all(|id| is_done(id)) => ckpt.remove(&[], Some(lead)),
+            Some(_) => out.push(p.run_ids),
+            None => {}
+        }
+    }
     out
 }
 
@@ -1952,8 +2016,7 @@ fn train_unit<'a>(
     }
 }
 
-/// Train a pack (resuming from its checkpoint); a panic fails every run of it. Checkpoints
-/// left by earlier single attempts of its runs are removed (a pack does not resume from them).
+/// Train a pack (resuming from its checkpoint); a panic fails every run of it.
 fn train_pack<'a>(
     p: &Prepared,
     u: &Unit<'a>,
@@ -1975,11 +2038,6 @@ fn train_pack<'a>(
         let f = failed(run_panic_message(&e), t0.elapsed().as_secs_f64());
         vec![f; u.members.len()]
     });
-    if !ckpt.keep {
-        for r in &u.members {
-            let _ = std::fs::remove_file(ckpt.path(&r.id));
-        }
-    }
     u.members.iter().copied().zip(outcomes).collect()
 }
 
@@ -2021,4 +2079,60 @@ fn guarded(f: impl FnOnce() -> RunOutcome) -> RunOutcome {
 /// Existing results in an output folder (for `plan`).
 pub fn existing_runs(dir: &Path) -> Vec<RunRecord> {
     crate::store::read_runs(dir).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Shape;
+
+    fn seed_run(seed: u64) -> RunPlan {
+        let mut r = RunPlan::new(Shape::new(16, 1, 2, None), 256, 16, 4, 24);
+        r.id = format!("s{seed}");
+        r.data.seed = seed;
+        r
+    }
+
+    fn singles<'a>(rs: &[&'a RunPlan]) -> Vec<Unit<'a>> {
+        rs.iter()
+            .map(|r| Unit {
+                parent: None,
+                members: vec![*r],
+            })
+            .collect()
+    }
+
+    fn ids(units: &[Unit<'_>]) -> Vec<Vec<String>> {
+        let mut v: Vec<Vec<String>> = units
+            .iter()
+            .map(|u| u.members.iter().map(|r| r.id.clone()).collect())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A checkpointed pack is formed again as it was (so it resumes), whatever the greedy
+    /// grouping would do now; one that no longer fits, or whose runs are not all pending, is not.
+    #[test]
+    fn checkpointed_packs_are_formed_again_as_they_were() {
+        let runs: Vec<RunPlan> = (0..3).map(seed_run).collect();
+        let all: Vec<&RunPlan> = runs.iter().collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&pack_units(singles(&all), 3, &[])),
+            vec![s(&["s0", "s1", "s2"])]
+        );
+        let saved = vec![s(&["s2", "s1"])];
+        assert_eq!(
+            ids(&pack_units(singles(&all), 3, &saved)),
+            vec![s(&["s0"]), s(&["s2", "s1"])]
+        );
+        // Too big for --pack 1 (no packing) or with a run finished: the greedy grouping.
+        assert_eq!(ids(&pack_units(singles(&all), 1, &saved)).len(), 3);
+        let pending: Vec<&RunPlan> = vec![&runs[0], &runs[2]];
+        assert_eq!(
+            ids(&pack_units(singles(&pending), 3, &saved)),
+            vec![s(&["s0", "s2"])]
+        );
+    }
 }

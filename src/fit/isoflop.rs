@@ -187,6 +187,9 @@ pub struct Approach2 {
     pub budgets: Vec<BudgetFit>,
     pub used_budgets: usize,
     pub a: Option<f64>,
+    /// A bootstrap interval of `a` ([`approach2_interval`]; None when not asked for or when
+    /// too few resamples give an exponent).
+    pub a_ci: Option<ExponentCi>,
     pub k_n: Option<f64>,
     pub b: Option<f64>,
     pub k_d: Option<f64>,
@@ -383,6 +386,7 @@ pub fn approach2(points: &[Point]) -> Approach2 {
         grouping,
         used_budgets: used.len(),
         a: fit_n.map(|f| f.0),
+        a_ci: None,
         k_n: fit_n.map(|f| f.1),
         b: fit_d.map(|f| f.0),
         k_d: fit_d.map(|f| f.1),
@@ -396,6 +400,49 @@ pub struct CurvePoint {
     pub n: f64,
     pub tokens: f64,
     pub loss: f64,
+    /// The tokens of the whole run this point is on (its D).
+    pub run_tokens: f64,
+}
+
+/// An eval point in the last tenth of its run: where a decaying schedule has (nearly) ended.
+pub const LATE_IN_RUN: f64 = 0.9;
+
+/// A bootstrap interval of a compute-optimal exponent.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ExponentCi {
+    /// The 2.5% and 97.5% percentiles over the usable resamples.
+    pub ci: [f64; 2],
+    /// Resamples drawn.
+    pub resamples: usize,
+    /// Resamples that gave an exponent (two or more usable budgets).
+    pub usable: usize,
+}
+
+/// Approach 2's exponent `a` over `resamples` bootstrap resamples of the points: each budget's
+/// points are drawn with replacement from that budget (a resample keeps the design's budgets,
+/// as Approach 3's bootstrap keeps its points), the parabolas and the line refitted. The 95%
+/// percentile interval of the resamples that keep two usable budgets; None when fewer than
+/// half of them do (the interval would describe a biased subset).
+pub fn approach2_interval(points: &[Point], resamples: usize, seed: u64) -> Option<ExponentCi> {
+    let (_, groups) = group_budgets(points);
+    let mut rng = crate::hashing::Rng::new(seed ^ 0xA2B0_07);
+    let mut a = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        let sample: Vec<Point> = groups
+            .iter()
+            .flat_map(|(_, idx)| {
+                (0..idx.len())
+                    .map(|_| points[idx[rng.below(idx.len())]].clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        a.extend(approach2(&sample).a);
+    }
+    (resamples > 0 && 2 * a.len() >= resamples).then(|| ExponentCi {
+        usable: a.len(),
+        ci: super::ci(a),
+        resamples,
+    })
 }
 
 /// Approach 1: the lower envelope of loss vs C = 6·N·tokens over all curves, in log-spaced
@@ -404,34 +451,38 @@ pub struct CurvePoint {
 pub struct Approach1 {
     /// (C, N, loss) of each envelope point.
     pub envelope: Vec<[f64; 3]>,
+    /// Envelope points in the last tenth of their run ([`LATE_IN_RUN`]); the others are
+    /// mid-schedule points, above what a run annealed at that length would reach.
+    pub late_points: usize,
     pub a: Option<f64>,
     pub k: Option<f64>,
     pub distinct_sizes: usize,
 }
 
 pub fn approach1(curves: &[CurvePoint], bins: usize) -> Approach1 {
-    let pts: Vec<(f64, f64, f64)> = curves
+    let pts: Vec<(f64, f64, f64, bool)> = curves
         .iter()
         .filter(|p| p.tokens > 0.0 && p.loss.is_finite() && p.n > 0.0)
-        .map(|p| ((6.0 * p.n * p.tokens).ln(), p.n, p.loss))
+        .map(|p| {
+            let late = p.tokens >= LATE_IN_RUN * p.run_tokens;
+            ((6.0 * p.n * p.tokens).ln(), p.n, p.loss, late)
+        })
         .collect();
-    let mut envelope = Vec::new();
+    let (mut envelope, mut late_points) = (Vec::new(), 0);
     if !pts.is_empty() {
         let lo = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
         let hi = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
         let width = ((hi - lo) / bins as f64).max(1e-12);
-        let mut best: Vec<Option<(f64, f64, f64)>> = vec![None; bins];
-        for &(lc, n, l) in &pts {
+        let mut best: Vec<Option<(f64, f64, f64, bool)>> = vec![None; bins];
+        for &(lc, n, l, late) in &pts {
             let b = (((lc - lo) / width) as usize).min(bins - 1);
-            if best[b].is_none_or(|(_, _, bl)| l < bl) {
-                best[b] = Some((lc, n, l));
+            if best[b].is_none_or(|(_, _, bl, _)| l < bl) {
+                best[b] = Some((lc, n, l, late));
             }
         }
-        envelope = best
-            .into_iter()
-            .flatten()
-            .map(|(lc, n, l)| [lc.exp(), n, l])
-            .collect();
+        let best: Vec<_> = best.into_iter().flatten().collect();
+        late_points = best.iter().filter(|p| p.3).count();
+        envelope = best.iter().map(|&(lc, n, l, _)| [lc.exp(), n, l]).collect();
     }
     let mut sizes: Vec<f64> = envelope.iter().map(|e| e[1]).collect();
     sizes.sort_by(f64::total_cmp);
@@ -445,6 +496,7 @@ pub fn approach1(curves: &[CurvePoint], bins: usize) -> Approach1 {
     };
     Approach1 {
         envelope,
+        late_points,
         a: fit.map(|f| f.0),
         k: fit.map(|f| f.1),
         distinct_sizes: sizes.len(),
@@ -477,12 +529,33 @@ mod tests {
                 let c = 6.0 * n * tokens;
                 let n_star = c.sqrt();
                 let loss = 2.0 + (n / n_star).ln().powi(2) + 1e-3 * (-(c.ln())).exp();
-                curves.push(CurvePoint { n, tokens, loss });
+                let run_tokens = n * 0.05 * 199.0;
+                curves.push(CurvePoint {
+                    n,
+                    tokens,
+                    loss,
+                    run_tokens,
+                });
             }
         }
         let a1 = approach1(&curves, 12);
         let a = a1.a.unwrap();
         assert!((a - 0.5).abs() < 0.1, "a = {a}");
+        // Which envelope points lie in the last tenth of their run, counted from the points.
+        let late = a1
+            .envelope
+            .iter()
+            .filter(|e| {
+                let run = curves.iter().find(|p| p.n == e[1]).unwrap().run_tokens;
+                e[0] / (6.0 * e[1]) >= LATE_IN_RUN * run * (1.0 - 1e-12)
+            })
+            .count();
+        assert_eq!(a1.late_points, late);
+        assert!(
+            late > 0 && late < a1.envelope.len(),
+            "{late} of {}",
+            a1.envelope.len()
+        );
     }
 }
 

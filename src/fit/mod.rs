@@ -1072,7 +1072,10 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         ));
     }
     let extras = extras(pts, opts, &a3, &mut tm, &mut warnings)?;
-    let approach2 = isoflop::approach2(pts);
+    let mut approach2 = isoflop::approach2(pts);
+    approach2.a_ci = timed(&mut tm.bootstrap, || {
+        isoflop::approach2_interval(pts, opts.bootstrap, opts.seed)
+    });
     warnings.extend(isoflop::warnings(&approach2));
     let crossover = crossover_of(&p, boot.as_ref(), pts, &repeated, opts);
     tm.total = t0.elapsed().as_secs_f64();
@@ -1409,8 +1412,10 @@ fn text_compute_optimal(s: &mut String, r: &FitReport) {
     if let Some(a) = r.approach2.a {
         let _ = writeln!(
             s,
-            "  Approach 2 (IsoFLOP, {} budgets used): N_opt ~ C^{:.4}",
-            r.approach2.used_budgets, a
+            "  Approach 2 (IsoFLOP, {} budgets used): N_opt ~ C^{:.4}{}",
+            r.approach2.used_budgets,
+            a,
+            text_ci(r.approach2.a_ci.map(|c| c.ci))
         );
     } else {
         let _ = writeln!(

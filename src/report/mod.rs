@@ -836,7 +836,8 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
     b
 }
 
-/// The compute-optimal exponent a by Approaches 3, 2 and 1, side by side.
+/// The compute-optimal exponent a by Approaches 3, 2 and 1, side by side, and how far apart
+/// they are.
 fn agreement_blocks(f: &FitReport) -> Vec<Block> {
     let dash = || "–".to_string();
     let a1 = f.approach1.as_ref();
@@ -850,7 +851,7 @@ fn agreement_blocks(f: &FitReport) -> Vec<Block> {
         vec![
             "Approach 2 (IsoFLOP parabolas)".into(),
             f.approach2.a.map(num).unwrap_or_else(dash),
-            dash(),
+            ci(f.approach2.a_ci.map(|c| c.ci)),
             format!(
                 "{} of {} budgets usable",
                 f.approach2.used_budgets,
@@ -861,17 +862,69 @@ fn agreement_blocks(f: &FitReport) -> Vec<Block> {
             "Approach 1 (curve envelope)".into(),
             a1.and_then(|a| a.a).map(num).unwrap_or_else(dash),
             dash(),
-            a1.map(|a| format!("{} envelope points", a.envelope.len()))
-                .unwrap_or_else(|| "no curves".into()),
+            a1.map(|a| {
+                format!(
+                    "{} envelope points, {} in the last tenth of their run",
+                    a.envelope.len(),
+                    a.late_points
+                )
+            })
+            .unwrap_or_else(|| "no curves".into()),
         ],
     ];
-    vec![
+    let mut b = vec![
         Block::H(
             2,
             "Do the approaches agree? Compute-optimal exponent a (N_opt ∝ C^a)".into(),
         ),
         Block::Table(header(&["approach", "a", "95% CI", "basis"]), rows),
-    ]
+    ];
+    b.extend(agreement_verdict(f).map(Block::P));
+    b
+}
+
+/// How far Approaches 2 and 1 land from Approach 3 (against the 0.05 a scaling-law study
+/// would call agreement), with what their basis says about trusting them.
+fn agreement_verdict(f: &FitReport) -> Option<String> {
+    let a3 = f.compute_optimal.a;
+    let mut parts = Vec::new();
+    if let Some(a2) = f.approach2.a {
+        let within = |c: [f64; 2]| c[0] <= a3 && a3 <= c[1];
+        let interval = match f.approach2.a_ci {
+            Some(c) => format!(
+                "; Approach 2's 95% interval ({} of {} bootstrap resamples of each budget's runs) {} Approach 3's estimate",
+                c.usable,
+                c.resamples,
+                if within(c.ci) { "contains" } else { "excludes" }
+            ),
+            None => String::new(),
+        };
+        parts.push(format!(
+            "Approaches 3 and 2 differ by {:.3} ({} 0.05{interval})",
+            (a2 - a3).abs(),
+            if (a2 - a3).abs() <= 0.05 {
+                "within"
+            } else {
+                "more than"
+            }
+        ));
+    }
+    if let Some((a1, app)) = f.approach1.as_ref().and_then(|x| x.a.map(|a| (a, x))) {
+        let mut s = format!(
+            "Approach 1 lies {:.3} {} Approach 3",
+            (a1 - a3).abs(),
+            if a1 < a3 { "below" } else { "above" }
+        );
+        if 2 * app.late_points < app.envelope.len() {
+            s.push_str(&format!(
+                " and is the weakest of the three here: {} of its {} envelope points are mid-run points (before the last tenth of their run), where a decaying learning rate has not yet decayed, so the envelope lies above what runs annealed at those lengths would reach; Chinchilla's Approach 1 trained each size at four schedule lengths for that reason",
+                app.envelope.len() - app.late_points,
+                app.envelope.len()
+            ));
+        }
+        parts.push(s);
+    }
+    (!parts.is_empty()).then(|| format!("{}.", parts.join(". ")))
 }
 
 /// Approach 2's budgets: each parabola's optimum, or why the budget is excluded, and the

@@ -1,10 +1,11 @@
 //! Checkpoints: the file a run (or a pack of runs) leaves every M steps so that a killed or
 //! preempted process resumes it where it stopped.
 //!
-//! Owns the checkpoint file's layout (a magic line, then three length-prefixed parts: the
-//! metadata, the model record, the optimizer record), where checkpoints live
-//! ([`Checkpointing`]), and a single run's resume, save and clean-up. A pack's state is
-//! written in the same layout by [`super::pack`].
+//! Owns the checkpoint files' layout (a magic line, then three length-prefixed parts: the
+//! metadata, the model record, the optimizer state), their metadata (a single run's
+//! [`CheckpointMeta`], a pack's [`PackProgress`]), where they live and when they go
+//! ([`Checkpointing`]), and a single run's resume and save. A pack's tensors are written and
+//! read by [`super::pack`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -98,13 +99,6 @@ pub(super) fn save_point<B: AutodiffBackend, O: Optimizer<Lm<B>, B>>(
     crate::fsio::failpoint("checkpoint-saved");
 }
 
-/// A finished run's checkpoint is deleted unless it is to be kept.
-pub(super) fn finish_checkpoint(ckpt: Option<&Checkpointing>, id: &str) {
-    if let Some(c) = ckpt.filter(|c| !c.keep) {
-        let _ = std::fs::remove_file(c.path(id));
-    }
-}
-
 /// Where a run keeps its checkpoint and how often it writes it.
 #[derive(Debug, Clone)]
 pub struct Checkpointing {
@@ -125,6 +119,21 @@ impl Checkpointing {
     /// file: the pack's stacked model and optimizer, each run's progress).
     pub fn pack_path(&self, lead_id: &str) -> PathBuf {
         self.dir.join(format!("{lead_id}.{PACK_EXTENSION}"))
+    }
+
+    /// Delete the checkpoints of runs whose results are stored (unless they are kept): their
+    /// own files and, for a pack, the pack's. The executor calls it only after the results are
+    /// on disk, so a kill in between loses no training.
+    pub fn remove(&self, run_ids: &[&str], pack_lead: Option<&str>) {
+        if self.keep {
+            return;
+        }
+        for id in run_ids {
+            let _ = std::fs::remove_file(self.path(id));
+        }
+        if let Some(lead) = pack_lead {
+            let _ = std::fs::remove_file(self.pack_path(lead));
+        }
     }
 }
 
@@ -149,9 +158,99 @@ pub struct CheckpointMeta {
 
 /// Read just the metadata of a single run's checkpoint (for `status`).
 pub fn checkpoint_meta(path: &Path) -> Option<CheckpointMeta> {
-    let bytes = std::fs::read(path).ok()?;
-    let [meta, _, _] = split_parts(&bytes, RUN_MAGIC).ok()?;
-    serde_json::from_slice(meta).ok()
+    serde_json::from_slice(&read_meta_part(path, RUN_MAGIC)?).ok()
+}
+
+/// The first part (the metadata) of a checkpoint file, without reading the tensors.
+fn read_meta_part(path: &Path, magic: &[u8; 8]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head).ok()?;
+    if &head[..8] != magic {
+        return None;
+    }
+    let n = u64::from_le_bytes(head[8..].try_into().unwrap());
+    let mut meta = Vec::new();
+    f.take(n).read_to_end(&mut meta).ok()?;
+    (meta.len() as u64 == n).then_some(meta)
+}
+
+/// The magic line of a pack's checkpoint file.
+pub(super) const PACK_MAGIC: &[u8; 8] = b"SLPACK1\n";
+
+/// Where a pack stands: what its checkpoint keeps besides the model and the optimizer
+/// (MessagePack, which keeps the NaN losses of a diverged run).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackProgress {
+    /// The pack's runs, in order: a checkpoint resumes only the same runs in the same order.
+    pub run_ids: Vec<String>,
+    /// Steps trained: the pack resumes at this step.
+    pub step: usize,
+    /// Seconds spent in training steps, and in all, before this process took the pack up.
+    pub(super) train_time: f64,
+    pub(super) wall_s: f64,
+    /// Each run's progress: status, last loss, curve, latest eval by position.
+    pub(super) segs: Vec<Segment>,
+}
+
+impl PackProgress {
+    /// Nothing trained yet.
+    pub(super) fn fresh(run_ids: Vec<String>) -> Self {
+        PackProgress {
+            segs: run_ids.iter().map(|_| Segment::fresh()).collect(),
+            run_ids,
+            step: 0,
+            train_time: 0.0,
+            wall_s: 0.0,
+        }
+    }
+
+    /// Run `id`'s progress in a single run's terms (for `status`).
+    pub fn run_meta(&self, id: &str) -> Option<CheckpointMeta> {
+        let k = self.run_ids.iter().position(|r| r == id)?;
+        let seg = &self.segs[k];
+        Some(CheckpointMeta {
+            run_id: id.to_string(),
+            step: seg.steps_done,
+            train_time: seg.train_time,
+            wall_s: self.wall_s,
+            last_loss: seg.last_loss,
+            curve: seg.curve.clone(),
+        })
+    }
+}
+
+/// Read just the progress of a pack's checkpoint.
+pub fn pack_progress(path: &Path) -> Option<PackProgress> {
+    rmp_serde::from_slice(&read_meta_part(path, PACK_MAGIC)?).ok()
+}
+
+/// The progress of every pack checkpoint in `dir` (the checkpoints folder).
+pub fn pack_checkpoints(dir: &Path) -> Vec<PackProgress> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let suffix = format!(".{PACK_EXTENSION}");
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+        .filter_map(|e| pack_progress(&e.path()))
+        .collect()
+}
+
+/// Each run with progress in a pack checkpoint of `dir`, with it (the furthest, where a run
+/// is in two packs' files).
+pub fn packed_progress(dir: &Path) -> std::collections::HashMap<String, CheckpointMeta> {
+    let mut out: std::collections::HashMap<String, CheckpointMeta> = Default::default();
+    for p in pack_checkpoints(dir) {
+        for m in p.run_ids.iter().filter_map(|id| p.run_meta(id)) {
+            if out.get(&m.run_id).is_none_or(|o| o.step < m.step) {
+                out.insert(m.run_id.clone(), m);
+            }
+        }
+    }
+    out
 }
 
 /// Write `magic`, then the three parts (metadata, model record, optimizer record), each after

@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 mod checkpoint;
 pub mod pack;
 
-pub use checkpoint::{checkpoint_meta, CheckpointMeta, Checkpointing};
-use checkpoint::{finish_checkpoint, resume, save_point};
+pub use checkpoint::{
+    checkpoint_meta, pack_checkpoints, packed_progress, CheckpointMeta, Checkpointing, PackProgress,
+};
+use checkpoint::{resume, save_point};
 
 use crate::corpus::{Corpus, StreamReader, WindowOrder};
 use crate::lm::Lm;
@@ -442,7 +444,7 @@ pub fn train_run<B: AutodiffBackend>(
 }
 
 /// Train one run with checkpoints: resume from `<run-id>.ckpt` when one exists, save every
-/// `every` steps, delete the checkpoint at the end (unless `keep`). Resuming continues the
+/// `every` steps (the executor deletes it once the result is stored). Resuming continues the
 /// exact computation (same parameters, AdamW moments, step counter, LR schedule position and
 /// data order), so the final loss matches an uninterrupted run's (the tests assert 1e-4).
 pub fn train_run_checkpointed<B: AutodiffBackend>(
@@ -492,7 +494,6 @@ pub fn train_run_with<B: AutodiffBackend>(
     let mut curve = std::mem::take(&mut prior.curve);
     curve.append(&mut seg.curve);
     seg.curve = curve;
-    finish_checkpoint(ckpt, &run.id);
     outcome(seg, run, from, prior.wall_s + start.elapsed().as_secs_f64())
 }
 
@@ -572,7 +573,6 @@ pub fn train_branched<B: AutodiffBackend>(
         on_branch(i, &out);
         outs[i] = Some(out);
     }
-    finish_checkpoint(ckpt, &parent.id);
     let parent_out = outcome(
         stable,
         parent,

@@ -25,8 +25,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    record_bytes, record_from_bytes, split_parts, write_parts, CheckpointMeta, Checkpointing,
-    PACK_EXTENSION,
+    record_bytes, record_from_bytes, split_parts, write_parts, Checkpointing, PackProgress,
+    PACK_MAGIC,
 };
 use super::ADAM_EPSILON;
 use super::{
@@ -361,55 +361,79 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Update<'_, B> {
     }
 }
 
-/// One parameter's Adam moments in a checkpoint (`ParamId` serialized, values row-major).
+/// One parameter's Adam moments in a checkpoint: its id (`ParamId` serialized), shape and
+/// step count; the values follow the header as raw little-endian f32, m then v.
 #[derive(Serialize, Deserialize)]
 struct SavedMoments {
     id: String,
     dims: [usize; 2],
     time: i32,
-    m: Vec<f32>,
-    v: Vec<f32>,
 }
 
 impl<B: AutodiffBackend> PackedAdamW<B> {
-    /// The moments of every parameter, as bytes (MessagePack), by parameter id.
+    /// The moments of every parameter (by parameter id): the length of a MessagePack header
+    /// of [`SavedMoments`] (u64, little-endian), the header, then each parameter's m and v.
     fn to_bytes(&self) -> anyhow::Result<Vec<u8>> {
-        let values = |t: &Tensor<B::InnerBackend, 2>| -> anyhow::Result<Vec<f32>> {
-            t.clone()
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))
-        };
-        let mut saved = Vec::with_capacity(self.state.len());
-        for (id, s) in &self.state {
-            saved.push(SavedMoments {
-                id: id.serialize(),
-                dims: s.m.dims(),
-                time: s.time,
-                m: values(&s.m)?,
-                v: values(&s.v)?,
-            });
+        let mut ids: Vec<&ParamId> = self.state.keys().collect();
+        ids.sort_by_key(|id| id.serialize());
+        let header: Vec<SavedMoments> = ids
+            .iter()
+            .map(|id| {
+                let s = &self.state[*id];
+                SavedMoments {
+                    id: id.serialize(),
+                    dims: s.m.dims(),
+                    time: s.time,
+                }
+            })
+            .collect();
+        let head = rmp_serde::to_vec(&header)?;
+        let mut out = (head.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&head);
+        for id in ids {
+            let s = &self.state[id];
+            for t in [&s.m, &s.v] {
+                let v: Vec<f32> = t
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+            }
         }
-        saved.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(rmp_serde::to_vec(&saved)?)
+        Ok(out)
     }
 
     /// Take the moments [`Self::to_bytes`] wrote (the model's parameters keep their ids
     /// through its record).
     fn load_bytes(&mut self, bytes: &[u8], device: &B::Device) -> anyhow::Result<()> {
-        let saved: Vec<SavedMoments> = rmp_serde::from_slice(bytes)?;
-        for s in saved {
-            let t = |v: Vec<f32>| {
-                Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(v, s.dims), device)
-            };
+        let truncated = || anyhow::anyhow!("truncated optimizer state");
+        let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(truncated)?.try_into()?) as usize;
+        let header: Vec<SavedMoments> =
+            rmp_serde::from_slice(bytes.get(8..8 + n).ok_or_else(truncated)?)?;
+        let mut at = 8 + n;
+        let mut take = |dims: [usize; 2]| -> anyhow::Result<Tensor<B::InnerBackend, 2>> {
+            let len = dims[0] * dims[1] * 4;
+            let raw = bytes.get(at..at + len).ok_or_else(truncated)?;
+            at += len;
+            let v: Vec<f32> = raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            Ok(Tensor::from_data(TensorData::new(v, dims), device))
+        };
+        for s in header {
+            let id = ParamId::try_deserialize(&s.id)
+                .ok_or_else(|| anyhow::anyhow!("bad parameter id {:?}", s.id))?;
             let moments = Moments {
-                m: t(s.m),
-                v: t(s.v),
+                m: take(s.dims)?,
+                v: take(s.dims)?,
                 time: s.time,
             };
-            self.state.insert(ParamId::deserialize(&s.id), moments);
+            self.state.insert(id, moments);
         }
+        anyhow::ensure!(at == bytes.len(), "trailing bytes in the optimizer state");
         Ok(())
     }
 
@@ -485,9 +509,9 @@ pub fn packable(runs: &[&RunPlan]) -> bool {
 /// Train `runs` (a packable set, [`packable`]) as one pack; one outcome per run, in order.
 /// The observer sees the pack's steps (its mean training loss over the live runs and the
 /// pack's tokens/s); it is never asked to predict or prune. With `ckpt`, the pack resumes from
-/// its checkpoint (the same runs in the same order), saves one every `every` steps and deletes
-/// it at the end unless kept: as a single run, the resumed pack continues the exact
-/// computation.
+/// its checkpoint (the same runs in the same order) and saves one every `every` steps (the
+/// executor deletes it once the results are stored): as a single run, the resumed pack
+/// continues the exact computation.
 pub fn train_packed<B: AutodiffBackend>(
     runs: &[&RunPlan],
     corpus: &Corpus,
@@ -530,9 +554,6 @@ pub fn train_packed<B: AutodiffBackend>(
         prog.step = step + 1;
         save_pack_point(ckpt, runs, &model, &optim, &prog, start);
     }
-    if let Some(c) = ckpt.filter(|c| !c.keep) {
-        let _ = std::fs::remove_file(c.pack_path(&runs[0].id));
-    }
     let wall_s = prog.wall_s + start.elapsed().as_secs_f64();
     prog.segs
         .into_iter()
@@ -566,31 +587,7 @@ fn update<B: AutodiffBackend>(
     optim.step(model, &grads, &lr, &wd, &clip)
 }
 
-/// Where a pack stands: what its checkpoint keeps besides the model and the optimizer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PackProgress {
-    /// The pack's runs, in order: a checkpoint resumes only the same runs in the same order.
-    pub run_ids: Vec<String>,
-    /// Steps trained: the pack resumes at this step.
-    pub step: usize,
-    /// Seconds spent in training steps, and in all, before this process took the pack up.
-    train_time: f64,
-    wall_s: f64,
-    /// Each run's progress: status, last loss, curve, latest eval by position.
-    segs: Vec<Segment>,
-}
-
 impl PackProgress {
-    fn fresh(runs: &[&RunPlan]) -> Self {
-        PackProgress {
-            run_ids: runs.iter().map(|r| r.id.clone()).collect(),
-            step: 0,
-            train_time: 0.0,
-            wall_s: 0.0,
-            segs: runs.iter().map(|_| Segment::fresh()).collect(),
-        }
-    }
-
     /// Mark the runs whose loss at `step` is not finite as diverged (that loss their last
     /// row); the runs still training.
     fn live_after_losses(
@@ -610,50 +607,6 @@ impl PackProgress {
             .filter(|&k| self.segs[k].status == Status::Ok)
             .collect()
     }
-
-    /// Run `id`'s progress in a single run's terms (for `status`).
-    pub fn run_meta(&self, id: &str) -> Option<CheckpointMeta> {
-        let k = self.run_ids.iter().position(|r| r == id)?;
-        let seg = &self.segs[k];
-        Some(CheckpointMeta {
-            run_id: id.to_string(),
-            step: seg.steps_done,
-            train_time: seg.train_time,
-            wall_s: self.wall_s,
-            last_loss: seg.last_loss,
-            curve: seg.curve.clone(),
-        })
-    }
-}
-
-/// The magic line of a pack's checkpoint file.
-const PACK_MAGIC: &[u8; 8] = b"SLPACK1\n";
-
-/// Read just the progress of a pack's checkpoint (for `status`).
-pub fn pack_progress(path: &std::path::Path) -> Option<PackProgress> {
-    let bytes = std::fs::read(path).ok()?;
-    let [meta, _, _] = split_parts(&bytes, PACK_MAGIC).ok()?;
-    rmp_serde::from_slice(meta).ok()
-}
-
-/// Every run with progress in a pack checkpoint of `dir` (the checkpoints folder), with it.
-pub fn packed_progress(dir: &std::path::Path) -> HashMap<String, CheckpointMeta> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return HashMap::new();
-    };
-    let mut out = HashMap::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !name.ends_with(&format!(".{PACK_EXTENSION}")) {
-            continue;
-        }
-        if let Some(p) = pack_progress(&e.path()) {
-            for id in &p.run_ids {
-                out.extend(p.run_meta(id).map(|m| (id.clone(), m)));
-            }
-        }
-    }
-    out
 }
 
 /// Save the pack's checkpoint when it has just reached a multiple of the interval (and is
@@ -697,28 +650,19 @@ fn resume_pack<B: AutodiffBackend>(
 ) -> (PackedGpt<B>, PackedAdamW<B>, PackProgress) {
     let model = fresh_pack::<B>(runs, corpus, device);
     let optim = PackedAdamW::<B>::new(runs[0].optim.beta1, runs[0].optim.beta2);
-    let fresh = PackProgress::fresh(runs);
+    let fresh = PackProgress::fresh(runs.iter().map(|r| r.id.clone()).collect());
     let Some(p) = ckpt
         .map(|c| c.pack_path(&runs[0].id))
         .filter(|p| p.exists())
     else {
         return (model, optim, fresh);
     };
-    let loaded = (|| -> anyhow::Result<_> {
-        let bytes = std::fs::read(&p)?;
-        let [meta, m, o] = split_parts(&bytes, PACK_MAGIC)?;
-        let prog: PackProgress = rmp_serde::from_slice(meta)?;
-        anyhow::ensure!(
-            prog.run_ids == fresh.run_ids && prog.step < runs[0].data.steps,
-            "it is not this pack's (other runs, or past their end)"
-        );
-        let m = model
-            .clone()
-            .load_record(record_from_bytes::<B, _>(m, device)?);
-        let mut o2 = PackedAdamW::<B>::new(runs[0].optim.beta1, runs[0].optim.beta2);
-        o2.load_bytes(o, device)?;
-        Ok((m, o2, prog))
-    })();
+    // A damaged file must not fail the pack for good: a panic while loading is an unusable
+    // checkpoint, as for a single run.
+    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        load_pack(&p, runs, model.clone(), device)
+    }))
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("it could not be loaded")));
     match loaded {
         Ok((m, o, prog)) => {
             eprintln!(
@@ -731,12 +675,42 @@ fn resume_pack<B: AutodiffBackend>(
         }
         Err(e) => {
             eprintln!(
-                "scalelab: ignoring checkpoint {} ({e}); its pack starts afresh",
+                "scalelab: ignoring checkpoint {}: {e}; the pack starts afresh and replaces it at its first checkpoint",
                 p.display()
             );
             (model, optim, fresh)
         }
     }
+}
+
+/// A pack checkpoint's model, optimizer and progress, when it holds exactly `runs`, in order,
+/// and is not past their end.
+fn load_pack<B: AutodiffBackend>(
+    path: &std::path::Path,
+    runs: &[&RunPlan],
+    model: PackedGpt<B>,
+    device: &B::Device,
+) -> anyhow::Result<(PackedGpt<B>, PackedAdamW<B>, PackProgress)> {
+    let bytes = std::fs::read(path)?;
+    let [meta, m, o] = split_parts(&bytes, PACK_MAGIC)?;
+    let prog: PackProgress = rmp_serde::from_slice(meta)?;
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    anyhow::ensure!(
+        prog.run_ids == ids,
+        "it holds runs [{}], this pack [{}]",
+        prog.run_ids.join(", "),
+        ids.join(", ")
+    );
+    anyhow::ensure!(
+        prog.step < runs[0].data.steps,
+        "it is at step {}, past the runs' {} steps",
+        prog.step,
+        runs[0].data.steps
+    );
+    let m = model.load_record(record_from_bytes::<B, _>(m, device)?);
+    let mut optim = PackedAdamW::<B>::new(runs[0].optim.beta1, runs[0].optim.beta2);
+    optim.load_bytes(o, device)?;
+    Ok((m, optim, prog))
 }
 
 /// Each run's fresh model (drawn as when it trains alone), stacked into one pack.
@@ -834,6 +808,7 @@ mod tests {
     use crate::corpus::{self, CorpusSource};
     use crate::model::Parametrization;
     use crate::spec::Schedule;
+    use crate::train::checkpoint::{pack_progress, packed_progress};
     use crate::train::train_run;
     use burn::backend::{flex::FlexDevice, Autodiff, Flex};
 
@@ -936,8 +911,8 @@ mod tests {
         );
     }
 
-    /// A pack that keeps its checkpoint (step 21 of 24, as a pack killed after it would leave
-    /// it), then the same pack again: it resumes at step 21 and ends exactly as the pack
+    /// A pack that leaves its checkpoint (step 21 of 24, as a pack killed after it would),
+    /// then the same pack again: it resumes at step 21 and ends exactly as the pack
     /// trained without a break, the diverged run (NaN losses in its checkpointed curve)
     /// included; `status` reads each run's progress from the file.
     #[test]
@@ -951,11 +926,12 @@ mod tests {
         let refs: Vec<&RunPlan> = runs.iter().collect();
         let whole = train_packed::<B>(&refs, &c, &FlexDevice, None, &mut |_: StepInfo| {});
         let dir = std::env::temp_dir().join(format!("scalelab-pack-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut ck = Checkpointing {
+        let ck = Checkpointing {
             dir: dir.clone(),
             every: 7,
-            keep: true,
+            keep: false,
         };
         train_packed::<B>(&refs, &c, &FlexDevice, Some(&ck), &mut |_: StepInfo| {});
         let path = ck.pack_path("r1");
@@ -967,13 +943,11 @@ mod tests {
         assert_eq!(progress["r1"].step, 21);
         assert_eq!(progress["r4"].curve.len(), 21);
         assert!(progress["r3"].step < 21, "the diverged run stopped early");
-        ck.keep = false;
         let mut steps_seen = Vec::new();
         let resumed = train_packed::<B>(&refs, &c, &FlexDevice, Some(&ck), &mut |st: StepInfo| {
             steps_seen.push(st.step)
         });
         assert_eq!(steps_seen, vec![22, 23, 24], "resumed at step 21");
-        assert!(!path.exists(), "a finished pack's checkpoint is deleted");
         for (a, b) in whole.iter().zip(&resumed) {
             assert_eq!((a.status, a.steps_done), (b.status, b.steps_done));
             assert_eq!(a.curve.len(), b.curve.len());
@@ -994,9 +968,9 @@ mod tests {
         }
         assert_eq!(whole[0].status, Status::Ok);
         assert_eq!(whole[1].status, Status::Diverged);
-        // A checkpoint of other runs is not resumed: the pack starts afresh.
-        ck.keep = true;
-        train_packed::<B>(&refs, &c, &FlexDevice, Some(&ck), &mut |_: StepInfo| {});
+        // A checkpoint of other runs is not resumed: the pack starts afresh. (The executor
+        // deletes a pack's checkpoint once its results are stored; the trainer leaves it.)
+        assert!(path.exists());
         let other: Vec<&RunPlan> = refs.iter().rev().copied().collect();
         std::fs::rename(&path, ck.pack_path("r4")).unwrap();
         let mut seen = 0;
@@ -1004,6 +978,15 @@ mod tests {
             seen += 1
         });
         assert_eq!(seen, 24, "runs in another order start afresh");
+        // A damaged file is ignored, not a failed pack.
+        let mut bytes = std::fs::read(ck.pack_path("r4")).unwrap();
+        bytes.truncate(bytes.len() / 2);
+        std::fs::write(ck.pack_path("r4"), bytes).unwrap();
+        let mut seen = 0;
+        train_packed::<B>(&other, &c, &FlexDevice, Some(&ck), &mut |_: StepInfo| {
+            seen += 1
+        });
+        assert_eq!(seen, 24, "a truncated checkpoint: the pack starts afresh");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
