@@ -91,6 +91,59 @@ fn recovers_kaplan_forms() {
     );
 }
 
+/// Approach 2's bootstrap interval (each budget's runs resampled within the budget) holds the
+/// true exponent on noisy IsoFLOP data from a known law, and widens with the noise.
+#[test]
+fn approach2_interval_holds_the_true_exponent_and_widens_with_noise() {
+    let p = scalelab::fit::laws::ChinchillaParams {
+        e: 1.7,
+        a: 400.0,
+        b: 1800.0,
+        alpha: 0.34,
+        beta: 0.28,
+    };
+    let points = |sigma: f64| {
+        let mut rng = scalelab::hashing::Rng::new(7);
+        let mut pts = Vec::new();
+        for k in 0..4 {
+            let c = 1e19 * 10f64.powi(k);
+            let (n_star, _) = p.optimal(c);
+            for j in -3..=3 {
+                let n = n_star * 2f64.powf(j as f64 * 0.6);
+                for _seed in 0..3 {
+                    let d = c / (6.0 * n);
+                    pts.push(Point {
+                        n,
+                        d,
+                        loss: p.predict(n, d) * (1.0 + sigma * rng.normal()),
+                        budget: Some(c),
+                        c: None,
+                        unique: None,
+                    });
+                }
+            }
+        }
+        pts
+    };
+    let truth = p.exponent_a();
+    let quiet = scalelab::fit::isoflop::approach2_interval(&points(0.002), 400, 1).unwrap();
+    let noisy = scalelab::fit::isoflop::approach2_interval(&points(0.01), 400, 1).unwrap();
+    assert_eq!((quiet.resamples, quiet.usable), (400, 400));
+    assert!(
+        quiet.ci[0] < truth && truth < quiet.ci[1],
+        "{:?} vs a = {truth}",
+        quiet.ci
+    );
+    assert!(quiet.ci[1] - quiet.ci[0] < 0.05, "{:?}", quiet.ci);
+    assert!(
+        noisy.ci[1] - noisy.ci[0] > 2.0 * (quiet.ci[1] - quiet.ci[0]),
+        "{:?} vs {:?}",
+        noisy.ci,
+        quiet.ci
+    );
+    assert!(scalelab::fit::isoflop::approach2_interval(&points(0.002), 0, 1).is_none());
+}
+
 #[test]
 fn approach2_recovers_isoflop_frontier() {
     // Points from a known law on IsoFLOP slices: vertices follow N_opt ∝ C^(β/(α+β)).
