@@ -528,19 +528,23 @@ fn run_state(p: &Prepared, r: &crate::plan::RunPlan, seen: &Seen) -> (String, St
 /// Merge per-run result files into `runs.parquet` and `curves.parquet` (see
 /// [`sweep::merge_results`]); returns what to print.
 pub fn collect(dir: &Path) -> anyhow::Result<String> {
-    let any_file = store::parquet_files(&dir.join(store::RUN_FILES_DIR));
-    let meta_from = if dir.join(store::RUNS_FILE).exists() {
-        Some(dir.join(store::RUNS_FILE))
-    } else {
-        any_file.first().cloned()
-    };
-    let Some(meta_from) = meta_from else {
+    // The sweep's metadata (spec hash, corpus): from the merged table, or from a per-run
+    // file when that table is missing or damaged.
+    let sources: Vec<PathBuf> = std::iter::once(dir.join(store::RUNS_FILE))
+        .filter(|p| p.exists())
+        .chain(store::parquet_files(&dir.join(store::RUN_FILES_DIR)))
+        .collect();
+    if sources.is_empty() {
         bail_user!(
             "no results in {}: expected runs.parquet or runs/<run-id>.parquet files (is this a sweep's results folder?)",
             dir.display()
         );
-    };
-    let meta = store::read_metadata(&meta_from).unwrap_or_default();
+    }
+    let meta = sources
+        .iter()
+        .find_map(|p| store::read_metadata(p).ok().filter(|m| !m.is_empty()))
+        .unwrap_or_default();
+    let set_aside = store::set_aside_damaged_tables(dir)?;
     let st = sweep::merge_results(dir, meta, sweep::MergeWhen::Always)?.store;
     let mut by: std::collections::BTreeMap<&str, usize> = Default::default();
     for r in &st.runs {
@@ -559,6 +563,9 @@ pub fn collect(dir: &Path) -> anyhow::Result<String> {
     );
     for u in &st.unreadable {
         msg += &format!("warning: skipped unreadable file {u}\n");
+    }
+    for n in set_aside {
+        msg += &format!("note: {n}\n");
     }
     Ok(msg)
 }

@@ -87,18 +87,45 @@ fn read_runs_file(path: &Path) -> anyhow::Result<FrameRead<RunRecord>> {
             filled: Vec::new(),
         });
     }
-    let df = read_frame(path).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is unreadable ({e}); move it away to start the sweep afresh",
-            path.display()
-        )
-    })?;
-    RunRecord::from_frame(&df).map_err(|e| {
-        anyhow::anyhow!(
-            "{} is not a scalelab runs table ({e}); move it away, or rebuild it with `scalelab collect`",
-            path.display()
-        )
-    })
+    let df = read_frame(path).map_err(|e| anyhow::anyhow!("unreadable: {e}"))?;
+    RunRecord::from_frame(&df).map_err(|e| anyhow::anyhow!("not a scalelab runs table: {e}"))
+}
+
+/// The refusal for a merged table (`runs.parquet`, `curves.parquet`) that cannot be read: the
+/// per-run files it was merged from are the way back, and nothing is lost on the way.
+fn damaged_merged_table(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    crate::error::user(format!(
+        "{} is damaged ({e}); nothing was changed. `scalelab collect {}` sets it aside (as {}.unreadable) and rebuilds the merged tables from the per-run files in {}/ and {}/",
+        path.display(),
+        dir.display(),
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        RUN_FILES_DIR,
+        CURVE_FILES_DIR
+    ))
+}
+
+/// Set aside the merged tables of `dir` that cannot be read (renamed `<name>.unreadable`,
+/// never deleted), so that `collect` can rebuild them from the per-run files; what was done.
+pub fn set_aside_damaged_tables(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    for name in [RUNS_FILE, CURVES_FILE] {
+        let path = dir.join(name);
+        let readable = match name {
+            RUNS_FILE => read_runs_file(&path).map(|_| ()),
+            _ => read_curves_file(&path).map(|_| ()),
+        };
+        if let Err(e) = readable {
+            let aside = dir.join(format!("{name}.unreadable"));
+            std::fs::rename(&path, &aside)
+                .map_err(|r| anyhow::anyhow!("cannot set {} aside: {r}", path.display()))?;
+            notes.push(format!(
+                "set aside the damaged {name} as {} ({e}); rows only it held (runs without a file in {RUN_FILES_DIR}/) are not recovered",
+                aside.display()
+            ));
+        }
+    }
+    Ok(notes)
 }
 
 /// Rows of one curves file (empty when absent).
@@ -164,7 +191,8 @@ pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
 /// file (a per-run file is at least as new as the merged row of the same run, so it wins);
 /// curve rows of runs that are not there are dropped; `selected` is recomputed.
 pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
-    let merged = read_runs_file(&dir.join(RUNS_FILE))?;
+    let runs_path = dir.join(RUNS_FILE);
+    let merged = read_runs_file(&runs_path).map_err(|e| damaged_merged_table(&runs_path, e))?;
     let mut out = Loaded {
         filled_columns: merged.filled,
         ..Loaded::default()
@@ -173,12 +201,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
     let mut curves: std::collections::HashMap<String, Vec<CurveRow>> = Default::default();
     if !runs.is_empty() {
         let path = dir.join(CURVES_FILE);
-        let rows = read_curves_file(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "{} is unreadable ({e}); move it away to start the sweep afresh",
-                path.display()
-            )
-        })?;
+        let rows = read_curves_file(&path).map_err(|e| damaged_merged_table(&path, e))?;
         for (id, c) in rows {
             curves.entry(id).or_default().push(c);
         }
@@ -237,7 +260,9 @@ pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
 
 /// Run ids in the merged `runs.parquet` alone (what `collect` has merged so far).
 pub fn merged_run_ids(dir: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(read_runs_file(&dir.join(RUNS_FILE))?
+    let path = dir.join(RUNS_FILE);
+    Ok(read_runs_file(&path)
+        .map_err(|e| damaged_merged_table(&path, e))?
         .rows
         .into_iter()
         .map(|r| r.run_id)

@@ -293,3 +293,52 @@ fn killed_branch_group_keeps_finished_branches_and_resumes_its_stable_phase() {
     }
     assert_eq!(std::fs::read_dir(b.join("checkpoints")).unwrap().count(), 0);
 }
+
+/// A damaged merged table is refused (exit 2, the fix named, nothing changed) by every
+/// reader; `collect` sets it aside and rebuilds it from the per-run files; nothing is lost.
+#[test]
+fn damaged_merged_table_is_refused_then_rebuilt_by_collect() {
+    let out = tmp("damaged-table");
+    let o = micro_sweep(&out, &["--no-report"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = scalelab::store::read_runs(&out).unwrap();
+    let table = out.join("runs.parquet");
+    let bytes = std::fs::read(&table).unwrap();
+    std::fs::write(&table, &bytes[..bytes.len() / 2]).unwrap();
+    let dir = out.to_str().unwrap();
+    for args in [vec!["fit", dir], vec!["status", dir], vec!["report", dir]] {
+        let o = scalelab(&args);
+        assert_user_error(&o, &["runs.parquet is damaged", "scalelab collect"]);
+        assert_eq!(
+            std::fs::read(&table).unwrap().len(),
+            bytes.len() / 2,
+            "{args:?} changed it"
+        );
+    }
+    let o = micro_sweep(&out, &["--no-report"]);
+    assert_user_error(&o, &["runs.parquet is damaged", "nothing was changed"]);
+    let o = scalelab(&["collect", dir]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("set aside the damaged runs.parquet"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
+        out.join("runs.parquet.unreadable").exists(),
+        "kept, not deleted"
+    );
+    let after = scalelab::store::read_runs(&out).unwrap();
+    assert_eq!(after.len(), before.len());
+    for r in &before {
+        let a = after.iter().find(|x| x.run_id == r.run_id).unwrap();
+        assert_eq!(a.eval_loss.to_bits(), r.eval_loss.to_bits());
+    }
+    // The spec's metadata came back too: the same command finds every run finished.
+    let o = micro_sweep(&out, &["--no-report"]);
+    assert!(
+        o.status.success() && stderr(&o).contains("0 to train"),
+        "{}",
+        stderr(&o)
+    );
+}
