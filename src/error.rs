@@ -32,6 +32,25 @@ macro_rules! bail_user {
     };
 }
 
+/// An I/O error on `path` (`what`: "create folder", "write", ...) as a message that names the
+/// path. The kinds a user causes by the paths they chose (no permission, a file where a
+/// folder must be, a read-only or full disk) are [`UserError`]s with the fix; others are not.
+pub fn path_error(what: &str, path: &std::path::Path, e: std::io::Error) -> anyhow::Error {
+    use std::io::ErrorKind::*;
+    let fix = match e.kind() {
+        PermissionDenied => "choose a folder you can write (e.g. another --out), or change its permissions",
+        AlreadyExists | NotADirectory => {
+            "a file stands where a folder must be: move it away, or choose another folder"
+        }
+        ReadOnlyFilesystem => "the disk is read-only: choose another folder",
+        StorageFull | QuotaExceeded => {
+            "the disk is full: free some space and run the same command again (finished work is kept)"
+        }
+        _ => return anyhow::anyhow!("cannot {what} {}: {e}", path.display()),
+    };
+    user(format!("cannot {what} {}: {e}; {fix}", path.display()))
+}
+
 /// True when any error in the chain is a [`UserError`].
 pub fn is_user_error(err: &anyhow::Error) -> bool {
     err.chain().any(|e| e.downcast_ref::<UserError>().is_some())

@@ -1,7 +1,7 @@
 //! Files: atomic writes (temp file in the same folder, fsync, rename: a crash never leaves a
 //! half-written file), the crash-test failpoints, per-unit `flock` locks, glob expansion, and
-//! the names of the files and folders of a results folder. A leaf: imports nothing of the
-//! crate.
+//! the names of the files and folders of a results folder. Imports only [`crate::error`]
+//! (to name a path in an I/O error).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -85,16 +85,24 @@ pub fn write_text_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Write bytes atomically (temp file in the same folder, fsync, rename).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    create_dir_all(dir)?;
     let tmp = temp_path(path);
-    {
+    let written = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(crate::error::path_error("write", path, e));
     }
     failpoint_rename(path);
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    std::fs::rename(&tmp, path).map_err(|e| crate::error::path_error("write", path, e))
+}
+
+/// `std::fs::create_dir_all`, its error naming the folder (and the fix, where the user can).
+pub fn create_dir_all(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::error::path_error("create folder", dir, e))
 }
 
 extern "C" {
@@ -130,12 +138,14 @@ impl UnitLock {
     pub fn try_acquire(dir: &Path, id: &str) -> anyhow::Result<Option<UnitLock>> {
         use std::os::fd::AsRawFd;
         let locks = dir.join(LOCKS_DIR);
-        std::fs::create_dir_all(&locks)?;
+        create_dir_all(&locks)?;
+        let path = locks.join(format!("{id}.lock"));
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(locks.join(format!("{id}.lock")))?;
+            .open(&path)
+            .map_err(|e| crate::error::path_error("write", &path, e))?;
         // LOCK_EX | LOCK_NB
         // SAFETY: flock on a file descriptor we own.
         let rc = unsafe { flock(f.as_raw_fd(), LOCK_EX | LOCK_NB) };

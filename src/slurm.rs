@@ -253,7 +253,7 @@ impl ArrayFiles {
     /// Write the folder's files, the task list and the script, submit the script, and
     /// record the job in `jobs.tsv`; returns the job id.
     fn submit(&self, p: &Prepared, ids: &[String], text: &str) -> anyhow::Result<String> {
-        std::fs::create_dir_all(self.slurm_dir.join("logs"))?;
+        crate::fsio::create_dir_all(&self.slurm_dir.join("logs"))?;
         sweep::write_folder_files(p, &self.out)?;
         crate::fsio::write_text_atomic(&self.tasks, &(ids.join("\n") + "\n"))?;
         crate::fsio::write_text_atomic(&self.script, text)?;

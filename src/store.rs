@@ -484,7 +484,7 @@ pub fn set_aside(
         .into_iter()
         .partition(|(id, _)| id_set.contains(id.as_str()));
     let sup_dir = dir.join(SUPERSEDED_DIR);
-    std::fs::create_dir_all(&sup_dir)?;
+    crate::fsio::create_dir_all(&sup_dir)?;
     let sup = load(&sup_dir)?;
     let mut superseded = ResultsStore::at(&sup_dir, meta);
     superseded.runs = sup.runs;

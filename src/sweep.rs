@@ -808,10 +808,11 @@ fn check_precision(p: &Prepared, devices: &[DeviceChoice]) -> anyhow::Result<()>
 /// The output folder, with the spec copy, the floor and the tokenizer beside the results.
 fn create_results_folder(p: &Prepared) -> anyhow::Result<()> {
     std::fs::create_dir_all(&p.out_dir).map_err(|e| {
-        crate::error::user(format!(
-            "cannot create output folder {}: {e}",
-            p.out_dir.display()
-        ))
+        let e = crate::error::path_error("create output folder", &p.out_dir, e);
+        match crate::error::is_user_error(&e) {
+            true => e,
+            false => crate::error::user(e.to_string()),
+        }
     })?;
     write_folder_files(p, &p.out_dir)
 }

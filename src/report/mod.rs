@@ -183,7 +183,7 @@ pub struct Written {
 
 /// Write plots, `fits.json` (when fitted), `report.md` and `report.html` into `out`.
 pub fn write(d: &ReportData, out: &Path, formats: &[Format]) -> anyhow::Result<Written> {
-    std::fs::create_dir_all(out)?;
+    crate::fsio::create_dir_all(out)?;
     let plot_dir = out.join("plots");
     let mut files = Vec::new();
     let mut drawn = Vec::new();

@@ -189,7 +189,7 @@ pub fn render(
     formats: &[Format],
 ) -> anyhow::Result<Vec<PathBuf>> {
     register_font();
-    std::fs::create_dir_all(dir)?;
+    crate::fsio::create_dir_all(dir)?;
     let mut out = Vec::new();
     for f in formats {
         let path = dir.join(format!("{}.{}", fig.name(), f.ext()));

@@ -159,3 +159,35 @@ fn fit_cli_json_and_bad_inputs() {
         &["runs.parquet"],
     );
 }
+
+/// An output path the user chose badly (a file where a folder must be) is a user error that
+/// names the path and the fix, before and after the fit.
+#[test]
+fn unwritable_output_paths_name_the_path_and_the_fix() {
+    let dir = tmp("bad-out");
+    let afile = dir.join("afile");
+    std::fs::write(&afile, "not a folder").unwrap();
+    let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
+    let o = scalelab(&[
+        "report",
+        "--input",
+        csv.to_str().unwrap(),
+        "--n-col",
+        "Model Size",
+        "--c-col",
+        "Training FLOP",
+        "--loss-col",
+        "loss",
+        "--bootstrap",
+        "0",
+        "--no-backtest",
+        "--grid-stride",
+        "10",
+        "--out",
+        afile.to_str().unwrap(),
+    ]);
+    assert_user_error(&o, &["afile", "a file stands where a folder must be"]);
+    assert_eq!(std::fs::read_to_string(&afile).unwrap(), "not a folder");
+    let o = micro_sweep(&afile.join("sub"), &["--no-report"]);
+    assert_user_error(&o, &["cannot create output folder", "afile"]);
+}
