@@ -1033,6 +1033,15 @@ fn timed<T>(t: &mut f64, f: impl FnOnce() -> T) -> T {
     v
 }
 
+/// Approach 2 with its exponent's bootstrap interval (as many resamples as Approach 3's).
+fn approach2_with_interval(pts: &[Point], opts: &FitOptions, tm: &mut Timings) -> Approach2 {
+    let mut a2 = isoflop::approach2(pts);
+    a2.a_ci = timed(&mut tm.bootstrap, || {
+        isoflop::approach2_interval(pts, opts.bootstrap, opts.seed)
+    });
+    a2
+}
+
 /// Run every fit on a dataset.
 pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     let t0 = Instant::now();
@@ -1072,10 +1081,7 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
         ));
     }
     let extras = extras(pts, opts, &a3, &mut tm, &mut warnings)?;
-    let mut approach2 = isoflop::approach2(pts);
-    approach2.a_ci = timed(&mut tm.bootstrap, || {
-        isoflop::approach2_interval(pts, opts.bootstrap, opts.seed)
-    });
+    let approach2 = approach2_with_interval(pts, opts, &mut tm);
     warnings.extend(isoflop::warnings(&approach2));
     let crossover = crossover_of(&p, boot.as_ref(), pts, &repeated, opts);
     tm.total = t0.elapsed().as_secs_f64();
