@@ -32,8 +32,9 @@ impl HpColumns {
     }
 }
 
-/// The rows with every value present and positive (a diverged run's non-finite loss is kept
-/// out of the optimum search).
+/// Every row, each with N, D, LR and batch size positive and a loss (a diverged run's
+/// non-finite loss is kept out of the optimum search); a row that breaks this is a user error
+/// naming it and its column.
 pub fn read_runs(path: &Path, cols: &HpColumns) -> anyhow::Result<Vec<HpRun>> {
     let t = Table::read(path)?;
     let col = |name: &str, flag: &str| t.numeric(name, flag);
@@ -44,18 +45,24 @@ pub fn read_runs(path: &Path, cols: &HpColumns) -> anyhow::Result<Vec<HpRun>> {
         col(&cols.bs, "--bs-col")?,
         col(&cols.loss, "--loss-col")?,
     );
-    let runs: Vec<HpRun> = (0..t.rows)
-        .filter_map(|i| {
-            Some(HpRun {
-                n: n[i]?,
-                d: d[i]?,
-                lr: lr[i]?,
-                bs: bs[i]?,
-                loss: loss[i]?,
-            })
-        })
-        .filter(|r| r.n > 0.0 && r.d > 0.0 && r.lr > 0.0 && r.bs > 0.0)
-        .collect();
+    let mut runs = Vec::with_capacity(t.rows);
+    for i in 0..t.rows {
+        let Some(l) = loss[i] else {
+            bail_user!(
+                "{}: row {}: the loss (column `{}`) is empty or not a number; fix or remove the row",
+                path.display(),
+                i + 1,
+                cols.loss
+            );
+        };
+        runs.push(HpRun {
+            n: t.positive(&n, i, "N", &cols.n)?,
+            d: t.positive(&d, i, "D", &cols.d)?,
+            lr: t.positive(&lr, i, "the learning rate", &cols.lr)?,
+            bs: t.positive(&bs, i, "the batch size", &cols.bs)?,
+            loss: l,
+        });
+    }
     if runs.is_empty() {
         bail_user!(
             "{}: no row has positive N, D, LR and batch size",

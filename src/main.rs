@@ -86,7 +86,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Show how `run --pack` would pack the pending runs (see `run --help`).
-        #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = sweep::Packing::parse)]
+        #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = sweep::Packing::parse, allow_negative_numbers = true)]
         pack: sweep::Packing,
         /// Time a few training steps and evals of each pending configuration (shape, batch,
         /// context, precision) on the spec's device, for an ETA of this machine (with
@@ -95,7 +95,7 @@ enum Command {
         #[arg(long)]
         measure: bool,
         /// Also give the ETA's wall clock on K workers (`run --workers K`: longest runs first)
-        #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one)]
+        #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one, allow_negative_numbers = true)]
         workers: usize,
     },
     /// Fit scaling laws: Approach 3 (Chinchilla, L = E + A/N^alpha + B/D^beta, summed
@@ -207,7 +207,7 @@ struct HpArgs {
     #[arg(long, default_value = "loss")]
     loss_col: String,
     /// Hold out the groups of the K largest N and score them at the laws' settings.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = whole_number, allow_negative_numbers = true)]
     hold_out: usize,
     /// Print one JSON object instead of the text summary.
     #[arg(long)]
@@ -264,8 +264,8 @@ struct RunArgs {
     #[arg(long, alias = "no-fit")]
     no_report: bool,
     /// Stop after training this many runs (the rest stay pending for the next invocation); a
-    /// pack or a cooldown-branch group counts as one.
-    #[arg(long, value_name = "K")]
+    /// pack or a cooldown-branch group counts as one. At least 1.
+    #[arg(long, value_name = "K", value_parser = at_least_one, allow_negative_numbers = true)]
     max_runs: Option<usize>,
     /// Plain line-per-run progress even on a terminal.
     #[arg(long)]
@@ -273,7 +273,7 @@ struct RunArgs {
     /// Train K runs at once, splitting the CPU threads between them (longest runs first).
     /// A small model's run does not use a second core, so 2 workers on 2 cores nearly double
     /// a sweep of small models (2.0x for shape a here). Results are identical to --workers 1.
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one)]
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one, allow_negative_numbers = true)]
     workers: usize,
     /// One worker per device, e.g. `cuda:0,cuda:1,cuda:2,cuda:3` (overrides --workers and
     /// --device). Longest runs go first; the progress display shows every device.
@@ -296,7 +296,7 @@ struct RunArgs {
     /// float tolerance. `auto` packs 8 on cuda and none on cpu or vulkan, where packs measured
     /// slower here (README, "Run packing"). A pack checkpoints as one file
     /// (`checkpoints/<first-run-id>.pack.ckpt`) and resumes from it; packs do not prune.
-    #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = sweep::Packing::parse)]
+    #[arg(long, value_name = "auto|off|N", default_value = "auto", value_parser = sweep::Packing::parse, allow_negative_numbers = true)]
     pack: sweep::Packing,
 }
 
@@ -386,7 +386,7 @@ struct BenchArgs {
     attention: bench::Attention,
     /// Also time N runs of each Transformer shape (seeds 0..N) trained as one pack (`run
     /// --pack`); its row (e.g. `ax8`) counts the tokens of all N runs.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = at_least_one, allow_negative_numbers = true)]
     pack: usize,
     /// Float type of the forward and backward passes (as `training.precision`): f32, bf16 or
     /// f16; the measured matmul peak is taken in it too. A backend without it: exit 2.
@@ -404,7 +404,7 @@ struct BenchArgs {
 struct CheckpointArgs {
     /// Save model + optimizer + schedule state every M steps (0: never; default: the spec's
     /// `checkpoint.every`, 500). A killed or preempted run resumes from it.
-    #[arg(long, value_name = "M")]
+    #[arg(long, value_name = "M", value_parser = whole_number, allow_negative_numbers = true)]
     checkpoint_every: Option<usize>,
     /// Keep each run's last checkpoint after it finishes (default: delete it).
     #[arg(long)]
@@ -455,7 +455,7 @@ struct FitArgs {
     #[arg(long, value_name = "COL")]
     d_col: Option<String>,
     /// Column holding the compute C (then D = C / 6N).
-    #[arg(long, value_name = "COL")]
+    #[arg(long, value_name = "COL", conflicts_with = "d_col")]
     c_col: Option<String>,
     /// Column holding the loss.
     #[arg(long, value_name = "COL")]
@@ -480,7 +480,7 @@ struct FitArgs {
     #[arg(long, value_name = "COL,COL", value_delimiter = ',')]
     group_by: Vec<String>,
     /// Bootstrap resamples for the intervals (0 disables).
-    #[arg(long, value_name = "K", default_value_t = 1000)]
+    #[arg(long, value_name = "K", default_value_t = 1000, value_parser = whole_number, allow_negative_numbers = true)]
     bootstrap: usize,
     /// Seed for the bootstrap and random hold-outs.
     #[arg(long, default_value_t = 42)]
@@ -644,10 +644,17 @@ fn spec_source(path: Option<PathBuf>) -> anyhow::Result<SpecSource> {
 /// `--workers`: a count of at least 1.
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(k) => Ok(k),
-        Err(e) => Err(e.to_string()),
+        Ok(k) if k >= 1 => Ok(k),
+        _ => Err(format!(
+            "`{s}` is not a whole number of at least 1 (e.g. 2)"
+        )),
     }
+}
+
+/// A count that may be 0 (`--bootstrap 0` turns the bootstrap off).
+fn whole_number(s: &str) -> Result<usize, String> {
+    s.parse::<usize>()
+        .map_err(|_| format!("`{s}` is not a whole number (0, 1, 2, ...)"))
 }
 
 /// `--precision`: f32, bf16 or f16.

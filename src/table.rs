@@ -85,6 +85,31 @@ impl Table {
         })
     }
 
+    /// Row `row` (0-based) of a numeric column read by [`Self::numeric`] as a positive finite
+    /// number, or a user error naming the file, the row (1-based), the quantity (`label`) and
+    /// its column.
+    pub fn positive(
+        &self,
+        values: &[Option<f64>],
+        row: usize,
+        label: &str,
+        column: &str,
+    ) -> anyhow::Result<f64> {
+        match values[row] {
+            Some(v) if v.is_finite() && v > 0.0 => Ok(v),
+            Some(v) => bail_user!(
+                "{}: row {}: {label} = {v} (column `{column}`) is not a positive finite number; fix or remove the row",
+                self.path.display(),
+                row + 1
+            ),
+            None => bail_user!(
+                "{}: row {}: {label} (column `{column}`) is empty or not a number; fix or remove the row",
+                self.path.display(),
+                row + 1
+            ),
+        }
+    }
+
     /// A column as text.
     pub fn text(&self, name: &str, flag: &str) -> anyhow::Result<Vec<Option<String>>> {
         let i = self.index(name, flag)?;

@@ -243,7 +243,6 @@ impl Dataset {
         source: String,
         drop_top: usize,
     ) -> anyhow::Result<Dataset> {
-        let path = t.path.as_path();
         let n = t.numeric(&cols.n, "--n-col")?;
         let loss = t.numeric(&cols.loss, "--loss-col")?;
         let d = d_column(t, cols, &n)?;
@@ -257,23 +256,11 @@ impl Dataset {
         };
         let unique = unique_column(t, cols, &d)?;
         let mut points = Vec::new();
+        let d_name = cols.d.as_deref().or(cols.c.as_deref()).unwrap_or("D");
         for k in (0..t.rows).filter(|&k| keep[k]) {
-            let (Some(nv), Some(dv), Some(lv)) = (n[k], d[k], loss[k]) else {
-                bail_user!(
-                    "{}: row {} has an empty N, D or loss cell",
-                    path.display(),
-                    k + 1
-                );
-            };
-            for (name, v) in [("N", nv), ("D", dv), ("loss", lv)] {
-                if !v.is_finite() || v <= 0.0 {
-                    bail_user!(
-                        "{}: row {}: {name} = {v} is not a positive finite number; fix or remove the row",
-                        path.display(),
-                        k + 1
-                    );
-                }
-            }
+            let nv = t.positive(&n, k, "N", &cols.n)?;
+            let dv = t.positive(&d, k, "D", d_name)?;
+            let lv = t.positive(&loss, k, "loss", &cols.loss)?;
             points.push(Point {
                 n: nv,
                 d: dv,
@@ -1014,13 +1001,19 @@ fn split_epochs(data: &Dataset, opts: &FitOptions) -> anyhow::Result<EpochSplit>
 }
 
 /// The options with E resolved: pinned to the floor when asked (a user error without one).
-fn resolve_e(opts: &FitOptions) -> anyhow::Result<FitOptions> {
+fn resolve_e(opts: &FitOptions, points: &[Point]) -> anyhow::Result<FitOptions> {
     let mut o = opts.clone();
     if opts.pin_e_to_floor {
         let Some(fl) = opts.floor else {
             bail_user!("E pinned to the loss floor (`fit: {{e: floor}}` or --e-floor), but there is no floor.json: only the built-in corpus has a known floor; use --fix-e VALUE instead");
         };
         o.fixed_e = Some(fl);
+    }
+    let lowest = points.iter().map(|p| p.loss).fold(f64::INFINITY, f64::min);
+    if let Some(e) = o.fixed_e.filter(|&e| e >= lowest) {
+        bail_user!(
+            "E fixed at {e} (--fix-e, or the loss floor) is not below the lowest loss of the data ({lowest}): the irreducible loss lies below every observed loss; fix E lower, or fit it (drop --fix-e)"
+        );
     }
     Ok(o)
 }
@@ -1048,7 +1041,7 @@ pub fn fit_all(data: &Dataset, opts: &FitOptions) -> anyhow::Result<FitReport> {
     if !(opts.delta > 0.0) {
         bail_user!("--huber-delta must be positive");
     }
-    let opts = &resolve_e(opts)?;
+    let opts = &resolve_e(opts, &data.points)?;
     let EpochSplit {
         single: data,
         repeated,

@@ -191,3 +191,80 @@ fn unwritable_output_paths_name_the_path_and_the_fix() {
     let o = micro_sweep(&afile.join("sub"), &["--no-report"]);
     assert_user_error(&o, &["cannot create output folder", "afile"]);
 }
+
+/// Values a flag or a table cell cannot take are refused with exit 2 and what is valid, not
+/// dropped or accepted silently (each was, before a bad-input audit).
+#[test]
+fn impossible_values_are_refused_not_dropped() {
+    let dir = tmp("impossible");
+    let hp = dir.join("hp.csv");
+    std::fs::write(
+        &hp,
+        "N,D,lr,bs,loss\n1e5,1e6,0.01,8,2.1\n1e5,1e6,fast,8,2.0\n1e5,1e6,-0.01,8,2.2\n",
+    )
+    .unwrap();
+    let h = hp.to_str().unwrap();
+    let hp_args = |file: &str| {
+        scalelab(&[
+            "hp",
+            "--input",
+            file,
+            "--n-col",
+            "N",
+            "--d-col",
+            "D",
+            "--lr-col",
+            "lr",
+            "--bs-col",
+            "bs",
+            "--loss-col",
+            "loss",
+        ])
+    };
+    assert_user_error(
+        &hp_args(h),
+        &["hp.csv: row 2", "column `lr`", "not a number"],
+    );
+    let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
+    let c = csv.to_str().unwrap();
+    let fit = |extra: &[&str]| {
+        let mut a = vec![
+            "fit",
+            "--input",
+            c,
+            "--n-col",
+            "Model Size",
+            "--c-col",
+            "Training FLOP",
+            "--loss-col",
+            "loss",
+            "--bootstrap",
+            "0",
+            "--no-backtest",
+        ];
+        a.extend_from_slice(extra);
+        scalelab(&a)
+    };
+    assert_user_error(&fit(&["--fix-e", "100"]), &["not below the lowest loss"]);
+    let o = fit(&["--d-col", "Model Size"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    let o = scalelab(&["fit", "results/example-quick", "--bootstrap", "-3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("is not a whole number"),
+        "{}",
+        stderr(&o)
+    );
+    for (flag, value) in [("--max-runs", "0"), ("--workers", "-2"), ("--pack", "-1")] {
+        let out = dir.join("never");
+        let o = micro_sweep(&out, &[flag, value]);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        assert!(
+            stderr(&o).contains(&format!("`{value}` is not")),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!out.exists(), "{flag} {value}: nothing is written");
+    }
+}
