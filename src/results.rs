@@ -79,6 +79,18 @@ impl ResultsFolder {
     /// Read a results folder once: runs and curves, metadata, floor, baselines and spec.
     pub fn load(dir: &Path) -> anyhow::Result<ResultsFolder> {
         let runs_file = crate::store::RUNS_FILE;
+        if !dir.exists() {
+            bail_user!(
+                "{} does not exist: give a sweep's results folder (the --out of `scalelab run`), or a table with --input",
+                dir.display()
+            );
+        }
+        if dir.is_file() {
+            bail_user!(
+                "{} is a file, not a results folder: to fit a CSV or Parquet table, pass it with --input FILE and name its columns (--n-col, --d-col, --loss-col)",
+                dir.display()
+            );
+        }
         if !dir.join(runs_file).exists() {
             bail_user!(
                 "{} holds no {runs_file}: run the sweep first (`scalelab run SWEEP.yaml`), or fit a file with --input",

@@ -906,8 +906,18 @@ pub struct SpecSource {
 
 impl SpecSource {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
+        let bytes = std::fs::read(path)
             .map_err(|e| user(format!("cannot read sweep spec {}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = ok.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = ok.len() - ok.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) + 1;
+            user(format!(
+                "{}: line {line}, column {column}: not UTF-8 text (byte offset {}); save the spec as UTF-8",
+                path.display(),
+                ok.len()
+            ))
+        })?;
         Ok(SpecSource {
             label: path.display().to_string(),
             base_dir: PathBuf::from("."),
@@ -1787,9 +1797,44 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
         ),
         other => {
             let msg = other.to_string();
-            format!("{label}: {loc}{}", without_library_advice(first_line(&msg)))
+            let said = without_library_advice(first_line(&msg));
+            structure_message(label, &loc, text, at, &said)
+                .unwrap_or_else(|| format!("{label}: {loc}{said}"))
         }
     }
+}
+
+/// A value of the wrong shape (a number where a list goes, a list where a mapping goes, an
+/// empty file): the key it belongs to and the shape it needs, instead of the parser's
+/// "expected sequence start".
+fn structure_message(
+    label: &str,
+    loc: &str,
+    text: &str,
+    at: Option<(usize, usize)>,
+    said: &str,
+) -> Option<String> {
+    if text.trim().is_empty() {
+        return Some(format!(
+            "{label}: the spec is empty; start from sweeps/quick.yaml (a complete example)"
+        ));
+    }
+    let wanted = if said.contains("expected sequence") {
+        "a list, e.g. `[1, 2]` or one `- item` per line"
+    } else if said.contains("expected mapping") {
+        "`key: value` lines (a mapping)"
+    } else if said.contains("expected string") {
+        "a text value"
+    } else {
+        return None;
+    };
+    let path = at.and_then(|(line, column)| key_path_before(text, line, column));
+    Some(match path {
+        Some(p) => format!("{label}: {loc}`{p}` needs {wanted}; see sweeps/quick.yaml for the layout"),
+        None => format!(
+            "{label}: {loc}a sweep spec is `key: value` lines (name:, corpus:, model:, data:, training:); this is not: start from sweeps/quick.yaml"
+        ),
+    })
 }
 
 /// The error itself, without the snippet and alias wrappers.

@@ -25,6 +25,12 @@ pub struct Table {
 
 impl Table {
     pub fn read(path: &Path) -> anyhow::Result<Table> {
+        if path.is_dir() {
+            bail_user!(
+                "--input {} is a folder; --input takes a CSV or Parquet file (a sweep's results folder goes without --input)",
+                path.display()
+            );
+        }
         if !path.is_file() {
             bail_user!("input file {} does not exist", path.display());
         }

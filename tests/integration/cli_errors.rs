@@ -58,6 +58,18 @@ fn bad_specs_fail_cleanly_with_exit_2() {
         &BASE.replace("context: 16", "context: lots"),
         &["bad.yaml", "line 3"],
     );
+    // A value of the wrong shape: the key and the shape it needs, not the parser's words.
+    check(
+        &BASE.replace("[4096]", "4096"),
+        &["data.tokens", "needs a list"],
+    );
+    check("", &["the spec is empty"]);
+    check("- a\n- b\n", &["a sweep spec is `key: value` lines"]);
+    // Not UTF-8: where.
+    let p = dir.join("latin1.yaml");
+    std::fs::write(&p, b"name: mi\xffcro\n").unwrap();
+    let o = scalelab(&["plan", p.to_str().unwrap()]);
+    assert_user_error(&o, &["latin1.yaml", "line 1, column 9", "not UTF-8"]);
     // Missing file altogether.
     let o = scalelab(&["run", "/no/such/sweep.yaml"]);
     assert_user_error(&o, &["/no/such/sweep.yaml"]);
@@ -256,6 +268,24 @@ fn impossible_values_are_refused_not_dropped() {
         "{}",
         stderr(&o)
     );
+    // A missing folder, a file given as a folder, a folder given as --input: said so.
+    let nope = dir.join("nope");
+    let o = scalelab(&["fit", nope.to_str().unwrap()]);
+    assert_user_error(&o, &["nope does not exist"]);
+    let o = scalelab(&["fit", h]);
+    assert_user_error(&o, &["is a file, not a results folder", "--input"]);
+    let o = scalelab(&[
+        "fit",
+        "--input",
+        dir.to_str().unwrap(),
+        "--n-col",
+        "N",
+        "--d-col",
+        "D",
+        "--loss-col",
+        "loss",
+    ]);
+    assert_user_error(&o, &["is a folder; --input takes a CSV or Parquet file"]);
     for (flag, value) in [("--max-runs", "0"), ("--workers", "-2"), ("--pack", "-1")] {
         let out = dir.join("never");
         let o = micro_sweep(&out, &[flag, value]);
