@@ -264,8 +264,9 @@ struct RunArgs {
     #[arg(long, alias = "no-fit")]
     no_report: bool,
     /// Stop after training this many runs (the rest stay pending for the next invocation); a
-    /// pack or a cooldown-branch group counts as one. At least 1.
-    #[arg(long, value_name = "K", value_parser = at_least_one, allow_negative_numbers = true)]
+    /// pack or a cooldown-branch group counts as one. 0 sets the folder up (spec copy, checks)
+    /// and trains nothing.
+    #[arg(long, value_name = "K", value_parser = whole_number, allow_negative_numbers = true)]
     max_runs: Option<usize>,
     /// Plain line-per-run progress even on a terminal.
     #[arg(long)]
@@ -847,10 +848,14 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
     }
     let s = sweep::run(&p, &opts)?;
     eprintln!("{}", s.message());
-    if !a.no_report {
-        report_after_sweep(&p, &s.out_dir)?;
+    if a.no_report {
+        return Ok(());
     }
-    Ok(())
+    if s.skipped + s.trained == 0 {
+        eprintln!("scalelab: no run has finished yet, so there is no report; run the same command again to train");
+        return Ok(());
+    }
+    report_after_sweep(&p, &s.out_dir)
 }
 
 /// Fit and report a finished sweep (`run` without `--no-report`).
@@ -919,6 +924,11 @@ fn cmd_plan(
     workers: usize,
 ) -> anyhow::Result<()> {
     let p = sweep::prepare(spec_source(path)?, out, None)?;
+    if let Some(d) = sweep::spec_difference(&p) {
+        eprintln!(
+            "scalelab: warning: {d}; `run` would refuse this folder: use another --out, or `run --update-spec` (which keeps the finished runs whose settings are unchanged)"
+        );
+    }
     let existing = sweep::existing_runs(&p.out_dir);
     let speed = sweep::speed(&p, &existing, measure, workers)?;
     print!(

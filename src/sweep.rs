@@ -526,38 +526,49 @@ pub enum SpecChange {
     Updated,
 }
 
-/// Refuse to write into a results folder that was started from a different spec (its
-/// `sweep.yaml`), unless `update_spec`; runs of an older run-id scheme are renamed.
-pub fn check_results_folder(p: &Prepared, update_spec: bool) -> anyhow::Result<SpecChange> {
+/// How a results folder's `sweep.yaml` differs from the spec being run ("holds results of a
+/// different sweep spec: ... first difference ..."), or None when it is the same (or absent).
+pub fn spec_difference(p: &Prepared) -> Option<String> {
     let path = p.out_dir.join(crate::fsio::SWEEP_FILE);
-    let Ok(old) = std::fs::read_to_string(&path) else {
-        return Ok(SpecChange::Same);
-    };
+    let old = std::fs::read_to_string(&path).ok()?;
     let (a, b) = (normalized_spec(&old), normalized_spec(&p.source.text));
-    if a == b || update_spec {
-        migrate_legacy_ids(p)?;
-        return Ok(if a == b {
-            SpecChange::Same
-        } else {
-            SpecChange::Updated
-        });
+    if a == b {
+        return None;
     }
     let k = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
     let show = |v: &[&str]| {
         v.get(k)
             .map_or("<end of spec>".to_string(), |l| format!("`{}`", l.trim()))
     };
-    crate::bail_user!(
-        "{} holds results of a different sweep spec: {} differs from {} (first difference: {} vs {}). \
-         Nothing was changed. Fix: write to a new folder with --out DIR (or give the sweep a new `name:`), \
-         or pass --update-spec to continue this folder with the new spec (finished runs whose settings \
-         are unchanged are kept: a run id hashes every setting of its run)",
+    Some(format!(
+        "{} holds results of a different sweep spec: {} differs from {} (first difference: {} vs {})",
         p.out_dir.display(),
         path.display(),
         p.source.label,
         show(&a),
         show(&b)
-    )
+    ))
+}
+
+/// Refuse to write into a results folder that was started from a different spec (its
+/// `sweep.yaml`), unless `update_spec`; runs of an older run-id scheme are renamed.
+pub fn check_results_folder(p: &Prepared, update_spec: bool) -> anyhow::Result<SpecChange> {
+    let differs = spec_difference(p);
+    match differs {
+        Some(d) if !update_spec => crate::bail_user!(
+            "{d}. Nothing was changed. Fix: write to a new folder with --out DIR (or give the sweep a new `name:`), \
+             or pass --update-spec to continue this folder with the new spec (finished runs whose settings \
+             are unchanged are kept: a run id hashes every setting of its run)"
+        ),
+        _ => {
+            migrate_legacy_ids(p)?;
+            Ok(if differs.is_none() {
+                SpecChange::Same
+            } else {
+                SpecChange::Updated
+            })
+        }
+    }
 }
 
 /// What a sweep invocation did.

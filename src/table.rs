@@ -230,7 +230,7 @@ fn read_parquet(path: &Path) -> anyhow::Result<Table> {
         .map_err(|e| user(format!("cannot open {}: {e}", path.display())))?;
     let df = ParquetReader::new(file).finish().map_err(|e| {
         user(format!(
-            "{} is not a readable Parquet file: {e}",
+            "{} is not a readable Parquet file ({e}); if it is a CSV, name it .csv; if it was cut short (an interrupted copy or download), copy it again",
             path.display()
         ))
     })?;

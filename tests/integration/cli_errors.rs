@@ -272,6 +272,14 @@ fn impossible_values_are_refused_not_dropped() {
     let nope = dir.join("nope");
     let o = scalelab(&["fit", nope.to_str().unwrap()]);
     assert_user_error(&o, &["nope does not exist"]);
+    // --max-runs 0 sets a folder up and trains nothing: no report, no error.
+    let o = micro_sweep(&nope, &["--max-runs", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no run has finished yet"),
+        "{}",
+        stderr(&o)
+    );
     let o = scalelab(&["fit", h]);
     assert_user_error(&o, &["is a file, not a results folder", "--input"]);
     let o = scalelab(&[
@@ -286,7 +294,7 @@ fn impossible_values_are_refused_not_dropped() {
         "loss",
     ]);
     assert_user_error(&o, &["is a folder; --input takes a CSV or Parquet file"]);
-    for (flag, value) in [("--max-runs", "0"), ("--workers", "-2"), ("--pack", "-1")] {
+    for (flag, value) in [("--max-runs", "-1"), ("--workers", "-2"), ("--pack", "-1")] {
         let out = dir.join("never");
         let o = micro_sweep(&out, &[flag, value]);
         assert_eq!(o.status.code(), Some(2), "{flag} {value}");
@@ -297,4 +305,41 @@ fn impossible_values_are_refused_not_dropped() {
         );
         assert!(!out.exists(), "{flag} {value}: nothing is written");
     }
+}
+
+/// `plan` on a folder another spec started warns that `run` would refuse it (it used to list
+/// every run as pending and say nothing).
+#[test]
+fn plan_warns_about_a_folder_of_another_spec() {
+    let dir = tmp("plan-other-spec");
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("sweep.yaml"), "name: other\n").unwrap();
+    let spec = write_spec(&dir, BASE);
+    let o = scalelab(&[
+        "plan",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("holds results of a different sweep spec")
+            && stderr(&o).contains("`run` would refuse this folder"),
+        "{}",
+        stderr(&o)
+    );
+    let o = scalelab(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_user_error(
+        &o,
+        &[
+            "holds results of a different sweep spec",
+            "Nothing was changed",
+        ],
+    );
 }

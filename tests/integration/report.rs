@@ -136,7 +136,7 @@ fn report_from_csv_and_degenerate_inputs() {
     check_svgs_and_html(&out, &drawn);
     // No runs folder: a clear error.
     let o = scalelab(&["report", dir.join("nothing").to_str().unwrap()]);
-    assert_user_error(&o, &["runs.parquet"]);
+    assert_user_error(&o, &["nothing does not exist"]);
     // --input without --out.
     let o = scalelab(&[
         "report",
