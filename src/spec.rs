@@ -998,6 +998,18 @@ impl SweepSpec {
         model_problems(&self.model, &mut p);
         model_size_problems(&self.model, vocab_estimate(&self.corpus), &mut p);
         data_problems(&self.data, self.seed_list().len(), &mut p);
+        repeat_problem("seeds", self.seeds.as_deref().unwrap_or_default(), &mut p);
+        repeat_problem("data.tokens", &self.data.tokens, &mut p);
+        repeat_problem("data.tokens_per_param", &self.data.tokens_per_param, &mut p);
+        if let Some(iso) = &self.data.isoflop {
+            repeat_problem("data.isoflop.budgets", &iso.budgets, &mut p);
+        }
+        if self.corpus.eval_tokens < self.model.context as f64 {
+            p.push(format!(
+                "corpus.eval_tokens: {} is less than one context window (model.context {}), so nothing would be scored; use at least {} (the default is 16384)",
+                self.corpus.eval_tokens, self.model.context, self.model.context
+            ));
+        }
         data_size_problems(&self.data, &self.model, &mut p);
         batch_problems(&self.training, self.model.context, &mut p);
         training_problems(&self.training, &mut p);
@@ -1147,6 +1159,19 @@ fn corpus_vocab_problems(c: &CorpusSpec, p: &mut Vec<String>) {
             p.push(format!(
                 "corpus.vocab_size: {v} is out of range; u16 tokens allow 2..=65536"
             ));
+        }
+    }
+}
+
+/// A list that names one value twice (`seeds: [1, 1]`): it would plan those runs once, not
+/// twice, and say nothing.
+fn repeat_problem<T: PartialEq + std::fmt::Display>(key: &str, v: &[T], p: &mut Vec<String>) {
+    for (j, x) in v.iter().enumerate() {
+        if let Some(i) = v[..j].iter().position(|y| y == x) {
+            p.push(format!(
+                "{key}[{j}]: {x} repeats {key}[{i}]; a value plans its runs once, so remove the repeat"
+            ));
+            return;
         }
     }
 }
