@@ -166,6 +166,7 @@ pub fn submit(p: &Prepared, o: &SubmitOptions) -> anyhow::Result<String> {
     let files = ArrayFiles::new(&p.out_dir)?;
     let text = script(p, &s, ids.len(), &files.tasks, &files.out)?;
     if o.dry_run {
+        known_partition(&s)?;
         return Ok(format!(
             "{text}# dry run: nothing submitted or written; {} tasks would be listed in {}\n",
             ids.len(),
@@ -201,7 +202,38 @@ fn checked_options(flags: &SlurmSpec, spec: &SlurmSpec) -> anyhow::Result<SlurmS
     if s.max_parallel == Some(0) {
         bail_user!("--max-parallel must be at least 1");
     }
+    if s.cpus_per_task == Some(0) {
+        bail_user!("--cpus-per-task (or slurm.cpus_per_task) must be at least 1");
+    }
+    if let Some(m) = s.mem.as_deref().filter(|m| !valid_slurm_mem(m)) {
+        bail_user!(
+            "--mem {m:?} (or slurm.mem) is not a Slurm memory size; write a whole number with an optional unit K, M, G or T, e.g. 16G"
+        );
+    }
+    for (flag, v) in [("--partition", &s.partition), ("--account", &s.account)] {
+        if let Some(v) = v.as_deref().filter(|v| !valid_slurm_name(v)) {
+            bail_user!(
+                "{flag} {v:?} is not a Slurm name; use letters, digits, '-', '_' and '.' (several partitions: comma-separated)"
+            );
+        }
+    }
     Ok(s)
+}
+
+/// A Slurm `--mem` value: digits with an optional K/M/G/T unit (e.g. `16G`, `16000`).
+fn valid_slurm_mem(m: &str) -> bool {
+    let digits = m.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    !digits.is_empty() && digits.len() + 1 >= m.len() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A partition or account name (or a comma-separated list of partitions).
+fn valid_slurm_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.split(',').all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        })
 }
 
 /// Before anything is written: a Slurm client, and a partition the cluster knows.
@@ -213,10 +245,15 @@ fn preflight(s: &SlurmSpec) -> anyhow::Result<()> {
              locally with `scalelab run`"
         );
     }
+    known_partition(s)
+}
+
+/// The partition, when one is set and `sinfo` can list the cluster's: one it knows.
+fn known_partition(s: &SlurmSpec) -> anyhow::Result<()> {
     if let (Some(part), Some(known)) = (&s.partition, partitions()) {
-        if !known.iter().any(|k| k == part) {
+        if let Some(p) = part.split(',').find(|p| !known.iter().any(|k| k == p)) {
             bail_user!(
-                "unknown Slurm partition {part:?} (--partition or slurm.partition); this cluster has: {}",
+                "unknown Slurm partition {p:?} (--partition or slurm.partition); this cluster has: {}",
                 known.join(", ")
             );
         }

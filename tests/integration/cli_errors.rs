@@ -357,3 +357,39 @@ fn plan_warns_about_a_folder_of_another_spec() {
         ],
     );
 }
+
+/// `submit --dry-run` checks what a real submit checks (it printed a script with
+/// `--mem=lots` before; only sbatch refused it, at the real submit).
+#[test]
+fn submit_dry_run_refuses_what_sbatch_would() {
+    let dir = tmp("dry-run");
+    let out = dir.join("out");
+    for (flag, value, says) in [
+        ("--mem", "lots", "is not a Slurm memory size"),
+        ("--cpus-per-task", "0", "must be at least 1"),
+        ("--partition", "gpu; rm -rf /", "is not a Slurm name"),
+    ] {
+        let o = scalelab(&[
+            "submit",
+            "sweeps/micro.yaml",
+            "--out",
+            out.to_str().unwrap(),
+            "--dry-run",
+            flag,
+            value,
+        ]);
+        assert_user_error(&o, &[flag, says]);
+        assert!(!out.exists(), "{flag}: nothing written");
+    }
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        out.to_str().unwrap(),
+        "--dry-run",
+        "--mem",
+        "16G",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("--mem=16G"));
+}
