@@ -32,9 +32,9 @@ impl HpColumns {
     }
 }
 
-/// Every row, each with N, D, LR and batch size positive and a loss (a diverged run's
-/// non-finite loss is kept out of the optimum search); a row that breaks this is a user error
-/// naming it and its column.
+/// Every row, each with N, D, LR and batch size positive (a row that breaks this is a user
+/// error naming it and its column); a diverged run's non-finite or empty loss is kept out of
+/// the optimum search.
 pub fn read_runs(path: &Path, cols: &HpColumns) -> anyhow::Result<Vec<HpRun>> {
     let t = Table::read(path)?;
     let col = |name: &str, flag: &str| t.numeric(name, flag);
@@ -47,14 +47,8 @@ pub fn read_runs(path: &Path, cols: &HpColumns) -> anyhow::Result<Vec<HpRun>> {
     );
     let mut runs = Vec::with_capacity(t.rows);
     for i in 0..t.rows {
-        let Some(l) = loss[i] else {
-            bail_user!(
-                "{}: row {}: the loss (column `{}`) is empty or not a number; fix or remove the row",
-                path.display(),
-                i + 1,
-                cols.loss
-            );
-        };
+        // An empty loss cell is a diverged run's NaN as pandas writes it.
+        let l = loss[i].unwrap_or(f64::NAN);
         runs.push(HpRun {
             n: t.positive(&n, i, "N", &cols.n)?,
             d: t.positive(&d, i, "D", &cols.d)?,

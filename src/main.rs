@@ -328,7 +328,7 @@ struct SubmitArgs {
     #[arg(long)]
     mem: Option<String>,
     /// Array tasks running at once (`--array=0-N%K`).
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = at_least_one, allow_negative_numbers = true)]
     max_parallel: Option<usize>,
     /// Do not requeue preempted tasks.
     #[arg(long)]
@@ -465,7 +465,7 @@ struct FitArgs {
     #[arg(long, value_name = "COL")]
     budget_col: Option<String>,
     /// Drop the K highest-loss points before fitting.
-    #[arg(long, value_name = "K", default_value_t = 0)]
+    #[arg(long, value_name = "K", default_value_t = 0, value_parser = whole_number, allow_negative_numbers = true)]
     drop_top: usize,
     /// Drop rows where any text cell contains TEXT (e.g. `validation-optimal`).
     #[arg(long, value_name = "TEXT")]
@@ -517,7 +517,7 @@ struct FitArgs {
     #[arg(long, value_name = "C,C,...", value_delimiter = ',')]
     target_flops: Vec<f64>,
     /// Use every K-th start of the standard grid (1 = all 4,500).
-    #[arg(long, value_name = "K", default_value_t = 1)]
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = at_least_one, allow_negative_numbers = true)]
     grid_stride: usize,
     /// Column holding each run's unique training tokens U_D (runs with D > U_D repeated
     /// their data; they get the data-constrained law).
@@ -852,7 +852,7 @@ fn cmd_run(a: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if s.skipped + s.trained == 0 {
-        eprintln!("scalelab: no run has finished yet, so there is no report; run the same command again to train");
+        eprintln!("scalelab: no run has finished yet, so there is no report (`scalelab report DIR` makes one once runs have finished)");
         return Ok(());
     }
     report_after_sweep(&p, &s.out_dir)

@@ -220,8 +220,13 @@ fn checked_options(flags: &SlurmSpec, spec: &SlurmSpec) -> anyhow::Result<SlurmS
     Ok(s)
 }
 
-/// A Slurm `--mem` value: digits with an optional K/M/G/T unit (e.g. `16G`, `16000`).
+/// A Slurm `--mem` value: digits with an optional K/M/G/T unit, itself optionally followed by
+/// B (`16G`, `16GB`, `500M`, `16000`, `0`).
 fn valid_slurm_mem(m: &str) -> bool {
+    let m = match m.strip_suffix(['B', 'b']) {
+        Some(r) if r.ends_with(|c: char| "KMGTkmgt".contains(c)) => r,
+        _ => m,
+    };
     let digits = m.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
     !digits.is_empty() && digits.len() + 1 >= m.len() && digits.bytes().all(|b| b.is_ascii_digit())
 }
@@ -499,12 +504,13 @@ fn run_state(p: &Prepared, r: &crate::plan::RunPlan, seen: &Seen) -> (String, St
     let lead = r.parent.clone().unwrap_or_else(|| r.id.clone());
     let done = seen.loaded.runs.iter().find(|x| x.run_id == r.id);
     let ckpt_dir = p.out_dir.join(crate::fsio::CHECKPOINTS_DIR);
-    // A run in a pack's checkpoint resumes with its pack, not from a file of its own.
-    let ckpt = seen
-        .packed
-        .get(&r.id)
-        .cloned()
-        .or_else(|| crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id))));
+    // Its own checkpoint or its pack's, whichever is further (the one its next attempt, alone
+    // or packed as before, resumes from).
+    let own = crate::train::checkpoint_meta(&ckpt_dir.join(format!("{}.ckpt", r.id)));
+    let ckpt = match (own, seen.packed.get(&r.id)) {
+        (Some(o), Some(p)) if p.step > o.step => Some(p.clone()),
+        (own, packed) => own.or_else(|| packed.cloned()),
+    };
     let at_step = |what: &str| {
         ckpt.as_ref()
             .map(|c| {

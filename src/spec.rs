@@ -1004,12 +1004,6 @@ impl SweepSpec {
         if let Some(iso) = &self.data.isoflop {
             repeat_problem("data.isoflop.budgets", &iso.budgets, &mut p);
         }
-        if self.corpus.eval_tokens < self.model.context as f64 {
-            p.push(format!(
-                "corpus.eval_tokens: {} is less than one context window (model.context {}), so nothing would be scored; use at least {} (the default is 16384)",
-                self.corpus.eval_tokens, self.model.context, self.model.context
-            ));
-        }
         data_size_problems(&self.data, &self.model, &mut p);
         batch_problems(&self.training, self.model.context, &mut p);
         training_problems(&self.training, &mut p);

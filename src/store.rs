@@ -116,9 +116,16 @@ pub fn set_aside_damaged_tables(dir: &Path) -> anyhow::Result<Vec<String>> {
             _ => read_curves_file(&path).map(|_| ()),
         };
         if let Err(e) = readable {
-            let aside = dir.join(format!("{name}.unreadable"));
+            // Never over an earlier set-aside copy: .unreadable, .unreadable.2, ...
+            let aside = (1..)
+                .map(|k| match k {
+                    1 => dir.join(format!("{name}.unreadable")),
+                    k => dir.join(format!("{name}.unreadable.{k}")),
+                })
+                .find(|p| !p.exists())
+                .unwrap();
             std::fs::rename(&path, &aside)
-                .map_err(|r| anyhow::anyhow!("cannot set {} aside: {r}", path.display()))?;
+                .map_err(|r| crate::error::path_error("set aside", &path, r))?;
             notes.push(format!(
                 "set aside the damaged {name} as {} ({e}); rows only it held (runs without a file in {RUN_FILES_DIR}/) are not recovered",
                 aside.display()

@@ -368,12 +368,17 @@ fn fit_budget(budget: f64, x: &[f64], y: &[f64]) -> BudgetFit {
 
 pub fn approach2(points: &[Point]) -> Approach2 {
     let (grouping, groups) = group_budgets(points);
+    approach2_over(grouping, &groups, points)
+}
+
+/// Approach 2 over given budgets (each a budget and indices into `points`).
+fn approach2_over(grouping: String, groups: &[(f64, Vec<usize>)], points: &[Point]) -> Approach2 {
     let budgets: Vec<BudgetFit> = groups
-        .into_iter()
+        .iter()
         .map(|(budget, idx)| {
             let x: Vec<f64> = idx.iter().map(|&i| points[i].n.ln()).collect();
             let y: Vec<f64> = idx.iter().map(|&i| points[i].loss).collect();
-            fit_budget(budget, &x, &y)
+            fit_budget(*budget, &x, &y)
         })
         .collect();
     let used: Vec<&BudgetFit> = budgets.iter().filter(|b| b.excluded.is_none()).collect();
@@ -428,15 +433,17 @@ pub fn approach2_interval(points: &[Point], resamples: usize, seed: u64) -> Opti
     let mut rng = crate::hashing::Rng::new(seed ^ 0xA2B0_07);
     let mut a = Vec::with_capacity(resamples);
     for _ in 0..resamples {
-        let sample: Vec<Point> = groups
+        // The design's budgets as they are, each with its points redrawn.
+        let sample: Vec<(f64, Vec<usize>)> = groups
             .iter()
-            .flat_map(|(_, idx)| {
-                (0..idx.len())
-                    .map(|_| points[idx[rng.below(idx.len())]].clone())
-                    .collect::<Vec<_>>()
+            .map(|(b, idx)| {
+                (
+                    *b,
+                    (0..idx.len()).map(|_| idx[rng.below(idx.len())]).collect(),
+                )
             })
             .collect();
-        a.extend(approach2(&sample).a);
+        a.extend(approach2_over(String::new(), &sample, points).a);
     }
     (resamples > 0 && 2 * a.len() >= resamples).then(|| ExponentCi {
         usable: a.len(),

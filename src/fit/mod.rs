@@ -1009,10 +1009,15 @@ fn resolve_e(opts: &FitOptions, points: &[Point]) -> anyhow::Result<FitOptions> 
         };
         o.fixed_e = Some(fl);
     }
+    // An explicit --fix-e at or above every loss is a slip; the corpus's exact floor is not
+    // checked (a run may land a hair below it on a finite eval set by chance).
     let lowest = points.iter().map(|p| p.loss).fold(f64::INFINITY, f64::min);
-    if let Some(e) = o.fixed_e.filter(|&e| e >= lowest) {
+    if let Some(e) = opts
+        .fixed_e
+        .filter(|&e| e >= lowest && !opts.pin_e_to_floor)
+    {
         bail_user!(
-            "E fixed at {e} (--fix-e, or the loss floor) is not below the lowest loss of the data ({lowest}): the irreducible loss lies below every observed loss; fix E lower, or fit it (drop --fix-e)"
+            "--fix-e {e} is not below the lowest loss of the data ({lowest}): the irreducible loss lies below every observed loss; fix E lower, or fit it (drop --fix-e)"
         );
     }
     Ok(o)

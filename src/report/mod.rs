@@ -917,7 +917,7 @@ fn agreement_verdict(f: &FitReport) -> Option<String> {
         );
         if 2 * app.late_points < app.envelope.len() {
             s.push_str(&format!(
-                " and is the weakest of the three here: {} of its {} envelope points are mid-run points (before the last tenth of their run), taken before the learning rate had decayed, so the envelope lies above what runs annealed at those lengths would reach (Chinchilla's Approach 1 trained each size at four schedule lengths for that reason)",
+                " and is weak here: {} of its {} envelope points are mid-run points (before the last tenth of their run), taken before the learning rate had decayed, so the envelope lies above what runs annealed at those lengths would reach (Chinchilla's Approach 1 trained each size at four schedule lengths for that reason)",
                 app.envelope.len() - app.late_points,
                 app.envelope.len()
             ));

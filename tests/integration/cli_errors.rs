@@ -73,11 +73,6 @@ fn bad_specs_fail_cleanly_with_exit_2() {
         &BASE.replace("name: t\n", "name: t\nseeds: [1, 1]\n"),
         &["seeds[1]", "repeats seeds[0]"],
     );
-    // Fewer eval tokens than one window: nothing would be scored.
-    check(
-        &BASE.replace("name: t\n", "name: t\ncorpus:\n  eval_tokens: 10\n"),
-        &["corpus.eval_tokens", "less than one context window"],
-    );
     check("- a\n- b\n", &["a sweep spec is `key: value` lines"]);
     // Not UTF-8: where.
     let p = dir.join("latin1.yaml");
