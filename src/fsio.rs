@@ -82,7 +82,7 @@ pub fn write_text_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     write_bytes_atomic(path, text.as_bytes())
 }
 
-/// Write bytes atomically (temp file in the same folder, fsync, rename).
+/// Write bytes atomically (temp file in the same folder, fsync, rename, fsync the folder).
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_dir_all(dir)?;
@@ -97,7 +97,13 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         return Err(crate::error::path_error("write", path, e));
     }
     failpoint_rename(path);
-    std::fs::rename(&tmp, path).map_err(|e| crate::error::path_error("write", path, e))
+    std::fs::rename(&tmp, path).map_err(|e| crate::error::path_error("write", path, e))?;
+    // The rename itself reaches the disk before anything that relies on it (a checkpoint is
+    // deleted once its run's result file is written).
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// `std::fs::create_dir_all`, its error naming the folder (and the fix, where the user can).

@@ -771,7 +771,11 @@ pub fn run(p: &Prepared, opts: &RunOptions) -> anyhow::Result<SweepSummary> {
     } else {
         opts.pack.runs(devices[0])
     };
-    let saved = saved_packs(&opts.checkpointing(p), |id| store.is_done(id));
+    let in_plan: std::collections::HashSet<&str> =
+        p.plan.runs.iter().map(|r| r.id.as_str()).collect();
+    let saved = saved_packs(&opts.checkpointing(p), |id| {
+        in_plan.contains(id) && !store.is_done(id)
+    });
     let units = pack_units(units(&p.plan, |id| store.is_done(id)), pack, &saved);
     let pending_runs: usize = units.iter().map(|u| u.members.len()).sum();
     let skipped = p.plan.runs.len() - pending_runs;
@@ -1932,14 +1936,15 @@ fn pack_units<'a>(units: Vec<Unit<'a>>, size: usize, saved: &[Vec<String>]) -> V
     out
 }
 
-/// The run ids of the packs checkpointed in the folder; the checkpoints of packs whose runs
-/// have all finished are deleted (unless kept): nothing resumes from them.
-fn saved_packs(ckpt: &train::Checkpointing, is_done: impl Fn(&str) -> bool) -> Vec<Vec<String>> {
+/// The run ids of the packs checkpointed in the folder whose runs are all `pending` (in the
+/// plan, not finished): the ones a rerun can form again and resume. The others' files are
+/// deleted (unless kept): nothing can resume them (runs finished, or dropped from the spec).
+fn saved_packs(ckpt: &train::Checkpointing, pending: impl Fn(&str) -> bool) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for p in train::pack_checkpoints(&ckpt.dir) {
         match p.run_ids.first() {
-            Some(lead) if p.run_ids.iter().all(|id| is_done(id)) => ckpt.remove(&[], Some(lead)),
-            Some(_) => out.push(p.run_ids),
+            Some(_) if p.run_ids.iter().all(|id| pending(id)) => out.push(p.run_ids),
+            Some(lead) => ckpt.remove(&[], Some(lead)),
             None => {}
         }
     }
