@@ -241,14 +241,10 @@ impl Speed {
     /// ([`finished_samples`]) plus the ETA of the runs `run` would still train (failed ones
     /// are retried).
     pub fn whole_sweep_s(&self, plan: &Plan, finished: &[RunRecord]) -> f64 {
-        let done = |id: &str| {
-            finished
-                .iter()
-                .any(|x| x.run_id == id && x.status.is_final())
-        };
+        let done = crate::record::finished_ids(finished);
         let spent: f64 = finished_samples(finished).iter().map(|s| s.2).sum();
         let pending: f64 = roles(plan)
-            .filter(|(r, _)| !done(&r.id))
+            .filter(|(r, _)| !done.contains(r.id.as_str()))
             .map(|(r, role)| self.run_seconds(r, role))
             .sum();
         spent + pending

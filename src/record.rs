@@ -540,6 +540,15 @@ impl RunRecord {
     }
 }
 
+/// The ids of the runs finished for good ([`Status::is_final`]: a rerun does not train them
+/// again; failed runs it retries).
+pub fn finished_ids(rows: &[RunRecord]) -> std::collections::HashSet<&str> {
+    rows.iter()
+        .filter(|r| r.status.is_final())
+        .map(|r| r.run_id.as_str())
+        .collect()
+}
+
 /// Mark, for every point, the `ok` run with the lowest eval loss as selected.
 pub fn mark_selected(runs: &mut [RunRecord]) {
     let mut best: std::collections::HashMap<String, (usize, f64)> = Default::default();

@@ -172,11 +172,7 @@ pub fn speed(
 ) -> anyhow::Result<Speed> {
     let mut speed = Speed::of(store_runs, p.spec.flops_per_s, p.device);
     if measure {
-        let done: std::collections::HashSet<&str> = store_runs
-            .iter()
-            .filter(|r| r.status.is_final())
-            .map(|r| r.run_id.as_str())
-            .collect();
+        let done = crate::record::finished_ids(store_runs);
         let pending: Vec<(&RunPlan, Role)> = eta::roles(&p.plan)
             .filter(|(r, _)| !done.contains(r.id.as_str()))
             .collect();
@@ -362,12 +358,8 @@ fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Spe
 /// Seconds of each pending unit the executor trains as one (a lone run, or a stable parent
 /// with its pending cooldown branches); packs are not modelled (their runs count one by one).
 fn pending_unit_seconds(p: &Prepared, store_runs: &[RunRecord], speed: &Speed) -> Vec<f64> {
-    let done = |id: &str| {
-        store_runs
-            .iter()
-            .any(|x| x.run_id == id && x.status.is_final())
-    };
-    units(&p.plan, done)
+    let done = crate::record::finished_ids(store_runs);
+    units(&p.plan, |id| done.contains(id))
         .iter()
         .map(|u| {
             let parent = u
@@ -822,11 +814,14 @@ fn check_precision(p: &Prepared, devices: &[DeviceChoice]) -> anyhow::Result<()>
 
 /// The output folder, with the spec copy, the floor and the tokenizer beside the results.
 fn create_results_folder(p: &Prepared) -> anyhow::Result<()> {
+    // Whatever the reason, the folder is the user's choice: a user error, with the fix where
+    // there is one.
     std::fs::create_dir_all(&p.out_dir).map_err(|e| {
         let e = crate::error::path_error("create output folder", &p.out_dir, e);
-        match crate::error::is_user_error(&e) {
-            true => e,
-            false => crate::error::user(e.to_string()),
+        if crate::error::is_user_error(&e) {
+            e
+        } else {
+            crate::error::user(e.to_string())
         }
     })?;
     write_folder_files(p, &p.out_dir)

@@ -99,26 +99,20 @@ fn bad_specs_fail_cleanly_with_exit_2() {
 fn fit_cli_json_and_bad_inputs() {
     let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
     let c = csv.to_str().unwrap();
-    let o = scalelab(&[
+    let o = on_chinchilla(
         "fit",
-        "--input",
-        c,
-        "--n-col",
-        "Model Size",
-        "--c-col",
-        "Training FLOP",
-        "--loss-col",
-        "loss",
-        "--drop-top",
-        "5",
-        "--json",
-        "--bootstrap",
-        "20",
-        "--grid-stride",
-        "10",
-        "--target-flops",
-        "5.88e23",
-    ]);
+        &[
+            "--drop-top",
+            "5",
+            "--json",
+            "--bootstrap",
+            "20",
+            "--grid-stride",
+            "10",
+            "--target-flops",
+            "5.88e23",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     for k in ["E", "A", "B", "alpha", "beta", "objective"] {
@@ -188,25 +182,18 @@ fn unwritable_output_paths_name_the_path_and_the_fix() {
     let dir = tmp("bad-out");
     let afile = dir.join("afile");
     std::fs::write(&afile, "not a folder").unwrap();
-    let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
-    let o = scalelab(&[
+    let o = on_chinchilla(
         "report",
-        "--input",
-        csv.to_str().unwrap(),
-        "--n-col",
-        "Model Size",
-        "--c-col",
-        "Training FLOP",
-        "--loss-col",
-        "loss",
-        "--bootstrap",
-        "0",
-        "--no-backtest",
-        "--grid-stride",
-        "10",
-        "--out",
-        afile.to_str().unwrap(),
-    ]);
+        &[
+            "--bootstrap",
+            "0",
+            "--no-backtest",
+            "--grid-stride",
+            "10",
+            "--out",
+            afile.to_str().unwrap(),
+        ],
+    );
     assert_user_error(&o, &["afile", "a file stands where a folder must be"]);
     assert_eq!(std::fs::read_to_string(&afile).unwrap(), "not a folder");
     let o = micro_sweep(&afile.join("sub"), &["--no-report"]);
@@ -246,25 +233,10 @@ fn impossible_values_are_refused_not_dropped() {
         &hp_args(h),
         &["hp.csv: row 2", "column `lr`", "not a number"],
     );
-    let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
-    let c = csv.to_str().unwrap();
     let fit = |extra: &[&str]| {
-        let mut a = vec![
-            "fit",
-            "--input",
-            c,
-            "--n-col",
-            "Model Size",
-            "--c-col",
-            "Training FLOP",
-            "--loss-col",
-            "loss",
-            "--bootstrap",
-            "0",
-            "--no-backtest",
-        ];
+        let mut a = vec!["--bootstrap", "0", "--no-backtest"];
         a.extend_from_slice(extra);
-        scalelab(&a)
+        on_chinchilla("fit", &a)
     };
     assert_user_error(&fit(&["--fix-e", "100"]), &["not below the lowest loss"]);
     let o = fit(&["--d-col", "Model Size"]);
@@ -338,12 +310,7 @@ fn plan_warns_about_a_folder_of_another_spec() {
         "{}",
         stderr(&o)
     );
-    let o = scalelab(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = run_spec(&spec, &out, &[]);
     assert_user_error(
         &o,
         &[

@@ -82,6 +82,25 @@ pub(crate) fn micro_sweep(out: &Path, extra: &[&str]) -> Output {
     scalelab(&args)
 }
 
+/// `scalelab CMD` on Epoch's Chinchilla table (`--input`, its N, C and loss columns), then
+/// `extra`.
+pub(crate) fn on_chinchilla(cmd: &str, extra: &[&str]) -> Output {
+    let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
+    let mut args = vec![
+        cmd,
+        "--input",
+        csv.to_str().unwrap(),
+        "--n-col",
+        "Model Size",
+        "--c-col",
+        "Training FLOP",
+        "--loss-col",
+        "loss",
+    ];
+    args.extend_from_slice(extra);
+    scalelab(&args)
+}
+
 /// `scalelab plan SPEC --out DIR`'s table (it must succeed).
 pub(crate) fn plan_of(spec: &Path, out: &Path) -> String {
     let o = scalelab(&[

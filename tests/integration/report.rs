@@ -95,29 +95,22 @@ fn isoflop_sweep_report_end_to_end() {
 #[test]
 fn report_from_csv_and_degenerate_inputs() {
     let dir = tmp("csvreport");
-    let csv = shared_data().join("chinchilla_svg_extracted_data.csv");
     let out = dir.join("chin");
-    let o = scalelab(&[
+    let o = on_chinchilla(
         "report",
-        "--input",
-        csv.to_str().unwrap(),
-        "--n-col",
-        "Model Size",
-        "--c-col",
-        "Training FLOP",
-        "--loss-col",
-        "loss",
-        "--drop-top",
-        "5",
-        "--bootstrap",
-        "100",
-        "--grid-stride",
-        "10",
-        "--target-flops",
-        "5.88e23,1e25",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+        &[
+            "--drop-top",
+            "5",
+            "--bootstrap",
+            "100",
+            "--grid-stride",
+            "10",
+            "--target-flops",
+            "5.88e23,1e25",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("skipped the training_curves plot"),
@@ -138,17 +131,7 @@ fn report_from_csv_and_degenerate_inputs() {
     let o = scalelab(&["report", dir.join("nothing").to_str().unwrap()]);
     assert_user_error(&o, &["nothing does not exist"]);
     // --input without --out.
-    let o = scalelab(&[
-        "report",
-        "--input",
-        csv.to_str().unwrap(),
-        "--n-col",
-        "Model Size",
-        "--c-col",
-        "Training FLOP",
-        "--loss-col",
-        "loss",
-    ]);
+    let o = on_chinchilla("report", &[]);
     assert_user_error(&o, &["--out"]);
     // A sweep with one run: the report is still written, with the fit skipped and why.
     let one = write_spec(&dir, BASE);
