@@ -12,8 +12,9 @@ use scalelab::results::ResultsFolder;
 use scalelab::spec::{Precision, SpecSource};
 use scalelab::{bench, report, slurm, sweep};
 
-/// Scaling-law experiments on language models: a YAML sweep trains real Transformer LMs
-/// (burn; CPU or CUDA), logs every run to Parquet, and fits power laws to the results.
+/// Scaling-law experiments on language models: a YAML sweep trains real LMs (Transformers,
+/// and LSTM / feed-forward / n-gram baselines; burn on the CPU, CUDA or Vulkan), logs every
+/// run to Parquet, and fits power laws to the results.
 ///
 /// Typical use:
 ///   scalelab plan sweeps/quick.yaml      # the runs, their N, D, FLOPs and an ETA
@@ -175,9 +176,10 @@ struct CoordArgs {
     /// The one learning rate every width trains at.
     #[arg(long, default_value_t = 1e-2)]
     lr: f64,
-    /// Context length and batch size (sequences) of the training steps.
+    /// Context length (tokens) of the training steps.
     #[arg(long, default_value_t = 64)]
     context: usize,
+    /// Batch size (sequences) of the training steps.
     #[arg(long, default_value_t = 8)]
     batch: usize,
 }
@@ -207,7 +209,7 @@ struct HpArgs {
     #[arg(long, default_value = "loss")]
     loss_col: String,
     /// Hold out the groups of the K largest N and score them at the laws' settings.
-    #[arg(long, default_value_t = 1, value_parser = whole_number, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1, value_parser = whole_number, allow_negative_numbers = true, alias = "holdout")]
     hold_out: usize,
     /// Print one JSON object instead of the text summary.
     #[arg(long)]
@@ -474,9 +476,9 @@ struct FitArgs {
     /// openathena_isoflops/isoflops.csv).
     #[arg(long, value_name = "COL", num_args = 0..=1, default_missing_value = "outlier")]
     drop_outliers: Option<String>,
-    /// Fit each group of rows separately (columns, comma separated, e.g.
+    /// `fit --input` only: fit each group of rows separately (columns, comma separated, e.g.
     /// `source,dataset,condition`) by Approaches 2, 3 and VPNLS, and print one table (with
-    /// --json, an array); the target is the first --target-flops, else each set's largest
+    /// `fit --json`, an array); the target is the first --target-flops, else each set's largest
     /// budget x 10.
     #[arg(long, value_name = "COL,COL", value_delimiter = ',')]
     group_by: Vec<String>,
@@ -508,9 +510,10 @@ struct FitArgs {
     /// Skip the rolling backtests (fit on the first k budgets, predict the later ones).
     #[arg(long)]
     no_backtest: bool,
-    /// Held-out check: `largest-budget`, `none`, or a fraction such as 0.2
-    /// (default: none for `fit`, largest-budget for `report`).
-    #[arg(long, value_name = "RULE", value_parser = Holdout::parse)]
+    /// Held-out check: `largest-budget`, `none`, or a fraction such as 0.2 (default:
+    /// largest-budget for a results folder and for `report`, none for `fit --input`, so
+    /// `fit DIR` writes the fits.json that `report DIR` writes).
+    #[arg(long, value_name = "RULE", value_parser = Holdout::parse, alias = "hold-out")]
     holdout: Option<Holdout>,
     /// Compute budgets (FLOPs) for the compute-optimal table, comma separated
     /// (default for a results folder: the sweep's `target_flops`).
@@ -947,10 +950,20 @@ fn cmd_fit(results: Option<PathBuf>, args: FitArgs, json: bool) -> anyhow::Resul
     }
     let folder = results.as_deref().map(ResultsFolder::load).transpose()?;
     let data = args.dataset(folder.as_ref())?;
-    let opts = args.options(folder.as_ref(), Holdout::None)?;
+    let holdout = match folder {
+        Some(_) => Holdout::LargestBudget,
+        None => Holdout::None,
+    };
+    let opts = args.options(folder.as_ref(), holdout)?;
     let report = fit::fit_all(&data, &opts)?;
     if let Some(dir) = &results {
         write_fits(dir, &report)?;
+        eprintln!(
+            "scalelab: fit: wrote {} ({} bootstrap resamples; report.md keeps the numbers of the report that wrote it: `scalelab report {}` rewrites both)",
+            dir.join("fits.json").display(),
+            opts.bootstrap,
+            dir.display()
+        );
     }
     if json {
         println!("{}", serde_json::to_string(&report)?);

@@ -420,6 +420,10 @@ run_record! {
     eval_loss_by_position: Vec<f64> = Vec::new(),
 }
 
+/// Columns every scalelab version has written: a `runs.parquet` without one of them is not
+/// an older file to fill in but not scalelab's (or an edited one).
+pub const ALWAYS_WRITTEN: &[&str] = &["run_id", "status", "tokens", "n_params", "eval_loss"];
+
 /// What the corpus and device contribute to a run's row.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordContext<'a> {

@@ -98,6 +98,21 @@ impl ResultsFolder {
             );
         }
         let loaded = crate::store::load(dir)?;
+        let always = crate::record::ALWAYS_WRITTEN;
+        if let Some(c) = loaded.filled_columns.iter().find(|c| always.contains(c)) {
+            let fix = match loaded.run_files {
+                0 => "restore it".to_string(),
+                n => format!(
+                    "`scalelab collect {}` rebuilds it from the {n} per-run files in runs/",
+                    dir.display()
+                ),
+            };
+            bail_user!(
+                "{} has no `{c}` column, which every scalelab writes ({}): it was not written by scalelab, or was edited; {fix}, or fit a table of your own with `scalelab fit --input FILE` and its --n-col/--d-col/--loss-col",
+                dir.join(runs_file).display(),
+                always.join(", ")
+            );
+        }
         Ok(ResultsFolder {
             dir: dir.to_path_buf(),
             runs: loaded.runs,

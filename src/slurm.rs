@@ -295,6 +295,7 @@ impl ArrayFiles {
     /// Write the folder's files, the task list and the script, submit the script, and
     /// record the job in `jobs.tsv`; returns the job id.
     fn submit(&self, p: &Prepared, ids: &[String], text: &str) -> anyhow::Result<String> {
+        let fresh = !self.out.join(crate::fsio::SWEEP_FILE).exists();
         crate::fsio::create_dir_all(&self.slurm_dir.join("logs"))?;
         sweep::write_folder_files(p, &self.out)?;
         crate::fsio::write_text_atomic(&self.tasks, &(ids.join("\n") + "\n"))?;
@@ -306,6 +307,9 @@ impl ArrayFiles {
         if !res.status.success() {
             let _ = std::fs::remove_file(&self.tasks);
             let _ = std::fs::remove_file(&self.script);
+            if fresh {
+                self.unwrite_new_folder();
+            }
             bail_user!(
                 "sbatch rejected the job array ({}): {}. Nothing was submitted; finished results are kept",
                 res.status,
@@ -323,6 +327,25 @@ impl ArrayFiles {
         jobs += &format!("{job}\t{}\t{}\n", self.tasks.display(), ids.len());
         crate::fsio::write_text_atomic(&jobs_file, &jobs)?;
         Ok(job)
+    }
+
+    /// After a rejected first submit: remove the folder files it wrote (the spec, the floor,
+    /// the tokenizer) and the folders it made, if empty, so the folder is as it was.
+    fn unwrite_new_folder(&self) {
+        for f in [
+            crate::fsio::SWEEP_FILE,
+            crate::fsio::FLOOR_FILE,
+            "tokenizer.json",
+        ] {
+            let _ = std::fs::remove_file(self.out.join(f));
+        }
+        for d in [
+            self.slurm_dir.join("logs"),
+            self.slurm_dir.clone(),
+            self.out.clone(),
+        ] {
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 

@@ -1818,6 +1818,7 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
             let msg = other.to_string();
             let said = without_library_advice(first_line(&msg));
             structure_message(label, &loc, text, at, &said)
+                .or_else(|| indentation_message(label, &loc, text, at, &said))
                 .unwrap_or_else(|| format!("{label}: {loc}{said}"))
         }
     }
@@ -1854,6 +1855,39 @@ fn structure_message(
             "{label}: {loc}a sweep spec is `key: value` lines (name:, corpus:, model:, data:, training:); this is not: start from sweeps/quick.yaml"
         ),
     })
+}
+
+/// The parser's "did not find expected key" / "mapping values are not allowed in this
+/// context": a line indented unlike its neighbours. Says which line and where the lines above
+/// it start, instead of the parser's state.
+fn indentation_message(
+    label: &str,
+    loc: &str,
+    text: &str,
+    at: Option<(usize, usize)>,
+    said: &str,
+) -> Option<String> {
+    let parser_state = [
+        "did not find expected key",
+        "mapping values are not allowed",
+    ];
+    if !parser_state.iter().any(|m| said.contains(m)) {
+        return None;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let line = at?.0;
+    let column = |l: &str| l.len() - l.trim_start().len() + 1;
+    let this = column(lines.get(line.checked_sub(1)?)?);
+    let above = lines[..line - 1]
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(k, l)| format!(", line {}'s in column {}", k + 1, column(l)))
+        .unwrap_or_default();
+    Some(format!(
+        "{label}: {loc}line {line} is indented unlike the lines around it (its text starts in column {this}{above}): keys of one mapping start in the same column and a nested key starts deeper than its parent (YAML nests by indentation)"
+    ))
 }
 
 /// The error itself, without the snippet and alias wrappers.
@@ -1912,6 +1946,14 @@ fn bad_scalar_message(
     ty: &str,
 ) -> String {
     let path = at.and_then(|(line, column)| key_path_before(text, line, column));
+    if let Some(next) = at.and_then(|(line, _)| continued_on(text, line)) {
+        let key = path
+            .map(|p| format!("`{p}`"))
+            .unwrap_or_else(|| "this key".into());
+        return format!(
+            "{label}: {loc}line {next} is indented deeper than {key} above it, so YAML reads it as the rest of {key}'s value; indent line {next} like the key it belongs beside (YAML nests by indentation)"
+        );
+    }
     let key = path.map(|p| format!("`{p}`: ")).unwrap_or_default();
     let value = at
         .and_then(|(line, column)| scalar_at(text, line, column))
@@ -1929,11 +1971,39 @@ fn bad_scalar_message(
     format!("{label}: {loc}{key}{value}is not allowed here; {fix}")
 }
 
-/// The scalar text that starts at 1-based `line`, `column` (up to a flow delimiter or comment).
+/// The 1-based number of the line after `line` when YAML reads it as the continuation of
+/// `line`'s plain value (`key: value` followed by a deeper-indented line that is not a list
+/// item or comment), e.g. `context: 64` then `   shapes:` one space too deep.
+fn continued_on(text: &str, line: usize) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let this = lines.get(line.checked_sub(1)?)?;
+    let (_, value) = this.split_once(": ")?;
+    let value = value.trim();
+    if value.is_empty() || value.starts_with(['#', '{', '[', '|', '>', '"', '\'']) {
+        return None;
+    }
+    let (k, next) = lines
+        .iter()
+        .enumerate()
+        .skip(line)
+        .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
+    (indent(next) > indent(this) && !next.trim_start().starts_with("- ")).then_some(k + 1)
+}
+
+/// The scalar text that starts at 1-based `line`, `column` (up to a comment, and inside a
+/// flow collection `{…}`/`[…]` up to its delimiters; a block value keeps its commas).
 fn scalar_at(text: &str, line: usize, column: usize) -> Option<String> {
     let l = text.lines().nth(line.checked_sub(1)?)?;
+    let before: String = l.chars().take(column.saturating_sub(1)).collect();
+    let depth = before.chars().fold(0i32, |d, c| match c {
+        '{' | '[' => d + 1,
+        '}' | ']' => d - 1,
+        _ => d,
+    });
     let rest: String = l.chars().skip(column.saturating_sub(1)).collect();
-    let end = rest.find([',', '}', ']']).unwrap_or(rest.len());
+    let delimiters: &[char] = if depth > 0 { &[',', '}', ']'] } else { &[] };
+    let end = rest.find(delimiters).unwrap_or(rest.len());
     let end = rest[..end].find(" #").unwrap_or(end);
     let v = rest[..end].trim();
     (!v.is_empty()).then(|| v.to_string())
@@ -2378,6 +2448,29 @@ mod tests {
         let msg = user_error(&BASE.replace("n_layer: 1,", "n_layer: -1,"));
         assert!(
             msg.contains("`model.shapes.n_layer`: -1 is not allowed here"),
+            "{msg}"
+        );
+    }
+
+    /// A key indented one space too deep continues the value above it: the message says
+    /// which line and why, not "64 is not allowed here; use a whole number".
+    #[test]
+    fn over_indented_keys_and_block_values_with_commas() {
+        let msg = user_error(&BASE.replace("  shapes:", "   shapes:"));
+        assert!(
+            msg.contains("line 4 is indented deeper than `model.context` above it, so YAML reads it as the rest of `model.context`'s value"),
+            "{msg}"
+        );
+        let msg = user_error(&BASE.replace("data:", " data:"));
+        assert!(
+            msg.contains("line 6 is indented unlike the lines around it (its text starts in column 2, line 5's in column 5)"),
+            "{msg}"
+        );
+        let msg = user_error(&BASE.replace("model:", " model:"));
+        assert!(msg.contains("line 2 is indented unlike"), "{msg}");
+        let msg = user_error(&format!("{BASE}training:\n  lr: 1,0e-2\n"));
+        assert!(
+            msg.contains("`training.lr`: 1,0e-2 is not allowed here"),
             "{msg}"
         );
     }

@@ -102,6 +102,19 @@ pub fn prepare(
 /// A results folder's sweep, from the copy of its spec (`sweep.yaml`).
 pub fn prepare_results(dir: &Path, device: Option<DeviceChoice>) -> anyhow::Result<Prepared> {
     let spec = dir.join(crate::fsio::SWEEP_FILE);
+    if dir.is_file() {
+        crate::bail_user!(
+            "{} is a file; this command takes a sweep's results folder (the --out of `run` or `submit`, e.g. results/quick)",
+            dir.display()
+        );
+    }
+    if !dir.exists() {
+        crate::bail_user!(
+            "{} does not exist: run the sweep first (`scalelab run SPEC.yaml --out {}`), or name an existing results folder",
+            dir.display(),
+            dir.display()
+        );
+    }
     if !spec.is_file() {
         crate::bail_user!(
             "{} is not a sweep's results folder: it has no sweep.yaml (written by `run` and `submit`)",
@@ -257,14 +270,12 @@ impl Packing {
             };
             return format!("packing: none ({why})\n");
         }
-        let done: std::collections::HashSet<&str> =
-            store_runs.iter().map(|r| r.run_id.as_str()).collect();
         let saved: Vec<Vec<String>> =
             train::pack_checkpoints(&p.out_dir.join(crate::fsio::CHECKPOINTS_DIR))
                 .into_iter()
                 .map(|c| c.run_ids)
                 .collect();
-        let units = pack_units(units(&p.plan, |id| done.contains(id)), size, &saved);
+        let units = pack_units(pending_units(&p.plan, store_runs), size, &saved);
         let packs: Vec<usize> = units
             .iter()
             .filter(|u| u.is_pack())
@@ -358,8 +369,7 @@ fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Spe
 /// Seconds of each pending unit the executor trains as one (a lone run, or a stable parent
 /// with its pending cooldown branches); packs are not modelled (their runs count one by one).
 fn pending_unit_seconds(p: &Prepared, store_runs: &[RunRecord], speed: &Speed) -> Vec<f64> {
-    let done = crate::record::finished_ids(store_runs);
-    units(&p.plan, |id| done.contains(id))
+    pending_units(&p.plan, store_runs)
         .iter()
         .map(|u| {
             let parent = u
@@ -1946,6 +1956,13 @@ fn saved_packs(ckpt: &train::Checkpointing, pending: impl Fn(&str) -> bool) -> V
     out
 }
 
+/// The units `run` trains on a folder holding `rows`: every run not finished for good
+/// ([`crate::record::finished_ids`]; a failed run is retried), as [`units`] forms them.
+fn pending_units<'a>(plan: &'a Plan, rows: &[RunRecord]) -> Vec<Unit<'a>> {
+    let done = crate::record::finished_ids(rows);
+    units(plan, |id| done.contains(id))
+}
+
 /// Pending work (runs `is_done` does not know), smallest first. A branch group holds only its unfinished branches (its
 /// stable phase is retrained up to them, or resumed from its checkpoint).
 fn units<'a>(plan: &'a Plan, is_done: impl Fn(&str) -> bool) -> Vec<Unit<'a>> {
@@ -2121,6 +2138,30 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// What `plan` counts as pending is what `run` trains: a failed run is retried, so it
+    /// is pending; an `ok` or diverged one is not.
+    #[test]
+    fn failed_runs_are_pending() {
+        let plan = Plan {
+            runs: (0..3).map(seed_run).collect(),
+            parents: Vec::new(),
+            dropped: Vec::new(),
+            budgets: Vec::new(),
+        };
+        let row = |id: &str, status: Status| {
+            let mut r = crate::results::testing::run(id, 1, 1, 1, 1.0);
+            r.status = status;
+            r
+        };
+        let rows = vec![
+            row("s0", Status::Ok),
+            row("s1", Status::Failed),
+            row("s2", Status::Diverged),
+        ];
+        let pending = pending_units(&plan, &rows);
+        assert_eq!(ids(&pending), vec![vec!["s1".to_string()]]);
     }
 
     /// A checkpointed pack is formed again as it was (so it resumes), whatever the greedy

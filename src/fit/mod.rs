@@ -1544,7 +1544,10 @@ fn text_trust(s: &mut String, r: &FitReport) {
             let _ = writeln!(
                 s,
                 "  {:<6} {:>6}: mean {:.2}%  max {:.2}%  ({} backtests; runs: mean {:.2}%{cov})",
-                format!("{:?}", row.method),
+                match row.method {
+                    Method::Vpnls => "VPNLS",
+                    _ => "A3",
+                },
                 row.label,
                 100.0 * row.best_mean_abs_rel_err,
                 100.0 * row.best_max_abs_rel_err,

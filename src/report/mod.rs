@@ -286,12 +286,19 @@ fn answer_blocks(f: &FitReport) -> Vec<Block> {
     let mut b = vec![Block::H(2, "The answer".into())];
     for t in &f.compute_optimal.targets {
         b.push(Block::P(format!(
-            "- At C = {:.3e} FLOPs: N* = {:.3e}, D* = {:.3e}, predicted loss {} (95% CI {}).",
+            "- At C = {:.3e} FLOPs ({}): N* = {:.3e}, D* = {:.3e}, predicted loss {} (95% CI {}{}){}. {}",
             t.flops,
+            distance_phrase(f, t.flops),
             t.n_opt,
             t.d_opt,
             num(t.loss),
-            ci(t.loss_ci)
+            ci(t.loss_ci),
+            f.bootstrap.as_ref().map_or(String::new(), |b| format!(
+                " over {} bootstrap laws: fit uncertainty, not extrapolation error",
+                b.resamples
+            )),
+            pinned_prediction(f, t.flops),
+            target_evidence(f, t)
         )));
     }
     b.push(Block::P(trust_sentence(f)));
@@ -309,6 +316,103 @@ fn answer_blocks(f: &FitReport) -> Vec<Block> {
     }
     b.extend(warnings.iter().map(|w| Block::P(format!("- Warning: {w}"))));
     b
+}
+
+/// The largest compute C = 6ND among the fitted points.
+fn largest_fitted_c(f: &FitReport) -> f64 {
+    f.residuals
+        .iter()
+        .map(|r| 6.0 * r[0] * r[1])
+        .fold(0.0, f64::max)
+}
+
+/// Where a target budget lies against the fitted points: "10× the largest fitted C, 3.00e11"
+/// or "inside the fitted compute range".
+fn distance_phrase(f: &FitReport, c: f64) -> String {
+    let max_c = largest_fitted_c(f);
+    match c / max_c {
+        x if x <= 1.02 => format!("inside the fitted compute range, up to C = {max_c:.2e}"),
+        x => format!("{} the largest fitted C, {max_c:.2e}", times(x)),
+    }
+}
+
+/// "3.3×" / "33×": an extrapolation factor.
+fn times(x: f64) -> String {
+    if x < 9.95 {
+        format!("{x:.1}×")
+    } else {
+        format!("{x:.0}×")
+    }
+}
+
+/// ", with E pinned to the known floor 0.6049: 0.8400 (95% CI …)" when the report's law is
+/// the free one and a floor is known; empty otherwise.
+fn pinned_prediction(f: &FitReport, c: f64) -> String {
+    let Some(fc) = f.e_floor.as_ref().filter(|fc| !fc.law_is_pinned) else {
+        return String::new();
+    };
+    let (n, d) = fc.pinned.optimal(c);
+    let interval = fc.pinned_bootstrap.as_ref().map(|b| {
+        let o = fit::optimal_ci(&b.params(), c);
+        format!(" (95% CI {})", ci(Some(o.loss)))
+    });
+    format!(
+        "; with E pinned to the known loss floor {}: {}{}",
+        num(fc.floor),
+        num(fc.pinned.predict(n, d)),
+        interval.unwrap_or_default()
+    )
+}
+
+/// What the report has measured at a target's distance: inside the fitted range, the best
+/// run at that budget; beyond it, the rolling backtests of the reported law (Approach 3
+/// unless only VPNLS ran) nearest that distance, or that none reached so far.
+fn target_evidence(f: &FitReport, t: &fit::Target) -> String {
+    let c = t.flops;
+    let x = c / largest_fitted_c(f);
+    if x <= 1.02 {
+        let best = f
+            .residuals
+            .iter()
+            .filter(|r| (6.0 * r[0] * r[1] / c - 1.0).abs() < 0.02)
+            .map(|r| r[2])
+            .fold(f64::INFINITY, f64::min);
+        return match best.is_finite() {
+            true => format!(
+                "The best run at this budget reached {} ({:+.1}% from the prediction).",
+                num(best),
+                100.0 * (best / t.loss - 1.0)
+            ),
+            false => String::new(),
+        };
+    }
+    let Some(bt) = &f.backtest else {
+        return "No rolling backtest measures how far the law holds (fewer than 3 budgets).".into();
+    };
+    let method = match bt.table.iter().any(|r| r.method == fit::Method::A3) {
+        true => fit::Method::A3,
+        false => bt.table.first().map_or(fit::Method::A3, |r| r.method),
+    };
+    let rows: Vec<&fit::backtest::Row> = bt.table.iter().filter(|r| r.method == method).collect();
+    let bin = |d: f64| (2.0 * d.log10()).round() as i64;
+    let farthest = rows.iter().max_by_key(|r| bin(r.distance));
+    match rows.iter().find(|r| bin(r.distance) == bin(x)) {
+        Some(r) => format!(
+            "Rolling backtests at {} ({}) erred by {:.2}% on the best loss.",
+            r.label,
+            method_name(method),
+            100.0 * r.best_mean_abs_rel_err
+        ),
+        None => match farthest {
+            Some(r) if bin(r.distance) < bin(x) => format!(
+                "Beyond the farthest rolling backtest ({}: best-loss error {:.2}%): nothing here measures how the law holds at {}.",
+                r.label,
+                100.0 * r.best_mean_abs_rel_err,
+                times(x)
+            ),
+            _ => String::new(),
+        },
+    }
 }
 
 /// "Model families": who leads the frontier at which compute, where the n-gram is still
@@ -558,7 +662,7 @@ fn summary_table(d: &ReportData) -> Block {
         ),
     ]);
     rows.push(vec![
-        "total wall time".into(),
+        "summed run time (each run's wall_s; runs trained side by side overlap)".into(),
         format!("{:.1} s", d.runs.iter().map(|r| r.wall_s).sum::<f64>()),
     ]);
     Block::Table(vec!["".into(), "".into()], rows)
@@ -1585,10 +1689,31 @@ mod tests {
             bootstrap: 20,
             grid_stride: 9,
             holdout: fit::Holdout::LargestBudget,
+            targets: vec![1e18, 1e19, 1e21],
             ..FitOptions::default()
         };
         let d = ReportData::from_folder(&folder, &opts).unwrap();
         let w = write(&d, &dir, &[Format::Svg]).unwrap();
+        // The answer says how far each target lies beyond the runs and what was measured
+        // there: the best run inside the range, the backtests at that distance, or none.
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        let answer = &md[..md.find("## Figures").unwrap()];
+        let pinned = format!("with E pinned to the known loss floor {}: ", fit::num(1.6));
+        for needle in [
+            "At C = 1.000e18 FLOPs (inside the fitted compute range",
+            "The best run at this budget reached",
+            "At C = 1.000e19 FLOPs (10× the largest fitted C",
+            "Rolling backtests at 10× (Approach 3) erred by",
+            "At C = 1.000e21 FLOPs (1000× the largest fitted C",
+            "Beyond the farthest rolling backtest (100×",
+            "over 20 bootstrap laws: fit uncertainty, not extrapolation error",
+            &pinned,
+        ] {
+            assert!(
+                answer.contains(needle),
+                "the answer lacks {needle:?}:\n{answer}"
+            );
+        }
         assert!(w.drawn.contains(&Fig::Backtest), "{:?}", w.skipped);
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("fits.json")).unwrap()).unwrap();

@@ -253,6 +253,10 @@ fn impossible_values_are_refused_not_dropped() {
     let nope = dir.join("nope");
     let o = scalelab(&["fit", nope.to_str().unwrap()]);
     assert_user_error(&o, &["nope does not exist"]);
+    let o = scalelab(&["status", nope.to_str().unwrap()]);
+    assert_user_error(&o, &["nope does not exist: run the sweep first"]);
+    let o = scalelab(&["status", "sweeps/micro.yaml"]);
+    assert_user_error(&o, &["sweeps/micro.yaml is a file", "results folder"]);
     // --max-runs 0 sets a folder up and trains nothing: no report, no error.
     let o = micro_sweep(&nope, &["--max-runs", "0"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -341,4 +341,35 @@ fn damaged_merged_table_is_refused_then_rebuilt_by_collect() {
         "{}",
         stderr(&o)
     );
+    // A table without a column every scalelab writes is not filled in with NaN losses ("0
+    // usable points"): it is named, with collect as the fix while per-run files exist.
+    use polars::prelude::{ParquetReader, ParquetWriter, SerReader};
+    let mut df = ParquetReader::new(std::fs::File::open(&table).unwrap())
+        .finish()
+        .unwrap()
+        .drop("eval_loss")
+        .unwrap();
+    ParquetWriter::new(std::fs::File::create(&table).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    let o = scalelab(&["fit", dir]);
+    assert_user_error(&o, &["has no `eval_loss` column", "scalelab collect"]);
+    let o = scalelab(&["collect", dir]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Rebuilt: every loss is back (the micro sweep's 4 runs are too few for a law, and fit
+    // now says that instead).
+    let after = scalelab::store::read_runs(&out).unwrap();
+    assert!(before.iter().all(|r| after
+        .iter()
+        .any(|a| a.run_id == r.run_id && a.eval_loss.to_bits() == r.eval_loss.to_bits())));
+    assert_user_error(&scalelab(&["fit", dir]), &["4 usable point(s)"]);
+    std::fs::remove_dir_all(out.join("runs")).unwrap();
+    let mut df = df.clone();
+    ParquetWriter::new(std::fs::File::create(&table).unwrap())
+        .finish(&mut df)
+        .unwrap();
+    assert_user_error(
+        &scalelab(&["fit", dir]),
+        &["has no `eval_loss` column", "restore it"],
+    );
 }

@@ -285,6 +285,19 @@ fn slurm_job_array_submit_status_collect() {
         "soon",
     ]);
     assert_user_error(&o, &["--time", "HH:MM:SS"]);
+    // sbatch itself refuses (no node has that memory): the new folder is left as it was.
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        o_str,
+        "--mem",
+        "9999G",
+    ]);
+    assert_user_error(
+        &o,
+        &["sbatch rejected the job array", "Nothing was submitted"],
+    );
     assert!(
         !out.join("sweep.yaml").exists() && !out.join("slurm").exists(),
         "bad submit wrote files"
