@@ -334,8 +334,8 @@ fn plan_header(p: &Prepared) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<16} {:<14} {:>10} {:>10} {:>10} {:>7} {:>10} {:>8}  status",
-        "run_id", "shape", "N", "D", "C=6ND", "steps", "budget", "eta"
+        "{:<16} {:<14} {:>4} {:>10} {:>10} {:>10} {:>7} {:>5} {:>9} {:>10} {:>8}  status",
+        "run_id", "shape", "seed", "N", "D", "C=6ND", "steps", "batch", "peak lr", "budget", "eta"
     );
     s
 }
@@ -350,13 +350,16 @@ fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Spe
             .map_or_else(|| "pending".into(), |d| d.status.to_string());
         let _ = writeln!(
             s,
-            "{:<16} {:<14} {:>10} {:>10} {:>10} {:>7} {:>10} {:>8}  {}",
+            "{:<16} {:<14} {:>4} {:>10} {:>10} {:>10} {:>7} {:>5} {:>9} {:>10} {:>8}  {}",
             r.id,
             r.shape.label(),
+            r.data.seed,
             human(r.n_params as f64),
             human(r.tokens as f64),
             format!("{:.2e}", r.flops),
             r.data.steps,
+            r.data.batch_size,
+            format!("{:.3e}", r.optim.lr),
             r.budget
                 .map(|b| format!("{b:.2e}"))
                 .unwrap_or_else(|| "-".into()),

@@ -252,7 +252,7 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
             "No scaling law was fitted: {}",
             d.fit_error.as_deref().unwrap_or("unknown reason")
         ))),
-        Some(f) => b.extend(answer_blocks(f)),
+        Some(f) => b.extend(answer_blocks(f, &d.runs)),
     }
     if let Some(fr) = &d.families {
         b.extend(family_blocks(d, fr));
@@ -282,7 +282,7 @@ fn blocks(d: &ReportData, drawn: &[Fig], skipped: &[(Fig, String)]) -> Vec<Block
 
 /// "The answer": the predicted loss and compute-optimal model at the target budgets, how
 /// well the law predicted budgets it did not see, and every warning.
-fn answer_blocks(f: &FitReport) -> Vec<Block> {
+fn answer_blocks(f: &FitReport, runs: &[RunRecord]) -> Vec<Block> {
     let mut b = vec![Block::H(2, "The answer".into())];
     for t in &f.compute_optimal.targets {
         b.push(Block::P(format!(
@@ -311,11 +311,70 @@ fn answer_blocks(f: &FitReport) -> Vec<Block> {
             warnings.push(w);
         }
     }
+    let replicates = replicate_warning(runs);
+    warnings.extend(replicates.as_ref());
     if warnings.is_empty() {
         b.push(Block::P("No warnings.".into()));
     }
     b.extend(warnings.iter().map(|w| Block::P(format!("- Warning: {w}"))));
     b
+}
+
+/// Replicates (runs alike but for the seed) whose losses spread by more than this share of
+/// the lowest are named among the answer's warnings.
+pub const REPLICATE_SPREAD: f64 = 0.10;
+
+/// "Replicates disagree by more than 10% at 2 of 18 points (widest: …)", when they do.
+fn replicate_warning(runs: &[RunRecord]) -> Option<String> {
+    let mut points: std::collections::BTreeMap<_, Vec<&RunRecord>> = Default::default();
+    for r in runs
+        .iter()
+        .filter(|r| r.status == Status::Ok && r.eval_loss.is_finite())
+    {
+        let alike = (
+            format!("{:?}", r.family),
+            (r.d_model, r.n_layer, r.n_head, r.d_ff, r.mlp_window),
+            (
+                r.tokens,
+                r.batch_size,
+                r.lr.to_bits(),
+                r.lr_multiplier.to_bits(),
+            ),
+        );
+        points.entry(alike).or_default().push(r);
+    }
+    let spread = |v: &[&RunRecord]| {
+        let lo = v.iter().map(|r| r.eval_loss).fold(f64::INFINITY, f64::min);
+        let hi = v
+            .iter()
+            .map(|r| r.eval_loss)
+            .fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi, hi / lo - 1.0)
+    };
+    let replicated: Vec<&Vec<&RunRecord>> = points.values().filter(|v| v.len() > 1).collect();
+    let wide: Vec<&&Vec<&RunRecord>> = replicated
+        .iter()
+        .filter(|v| spread(v).2 > REPLICATE_SPREAD)
+        .collect();
+    let widest = wide
+        .iter()
+        .max_by(|a, b| spread(a).2.total_cmp(&spread(b).2))?;
+    let (lo, hi, x) = spread(widest);
+    let r = widest[0];
+    Some(format!(
+        "replicates disagree by more than {:.0}% at {} of {} points run with several seeds (widest: d{}-L{}-h{} at D = {:.3e}: {}–{} over {} seeds, {:+.0}%): the fit uses every replicate, but one more run at such a point could land anywhere in that range; more seeds per point tighten the law",
+        100.0 * REPLICATE_SPREAD,
+        wide.len(),
+        replicated.len(),
+        r.d_model,
+        r.n_layer,
+        r.n_head,
+        r.tokens as f64,
+        num(lo),
+        num(hi),
+        widest.len(),
+        100.0 * x
+    ))
 }
 
 /// The largest compute C = 6ND among the fitted points.
@@ -1182,6 +1241,12 @@ fn holdout_blocks(f: &FitReport) -> Vec<Block> {
 
 /// The Kaplan single-variable and joint laws, and what they describe.
 fn kaplan_blocks(f: &FitReport) -> Vec<Block> {
+    let lowest = f
+        .residuals
+        .iter()
+        .map(|r| r[2])
+        .fold(f64::INFINITY, f64::min);
+    let e_cell = |e: f64| kaplan_e_cell(e, lowest);
     let mut rows: Vec<Vec<String>> = f
         .kaplan
         .laws
@@ -1195,7 +1260,7 @@ fn kaplan_blocks(f: &FitReport) -> Vec<Block> {
                 ),
                 format!("{}_c = {:.3e}", l.variable, l.x_c),
                 num(l.alpha),
-                l.e.map(num).unwrap_or_else(|| "–".into()),
+                l.e.map(e_cell).unwrap_or_else(|| "–".into()),
             ]
         })
         .collect();
@@ -1212,6 +1277,19 @@ fn kaplan_blocks(f: &FitReport) -> Vec<Block> {
         Block::Table(header(&["law", "scale", "exponent", "E"]), rows),
         Block::P(f.kaplan.note.clone()),
     ]
+}
+
+/// A Kaplan law's E; one above a loss the runs reached is no floor (the form does not
+/// describe these points), and the cell says so.
+fn kaplan_e_cell(e: f64, lowest_loss: f64) -> String {
+    match e > lowest_loss {
+        true => format!(
+            "{} (above the lowest loss, {}: not a floor; the form does not fit)",
+            num(e),
+            num(lowest_loss)
+        ),
+        false => num(e),
+    }
 }
 
 /// Every run, by N then D; N and C as the fit counts them.
@@ -1600,6 +1678,35 @@ mod tests {
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+
+    /// Seeds of one point 26% apart are named; seeds within 10% are not.
+    #[test]
+    fn replicates_that_disagree_are_named() {
+        use crate::results::testing::run;
+        let mut rows = Vec::new();
+        for (k, loss) in [1.471, 1.849, 1.50, 1.52].into_iter().enumerate() {
+            let mut r = run(&format!("a{k}"), 1000, 1000, 5000, loss);
+            r.d_model = 24;
+            r.seed = k as i64;
+            rows.push(r);
+        }
+        for (k, loss) in [1.30, 1.33].into_iter().enumerate() {
+            let mut r = run(&format!("b{k}"), 2000, 2000, 5000, loss);
+            r.d_model = 32;
+            r.seed = k as i64;
+            rows.push(r);
+        }
+        let w = replicate_warning(&rows).unwrap();
+        assert!(w.contains("at 1 of 2 points"), "{w}");
+        assert!(w.contains("1.4710–1.8490 over 4 seeds, +26%"), "{w}");
+        assert!(replicate_warning(&rows[2..]).is_none());
+    }
+
+    #[test]
+    fn a_kaplan_e_above_the_data_is_flagged() {
+        assert_eq!(kaplan_e_cell(0.4653, 1.2958), "0.4653");
+        assert!(kaplan_e_cell(1.5421, 1.2958).contains("above the lowest loss, 1.2958"));
     }
 
     /// N of the report's points, curves and runs table, each sorted.

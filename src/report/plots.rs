@@ -259,16 +259,19 @@ fn sci(v: f64) -> String {
     }
     let e = v.abs().log10().floor() as i32;
     if (-2..=3).contains(&e) {
-        return format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string();
+        // Three significant digits (6512, 651, 65.1, 0.0651), trailing zeros dropped.
+        let decimals = (2 - e).max(0) as usize;
+        return trim_zeros(format!("{v:.decimals$}"));
     }
     let m = v / 10f64.powi(e);
-    if (m - 1.0).abs() < 0.05 {
-        format!("1e{e}")
-    } else {
-        format!("{m:.1}e{e}")
+    format!("{}e{e}", trim_zeros(format!("{m:.1}")))
+}
+
+/// "2.50" → "2.5", "2.0" → "2", "650" → "650" (only a fraction's zeros go).
+fn trim_zeros(s: String) -> String {
+    match s.contains('.') {
+        true => s.trim_end_matches('0').trim_end_matches('.').to_string(),
+        false => s,
     }
 }
 
@@ -1412,6 +1415,30 @@ fn best_ngram_per_order(d: &ReportData) -> Vec<&BaselineRow> {
 mod tests {
     use super::*;
     use crate::fit::{fit_all, Dataset, FitOptions};
+
+    /// Labels keep three significant digits and one style of mantissa.
+    #[test]
+    fn number_labels() {
+        let cases = [
+            (6512.074, "6512"),
+            (3792.0, "3792"),
+            (650.0, "650"),
+            (65.14, "65.1"),
+            (1.25, "1.25"),
+            (1.2, "1.2"),
+            (0.605, "0.605"),
+            (0.0651, "0.0651"),
+            (1e4, "1e4"),
+            (2e4, "2e4"),
+            (2.5e4, "2.5e4"),
+            (1.1e4, "1.1e4"),
+            (3e-5, "3e-5"),
+            (0.0, "0"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(sci(v), want, "{v}");
+        }
+    }
 
     /// A small bootstrapped fit of points on a known law, with one target budget.
     fn bootstrapped_fit(target: f64) -> FitReport {

@@ -125,6 +125,15 @@ fn plan_prints_table_without_training() {
         "{s}"
     );
     assert_eq!(s.lines().filter(|l| l.ends_with("pending")).count(), 72);
+    // Each run's seed, batch and peak LR (set by the hp-quick laws) are in its row: the
+    // smallest run of the 3e10 budget, d12 (3.8k parameters, 1.3M tokens), seed 0.
+    let d12 = s
+        .lines()
+        .find(|l| l.contains("d12-L2-h2") && l.contains("3.00e10"))
+        .unwrap();
+    let cells: Vec<&str> = d12.split_whitespace().collect();
+    assert_eq!(&cells[2..4], ["0", "3.792k"], "{d12}");
+    assert_eq!(&cells[7..9], ["10", "3.072e-2"], "{d12}");
     for budget in ["3.00e10", "1.00e11", "3.00e11"] {
         let runs = s
             .lines()
