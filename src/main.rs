@@ -53,7 +53,7 @@ enum Command {
     /// (runs/<run-id>.parquet, curves/<run-id>.parquet). This is what each Slurm array task
     /// runs; a finished unit, or one another process is training, is left alone.
     RunOne(RunOneArgs),
-    /// State of every run of a sweep: done, diverged, failed, running, queued or pending
+    /// State of every run of a sweep: done, diverged, pruned, failed, running, queued or pending
     /// (with checkpoint progress), from the result files, checkpoints and locks, and from
     /// squeue/sacct for submitted job arrays when they are available.
     Status {

@@ -344,10 +344,14 @@ fn plan_header(p: &Prepared) -> String {
 fn plan_rows(s: &mut String, p: &Prepared, store_runs: &[RunRecord], speed: &Speed) {
     use std::fmt::Write;
     for r in &p.plan.runs {
-        let status = store_runs
-            .iter()
-            .find(|x| x.run_id == r.id)
-            .map_or_else(|| "pending".into(), |d| d.status.to_string());
+        let status = store_runs.iter().find(|x| x.run_id == r.id).map_or_else(
+            || "pending".into(),
+            // `status`'s word for a finished run, so the two commands agree.
+            |d| match d.status {
+                Status::Ok => "done".into(),
+                other => other.to_string(),
+            },
+        );
         let _ = writeln!(
             s,
             "{:<16} {:<14} {:>4} {:>10} {:>10} {:>10} {:>7} {:>5} {:>9} {:>10} {:>8}  {}",

@@ -108,7 +108,7 @@ impl Fig {
 
     pub fn title(&self) -> &'static str {
         match self {
-            Fig::LossVsCompute => "Loss vs compute, with the compute-optimal frontier",
+            Fig::LossVsCompute => "Loss vs compute",
             Fig::Isoflop => "IsoFLOP profiles",
             Fig::OptimalAllocation => "Compute-optimal model size and data",
             Fig::LossVsN => "Loss vs parameters, per data size",
