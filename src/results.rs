@@ -54,7 +54,7 @@ pub fn run_point(choice: &FitSpec, r: &RunRecord) -> Point {
 }
 
 /// A run the fit uses: `ok`, selected (the best of an LR / batch grid), finite positive loss.
-fn is_fit_run(r: &RunRecord) -> bool {
+pub fn is_fit_run(r: &RunRecord) -> bool {
     r.status == Status::Ok && r.selected && r.eval_loss.is_finite() && r.eval_loss > 0.0
 }
 
@@ -99,7 +99,7 @@ impl ResultsFolder {
         }
         let loaded = crate::store::load(dir)?;
         let always = crate::record::ALWAYS_WRITTEN;
-        if let Some(c) = loaded.filled_columns.iter().find(|c| always.contains(c)) {
+        if let Some(c) = loaded.merged_filled.iter().find(|c| always.contains(c)) {
             let fix = match loaded.run_files {
                 0 => "restore it".to_string(),
                 n => format!(

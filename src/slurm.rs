@@ -295,7 +295,7 @@ impl ArrayFiles {
     /// Write the folder's files, the task list and the script, submit the script, and
     /// record the job in `jobs.tsv`; returns the job id.
     fn submit(&self, p: &Prepared, ids: &[String], text: &str) -> anyhow::Result<String> {
-        let fresh = !self.out.join(crate::fsio::SWEEP_FILE).exists();
+        let before = FolderBefore::of(self);
         crate::fsio::create_dir_all(&self.slurm_dir.join("logs"))?;
         sweep::write_folder_files(p, &self.out)?;
         crate::fsio::write_text_atomic(&self.tasks, &(ids.join("\n") + "\n"))?;
@@ -307,9 +307,7 @@ impl ArrayFiles {
         if !res.status.success() {
             let _ = std::fs::remove_file(&self.tasks);
             let _ = std::fs::remove_file(&self.script);
-            if fresh {
-                self.unwrite_new_folder();
-            }
+            before.restore();
             bail_user!(
                 "sbatch rejected the job array ({}): {}. Nothing was submitted; finished results are kept",
                 res.status,
@@ -328,22 +326,47 @@ impl ArrayFiles {
         crate::fsio::write_text_atomic(&jobs_file, &jobs)?;
         Ok(job)
     }
+}
 
-    /// After a rejected first submit: remove the folder files it wrote (the spec, the floor,
-    /// the tokenizer) and the folders it made, if empty, so the folder is as it was.
-    fn unwrite_new_folder(&self) {
-        for f in [
+/// What a results folder held before a submit wrote into it: after sbatch rejects the job,
+/// exactly what the submit created is removed again (files and folders that were there stay).
+struct FolderBefore {
+    /// The folder files `write_folder_files` may write that did not exist.
+    new_files: Vec<PathBuf>,
+    /// Folders the submit creates that did not exist, innermost first.
+    new_dirs: Vec<PathBuf>,
+}
+
+impl FolderBefore {
+    fn of(files: &ArrayFiles) -> FolderBefore {
+        let new_files = [
             crate::fsio::SWEEP_FILE,
             crate::fsio::FLOOR_FILE,
             "tokenizer.json",
-        ] {
-            let _ = std::fs::remove_file(self.out.join(f));
+        ]
+        .iter()
+        .map(|f| files.out.join(f))
+        .filter(|p| !p.exists())
+        .collect();
+        let new_dirs = [
+            files.slurm_dir.join("logs"),
+            files.slurm_dir.clone(),
+            files.out.clone(),
+        ]
+        .into_iter()
+        .filter(|p| !p.exists())
+        .collect();
+        FolderBefore {
+            new_files,
+            new_dirs,
         }
-        for d in [
-            self.slurm_dir.join("logs"),
-            self.slurm_dir.clone(),
-            self.out.clone(),
-        ] {
+    }
+
+    fn restore(&self) {
+        for f in &self.new_files {
+            let _ = std::fs::remove_file(f);
+        }
+        for d in &self.new_dirs {
             let _ = std::fs::remove_dir(d);
         }
     }
@@ -474,18 +497,20 @@ pub fn status(p: &Prepared) -> anyhow::Result<String> {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<16} {:<14} {:>10} {:<10} detail",
-        "run_id", "shape", "D", "state"
+        "{:<16} {:<14} {:>4} {:>10} {:>10} {:<10} detail",
+        "run_id", "shape", "seed", "D", "budget", "state"
     );
     for r in &p.plan.runs {
         let (state, detail) = run_state(p, r, &seen);
         *counts.entry(state.clone()).or_default() += 1;
         let _ = writeln!(
             s,
-            "{:<16} {:<14} {:>10} {:<10} {}",
+            "{:<16} {:<14} {:>4} {:>10} {:>10} {:<10} {}",
             r.id,
             r.shape.label(),
+            r.data.seed,
             r.tokens,
+            r.budget.map_or_else(|| "-".into(), |b| format!("{b:.2e}")),
             state,
             detail
         );

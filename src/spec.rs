@@ -1784,7 +1784,12 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
     let at = location.map(|l| (l.line() as usize, l.column() as usize));
     match inner_yaml_error(err) {
         serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
-            let path = line.map(|l| key_path_at(text, l, field)).unwrap_or_else(|| field.clone());
+            let path = match (line, at) {
+                (Some(l), Some((_, column))) => key_path_at(text, l, field)
+                    .or_else(|| flow_mapping_path(text, l, column).map(|p| format!("{p}.{field}")))
+                    .unwrap_or_else(|| field.clone()),
+                _ => field.clone(),
+            };
             let hint = match nearest(field, expected.iter().copied()) {
                 Some(n) => format!("; did you mean `{n}`?"),
                 None => ".".into(),
@@ -1876,8 +1881,20 @@ fn indentation_message(
     }
     let lines: Vec<&str> = text.lines().collect();
     let line = at?.0;
+    let here = lines.get(line.checked_sub(1)?)?;
+    if let Some((key, value)) = here.split_once(": ") {
+        if value.contains(": ") && !value.trim_start().starts_with(['{', '"', '\'']) {
+            let path = key_path_before(text, line, key.len() + 2)
+                .unwrap_or_else(|| key.trim().to_string());
+            return Some(format!(
+                "{label}: {loc}the value of `{path}` holds `: `, which YAML reads as another key; quote the value (e.g. `{}: \"{}\"`)",
+                key.trim().trim_start_matches("- "),
+                value.trim()
+            ));
+        }
+    }
     let column = |l: &str| l.len() - l.trim_start().len() + 1;
-    let this = column(lines.get(line.checked_sub(1)?)?);
+    let this = column(here);
     let above = lines[..line - 1]
         .iter()
         .enumerate()
@@ -1971,6 +1988,35 @@ fn bad_scalar_message(
     format!("{label}: {loc}{key}{value}is not allowed here; {fix}")
 }
 
+/// How many flow collections (`{…}`, `[…]`) are open just before 1-based `line`, `column`,
+/// counted from the start of the document (quoted text and comments skipped), so a flow list
+/// that spans lines is seen as one.
+fn flow_depth(text: &str, line: usize, column: usize) -> i32 {
+    let mut depth = 0;
+    for (k, l) in text.lines().take(line).enumerate() {
+        let mut quote = None;
+        let mut prev = ' ';
+        let take = if k + 1 == line {
+            column.saturating_sub(1)
+        } else {
+            usize::MAX
+        };
+        for c in l.chars().take(take) {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') if prev.is_whitespace() => break,
+                (None, '{' | '[') => depth += 1,
+                (None, '}' | ']') => depth -= 1,
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    depth
+}
+
 /// The 1-based number of the line after `line` when YAML reads it as the continuation of
 /// `line`'s plain value (`key: value` followed by a deeper-indented line that is not a list
 /// item or comment), e.g. `context: 64` then `   shapes:` one space too deep.
@@ -1983,24 +2029,25 @@ fn continued_on(text: &str, line: usize) -> Option<usize> {
     if value.is_empty() || value.starts_with(['#', '{', '[', '|', '>', '"', '\'']) {
         return None;
     }
+    // The key's own column: after the indentation and any `- ` list markers.
+    let mut key = this.trim_start();
+    while let Some(rest) = key.strip_prefix("- ") {
+        key = rest.trim_start();
+    }
+    let key_column = this.len() - key.len();
     let (k, next) = lines
         .iter()
         .enumerate()
         .skip(line)
         .find(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))?;
-    (indent(next) > indent(this) && !next.trim_start().starts_with("- ")).then_some(k + 1)
+    (indent(next) > key_column && !next.trim_start().starts_with("- ")).then_some(k + 1)
 }
 
 /// The scalar text that starts at 1-based `line`, `column` (up to a comment, and inside a
 /// flow collection `{…}`/`[…]` up to its delimiters; a block value keeps its commas).
 fn scalar_at(text: &str, line: usize, column: usize) -> Option<String> {
     let l = text.lines().nth(line.checked_sub(1)?)?;
-    let before: String = l.chars().take(column.saturating_sub(1)).collect();
-    let depth = before.chars().fold(0i32, |d, c| match c {
-        '{' | '[' => d + 1,
-        '}' | ']' => d - 1,
-        _ => d,
-    });
+    let depth = flow_depth(text, line, column);
     let rest: String = l.chars().skip(column.saturating_sub(1)).collect();
     let delimiters: &[char] = if depth > 0 { &[',', '}', ']'] } else { &[] };
     let end = rest.find(delimiters).unwrap_or(rest.len());
@@ -2024,8 +2071,8 @@ fn first_line(s: &str) -> &str {
 }
 
 /// The dotted path of `key` found on (or near) 1-based `line`, from the indentation of the
-/// lines above it.
-fn key_path_at(text: &str, line: usize, key: &str) -> String {
+/// lines above it; `None` when no line starts with the key (it sits inside a flow mapping).
+fn key_path_at(text: &str, line: usize, key: &str) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     // The key may be reported on a nearby line; search around the reported line.
     let pos = (line.saturating_sub(3)..(line + 2).min(lines.len()))
@@ -2040,12 +2087,28 @@ fn key_path_at(text: &str, line: usize, key: &str) -> String {
                     .starts_with(&format!("{key}:"))
             })
         });
-    let Some(pos) = pos else {
-        return key.to_string();
-    };
-    let mut path = block_parents(&lines, pos);
+    let mut path = block_parents(&lines, pos?);
     path.push(key.to_string());
-    path.join(".")
+    Some(path.join("."))
+}
+
+/// The dotted path of the flow mapping `{…}` that 1-based `column` of 1-based `line` lies in
+/// (the keys in force before its opening brace), e.g. `model.shapes` for a key inside
+/// `- {d_model: 12, foo: 1}` under `shapes:`.
+fn flow_mapping_path(text: &str, line: usize, column: usize) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let prefix: Vec<char> = l.chars().take(column.saturating_sub(1)).collect();
+    let mut depth = 0;
+    let brace = (0..prefix.len()).rev().find(|&i| {
+        match prefix[i] {
+            '}' | ']' => depth += 1,
+            '{' | '[' if depth > 0 => depth -= 1,
+            '{' => return true,
+            _ => {}
+        }
+        false
+    })?;
+    key_path_before(text, line, brace + 1)
 }
 
 /// The dotted key path in force just before 1-based `column` of 1-based `line`: the block keys
@@ -2137,8 +2200,11 @@ mod tests {
     #[test]
     fn key_path_from_indentation() {
         let y = "name: x\ntraining:\n  lr: 1\n  lrr: 2\nmodel:\n  context: 4\n";
-        assert_eq!(key_path_at(y, 4, "lrr"), "training.lrr");
-        assert_eq!(key_path_at(y, 6, "context"), "model.context");
+        assert_eq!(key_path_at(y, 4, "lrr").as_deref(), Some("training.lrr"));
+        assert_eq!(
+            key_path_at(y, 6, "context").as_deref(),
+            Some("model.context")
+        );
     }
 
     const BASE: &str = "name: t\nmodel:\n  context: 16\n  shapes:\n    - {d_model: 32, n_layer: 1, n_head: 2}\ndata:\n  tokens: [10000]\n";
@@ -2468,6 +2534,23 @@ mod tests {
         );
         let msg = user_error(&BASE.replace("model:", " model:"));
         assert!(msg.contains("line 2 is indented unlike"), "{msg}");
+        // A well-indented block list item with a bad value is about the value.
+        let msg = user_error(&BASE.replace(
+            "    - {d_model: 32, n_layer: 1, n_head: 2}",
+            "    - d_model: abc\n      n_layer: 1\n      n_head: 2",
+        ));
+        assert!(!msg.contains("indented"), "{msg}");
+        // `: ` inside a plain value: quote it.
+        let msg = user_error(&BASE.replace("name: t", "name: t: x"));
+        assert!(msg.contains("the value of `name` holds `: `"), "{msg}");
+        // A flow list over two lines: the bad value alone.
+        let msg = user_error(&BASE.replace("tokens: [10000]", "tokens: [10000,\n    2x4, 3]"));
+        assert!(msg.contains("`data.tokens`: 2x4 is not allowed"), "{msg}");
+        // An unknown key inside a flow mapping of a list item gets its whole path too.
+        let msg = user_error(&BASE.replace("n_head: 2}", "n_head: 2, foo: 1}"));
+        assert!(msg.contains("unknown key `model.shapes.foo`"), "{msg}");
+        let msg = user_error(&format!("{BASE}training: {{lr: 0.1, foo: 2}}\n"));
+        assert!(msg.contains("unknown key `training.foo`"), "{msg}");
         let msg = user_error(&format!("{BASE}training:\n  lr: 1,0e-2\n"));
         assert!(
             msg.contains("`training.lr`: 1,0e-2 is not allowed here"),

@@ -175,6 +175,8 @@ pub struct Loaded {
     pub unreadable: Vec<String>,
     /// Columns an older file lacked, filled with their stated defaults (see [`crate::record`]).
     pub filled_columns: Vec<&'static str>,
+    /// Those of them the merged `runs.parquet` lacked (not a per-run file).
+    pub merged_filled: Vec<&'static str>,
 }
 
 /// `*.parquet` files of a folder (no temp files), sorted.
@@ -201,6 +203,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
     let runs_path = dir.join(RUNS_FILE);
     let merged = read_runs_file(&runs_path).map_err(|e| damaged_merged_table(&runs_path, e))?;
     let mut out = Loaded {
+        merged_filled: merged.filled.clone(),
         filled_columns: merged.filled,
         ..Loaded::default()
     };

@@ -286,7 +286,7 @@ fn answer_blocks(f: &FitReport, runs: &[RunRecord]) -> Vec<Block> {
     let mut b = vec![Block::H(2, "The answer".into())];
     for t in &f.compute_optimal.targets {
         b.push(Block::P(format!(
-            "- At C = {:.3e} FLOPs ({}): N* = {:.3e}, D* = {:.3e}, predicted loss {} (95% CI {}{}){}. {}",
+            "- At C = {:.3e} FLOPs ({}): N* = {:.3e}, D* = {:.3e}, predicted loss {} (95% CI {}{}){}.{}",
             t.flops,
             distance_phrase(f, t.flops),
             t.n_opt,
@@ -324,25 +324,26 @@ fn answer_blocks(f: &FitReport, runs: &[RunRecord]) -> Vec<Block> {
 /// the lowest are named among the answer's warnings.
 pub const REPLICATE_SPREAD: f64 = 0.10;
 
-/// "Replicates disagree by more than 10% at 2 of 18 points (widest: …)", when they do.
+/// "Replicates disagree by more than 10% at 2 of 18 points (widest: …)", when they do. A
+/// point is the runs the fit uses (`ok`, selected, finite loss) of one shape, data size and
+/// budget; it is replicated when they have two or more seeds.
 fn replicate_warning(runs: &[RunRecord]) -> Option<String> {
     let mut points: std::collections::BTreeMap<_, Vec<&RunRecord>> = Default::default();
-    for r in runs
-        .iter()
-        .filter(|r| r.status == Status::Ok && r.eval_loss.is_finite())
-    {
+    for r in runs.iter().filter(|r| crate::results::is_fit_run(r)) {
         let alike = (
-            format!("{:?}", r.family),
-            (r.d_model, r.n_layer, r.n_head, r.d_ff, r.mlp_window),
-            (
-                r.tokens,
-                r.batch_size,
-                r.lr.to_bits(),
-                r.lr_multiplier.to_bits(),
-            ),
+            r.shape().label(),
+            r.tokens,
+            r.unique_tokens,
+            r.budget.map(f64::to_bits),
         );
         points.entry(alike).or_default().push(r);
     }
+    let seeds = |v: &[&RunRecord]| {
+        v.iter()
+            .map(|r| r.seed)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
     let spread = |v: &[&RunRecord]| {
         let lo = v.iter().map(|r| r.eval_loss).fold(f64::INFINITY, f64::min);
         let hi = v
@@ -351,7 +352,7 @@ fn replicate_warning(runs: &[RunRecord]) -> Option<String> {
             .fold(f64::NEG_INFINITY, f64::max);
         (lo, hi, hi / lo - 1.0)
     };
-    let replicated: Vec<&Vec<&RunRecord>> = points.values().filter(|v| v.len() > 1).collect();
+    let replicated: Vec<&Vec<&RunRecord>> = points.values().filter(|v| seeds(v) > 1).collect();
     let wide: Vec<&&Vec<&RunRecord>> = replicated
         .iter()
         .filter(|v| spread(v).2 > REPLICATE_SPREAD)
@@ -360,38 +361,42 @@ fn replicate_warning(runs: &[RunRecord]) -> Option<String> {
         .iter()
         .max_by(|a, b| spread(a).2.total_cmp(&spread(b).2))?;
     let (lo, hi, x) = spread(widest);
-    let r = widest[0];
+    let highest = widest
+        .iter()
+        .max_by(|a, b| a.eval_loss.total_cmp(&b.eval_loss))?;
     Some(format!(
-        "replicates disagree by more than {:.0}% at {} of {} points run with several seeds (widest: d{}-L{}-h{} at D = {:.3e}: {}–{} over {} seeds, {:+.0}%): the fit uses every replicate, but one more run at such a point could land anywhere in that range; more seeds per point tighten the law",
+        "replicates disagree by more than {:.0}% at {} of {} points run with several seeds (widest: {} at D = {:.3e}: {}–{} over {} runs, {:+.0}%; the highest is run {}): the fit uses every replicate, so such a point pulls it by its mean; check that run's curve, and expect single runs at this scale to scatter at least that much",
         100.0 * REPLICATE_SPREAD,
         wide.len(),
         replicated.len(),
-        r.d_model,
-        r.n_layer,
-        r.n_head,
-        r.tokens as f64,
+        widest[0].shape().label(),
+        widest[0].tokens as f64,
         num(lo),
         num(hi),
         widest.len(),
-        100.0 * x
+        100.0 * x,
+        highest.run_id
     ))
 }
 
-/// The largest compute C = 6ND among the fitted points.
-fn largest_fitted_c(f: &FitReport) -> f64 {
+/// The smallest and largest compute C = 6ND among the fitted points.
+fn fitted_c_range(f: &FitReport) -> (f64, f64) {
     f.residuals
         .iter()
         .map(|r| 6.0 * r[0] * r[1])
-        .fold(0.0, f64::max)
+        .fold((f64::INFINITY, 0.0), |(lo, hi), c| (lo.min(c), hi.max(c)))
 }
 
-/// Where a target budget lies against the fitted points: "10× the largest fitted C, 3.00e11"
-/// or "inside the fitted compute range".
+/// Where a target budget lies against the fitted points: "10× the largest fitted C, 3.00e11",
+/// "inside the fitted compute range" or "5× below the smallest fitted C".
 fn distance_phrase(f: &FitReport, c: f64) -> String {
-    let max_c = largest_fitted_c(f);
-    match c / max_c {
-        x if x <= 1.02 => format!("inside the fitted compute range, up to C = {max_c:.2e}"),
-        x => format!("{} the largest fitted C, {max_c:.2e}", times(x)),
+    let (lo, hi) = fitted_c_range(f);
+    if c > 1.02 * hi {
+        format!("{} the largest fitted C, {hi:.2e}", times(c / hi))
+    } else if c < lo / 1.02 {
+        format!("{} below the smallest fitted C, {lo:.2e}", times(lo / c))
+    } else {
+        format!("inside the fitted compute range, {lo:.2e} to {hi:.2e}")
     }
 }
 
@@ -404,7 +409,7 @@ fn times(x: f64) -> String {
     }
 }
 
-/// ", with E pinned to the known floor 0.6049: 0.8400 (95% CI …)" when the report's law is
+/// "; with E pinned to the known floor 0.6049: 0.8400 (95% CI …)" when the report's law is
 /// the free one and a floor is known; empty otherwise.
 fn pinned_prediction(f: &FitReport, c: f64) -> String {
     let Some(fc) = f.e_floor.as_ref().filter(|fc| !fc.law_is_pinned) else {
@@ -423,54 +428,75 @@ fn pinned_prediction(f: &FitReport, c: f64) -> String {
     )
 }
 
-/// What the report has measured at a target's distance: inside the fitted range, the best
-/// run at that budget; beyond it, the rolling backtests of the reported law (Approach 3
-/// unless only VPNLS ran) nearest that distance, or that none reached so far.
+/// What the report has measured at a target's distance (" …", with its leading space, or
+/// empty): inside the fitted range, the runs at that budget; beyond it, the nearest rolling
+/// backtest of the reported law (Approach 3 unless only VPNLS ran) that reached at least that
+/// far, or that none did.
 fn target_evidence(f: &FitReport, t: &fit::Target) -> String {
-    let c = t.flops;
-    let x = c / largest_fitted_c(f);
+    let x = t.flops / fitted_c_range(f).1;
     if x <= 1.02 {
-        let best = f
-            .residuals
-            .iter()
-            .filter(|r| (6.0 * r[0] * r[1] / c - 1.0).abs() < 0.02)
-            .map(|r| r[2])
-            .fold(f64::INFINITY, f64::min);
-        return match best.is_finite() {
-            true => format!(
-                "The best run at this budget reached {} ({:+.1}% from the prediction).",
-                num(best),
-                100.0 * (best / t.loss - 1.0)
-            ),
-            false => String::new(),
-        };
+        return runs_at_target(f, t);
     }
     let Some(bt) = &f.backtest else {
-        return "No rolling backtest measures how far the law holds (fewer than 3 budgets).".into();
+        return " No rolling backtest measures how far the law holds (skipped with --no-backtest, or too few budgets or points per fold).".into();
     };
     let method = match bt.table.iter().any(|r| r.method == fit::Method::A3) {
         true => fit::Method::A3,
         false => bt.table.first().map_or(fit::Method::A3, |r| r.method),
     };
-    let rows: Vec<&fit::backtest::Row> = bt.table.iter().filter(|r| r.method == method).collect();
-    let bin = |d: f64| (2.0 * d.log10()).round() as i64;
-    let farthest = rows.iter().max_by_key(|r| bin(r.distance));
-    match rows.iter().find(|r| bin(r.distance) == bin(x)) {
-        Some(r) => format!(
-            "Rolling backtests at {} ({}) erred by {:.2}% on the best loss.",
-            r.label,
+    // The farthest a backtest of this bin actually reached (the bins are half-decades).
+    let reach = |r: &fit::backtest::Row| {
+        bt.predictions
+            .iter()
+            .filter(|p| p.method == method)
+            .filter(|p| fit::backtest::bin(p.distance) == fit::backtest::bin(r.distance))
+            .map(|p| p.distance)
+            .fold(0.0, f64::max)
+    };
+    let mut rows: Vec<(&fit::backtest::Row, f64)> = bt
+        .table
+        .iter()
+        .filter(|r| r.method == method)
+        .map(|r| (r, reach(r)))
+        .collect();
+    rows.sort_by(|a, b| a.1.total_cmp(&b.1));
+    match (rows.iter().find(|(_, d)| *d * 1.02 >= x), rows.last()) {
+        (Some((r, d)), _) => format!(
+            " Rolling backtests of {} at {} (up to {}) erred by {:.2}% on the best loss.",
             method_name(method),
+            r.label,
+            times(*d),
             100.0 * r.best_mean_abs_rel_err
         ),
-        None => match farthest {
-            Some(r) if bin(r.distance) < bin(x) => format!(
-                "Beyond the farthest rolling backtest ({}: best-loss error {:.2}%): nothing here measures how the law holds at {}.",
-                r.label,
-                100.0 * r.best_mean_abs_rel_err,
-                times(x)
-            ),
-            _ => String::new(),
-        },
+        (None, Some((r, d))) => format!(
+            " Beyond the farthest rolling backtest ({}, up to {}: best-loss error {:.2}%): nothing here measures how the law holds at {}.",
+            r.label,
+            times(*d),
+            100.0 * r.best_mean_abs_rel_err,
+            times(x)
+        ),
+        (None, None) => String::new(),
+    }
+}
+
+/// " The lowest of the K runs at this budget reached …" for a target inside the fitted range
+/// (the lowest of several is biased low against the law's prediction, and says so by its
+/// name); empty when no run was trained at that budget.
+fn runs_at_target(f: &FitReport, t: &fit::Target) -> String {
+    let at: Vec<f64> = f
+        .residuals
+        .iter()
+        .filter(|r| (6.0 * r[0] * r[1] / t.flops - 1.0).abs() < 0.02)
+        .map(|r| r[2])
+        .collect();
+    let lowest = at.iter().copied().fold(f64::INFINITY, f64::min);
+    match at.len() {
+        0 => String::new(),
+        k => format!(
+            " The lowest of the {k} runs at this budget reached {} ({:+.1}% from the prediction).",
+            num(lowest),
+            100.0 * (lowest / t.loss - 1.0)
+        ),
     }
 }
 
@@ -1699,7 +1725,17 @@ mod tests {
         }
         let w = replicate_warning(&rows).unwrap();
         assert!(w.contains("at 1 of 2 points"), "{w}");
-        assert!(w.contains("1.4710–1.8490 over 4 seeds, +26%"), "{w}");
+        assert!(
+            w.contains("1.4710–1.8490 over 4 runs, +26%; the highest is run a1"),
+            "{w}"
+        );
+        // Runs the fit does not use (an LR grid's unselected runs) are no replicates.
+        let mut grid = rows[2..].to_vec();
+        let mut off = run("lr-off", 1000, 1000, 5000, 2.4);
+        off.d_model = 24;
+        off.selected = false;
+        grid.push(off);
+        assert!(replicate_warning(&grid).is_none());
         assert!(replicate_warning(&rows[2..]).is_none());
     }
 
@@ -1796,7 +1832,7 @@ mod tests {
             bootstrap: 20,
             grid_stride: 9,
             holdout: fit::Holdout::LargestBudget,
-            targets: vec![1e18, 1e19, 1e21],
+            targets: vec![1e14, 1e16, 1e18, 3e18, 1e19, 1e21],
             ..FitOptions::default()
         };
         let d = ReportData::from_folder(&folder, &opts).unwrap();
@@ -1808,11 +1844,14 @@ mod tests {
         let pinned = format!("with E pinned to the known loss floor {}: ", fit::num(1.6));
         for needle in [
             "At C = 1.000e18 FLOPs (inside the fitted compute range",
-            "The best run at this budget reached",
+            "The lowest of the 4 runs at this budget reached",
             "At C = 1.000e19 FLOPs (10× the largest fitted C",
-            "Rolling backtests at 10× (Approach 3) erred by",
+            "Rolling backtests of Approach 3 at 10× (up to 10×) erred by",
+            "At C = 1.000e16 FLOPs (inside the fitted compute range",
+            "At C = 3.000e18 FLOPs (3.0× the largest fitted C",
+            "At C = 1.000e14 FLOPs (10× below the smallest fitted C",
             "At C = 1.000e21 FLOPs (1000× the largest fitted C",
-            "Beyond the farthest rolling backtest (100×",
+            "Beyond the farthest rolling backtest (100×, up to 100×",
             "over 20 bootstrap laws: fit uncertainty, not extrapolation error",
             &pinned,
         ] {
@@ -1821,6 +1860,13 @@ mod tests {
                 "the answer lacks {needle:?}:\n{answer}"
             );
         }
+        // 3× is answered by the nearest backtest that reached at least that far (10×), not
+        // by a nearer one that fell short.
+        let at_3x = answer
+            .lines()
+            .find(|l| l.contains("At C = 3.000e18"))
+            .unwrap();
+        assert!(at_3x.contains("Approach 3 at 10× (up to 10×)"), "{at_3x}");
         assert!(w.drawn.contains(&Fig::Backtest), "{:?}", w.skipped);
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("fits.json")).unwrap()).unwrap();

@@ -263,7 +263,11 @@ fn sci(v: f64) -> String {
         let decimals = (2 - e).max(0) as usize;
         return trim_zeros(format!("{v:.decimals$}"));
     }
-    let m = v / 10f64.powi(e);
+    let (mut m, mut e) = (v / 10f64.powi(e), e);
+    if (m.abs() * 10.0).round() >= 100.0 {
+        // 9.96e4 rounds to "10.0": say 1e5.
+        (m, e) = (m / 10.0, e + 1);
+    }
     format!("{}e{e}", trim_zeros(format!("{m:.1}")))
 }
 
@@ -1433,6 +1437,8 @@ mod tests {
             (2.5e4, "2.5e4"),
             (1.1e4, "1.1e4"),
             (3e-5, "3e-5"),
+            (9.96e4, "1e5"),
+            (0.0099996, "1e-2"),
             (0.0, "0"),
         ];
         for (v, want) in cases {

@@ -302,6 +302,25 @@ fn slurm_job_array_submit_status_collect() {
         !out.join("sweep.yaml").exists() && !out.join("slurm").exists(),
         "bad submit wrote files"
     );
+    // In a folder that already holds files (here a tokenizer.json of the user's), only what
+    // the submit wrote goes.
+    let theirs = tmp("slurm-theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("tokenizer.json"), "{}").unwrap();
+    let o = scalelab(&[
+        "submit",
+        "sweeps/micro.yaml",
+        "--out",
+        theirs.to_str().unwrap(),
+        "--mem",
+        "9999G",
+    ]);
+    assert_user_error(&o, &["sbatch rejected the job array"]);
+    let left: Vec<String> = std::fs::read_dir(&theirs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(left, ["tokenizer.json"]);
     // Dry run: the script, nothing written.
     let o = scalelab(&[
         "submit",
