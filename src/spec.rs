@@ -1883,7 +1883,8 @@ fn indentation_message(
     let line = at?.0;
     let here = lines.get(line.checked_sub(1)?)?;
     if let Some((key, value)) = here.split_once(": ") {
-        if value.contains(": ") && !value.trim_start().starts_with(['{', '"', '\'']) {
+        let quoted_or_flow = |c: char| "{\"'".contains(c);
+        if value.contains(": ") && !value.trim_start().starts_with(quoted_or_flow) {
             let path = key_path_before(text, line, key.len() + 2)
                 .unwrap_or_else(|| key.trim().to_string());
             return Some(format!(
@@ -2026,7 +2027,7 @@ fn continued_on(text: &str, line: usize) -> Option<usize> {
     let this = lines.get(line.checked_sub(1)?)?;
     let (_, value) = this.split_once(": ")?;
     let value = value.trim();
-    if value.is_empty() || value.starts_with(['#', '{', '[', '|', '>', '"', '\'']) {
+    if value.is_empty() || value.starts_with(|c: char| "#{[|>\"'".contains(c)) {
         return None;
     }
     // The key's own column: after the indentation and any `- ` list markers.
@@ -2099,12 +2100,16 @@ fn flow_mapping_path(text: &str, line: usize, column: usize) -> Option<String> {
     let l = text.lines().nth(line.checked_sub(1)?)?;
     let prefix: Vec<char> = l.chars().take(column.saturating_sub(1)).collect();
     let mut depth = 0;
+    // Outward from the column: closers nest, the first unmatched `{` opens our mapping.
     let brace = (0..prefix.len()).rev().find(|&i| {
-        match prefix[i] {
-            '}' | ']' => depth += 1,
-            '{' | '[' if depth > 0 => depth -= 1,
-            '{' => return true,
-            _ => {}
+        let c = prefix[i];
+        if "}]".contains(c) {
+            depth += 1;
+        } else if "{[".contains(c) {
+            if depth == 0 {
+                return c == '\u{7b}';
+            }
+            depth -= 1;
         }
         false
     })?;
