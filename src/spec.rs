@@ -1772,6 +1772,15 @@ fn check_shape(p: &mut Vec<String>, key: &str, d: usize, l: usize, h: usize, dff
     }
 }
 
+/// Where a YAML error is, for its message: the spec's label, "line L, column C: " (or
+/// nothing), the spec's text and the 1-based (line, column).
+struct Site<'a> {
+    label: &'a str,
+    loc: String,
+    text: &'a str,
+    at: Option<(usize, usize)>,
+}
+
 /// Turn a YAML / serde error into "file: line L, column C: unknown key `a.b.c`; did you mean `x`?".
 /// The library's own wording is kept only where it says nothing about its API or Rust types.
 fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> String {
@@ -1782,6 +1791,12 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
         None => String::new(),
     };
     let at = location.map(|l| (l.line() as usize, l.column() as usize));
+    let site = Site {
+        label,
+        loc: loc.clone(),
+        text,
+        at,
+    };
     match inner_yaml_error(err) {
         serde_saphyr::Error::SerdeUnknownField { field, expected, .. } => {
             let path = match (line, at) {
@@ -1803,18 +1818,18 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
             "{label}: {loc}missing required key `{field}`; add it (see sweeps/quick.yaml for a complete example)"
         ),
         serde_saphyr::Error::DuplicateMappingKey { key, .. } => {
-            duplicate_key_message(label, &loc, text, at, key.as_deref())
+            duplicate_key_message(&site, key.as_deref())
         }
         serde_saphyr::Error::Message { msg, .. } if msg.starts_with("duplicate field `") => {
             let key = msg.split('`').nth(1);
-            duplicate_key_message(label, &loc, text, at, key)
+            duplicate_key_message(&site, key)
         }
         serde_saphyr::Error::InvalidScalar { ty, .. } => {
-            bad_scalar_message(label, &loc, text, at, ty)
+            bad_scalar_message(&site, ty)
         }
         serde_saphyr::Error::SerdeUnknownVariant {
             variant, expected, ..
-        } => unknown_choice_message(label, &loc, text, at, variant, expected),
+        } => unknown_choice_message(&site, variant, expected),
         serde_saphyr::Error::MultipleDocuments { .. } => format!(
             "{label}: {loc}the file holds more than one YAML document (a `---` line); \
              a sweep spec is one document, so remove the `---` and what follows or split the file"
@@ -1822,8 +1837,8 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
         other => {
             let msg = other.to_string();
             let said = without_library_advice(first_line(&msg));
-            structure_message(label, &loc, text, at, &said)
-                .or_else(|| indentation_message(label, &loc, text, at, &said))
+            structure_message(&site, said)
+                .or_else(|| indentation_message(&site, said))
                 .unwrap_or_else(|| format!("{label}: {loc}{said}"))
         }
     }
@@ -1832,13 +1847,8 @@ fn explain_yaml_error(label: &str, text: &str, err: &serde_saphyr::Error) -> Str
 /// A value of the wrong shape (a number where a list goes, a list where a mapping goes, an
 /// empty file): the key it belongs to and the shape it needs, instead of the parser's
 /// "expected sequence start".
-fn structure_message(
-    label: &str,
-    loc: &str,
-    text: &str,
-    at: Option<(usize, usize)>,
-    said: &str,
-) -> Option<String> {
+fn structure_message(site: &Site, said: &str) -> Option<String> {
+    let (label, loc, text, at) = (site.label, &site.loc, site.text, site.at);
     if text.trim().is_empty() {
         return Some(format!(
             "{label}: the spec is empty; start from sweeps/quick.yaml (a complete example)"
@@ -1865,13 +1875,8 @@ fn structure_message(
 /// The parser's "did not find expected key" / "mapping values are not allowed in this
 /// context": a line indented unlike its neighbours. Says which line and where the lines above
 /// it start, instead of the parser's state.
-fn indentation_message(
-    label: &str,
-    loc: &str,
-    text: &str,
-    at: Option<(usize, usize)>,
-    said: &str,
-) -> Option<String> {
+fn indentation_message(site: &Site, said: &str) -> Option<String> {
+    let (label, loc, text, at) = (site.label, &site.loc, site.text, site.at);
     let parser_state = [
         "did not find expected key",
         "mapping values are not allowed",
@@ -1918,13 +1923,8 @@ fn inner_yaml_error(err: &serde_saphyr::Error) -> &serde_saphyr::Error {
 }
 
 /// "key `a.b` appears twice in the same mapping; keep one".
-fn duplicate_key_message(
-    label: &str,
-    loc: &str,
-    text: &str,
-    at: Option<(usize, usize)>,
-    key: Option<&str>,
-) -> String {
+fn duplicate_key_message(site: &Site, key: Option<&str>) -> String {
+    let (label, loc, text, at) = (site.label, &site.loc, site.text, site.at);
     let path = at.and_then(|(line, column)| {
         // The location is the key's; the path is read through the colon that ends it.
         let rest: Vec<char> = text.lines().nth(line.checked_sub(1)?)?.chars().collect();
@@ -1941,14 +1941,8 @@ fn duplicate_key_message(
 
 /// A value outside a closed set, e.g. `schedule: cosin`: "`training.schedule`: `cosin` is not
 /// one of cosine, constant, wsd; use one of them".
-fn unknown_choice_message(
-    label: &str,
-    loc: &str,
-    text: &str,
-    at: Option<(usize, usize)>,
-    value: &str,
-    expected: &[&str],
-) -> String {
+fn unknown_choice_message(site: &Site, value: &str, expected: &[&str]) -> String {
+    let (label, loc, text, at) = (site.label, &site.loc, site.text, site.at);
     let choices = expected.join(", ");
     let path = at.and_then(|(line, column)| key_path_before(text, line, column));
     let key = path.map(|p| format!("`{p}`: ")).unwrap_or_default();
@@ -1956,13 +1950,8 @@ fn unknown_choice_message(
 }
 
 /// A value that does not parse as its field's type, e.g. `checkpoint: {every: -5}`.
-fn bad_scalar_message(
-    label: &str,
-    loc: &str,
-    text: &str,
-    at: Option<(usize, usize)>,
-    ty: &str,
-) -> String {
+fn bad_scalar_message(site: &Site, ty: &str) -> String {
+    let (label, loc, text, at) = (site.label, &site.loc, site.text, site.at);
     let path = at.and_then(|(line, column)| key_path_before(text, line, column));
     if let Some(next) = at.and_then(|(line, _)| continued_on(text, line)) {
         let key = path
