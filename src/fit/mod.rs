@@ -1196,6 +1196,23 @@ pub fn optimal_ci(samples: &[ChinchillaParams], c: f64) -> OptimalCi {
     }
 }
 
+/// The compute-optimal N*, D* and loss of law `p` at budget `c`, with intervals over the
+/// bootstrap laws `samples` when given ([`optimal_ci`]).
+pub fn target(p: &ChinchillaParams, samples: Option<&[ChinchillaParams]>, c: f64) -> Target {
+    let (n, d) = p.optimal(c);
+    let cis = samples.map(|sm| optimal_ci(sm, c));
+    Target {
+        flops: c,
+        n_opt: n,
+        d_opt: d,
+        tokens_per_param: d / n,
+        loss: p.predict(n, d),
+        n_opt_ci: cis.map(|c| c.n),
+        d_opt_ci: cis.map(|c| c.d),
+        loss_ci: cis.map(|c| c.loss),
+    }
+}
+
 /// The compute-optimal allocation in closed form from Approach 3, and at each target budget
 /// (with bootstrap intervals when bootstrapped).
 fn compute_optimal(
@@ -1206,20 +1223,7 @@ fn compute_optimal(
     let samples = boot.map(|b| b.params());
     let targets = targets
         .iter()
-        .map(|&c| {
-            let (n, d) = p.optimal(c);
-            let cis = samples.as_ref().map(|sm| optimal_ci(sm, c));
-            Target {
-                flops: c,
-                n_opt: n,
-                d_opt: d,
-                tokens_per_param: d / n,
-                loss: p.predict(n, d),
-                n_opt_ci: cis.map(|c| c.n),
-                d_opt_ci: cis.map(|c| c.d),
-                loss_ci: cis.map(|c| c.loss),
-            }
-        })
+        .map(|&c| target(p, samples.as_deref(), c))
         .collect();
     let s = p.alpha + p.beta;
     ComputeOptimal {

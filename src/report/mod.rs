@@ -415,15 +415,13 @@ fn pinned_prediction(f: &FitReport, c: f64) -> String {
     let Some(fc) = f.e_floor.as_ref().filter(|fc| !fc.law_is_pinned) else {
         return String::new();
     };
-    let (n, d) = fc.pinned.optimal(c);
-    let interval = fc.pinned_bootstrap.as_ref().map(|b| {
-        let o = fit::optimal_ci(&b.params(), c);
-        format!(" (95% CI {})", ci(Some(o.loss)))
-    });
+    let samples = fc.pinned_bootstrap.as_ref().map(|b| b.params());
+    let t = fit::target(&fc.pinned, samples.as_deref(), c);
+    let interval = t.loss_ci.map(|l| format!(" (95% CI {})", ci(Some(l))));
     format!(
         "; with E pinned to the known loss floor {}: {}{}",
         num(fc.floor),
-        num(fc.pinned.predict(n, d)),
+        num(t.loss),
         interval.unwrap_or_default()
     )
 }
@@ -440,10 +438,7 @@ fn target_evidence(f: &FitReport, t: &fit::Target) -> String {
     let Some(bt) = &f.backtest else {
         return " No rolling backtest measures how far the law holds (skipped with --no-backtest, or too few budgets or points per fold).".into();
     };
-    let method = match bt.table.iter().any(|r| r.method == fit::Method::A3) {
-        true => fit::Method::A3,
-        false => bt.table.first().map_or(fit::Method::A3, |r| r.method),
-    };
+    let method = reported_method(bt);
     // The farthest a backtest of this bin actually reached (the bins are half-decades).
     let reach = |r: &fit::backtest::Row| {
         bt.predictions
@@ -476,6 +471,14 @@ fn target_evidence(f: &FitReport, t: &fit::Target) -> String {
             times(x)
         ),
         (None, None) => String::new(),
+    }
+}
+
+/// The method whose backtests speak for the reported law: Approach 3, unless only VPNLS ran.
+fn reported_method(bt: &fit::backtest::Backtest) -> fit::Method {
+    match bt.table.iter().any(|r| r.method == fit::Method::A3) {
+        true => fit::Method::A3,
+        false => bt.table.first().map_or(fit::Method::A3, |r| r.method),
     }
 }
 
@@ -653,8 +656,8 @@ fn trust_sentence(f: &FitReport) -> String {
     };
     // The farthest backtest of the reported law (Approach 3 unless only VPNLS ran).
     let far = f.backtest.as_ref().and_then(|bt| {
-        let a3 = bt.table.iter().rev().find(|r| r.method == fit::Method::A3);
-        a3.or(bt.table.last())
+        let m = reported_method(bt);
+        bt.table.iter().rev().find(|r| r.method == m)
     });
     match far {
         Some(r) => format!(
