@@ -3,7 +3,7 @@
 //! Data flows one way, one module per stage:
 //! [`spec`] (the YAML sweep) → [`plan`] (concrete runs, their nested settings and ids) →
 //! [`sweep`] (the local executor; [`slurm`] the cluster one) → [`train`] (one run, on
-//! [`model`], over a [`corpus`]) → [`store`] (Parquet files of [`record`] rows) →
+//! [`model`] (its activation in [`gelu`]), over a [`corpus`]) → [`store`] (Parquet files of [`record`] rows) →
 //! [`results`] (a results folder, loaded once for readers) → [`fit`] (power laws, pure
 //! functions over points) → [`report`] (plots and documents).
 //!
@@ -24,6 +24,7 @@ pub mod error;
 pub mod eta;
 pub mod fit;
 pub mod fsio;
+pub mod gelu;
 pub mod hashing;
 pub mod hp;
 pub mod lm;

@@ -23,9 +23,7 @@
 //! Decoupled weight decay stays η·λ per step on every stored parameter (not scaled by 1/m).
 
 use burn::module::{Initializer, Param};
-use burn::nn::{
-    Embedding, EmbeddingConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::attention;
@@ -314,7 +312,6 @@ impl GptConfig {
                 ln2: LayerNormConfig::new(self.d_model).init(device),
                 fc: linear(self.d_model, self.d_ff, hidden_std),
                 fc_out: linear(self.d_ff, self.d_model, resid_std),
-                gelu: Gelu::new(),
                 n_head: self.n_head,
                 fused: self.fused_attention,
                 width_mult: m,
@@ -348,7 +345,6 @@ pub struct Block<B: Backend> {
     pub(crate) ln2: LayerNorm<B>,
     pub(crate) fc: Linear<B>,
     pub(crate) fc_out: Linear<B>,
-    gelu: Gelu,
     n_head: usize,
     fused: bool,
     width_mult: f64,
@@ -385,7 +381,7 @@ impl<B: Backend> Block<B> {
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
         let x = x + self.proj.forward(div_mult(y, m));
         let up = self.fc.forward(div_mult(self.ln2.forward(x.clone()), m)); // [b, t, d_ff]
-        let mlp = self.fc_out.forward(div_mult(self.gelu.forward(up), m));
+        let mlp = self.fc_out.forward(div_mult(crate::gelu::gelu(up), m));
         x + mlp
     }
 }

@@ -1,0 +1,191 @@
+//! The MLP's activation, GELU (exact, erf form), as the model calls it.
+//!
+//! On the CPU backend burn-flex computes GELU element by element on one thread, and its
+//! backward pass computes erf(x/√2) a second time; erf (libm's scalar `erff`) was ~14% of a
+//! main-job run's time. Here, for `Flex` and `Autodiff<Flex>` in f32, the forward pass runs
+//! split over the thread pool and keeps erf(x/√2) for the backward pass, which then needs only
+//! an exp. The arithmetic is burn-flex's, expression for expression (its `erf_f32`, the same
+//! f32 operations in the same order), so values and gradients are bit-identical to burn's
+//! `gelu` (tested below); every other backend or float type calls burn's `gelu` unchanged.
+
+use std::any::Any;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::flex::ops::unary::erf_f32;
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
+use burn::tensor::{activation, DType, Tensor, TensorData, TensorPrimitive};
+use rayon::prelude::*;
+
+/// Elements per parallel chunk: below this a tensor runs on one thread.
+const CHUNK: usize = 1 << 14;
+
+/// GELU(x) = x·Φ(x) = 0.5·x·(1 + erf(x/√2)), elementwise.
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() != DType::F32 {
+        return activation::gelu(x);
+    }
+    let x: Box<dyn Any> = Box::new(x);
+    let x = match x.downcast::<Tensor<Autodiff<Flex>, D>>() {
+        Ok(x) => return cast(autodiff_flex(*x)),
+        Err(x) => x,
+    };
+    match x.downcast::<Tensor<Flex, D>>() {
+        Ok(x) => cast(flex(*x)),
+        Err(x) => activation::gelu(*x.downcast::<Tensor<B, D>>().expect("the caller's type")),
+    }
+}
+
+/// A tensor of a concrete backend back as the caller's `Tensor<B, D>` (the same type).
+fn cast<T: 'static, U: 'static>(t: T) -> U {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<U>()
+        .expect("dispatched on this type")
+}
+
+/// Forward only (evaluation, or a backend without autodiff).
+fn flex<const D: usize>(x: Tensor<Flex, D>) -> Tensor<Flex, D> {
+    let x = contiguous(x.into_primitive().tensor());
+    let y = map(f32s(&x), |&x| 0.5 * x * (1.0 + erf_f32(x / SQRT_2)));
+    Tensor::from_primitive(TensorPrimitive::Float(like(&x, y)))
+}
+
+/// With autodiff: the forward pass keeps (x, erf(x/√2)) as the backward pass's state.
+fn autodiff_flex<const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<Autodiff<Flex>, D> {
+    let x = x.into_primitive().tensor();
+    let out = match Gelu
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let input = contiguous(x.primitive);
+            let e = map(f32s(&input), |&x| erf_f32(x / SQRT_2));
+            let y = zip_map(f32s(&input), &e, |x, e| 0.5 * x * (1.0 + e));
+            let y = like(&input, y);
+            let e = like(&input, e);
+            prep.finish((input, e), y)
+        }
+        OpsKind::UnTracked(prep) => {
+            let y = flex(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(
+                x.primitive,
+            )));
+            prep.finish(y.into_primitive().tensor())
+        }
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// The backward step: dGELU/dx = Φ(x) + x·φ(x), with Φ from the kept erf.
+#[derive(Debug)]
+struct Gelu;
+
+impl Backward<Flex, 1> for Gelu {
+    /// (x, erf(x/√2)), both contiguous f32.
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, e) = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let grad = contiguous(grad);
+            // burn-flex's constant, computed the same way.
+            let inv_sqrt_2pi: f32 = 1.0 / (2.0 * std::f32::consts::PI).sqrt();
+            let (xs, es, gs) = (f32s(&x), f32s(&e), f32s(&grad));
+            let out: Vec<f32> = (xs.par_iter(), es.par_iter(), gs.par_iter())
+                .into_par_iter()
+                .with_min_len(CHUNK)
+                .map(|(&x, &e, &g)| {
+                    let cdf = 0.5 * (1.0 + e);
+                    let pdf = inv_sqrt_2pi * (-0.5 * x * x).exp();
+                    g * (cdf + x * pdf)
+                })
+                .collect();
+            like(&grad, out)
+        });
+    }
+}
+
+const SQRT_2: f32 = std::f32::consts::SQRT_2;
+
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The elements of a contiguous f32 tensor, in row-major order.
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+/// A new tensor of `t`'s shape holding `values` (row-major).
+fn like(t: &FlexTensor, values: Vec<f32>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, t.layout().shape().clone()))
+}
+
+fn map(xs: &[f32], f: impl Fn(&f32) -> f32 + Sync + Send) -> Vec<f32> {
+    xs.par_iter().with_min_len(CHUNK).map(f).collect()
+}
+
+fn zip_map(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    (xs.par_iter(), ys.par_iter())
+        .into_par_iter()
+        .with_min_len(CHUNK)
+        .map(|(&x, &y)| f(x, y))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::flex::FlexDevice;
+    use burn::tensor::Distribution;
+
+    fn bits<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u32> {
+        t.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
+    /// Value and gradient equal burn's gelu bit for bit, on a tensor large enough to split
+    /// over threads, including a non-contiguous input (a transposed view).
+    #[test]
+    fn bit_identical_to_burn_gelu() {
+        type A = Autodiff<Flex>;
+        let dev = FlexDevice;
+        let base = Tensor::<Flex, 3>::random([4, 96, 130], Distribution::Normal(0.0, 3.0), &dev);
+        let w = Tensor::<Flex, 3>::random([4, 96, 130], Distribution::Normal(0.0, 1.0), &dev);
+        for transposed in [false, true] {
+            let view = |t: Tensor<Flex, 3>| if transposed { t.swap_dims(1, 2) } else { t };
+            let run = |ours: bool| {
+                let x = Tensor::<A, 3>::from_inner(view(base.clone())).require_grad();
+                let y = if ours {
+                    gelu(x.clone())
+                } else {
+                    activation::gelu(x.clone())
+                };
+                let loss = (y.clone() * Tensor::<A, 3>::from_inner(view(w.clone()))).sum();
+                let g = x.grad(&loss.backward()).unwrap();
+                (bits(y.inner()), bits(g))
+            };
+            let (ours, burns) = (run(true), run(false));
+            assert_eq!(ours.0, burns.0, "values (transposed: {transposed})");
+            assert_eq!(ours.1, burns.1, "gradients (transposed: {transposed})");
+            let plain = gelu(view(base.clone()));
+            assert_eq!(bits(plain), bits(activation::gelu(view(base.clone()))));
+        }
+        // Other element types fall through to burn's gelu.
+        let x = Tensor::<Flex, 1>::from_floats([-1.0, 0.5], &dev).cast(DType::F64);
+        let y = gelu(x).into_data().to_vec::<f64>().unwrap();
+        assert!((y[0] + 0.158_655_253_931_457).abs() < 1e-12 && (y[1] - 0.345_731).abs() < 1e-6);
+    }
+}
