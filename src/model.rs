@@ -22,10 +22,11 @@
 //!
 //! Decoupled weight decay stays η·λ per step on every stored parameter (not scaled by 1/m).
 
+use crate::activation::log_softmax;
 use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
@@ -381,7 +382,9 @@ impl<B: Backend> Block<B> {
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
         let x = x + self.proj.forward(div_mult(y, m));
         let up = self.fc.forward(div_mult(self.ln2.forward(x.clone()), m)); // [b, t, d_ff]
-        let mlp = self.fc_out.forward(div_mult(crate::gelu::gelu(up), m));
+        let mlp = self
+            .fc_out
+            .forward(div_mult(crate::activation::gelu(up), m));
         x + mlp
     }
 }

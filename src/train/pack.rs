@@ -15,11 +15,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::gelu::gelu;
+use crate::activation::{gelu, log_softmax};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::module::{attention, embedding};
 use burn::tensor::ops::AttentionModuleOptions;

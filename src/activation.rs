@@ -1,12 +1,15 @@
-//! The MLP's activation, GELU (exact, erf form), as the model calls it.
+//! The model's activations as the model calls them: GELU (exact, erf form) and log-softmax.
 //!
-//! On the CPU backend burn-flex computes GELU element by element on one thread, and its
-//! backward pass computes erf(x/√2) a second time; erf (libm's scalar `erff`) was ~14% of a
-//! main-job run's time. Here, for `Flex` and `Autodiff<Flex>` in f32, the forward pass runs
-//! split over the thread pool and keeps erf(x/√2) for the backward pass, which then needs only
-//! an exp. The arithmetic is burn-flex's, expression for expression (its `erf_f32`, the same
-//! f32 operations in the same order), so values and gradients are bit-identical to burn's
-//! `gelu` (tested below); every other backend or float type calls burn's `gelu` unchanged.
+//! On the CPU backend (`Flex`, and `Autodiff<Flex>` for training), in f32, two passes of
+//! burn's are avoidable. burn-flex computes GELU element by element on one thread, and its
+//! backward pass computes erf(x/√2) a second time (libm's scalar `erff` was ~14% of a main-job
+//! run's time); here GELU's forward pass runs split over the thread pool and keeps erf for the
+//! backward pass, which then needs only an exp. burn's log-softmax (max, subtract, exp, sum,
+//! log, subtract) recomputes the exp of the whole `[b·t, vocab]` logits in its backward pass;
+//! here the exp keeps its output for it. The arithmetic is burn's, expression for expression
+//! (burn-flex's `erf_f32` and kernels, the same f32 operations in the same order), so values and
+//! gradients are bit-identical to burn's `gelu` and `log_softmax` (tested below); every other
+//! backend or float type calls burn's functions unchanged.
 
 use std::any::Any;
 
@@ -18,6 +21,7 @@ use burn::backend::flex::ops::unary::erf_f32;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{activation, DType, Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
@@ -37,6 +41,62 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     match x.downcast::<Tensor<Flex, D>>() {
         Ok(x) => cast(flex(*x)),
         Err(x) => activation::gelu(*x.downcast::<Tensor<B, D>>().expect("the caller's type")),
+    }
+}
+
+/// log softmax(x) along `dim`, as burn-backend's default `log_softmax` composes it (every
+/// burn backend here uses that default): with the exp's output kept for the backward pass on
+/// `Autodiff<Flex>` in f32.
+pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    if x.dtype() != DType::F32 {
+        return activation::log_softmax(x, dim);
+    }
+    let x: Box<dyn Any> = Box::new(x);
+    match x.downcast::<Tensor<Autodiff<Flex>, D>>() {
+        Ok(x) => {
+            let x = *x;
+            let max = x.clone().detach().max_dim(dim);
+            let shifted = x - max;
+            let log_sum_exp = exp_kept(shifted.clone()).sum_dim(dim).log();
+            cast(shifted - log_sum_exp)
+        }
+        Err(x) => {
+            let x = *x.downcast::<Tensor<B, D>>().expect("the caller's type");
+            activation::log_softmax(x, dim)
+        }
+    }
+}
+
+/// exp(x), keeping its output as the backward pass's state (burn's exp keeps x and recomputes
+/// exp(x) there): the gradient is grad·exp(x) either way, with the same kernel's values.
+fn exp_kept<const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<Autodiff<Flex>, D> {
+    let x = x.into_primitive().tensor();
+    let out = match Exp
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let y = Flex::float_exp(x.primitive);
+            prep.finish(y.clone(), y)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(Flex::float_exp(x.primitive)),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// exp's backward step from its kept output.
+#[derive(Debug)]
+struct Exp;
+
+impl Backward<Flex, 1> for Exp {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let output = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            Flex::float_mul(grad, output)
+        });
     }
 }
 
@@ -187,5 +247,34 @@ mod tests {
         let x = Tensor::<Flex, 1>::from_floats([-1.0, 0.5], &dev).cast(DType::F64);
         let y = gelu(x).into_data().to_vec::<f64>().unwrap();
         assert!((y[0] + 0.158_655_253_931_457).abs() < 1e-12 && (y[1] - 0.345_731).abs() < 1e-6);
+    }
+
+    /// Value and gradient of a cross-entropy through log_softmax equal burn's bit for bit.
+    #[test]
+    fn log_softmax_bit_identical_to_burn() {
+        type A = Autodiff<Flex>;
+        let dev = FlexDevice;
+        let logits = Tensor::<Flex, 2>::random([300, 257], Distribution::Normal(0.0, 4.0), &dev);
+        let targets = Tensor::<Flex, 2, burn::tensor::Int>::from_data(
+            TensorData::new((0..300i64).map(|i| (i * 37) % 257).collect(), [300, 1]),
+            &dev,
+        );
+        let run = |ours: bool| {
+            let x = Tensor::<A, 2>::from_inner(logits.clone()).require_grad();
+            let lp = if ours {
+                log_softmax(x.clone(), 1)
+            } else {
+                activation::log_softmax(x.clone(), 1)
+            };
+            let t = Tensor::<A, 2, burn::tensor::Int>::from_inner(targets.clone());
+            let loss = lp.clone().gather(1, t).mean().neg();
+            let g = x.grad(&loss.backward()).unwrap();
+            (bits(lp.inner()), bits(g))
+        };
+        let (ours, burns) = (run(true), run(false));
+        assert_eq!(ours.0, burns.0, "values");
+        assert_eq!(ours.1, burns.1, "gradients");
+        let plain = log_softmax(logits.clone(), 1);
+        assert_eq!(bits(plain), bits(activation::log_softmax(logits, 1)));
     }
 }
