@@ -3,7 +3,7 @@
 //! Data flows one way, one module per stage:
 //! [`spec`] (the YAML sweep) → [`plan`] (concrete runs, their nested settings and ids) →
 //! [`sweep`] (the local executor; [`slurm`] the cluster one) → [`train`] (one run, on
-//! [`model`] (its activations in [`activation`]), over a [`corpus`]) → [`store`] (Parquet files of [`record`] rows) →
+//! [`model`] (its non-matmul ops in [`ops`]), over a [`corpus`]) → [`store`] (Parquet files of [`record`] rows) →
 //! [`results`] (a results folder, loaded once for readers) → [`fit`] (power laws, pure
 //! functions over points) → [`report`] (plots and documents).
 //!
@@ -16,7 +16,6 @@
 //! [`fsio`] (atomic writes, failpoints, locks, globs, folder file names) and [`hashing`]
 //! (FNV-1a, the seeded RNG).
 
-pub mod activation;
 pub mod bench;
 pub mod corpus;
 pub mod curves;
@@ -33,6 +32,7 @@ pub mod mlp_lm;
 pub mod model;
 pub mod mup;
 pub mod ngram;
+pub mod ops;
 pub mod peaks;
 pub mod plan;
 pub mod record;

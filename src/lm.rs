@@ -5,7 +5,7 @@
 //! [`MlpLm`]) and the next-token losses every family shares (mean, and per token for the loss
 //! by position in the window). The networks themselves live in their modules.
 
-use crate::activation::log_softmax;
+use crate::ops::log_softmax;
 use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 

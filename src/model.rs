@@ -22,13 +22,11 @@
 //!
 //! Decoupled weight decay stays η·λ per step on every stored parameter (not scaled by 1/m).
 
-use crate::activation::log_softmax;
+use crate::ops::log_softmax;
 use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 
 use serde::{Deserialize, Serialize};
 
@@ -365,11 +363,7 @@ impl<B: Backend> Block<B> {
         // μP: attention logits √hd_base / hd instead of 1/√hd, i.e. q scaled by 1/√m.
         let q = div_mult(heads(0), m.sqrt());
         let y = if self.fused {
-            let opts = AttentionModuleOptions {
-                is_causal: true,
-                ..Default::default()
-            };
-            attention(q, heads(1), heads(2), None, None, opts)
+            crate::ops::causal_attention(q, heads(1), heads(2))
         } else {
             let att = q
                 .matmul(heads(1).transpose())
@@ -382,9 +376,7 @@ impl<B: Backend> Block<B> {
         let y = y.swap_dims(1, 2).reshape([b, t, c]);
         let x = x + self.proj.forward(div_mult(y, m));
         let up = self.fc.forward(div_mult(self.ln2.forward(x.clone()), m)); // [b, t, d_ff]
-        let mlp = self
-            .fc_out
-            .forward(div_mult(crate::activation::gelu(up), m));
+        let mlp = self.fc_out.forward(div_mult(crate::ops::gelu(up), m));
         x + mlp
     }
 }

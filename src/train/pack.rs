@@ -15,13 +15,12 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::activation::{gelu, log_softmax};
+use crate::ops::{causal_attention, gelu, log_softmax};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::module::{attention, embedding};
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::module::embedding;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
@@ -166,11 +165,7 @@ impl<B: Backend> PackedBlock<B> {
                 .swap_dims(1, 2) // [R·b, h, t, hd]
         };
         let q = div_mult(heads(0), m.sqrt());
-        let opts = AttentionModuleOptions {
-            is_causal: true,
-            ..Default::default()
-        };
-        let y = attention(q, heads(1), heads(2), None, None, opts)
+        let y = causal_attention(q, heads(1), heads(2))
             .swap_dims(1, 2)
             .reshape([r, b * t, c]);
         let x = x + self.proj.forward(div_mult(y, m));

@@ -1,14 +1,20 @@
-//! The model's activations as the model calls them: GELU (exact, erf form) and log-softmax.
+//! The model's non-matmul ops as the model calls them: GELU (exact, erf form), log-softmax and
+//! causal self-attention. burn's, with shortcuts on the CPU backend in f32 that keep results
+//! bit-identical.
 //!
-//! On the CPU backend (`Flex`, and `Autodiff<Flex>` for training), in f32, two passes of
-//! burn's are avoidable. burn-flex computes GELU element by element on one thread, and its
-//! backward pass computes erf(x/√2) a second time (libm's scalar `erff` was ~14% of a main-job
-//! run's time); here GELU's forward pass runs split over the thread pool and keeps erf for the
-//! backward pass, which then needs only an exp. burn's log-softmax (max, subtract, exp, sum,
-//! log, subtract) recomputes the exp of the whole `[b·t, vocab]` logits in its backward pass;
-//! here the exp keeps its output for it. The arithmetic is burn's, expression for expression
-//! (burn-flex's `erf_f32` and kernels, the same f32 operations in the same order), so values and
-//! gradients are bit-identical to burn's `gelu` and `log_softmax` (tested below); every other
+//! - GELU (`Flex`, `Autodiff<Flex>`): burn-flex computes it element by element on one thread,
+//!   and its backward pass computes erf(x/√2) again (libm's scalar `erff` was ~14% of a main-job
+//!   run's time). Here the forward pass runs split over the thread pool and keeps erf for the
+//!   backward pass, which then needs only an exp.
+//! - log-softmax and attention (`Autodiff<Flex>`, i.e. training): burn builds both from tensor
+//!   ops (its default `log_softmax`, its `attention_fallback`), and their exp recomputes
+//!   exp(x) in the backward pass; here that exp keeps its output instead. Attention's causal
+//!   mask is built contiguous (burn's is a broadcast view that every masked fill, forward and
+//!   backward, first copies out element by element).
+//!
+//! The arithmetic is burn's, op for op and expression for expression (burn-flex's `erf_f32`
+//! and kernels, the same f32 operations in the same order), so values and gradients are
+//! bit-identical to burn's `gelu`, `log_softmax` and `attention` (tested below); every other
 //! backend or float type calls burn's functions unchanged.
 
 use std::any::Any;
@@ -18,11 +24,16 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn::backend::flex::ops::unary::erf_f32;
+use burn::backend::flex::FlexDevice;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
+use burn::tensor::module;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::ops::FloatTensorOps;
-use burn::tensor::{activation, DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::ops::{BoolTensor, FloatTensor};
+use burn::tensor::TensorMetadata;
+use burn::tensor::{activation, Bool, DType, Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk: below this a tensor runs on one thread.
@@ -57,7 +68,11 @@ pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> T
             let x = *x;
             let max = x.clone().detach().max_dim(dim);
             let shifted = x - max;
-            let log_sum_exp = exp_kept(shifted.clone()).sum_dim(dim).log();
+            let exp = |t: Tensor<Ad, D>| {
+                let t = exp_kept(t.into_primitive().tensor());
+                Tensor::<Ad, D>::from_primitive(TensorPrimitive::Float(t))
+            };
+            let log_sum_exp = exp(shifted.clone()).sum_dim(dim).log();
             cast(shifted - log_sum_exp)
         }
         Err(x) => {
@@ -67,11 +82,72 @@ pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> T
     }
 }
 
+/// Causal self-attention softmax(q·kᵀ/√hd)·v for q, k, v `[b, h, t, hd]`: `[b, h, t, hd]`.
+pub fn causal_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let burns = |q, k, v| {
+        let opts = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
+        module::attention(q, k, v, None, None, opts)
+    };
+    if q.dtype() != DType::F32 {
+        return burns(q, k, v);
+    }
+    let q: Box<dyn Any> = Box::new(q);
+    match q.downcast::<Tensor<Autodiff<Flex>, 4>>() {
+        Ok(q) => {
+            let [q, k, v] = [*q, cast(k), cast(v)].map(|t| t.into_primitive().tensor());
+            cast(Tensor::<Autodiff<Flex>, 4>::from_primitive(
+                TensorPrimitive::Float(attention_autodiff_flex(q, k, v)),
+            ))
+        }
+        Err(q) => burns(
+            *q.downcast::<Tensor<B, 4>>().expect("the caller's type"),
+            k,
+            v,
+        ),
+    }
+}
+
+/// burn-backend's `attention_fallback` (what `Autodiff<B>` runs) for a causal mask with no
+/// bias, scale or softcap, op for op, but with a contiguous mask and a kept exp.
+fn attention_autodiff_flex(
+    q: FloatTensor<Ad>,
+    k: FloatTensor<Ad>,
+    v: FloatTensor<Ad>,
+) -> FloatTensor<Ad> {
+    let [b, h, t, hd] = q.shape().dims::<4>();
+    let scale = 1.0 / (hd as f64).sqrt();
+    let qk = Ad::float_matmul(q, Ad::float_transpose(k)); // [b, h, t, t]
+    let scores = Ad::float_mul_scalar(qk, scale.into());
+    let scores = Ad::float_mask_fill(scores, causal_mask(b, h, t), f32::NEG_INFINITY.into());
+    let finfo = DType::F32.finfo().expect("a float type");
+    let max = Ad::float_clamp_min(Ad::float_max_dim(scores.clone(), 3), finfo.min.into());
+    let numerator = exp_kept(Ad::float_sub(scores, max));
+    let sum = Ad::float_sum_dim(numerator.clone(), 3);
+    let sum = Ad::float_clamp_min(sum, finfo.min_positive.into());
+    Ad::float_matmul(Ad::float_div(numerator, sum), v)
+}
+
+type Ad = Autodiff<Flex>;
+
+/// `[b, h, t, t]`, true above the diagonal (the future positions), stored whole.
+fn causal_mask(b: usize, h: usize, t: usize) -> BoolTensor<Ad> {
+    let rows: Vec<bool> = (0..t * t).map(|i| i % t > i / t).collect();
+    let whole = rows.repeat(b * h);
+    Tensor::<Ad, 4, Bool>::from_data(TensorData::new(whole, [b, h, t, t]), &FlexDevice)
+        .into_primitive()
+}
+
 /// exp(x), keeping its output as the backward pass's state (burn's exp keeps x and recomputes
 /// exp(x) there): the gradient is grad·exp(x) either way, with the same kernel's values.
-fn exp_kept<const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<Autodiff<Flex>, D> {
-    let x = x.into_primitive().tensor();
-    let out = match Exp
+fn exp_kept(x: FloatTensor<Ad>) -> FloatTensor<Ad> {
+    match Exp
         .prepare::<NoCheckpointing>([x.node.clone()])
         .compute_bound()
         .stateful()
@@ -81,8 +157,7 @@ fn exp_kept<const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<Autodiff<Fle
             prep.finish(y.clone(), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(Flex::float_exp(x.primitive)),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    }
 }
 
 /// exp's backward step from its kept output.
@@ -204,7 +279,6 @@ fn zip_map(xs: &[f32], ys: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::flex::FlexDevice;
     use burn::tensor::Distribution;
 
     fn bits<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u32> {
@@ -214,6 +288,21 @@ mod tests {
             .iter()
             .map(|v| v.to_bits())
             .collect()
+    }
+
+    /// Equal bit for bit; a failure says how many elements differ and the first one.
+    fn assert_same(ours: &[u32], burns: &[u32], what: &str) {
+        assert_eq!(ours.len(), burns.len(), "{what}: lengths");
+        let diff: Vec<usize> = (0..ours.len()).filter(|&i| ours[i] != burns[i]).collect();
+        assert!(
+            diff.is_empty(),
+            "{what}: {} of {} elements differ, first at {}: {} vs burn's {}",
+            diff.len(),
+            ours.len(),
+            diff[0],
+            f32::from_bits(ours[diff[0]]),
+            f32::from_bits(burns[diff[0]])
+        );
     }
 
     /// Value and gradient equal burn's gelu bit for bit, on a tensor large enough to split
@@ -238,10 +327,22 @@ mod tests {
                 (bits(y.inner()), bits(g))
             };
             let (ours, burns) = (run(true), run(false));
-            assert_eq!(ours.0, burns.0, "values (transposed: {transposed})");
-            assert_eq!(ours.1, burns.1, "gradients (transposed: {transposed})");
+            assert_same(
+                &ours.0,
+                &burns.0,
+                &format!("values (transposed: {transposed})"),
+            );
+            assert_same(
+                &ours.1,
+                &burns.1,
+                &format!("gradients (transposed: {transposed})"),
+            );
             let plain = gelu(view(base.clone()));
-            assert_eq!(bits(plain), bits(activation::gelu(view(base.clone()))));
+            assert_same(
+                &bits(plain),
+                &bits(activation::gelu(view(base.clone()))),
+                "eval",
+            );
         }
         // Other element types fall through to burn's gelu.
         let x = Tensor::<Flex, 1>::from_floats([-1.0, 0.5], &dev).cast(DType::F64);
@@ -272,9 +373,50 @@ mod tests {
             (bits(lp.inner()), bits(g))
         };
         let (ours, burns) = (run(true), run(false));
-        assert_eq!(ours.0, burns.0, "values");
-        assert_eq!(ours.1, burns.1, "gradients");
+        assert_same(&ours.0, &burns.0, "values");
+        assert_same(&ours.1, &burns.1, "gradients");
         let plain = log_softmax(logits.clone(), 1);
-        assert_eq!(bits(plain), bits(activation::log_softmax(logits, 1)));
+        assert_same(
+            &bits(plain),
+            &bits(activation::log_softmax(logits, 1)),
+            "eval",
+        );
+    }
+
+    /// Output and the gradients of q, k and v equal burn's attention bit for bit.
+    #[test]
+    fn attention_bit_identical_to_burn() {
+        type A = Autodiff<Flex>;
+        let dev = FlexDevice;
+        // As the model passes them: [b, t, h, hd] views swapped to [b, h, t, hd].
+        let inputs = [0.0, 1.0, -0.5].map(|s| {
+            Tensor::<Flex, 4>::random([3, 24, 2, 8], Distribution::Normal(s, 2.0), &dev)
+                .swap_dims(1, 2)
+        });
+        let w = Tensor::<Flex, 4>::random([3, 2, 24, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |ours: bool| {
+            let [q, k, v] = inputs
+                .clone()
+                .map(|t| Tensor::<A, 4>::from_inner(t).require_grad());
+            let y = if ours {
+                causal_attention(q.clone(), k.clone(), v.clone())
+            } else {
+                let opts = AttentionModuleOptions {
+                    is_causal: true,
+                    ..Default::default()
+                };
+                module::attention(q.clone(), k.clone(), v.clone(), None, None, opts)
+            };
+            let grads = (y.clone() * Tensor::<A, 4>::from_inner(w.clone()))
+                .sum()
+                .backward();
+            let g = [q, k, v].map(|t| bits(t.grad(&grads).unwrap()));
+            (bits(y.inner()), g)
+        };
+        let (ours, burns) = (run(true), run(false));
+        assert_same(&ours.0, &burns.0, "values");
+        for (i, name) in ["q", "k", "v"].iter().enumerate() {
+            assert_same(&ours.1[i], &burns.1[i], &format!("gradient of {name}"));
+        }
     }
 }
