@@ -354,13 +354,8 @@ impl<B: Backend> Block<B> {
         let [b, t, c] = x.dims();
         let (h, hd, m) = (self.n_head, c / self.n_head, self.width_mult);
         let qkv = self.qkv.forward(div_mult(self.ln1.forward(x.clone()), m)); // [b, t, 3c]
-        let heads = |i: usize| {
-            qkv.clone()
-                .slice([0..b, 0..t, i * c..(i + 1) * c])
-                .reshape([b, t, h, hd])
-                .swap_dims(1, 2) // [b, h, t, hd]
-        };
-        // μP: attention logits √hd_base / hd instead of 1/√hd, i.e. q scaled by 1/√m.
+        let heads = |i: usize| crate::ops::split_heads(qkv.clone(), i, h); // [b, h, t, hd]
+                                                                           // μP: attention logits √hd_base / hd instead of 1/√hd, i.e. q scaled by 1/√m.
         let q = div_mult(heads(0), m.sqrt());
         let y = if self.fused {
             crate::ops::causal_attention(q, heads(1), heads(2))
@@ -373,7 +368,7 @@ impl<B: Backend> Block<B> {
                 .expand([b, h, t, t]);
             softmax(att.mask_fill(mask, f32::NEG_INFINITY), 3).matmul(heads(2))
         };
-        let y = y.swap_dims(1, 2).reshape([b, t, c]);
+        let y = crate::ops::merge_heads(y); // [b, t, c]
         let x = x + self.proj.forward(div_mult(y, m));
         let up = self.fc.forward(div_mult(self.ln2.forward(x.clone()), m)); // [b, t, d_ff]
         let mlp = self.fc_out.forward(div_mult(crate::ops::gelu(up), m));

@@ -160,6 +160,196 @@ fn exp_kept(x: FloatTensor<Ad>) -> FloatTensor<Ad> {
     }
 }
 
+/// Head `i` of a fused projection `qkv` `[b, t, 3·c]` (0: queries, 1: keys, 2: values), split
+/// into `h` heads: `[b, h, t, c/h]`. burn's slice, reshape and swap_dims, stored contiguous
+/// on `Autodiff<Flex>` (burn-flex copies these 4-d permutations element by element).
+pub fn split_heads<B: Backend>(qkv: Tensor<B, 3>, i: usize, h: usize) -> Tensor<B, 4> {
+    let [b, t, c3] = qkv.dims();
+    let c = c3 / 3;
+    let burns = |qkv: Tensor<B, 3>| {
+        qkv.slice([0..b, 0..t, i * c..(i + 1) * c])
+            .reshape([b, t, h, c / h])
+            .swap_dims(1, 2)
+    };
+    if qkv.dtype() != DType::F32 {
+        return burns(qkv);
+    }
+    let qkv: Box<dyn Any> = Box::new(qkv);
+    match qkv.downcast::<Tensor<Ad, 3>>() {
+        Ok(qkv) => {
+            let op = Heads {
+                i,
+                h,
+                dims: [b, t, c],
+            };
+            cast(Tensor::<Ad, 4>::from_primitive(TensorPrimitive::Float(
+                op.apply(*qkv),
+            )))
+        }
+        Err(qkv) => burns(*qkv.downcast::<Tensor<B, 3>>().expect("the caller's type")),
+    }
+}
+
+/// Heads `[b, h, t, hd]` back to tokens `[b, t, h·hd]` (burn's swap_dims and reshape).
+pub fn merge_heads<B: Backend>(y: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, h, t, hd] = y.dims();
+    if y.dtype() != DType::F32 {
+        return y.swap_dims(1, 2).reshape([b, t, h * hd]);
+    }
+    let y: Box<dyn Any> = Box::new(y);
+    match y.downcast::<Tensor<Ad, 4>>() {
+        Ok(y) => {
+            let op = Merge {
+                dims: [b, h, t, hd],
+            };
+            cast(Tensor::<Ad, 3>::from_primitive(TensorPrimitive::Float(
+                op.apply(*y),
+            )))
+        }
+        Err(y) => {
+            let y = *y.downcast::<Tensor<B, 4>>().expect("the caller's type");
+            y.swap_dims(1, 2).reshape([b, t, h * hd])
+        }
+    }
+}
+
+/// Copies `count` rows of `len` floats: row k from `src[from(k)..]` to `dst[to(k)..]`.
+fn copy_rows(
+    dst: &mut [f32],
+    src: &[f32],
+    count: usize,
+    len: usize,
+    from: impl Fn(usize) -> usize,
+    to: impl Fn(usize) -> usize,
+) {
+    for k in 0..count {
+        let (f, t) = (from(k), to(k));
+        dst[t..t + len].copy_from_slice(&src[f..f + len]);
+    }
+}
+
+/// [`split_heads`] on `Autodiff<Flex>`: the op and its backward step (the gradient placed in
+/// head `i`'s columns of a zero `[b, t, 3c]`, as burn's slice backward does).
+#[derive(Debug, Clone)]
+struct Heads {
+    i: usize,
+    h: usize,
+    /// b, t, c.
+    dims: [usize; 3],
+}
+
+impl Heads {
+    fn apply(self, qkv: Tensor<Ad, 3>) -> FloatTensor<Ad> {
+        let qkv = qkv.into_primitive().tensor();
+        let prep = self.clone().prepare::<NoCheckpointing>([qkv.node.clone()]);
+        let out = self.forward(&contiguous(qkv.primitive));
+        match prep.compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(self, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    /// Row (bi, hi, ti) of the heads ↔ row (bi, ti) of qkv at column i·c + hi·hd.
+    fn rows(
+        &self,
+    ) -> (
+        usize,
+        usize,
+        impl Fn(usize) -> usize,
+        impl Fn(usize) -> usize,
+    ) {
+        let ([b, t, c], h, i) = (self.dims, self.h, self.i);
+        let hd = c / h;
+        let heads_row = move |k: usize| k * hd; // k = (bi·h + hi)·t + ti
+        let qkv_row = move |k: usize| {
+            let (bi, hi, ti) = (k / (h * t), (k / t) % h, k % t);
+            (bi * t + ti) * 3 * c + i * c + hi * hd
+        };
+        (b * h * t, hd, heads_row, qkv_row)
+    }
+
+    fn forward(&self, qkv: &FlexTensor) -> FlexTensor {
+        let ([b, t, c], h) = (self.dims, self.h);
+        let (count, len, heads_row, qkv_row) = self.rows();
+        let mut out = vec![0.0f32; b * t * c];
+        copy_rows(&mut out, f32s(qkv), count, len, qkv_row, heads_row);
+        FlexTensor::from_data(TensorData::new(out, [b, h, t, c / h]))
+    }
+}
+
+impl Backward<Flex, 1> for Heads {
+    type State = Heads;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let op = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let [b, t, c] = op.dims;
+            let (count, len, heads_row, qkv_row) = op.rows();
+            let mut out = vec![0.0f32; b * t * 3 * c];
+            copy_rows(
+                &mut out,
+                f32s(&contiguous(grad)),
+                count,
+                len,
+                heads_row,
+                qkv_row,
+            );
+            FlexTensor::from_data(TensorData::new(out, [b, t, 3 * c]))
+        });
+    }
+}
+
+/// [`merge_heads`] on `Autodiff<Flex>`: the op and its backward step (the inverse copy).
+#[derive(Debug, Clone)]
+struct Merge {
+    /// b, h, t, hd.
+    dims: [usize; 4],
+}
+
+impl Merge {
+    fn apply(self, y: Tensor<Ad, 4>) -> FloatTensor<Ad> {
+        let y = y.into_primitive().tensor();
+        let prep = self.clone().prepare::<NoCheckpointing>([y.node.clone()]);
+        let [b, h, t, hd] = self.dims;
+        let out = self.copy(&contiguous(y.primitive), true);
+        let out = FlexTensor::from_data(TensorData::new(out, [b, t, h * hd]));
+        match prep.compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(self, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    /// `[b, h, t, hd]` → `[b, t, h·hd]` (`to_tokens`) or back.
+    fn copy(&self, src: &FlexTensor, to_tokens: bool) -> Vec<f32> {
+        let [b, h, t, hd] = self.dims;
+        let heads_row = move |k: usize| k * hd; // k = (bi·h + hi)·t + ti
+        let token_row = move |k: usize| {
+            let (bi, hi, ti) = (k / (h * t), (k / t) % h, k % t);
+            (bi * t + ti) * h * hd + hi * hd
+        };
+        let mut out = vec![0.0f32; b * h * t * hd];
+        let (count, src) = (b * h * t, f32s(src));
+        if to_tokens {
+            copy_rows(&mut out, src, count, hd, heads_row, token_row);
+        } else {
+            copy_rows(&mut out, src, count, hd, token_row, heads_row);
+        }
+        out
+    }
+}
+
+impl Backward<Flex, 1> for Merge {
+    type State = Merge;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let op = ops.state;
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            let out = op.copy(&contiguous(grad), false);
+            FlexTensor::from_data(TensorData::new(out, op.dims))
+        });
+    }
+}
+
 /// exp's backward step from its kept output.
 #[derive(Debug)]
 struct Exp;
@@ -418,5 +608,56 @@ mod tests {
         for (i, name) in ["q", "k", "v"].iter().enumerate() {
             assert_same(&ours.1[i], &burns.1[i], &format!("gradient of {name}"));
         }
+    }
+
+    /// The model's attention path, qkv `[b, t, 3c]` → heads → attention → tokens `[b, t, c]`:
+    /// output and qkv's gradient equal burn's slice / reshape / swap_dims path bit for bit.
+    #[test]
+    fn head_split_and_merge_bit_identical_to_burn() {
+        type A = Autodiff<Flex>;
+        let dev = FlexDevice;
+        let (b, t, h, c) = (3, 20, 4, 24);
+        let base = Tensor::<Flex, 3>::random([b, t, 3 * c], Distribution::Normal(0.0, 1.5), &dev);
+        let w = Tensor::<Flex, 3>::random([b, t, c], Distribution::Normal(0.0, 1.0), &dev);
+        let run = |ours: bool| {
+            let qkv = Tensor::<A, 3>::from_inner(base.clone()).require_grad();
+            let y = if ours {
+                let [q, k, v] = [0, 1, 2].map(|i| split_heads(qkv.clone(), i, h));
+                merge_heads(causal_attention(q, k, v))
+            } else {
+                let heads = |i: usize| {
+                    qkv.clone()
+                        .slice([0..b, 0..t, i * c..(i + 1) * c])
+                        .reshape([b, t, h, c / h])
+                        .swap_dims(1, 2)
+                };
+                let opts = AttentionModuleOptions {
+                    is_causal: true,
+                    ..Default::default()
+                };
+                module::attention(heads(0), heads(1), heads(2), None, None, opts)
+                    .swap_dims(1, 2)
+                    .reshape([b, t, c])
+            };
+            let grads = (y.clone() * Tensor::<A, 3>::from_inner(w.clone()))
+                .sum()
+                .backward();
+            (bits(y.inner()), bits(qkv.grad(&grads).unwrap()))
+        };
+        let (ours, burns) = (run(true), run(false));
+        assert_same(&ours.0, &burns.0, "values");
+        assert_same(&ours.1, &burns.1, "gradient of qkv");
+        // Without autodiff: burn's path itself.
+        let y = split_heads(base.clone(), 1, h);
+        let z = base
+            .slice([0..b, 0..t, c..2 * c])
+            .reshape([b, t, h, c / h])
+            .swap_dims(1, 2);
+        assert_same(&bits(y.clone()), &bits(z), "eval split");
+        assert_same(
+            &bits(merge_heads(y.clone())),
+            &bits(y.swap_dims(1, 2).reshape([b, t, c])),
+            "eval merge",
+        );
     }
 }

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::ops::{causal_attention, gelu, log_softmax};
+use crate::ops::{causal_attention, gelu, log_softmax, merge_heads, split_heads};
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
@@ -153,21 +153,14 @@ impl<B: Backend> PackedBlock<B> {
     /// `x`: `[R, b·t, c]` → `[R, b·t, c]`; attention runs over the R·b sequences at once.
     fn forward(&self, x: Tensor<B, 3>, b: usize, t: usize, n_head: usize, m: f64) -> Tensor<B, 3> {
         let [r, _, c] = x.dims();
-        let (rb, h, hd) = (r * b, n_head, c / n_head);
+        let (rb, h) = (r * b, n_head);
         let qkv = self
             .qkv
             .forward(div_mult(self.ln1.forward(x.clone()), m))
             .reshape([rb, t, 3 * c]);
-        let heads = |i: usize| {
-            qkv.clone()
-                .slice([0..rb, 0..t, i * c..(i + 1) * c])
-                .reshape([rb, t, h, hd])
-                .swap_dims(1, 2) // [R·b, h, t, hd]
-        };
+        let heads = |i: usize| split_heads(qkv.clone(), i, h); // [R·b, h, t, hd]
         let q = div_mult(heads(0), m.sqrt());
-        let y = causal_attention(q, heads(1), heads(2))
-            .swap_dims(1, 2)
-            .reshape([r, b * t, c]);
+        let y = merge_heads(causal_attention(q, heads(1), heads(2))).reshape([r, b * t, c]);
         let x = x + self.proj.forward(div_mult(y, m));
         let up = self.fc.forward(div_mult(self.ln2.forward(x.clone()), m)); // [R, b·t, d_ff]
         x + self.fc_out.forward(div_mult(gelu(up), m))
