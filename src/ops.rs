@@ -41,17 +41,12 @@ const CHUNK: usize = 1 << 14;
 
 /// GELU(x) = x·Φ(x) = 0.5·x·(1 + erf(x/√2)), elementwise.
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() != DType::F32 {
-        return activation::gelu(x);
-    }
-    let x: Box<dyn Any> = Box::new(x);
-    let x = match x.downcast::<Tensor<Autodiff<Flex>, D>>() {
-        Ok(x) => return cast(autodiff_flex(*x)),
-        Err(x) => x,
-    };
-    match x.downcast::<Tensor<Flex, D>>() {
-        Ok(x) => cast(flex(*x)),
-        Err(x) => activation::gelu(*x.downcast::<Tensor<B, D>>().expect("the caller's type")),
+    match f32_on::<Ad, B, D>(x) {
+        Ok(x) => cast(autodiff_flex(x)),
+        Err(x) => match f32_on::<Flex, B, D>(x) {
+            Ok(x) => cast(flex(x)),
+            Err(x) => activation::gelu(x),
+        },
     }
 }
 
@@ -59,27 +54,14 @@ pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 /// burn backend here uses that default): with the exp's output kept for the backward pass on
 /// `Autodiff<Flex>` in f32.
 pub fn log_softmax<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
-    if x.dtype() != DType::F32 {
-        return activation::log_softmax(x, dim);
-    }
-    let x: Box<dyn Any> = Box::new(x);
-    match x.downcast::<Tensor<Autodiff<Flex>, D>>() {
-        Ok(x) => {
-            let x = *x;
-            let max = x.clone().detach().max_dim(dim);
-            let shifted = x - max;
-            let exp = |t: Tensor<Ad, D>| {
-                let t = exp_kept(t.into_primitive().tensor());
-                Tensor::<Ad, D>::from_primitive(TensorPrimitive::Float(t))
-            };
-            let log_sum_exp = exp(shifted.clone()).sum_dim(dim).log();
-            cast(shifted - log_sum_exp)
-        }
-        Err(x) => {
-            let x = *x.downcast::<Tensor<B, D>>().expect("the caller's type");
-            activation::log_softmax(x, dim)
-        }
-    }
+    let x = match f32_on::<Ad, B, D>(x) {
+        Ok(x) => x,
+        Err(x) => return activation::log_softmax(x, dim),
+    };
+    let max = x.clone().detach().max_dim(dim);
+    let shifted = x - max;
+    let exp = tensor::<D>(exp_kept(primitive(shifted.clone())));
+    cast(shifted - exp.sum_dim(dim).log())
 }
 
 /// Causal self-attention softmax(q·kᵀ/√hd)·v for q, k, v `[b, h, t, hd]`: `[b, h, t, hd]`.
@@ -95,22 +77,12 @@ pub fn causal_attention<B: Backend>(
         };
         module::attention(q, k, v, None, None, opts)
     };
-    if q.dtype() != DType::F32 {
-        return burns(q, k, v);
-    }
-    let q: Box<dyn Any> = Box::new(q);
-    match q.downcast::<Tensor<Autodiff<Flex>, 4>>() {
+    match f32_on::<Ad, B, 4>(q) {
         Ok(q) => {
-            let [q, k, v] = [*q, cast(k), cast(v)].map(|t| t.into_primitive().tensor());
-            cast(Tensor::<Autodiff<Flex>, 4>::from_primitive(
-                TensorPrimitive::Float(attention_autodiff_flex(q, k, v)),
-            ))
+            let [q, k, v] = [q, cast(k), cast(v)].map(primitive);
+            cast(tensor::<4>(attention_autodiff_flex(q, k, v)))
         }
-        Err(q) => burns(
-            *q.downcast::<Tensor<B, 4>>().expect("the caller's type"),
-            k,
-            v,
-        ),
+        Err(q) => burns(q, k, v),
     }
 }
 
@@ -171,45 +143,30 @@ pub fn split_heads<B: Backend>(qkv: Tensor<B, 3>, i: usize, h: usize) -> Tensor<
             .reshape([b, t, h, c / h])
             .swap_dims(1, 2)
     };
-    if qkv.dtype() != DType::F32 {
-        return burns(qkv);
-    }
-    let qkv: Box<dyn Any> = Box::new(qkv);
-    match qkv.downcast::<Tensor<Ad, 3>>() {
+    match f32_on::<Ad, B, 3>(qkv) {
         Ok(qkv) => {
             let op = Heads {
                 i,
                 h,
                 dims: [b, t, c],
             };
-            cast(Tensor::<Ad, 4>::from_primitive(TensorPrimitive::Float(
-                op.apply(*qkv),
-            )))
+            cast(tensor::<4>(op.apply(primitive(qkv))))
         }
-        Err(qkv) => burns(*qkv.downcast::<Tensor<B, 3>>().expect("the caller's type")),
+        Err(qkv) => burns(qkv),
     }
 }
 
 /// Heads `[b, h, t, hd]` back to tokens `[b, t, h·hd]` (burn's swap_dims and reshape).
 pub fn merge_heads<B: Backend>(y: Tensor<B, 4>) -> Tensor<B, 3> {
     let [b, h, t, hd] = y.dims();
-    if y.dtype() != DType::F32 {
-        return y.swap_dims(1, 2).reshape([b, t, h * hd]);
-    }
-    let y: Box<dyn Any> = Box::new(y);
-    match y.downcast::<Tensor<Ad, 4>>() {
+    match f32_on::<Ad, B, 4>(y) {
         Ok(y) => {
             let op = Merge {
                 dims: [b, h, t, hd],
             };
-            cast(Tensor::<Ad, 3>::from_primitive(TensorPrimitive::Float(
-                op.apply(*y),
-            )))
+            cast(tensor::<3>(op.apply(primitive(y))))
         }
-        Err(y) => {
-            let y = *y.downcast::<Tensor<B, 4>>().expect("the caller's type");
-            y.swap_dims(1, 2).reshape([b, t, h * hd])
-        }
+        Err(y) => y.swap_dims(1, 2).reshape([b, t, h * hd]),
     }
 }
 
@@ -239,8 +196,7 @@ struct Heads {
 }
 
 impl Heads {
-    fn apply(self, qkv: Tensor<Ad, 3>) -> FloatTensor<Ad> {
-        let qkv = qkv.into_primitive().tensor();
+    fn apply(self, qkv: FloatTensor<Ad>) -> FloatTensor<Ad> {
         let prep = self.clone().prepare::<NoCheckpointing>([qkv.node.clone()]);
         let out = self.forward(&contiguous(qkv.primitive));
         match prep.compute_bound().stateful() {
@@ -307,8 +263,7 @@ struct Merge {
 }
 
 impl Merge {
-    fn apply(self, y: Tensor<Ad, 4>) -> FloatTensor<Ad> {
-        let y = y.into_primitive().tensor();
+    fn apply(self, y: FloatTensor<Ad>) -> FloatTensor<Ad> {
         let prep = self.clone().prepare::<NoCheckpointing>([y.node.clone()]);
         let [b, h, t, hd] = self.dims;
         let out = self.copy(&contiguous(y.primitive), true);
@@ -365,6 +320,27 @@ impl Backward<Flex, 1> for Exp {
     }
 }
 
+/// `x` as a tensor of backend `C` when `B` is `C` and `x` holds f32; `x` itself otherwise.
+fn f32_on<C: Backend, B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<C, D>, Tensor<B, D>> {
+    if x.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let x: Box<dyn Any> = Box::new(x);
+    x.downcast::<Tensor<C, D>>()
+        .map(|x| *x)
+        .map_err(|x| *x.downcast::<Tensor<B, D>>().expect("the caller's type"))
+}
+
+fn primitive<const D: usize>(t: Tensor<Ad, D>) -> FloatTensor<Ad> {
+    t.into_primitive().tensor()
+}
+
+fn tensor<const D: usize>(t: FloatTensor<Ad>) -> Tensor<Ad, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
 /// A tensor of a concrete backend back as the caller's `Tensor<B, D>` (the same type).
 fn cast<T: 'static, U: 'static>(t: T) -> U {
     *(Box::new(t) as Box<dyn Any>)
@@ -381,7 +357,7 @@ fn flex<const D: usize>(x: Tensor<Flex, D>) -> Tensor<Flex, D> {
 
 /// With autodiff: the forward pass keeps (x, erf(x/√2)) as the backward pass's state.
 fn autodiff_flex<const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<Autodiff<Flex>, D> {
-    let x = x.into_primitive().tensor();
+    let x = primitive(x);
     let out = match Gelu
         .prepare::<NoCheckpointing>([x.node.clone()])
         .compute_bound()
@@ -402,7 +378,7 @@ fn autodiff_flex<const D: usize>(x: Tensor<Autodiff<Flex>, D>) -> Tensor<Autodif
             prep.finish(y.into_primitive().tensor())
         }
     };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+    tensor(out)
 }
 
 /// The backward step: dGELU/dx = Φ(x) + x·φ(x), with Φ from the kept erf.
