@@ -5,7 +5,8 @@
 //! - GELU (`Flex`, `Autodiff<Flex>`): burn-flex computes it element by element on one thread,
 //!   and its backward pass computes erf(x/√2) again (libm's scalar `erff` was ~14% of a main-job
 //!   run's time). Here the forward pass runs split over the thread pool and keeps erf for the
-//!   backward pass, which then needs only an exp.
+//!   backward pass, which then needs only an exp (one more `[tokens, d_ff]` tensor per layer
+//!   held until the backward pass: memory traded for time).
 //! - log-softmax and attention (`Autodiff<Flex>`, i.e. training): burn builds both from tensor
 //!   ops (its default `log_softmax`, its `attention_fallback`), and their exp recomputes
 //!   exp(x) in the backward pass; here that exp keeps its output instead. Attention's causal
@@ -18,6 +19,7 @@
 //! backend or float type calls burn's functions unchanged.
 
 use std::any::Any;
+use std::cell::RefCell;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -108,12 +110,23 @@ fn attention_autodiff_flex(
 
 type Ad = Autodiff<Flex>;
 
-/// `[b, h, t, t]`, true above the diagonal (the future positions), stored whole.
+/// `[b, h, t, t]`, true above the diagonal (the future positions), stored whole; built once
+/// per shape and thread and shared (a clone is a reference), so every layer and step of a run
+/// reads one buffer.
 fn causal_mask(b: usize, h: usize, t: usize) -> BoolTensor<Ad> {
-    let rows: Vec<bool> = (0..t * t).map(|i| i % t > i / t).collect();
-    let whole = rows.repeat(b * h);
-    Tensor::<Ad, 4, Bool>::from_data(TensorData::new(whole, [b, h, t, t]), &FlexDevice)
-        .into_primitive()
+    thread_local! {
+        static LAST: RefCell<Option<([usize; 3], BoolTensor<Ad>)>> = const { RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((dims, mask)) if *dims == [b, h, t] => mask.clone(),
+        _ => {
+            let rows: Vec<bool> = (0..t * t).map(|i| i % t > i / t).collect();
+            let whole = TensorData::new(rows.repeat(b * h), [b, h, t, t]);
+            let mask = Tensor::<Ad, 4, Bool>::from_data(whole, &FlexDevice).into_primitive();
+            *last = Some(([b, h, t], mask.clone()));
+            mask
+        }
+    })
 }
 
 /// exp(x), keeping its output as the backward pass's state (burn's exp keeps x and recomputes
@@ -544,8 +557,17 @@ mod tests {
         let plain = log_softmax(logits.clone(), 1);
         assert_same(
             &bits(plain),
-            &bits(activation::log_softmax(logits, 1)),
+            &bits(activation::log_softmax(logits.clone(), 1)),
             "eval",
+        );
+        // The packed model's case: the last dim of a 3-d tensor, on the autodiff backend
+        // without gradients.
+        let x = Tensor::<A, 3>::from_inner(logits.reshape([3, 100, 257]));
+        let ours = bits(log_softmax(x.clone(), 2).inner());
+        assert_same(
+            &ours,
+            &bits(activation::log_softmax(x, 2).inner()),
+            "3-d, dim 2",
         );
     }
 
@@ -595,26 +617,28 @@ mod tests {
         let (b, t, h, c) = (3, 20, 4, 24);
         let base = Tensor::<Flex, 3>::random([b, t, 3 * c], Distribution::Normal(0.0, 1.5), &dev);
         let w = Tensor::<Flex, 3>::random([b, t, c], Distribution::Normal(0.0, 1.0), &dev);
+        let path = |qkv: Tensor<A, 3>, ours: bool| {
+            if ours {
+                let [q, k, v] = [0, 1, 2].map(|i| split_heads(qkv.clone(), i, h));
+                return merge_heads(causal_attention(q, k, v));
+            }
+            let heads = |i: usize| {
+                qkv.clone()
+                    .slice([0..b, 0..t, i * c..(i + 1) * c])
+                    .reshape([b, t, h, c / h])
+                    .swap_dims(1, 2)
+            };
+            let opts = AttentionModuleOptions {
+                is_causal: true,
+                ..Default::default()
+            };
+            module::attention(heads(0), heads(1), heads(2), None, None, opts)
+                .swap_dims(1, 2)
+                .reshape([b, t, c])
+        };
         let run = |ours: bool| {
             let qkv = Tensor::<A, 3>::from_inner(base.clone()).require_grad();
-            let y = if ours {
-                let [q, k, v] = [0, 1, 2].map(|i| split_heads(qkv.clone(), i, h));
-                merge_heads(causal_attention(q, k, v))
-            } else {
-                let heads = |i: usize| {
-                    qkv.clone()
-                        .slice([0..b, 0..t, i * c..(i + 1) * c])
-                        .reshape([b, t, h, c / h])
-                        .swap_dims(1, 2)
-                };
-                let opts = AttentionModuleOptions {
-                    is_causal: true,
-                    ..Default::default()
-                };
-                module::attention(heads(0), heads(1), heads(2), None, None, opts)
-                    .swap_dims(1, 2)
-                    .reshape([b, t, c])
-            };
+            let y = path(qkv.clone(), ours);
             let grads = (y.clone() * Tensor::<A, 3>::from_inner(w.clone()))
                 .sum()
                 .backward();
@@ -623,6 +647,12 @@ mod tests {
         let (ours, burns) = (run(true), run(false));
         assert_same(&ours.0, &burns.0, "values");
         assert_same(&ours.1, &burns.1, "gradient of qkv");
+        // On the autodiff backend without gradients (evaluation of a training model): the
+        // untracked branch of every op (heads, exp, merge, GELU).
+        let qkv = Tensor::<A, 3>::from_inner(base.clone());
+        let ours = bits(gelu(path(qkv.clone(), true)).inner());
+        let burns = bits(activation::gelu(path(qkv, false)).inner());
+        assert_same(&ours, &burns, "untracked");
         // Without autodiff: burn's path itself.
         let y = split_heads(base.clone(), 1, h);
         let z = base
