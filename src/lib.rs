@@ -3,7 +3,8 @@
 //! Data flows one way, one module per stage:
 //! [`spec`] (the YAML sweep) → [`plan`] (concrete runs, their nested settings and ids) →
 //! [`sweep`] (the local executor; [`slurm`] the cluster one) → [`train`] (one run, on
-//! [`model`] (its non-matmul ops in [`ops`]), over a [`corpus`]) → [`store`] (Parquet files of [`record`] rows) →
+//! [`model`] (its non-matmul ops in [`ops`]), over a [`corpus`]) → [`store`] (Parquet
+//! files of [`record`] rows) →
 //! [`results`] (a results folder, loaded once for readers) → [`fit`] (power laws, pure
 //! functions over points) → [`report`] (plots and documents).
 //!

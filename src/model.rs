@@ -354,9 +354,9 @@ impl<B: Backend> Block<B> {
         let [b, t, c] = x.dims();
         let (h, hd, m) = (self.n_head, c / self.n_head, self.width_mult);
         let qkv = self.qkv.forward(div_mult(self.ln1.forward(x.clone()), m)); // [b, t, 3c]
-                                                                              // [b, h, t, hd] each.
         let heads = |i: usize| crate::ops::split_heads(qkv.clone(), i, h);
-        // μP: attention logits √hd_base / hd instead of 1/√hd, i.e. q scaled by 1/√m.
+        // Heads [b, h, t, hd]. μP: attention logits √hd_base / hd instead of 1/√hd, i.e. q
+        // scaled by 1/√m.
         let q = div_mult(heads(0), m.sqrt());
         let y = if self.fused {
             crate::ops::causal_attention(q, heads(1), heads(2))

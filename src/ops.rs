@@ -198,6 +198,13 @@ fn copy_rows(
     }
 }
 
+/// Where row k = (bi·h + hi)·t + ti of heads `[b, h, t, hd]` lies in a token-major tensor
+/// whose rows (bi, ti) are `width` floats long: head hi's `hd` columns of row (bi, ti).
+fn token_row(k: usize, [h, t, hd]: [usize; 3], width: usize) -> usize {
+    let (bi, hi, ti) = (k / (h * t), (k / t) % h, k % t);
+    (bi * t + ti) * width + hi * hd
+}
+
 /// [`split_heads`] on `Autodiff<Flex>`: the op and its backward step (the gradient placed in
 /// head `i`'s columns of a zero `[b, t, 3c]`, as burn's slice backward does).
 #[derive(Debug, Clone)]
@@ -229,11 +236,8 @@ impl Heads {
     ) {
         let ([b, t, c], h, i) = (self.dims, self.h, self.i);
         let hd = c / h;
-        let heads_row = move |k: usize| k * hd; // k = (bi·h + hi)·t + ti
-        let qkv_row = move |k: usize| {
-            let (bi, hi, ti) = (k / (h * t), (k / t) % h, k % t);
-            (bi * t + ti) * 3 * c + i * c + hi * hd
-        };
+        let heads_row = move |k: usize| k * hd;
+        let qkv_row = move |k: usize| token_row(k, [h, t, hd], 3 * c) + i * c;
         (b * h * t, hd, heads_row, qkv_row)
     }
 
@@ -290,11 +294,8 @@ impl Merge {
     /// `[b, h, t, hd]` → `[b, t, h·hd]` (`to_tokens`) or back.
     fn copy(&self, src: &FlexTensor, to_tokens: bool) -> Vec<f32> {
         let [b, h, t, hd] = self.dims;
-        let heads_row = move |k: usize| k * hd; // k = (bi·h + hi)·t + ti
-        let token_row = move |k: usize| {
-            let (bi, hi, ti) = (k / (h * t), (k / t) % h, k % t);
-            (bi * t + ti) * h * hd + hi * hd
-        };
+        let heads_row = move |k: usize| k * hd;
+        let token_row = move |k: usize| token_row(k, [h, t, hd], h * hd);
         let mut out = vec![0.0f32; b * h * t * hd];
         let (count, src) = (b * h * t, f32s(src));
         if to_tokens {
