@@ -22,7 +22,7 @@
 //!
 //! Decoupled weight decay stays η·λ per step on every stored parameter (not scaled by 1/m).
 
-use crate::ops::log_softmax;
+use crate::ops::{linear, log_softmax};
 use burn::module::{Initializer, Param};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -353,7 +353,7 @@ impl<B: Backend> Block<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, c] = x.dims();
         let (h, hd, m) = (self.n_head, c / self.n_head, self.width_mult);
-        let qkv = self.qkv.forward(div_mult(self.ln1.forward(x.clone()), m)); // [b, t, 3c]
+        let qkv = linear(div_mult(self.ln1.forward(x.clone()), m), &self.qkv); // [b, t, 3c]
         let heads = |i: usize| crate::ops::split_heads(qkv.clone(), i, h);
         // Heads [b, h, t, hd]. μP: attention logits √hd_base / hd instead of 1/√hd, i.e. q
         // scaled by 1/√m.
@@ -370,9 +370,9 @@ impl<B: Backend> Block<B> {
             softmax(att.mask_fill(mask, f32::NEG_INFINITY), 3).matmul(heads(2))
         };
         let y = crate::ops::merge_heads(y); // [b, t, c]
-        let x = x + self.proj.forward(div_mult(y, m));
-        let up = self.fc.forward(div_mult(self.ln2.forward(x.clone()), m)); // [b, t, d_ff]
-        let mlp = self.fc_out.forward(div_mult(crate::ops::gelu(up), m));
+        let x = x + linear(div_mult(y, m), &self.proj);
+        let up = linear(div_mult(self.ln2.forward(x.clone()), m), &self.fc); // [b, t, d_ff]
+        let mlp = linear(div_mult(crate::ops::gelu(up), m), &self.fc_out);
         x + mlp
     }
 }

@@ -1,7 +1,11 @@
-//! The model's non-matmul ops as the model calls them: GELU (exact, erf form), log-softmax and
-//! causal self-attention. burn's, with shortcuts on the CPU backend in f32 that keep results
-//! bit-identical.
+//! The model's ops as the model calls them: linear layers, GELU (exact, erf form),
+//! log-softmax and causal self-attention. burn's, with shortcuts on the CPU backend in f32 that
+//! keep results bit-identical.
 //!
+//! - Linear layers (`Flex`, `Autodiff<Flex>`): burn-flex multiplies a `[b, t, d_in]` input by
+//!   the weight one batch row at a time (b small gemms, each output allocated zeroed and then
+//!   copied to re-align it); here all b·t rows go through one gemm call, forward and for the
+//!   input's gradient.
 //! - GELU (`Flex`, `Autodiff<Flex>`): burn-flex computes it element by element on one thread,
 //!   and its backward pass computes erf(x/√2) again (libm's scalar `erff` was ~14% of a main-job
 //!   run's time). Here the forward pass runs split over the thread pool and keeps erf for the
@@ -15,8 +19,8 @@
 //!
 //! The arithmetic is burn's, op for op and expression for expression (burn-flex's `erf_f32`
 //! and kernels, the same f32 operations in the same order), so values and gradients are
-//! bit-identical to burn's `gelu`, `log_softmax` and `attention` (tested below); every other
-//! backend or float type calls burn's functions unchanged.
+//! bit-identical to burn's `Linear`, `gelu`, `log_softmax` and `attention` (tested below);
+//! every other backend or float type calls burn's functions unchanged.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -29,13 +33,14 @@ use burn::backend::flex::ops::unary::erf_f32;
 use burn::backend::flex::FlexDevice;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
+use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::ops::{BoolTensor, FloatTensor};
+use burn::tensor::ops::{FloatTensorOps, ModuleOps};
 use burn::tensor::TensorMetadata;
-use burn::tensor::{activation, Bool, DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{activation, Bool, DType, Shape, Tensor, TensorData, TensorPrimitive};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk: below this a tensor runs on one thread.
@@ -127,6 +132,140 @@ fn causal_mask(b: usize, h: usize, t: usize) -> BoolTensor<Ad> {
             mask
         }
     })
+}
+
+/// `x·W + b` for x `[b, t, d_in]`: burn's `Linear::forward`. On the CPU backend in f32 the
+/// b·t rows go through one gemm call, forward and for x's gradient: burn-flex multiplies a
+/// 3-d input by a 2-d weight batch row by batch row (b small gemms, each output allocated
+/// zeroed and then copied to re-align it). Each output element is the same sum over d_in in
+/// the same order (gemm's k-blocking depends on d_in alone), so values and gradients are
+/// bit-identical to burn's (tested); W's and b's gradients are burn's own functions.
+pub fn linear<B: Backend>(x: Tensor<B, 3>, l: &Linear<B>) -> Tensor<B, 3> {
+    let (w, bias) = (l.weight.val(), l.bias.as_ref().map(|b| b.val()));
+    let Some(bias) = bias.filter(|b| b.dtype() == DType::F32 && w.dtype() == DType::F32) else {
+        return l.forward(x);
+    };
+    match f32_on::<Ad, B, 3>(x) {
+        Ok(x) => {
+            let (w, bias) = (primitive::<2>(cast(w)), primitive::<1>(cast(bias)));
+            cast(tensor::<3>(LinearOp::apply(primitive(x), w, bias)))
+        }
+        Err(x) => match f32_on::<Flex, B, 3>(x) {
+            Ok(x) => {
+                let [x, w] = [
+                    x.into_primitive(),
+                    cast::<_, Tensor<Flex, 2>>(w).into_primitive(),
+                ]
+                .map(|t| t.tensor());
+                let bias = cast::<_, Tensor<Flex, 1>>(bias).into_primitive().tensor();
+                let y = linear_flex(&contiguous(x), &w, bias);
+                cast(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(y)))
+            }
+            Err(x) => l.forward(x),
+        },
+    }
+}
+
+/// x `[b, t, k]` (contiguous) · w `[k, n]` + bias `[n]`, as burn's default `linear` composes
+/// it (matmul, then the bias added as `[1, 1, n]`), with the matmul over all b·t rows at once.
+fn linear_flex(x: &FlexTensor, w: &FlexTensor, bias: FlexTensor) -> FlexTensor {
+    let [b, t, _] = x.shape().dims::<3>();
+    let n = w.shape().dims::<2>()[1];
+    let xw = gemm_rows(f32s(x), b * t, w, false);
+    let xw = FlexTensor::from_data(TensorData::new(xw, [b, t, n]));
+    Flex::float_add(xw, Flex::float_reshape(bias, Shape::new([1, 1, n])))
+}
+
+/// a `[m, k]` (contiguous rows) · w `[k, n]` (or wᵀ, w being `[n, k]`), read through w's
+/// strides: one gemm call with the arguments burn-flex's matmul passes, written into a fresh
+/// buffer (gemm does not read the destination: it writes every element).
+fn gemm_rows(a: &[f32], m: usize, w: &FlexTensor, transpose_w: bool) -> Vec<f32> {
+    let ([r, c], s) = (w.shape().dims::<2>(), w.layout().strides());
+    let (k, n, rs, cs) = if transpose_w {
+        (c, r, s[1], s[0])
+    } else {
+        (r, c, s[0], s[1])
+    };
+    assert_eq!(a.len(), m * k, "gemm_rows: a is [m, k]");
+    let w_ptr = w.storage::<f32>()[w.layout().start_offset()..].as_ptr();
+    let parallelism = if m * n * k >= 192 * 192 * 192 {
+        gemm::Parallelism::Rayon(0) // burn-flex's threshold
+    } else {
+        gemm::Parallelism::None
+    };
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: a is m×k with row stride k; w's strides address k×n elements of its storage
+    // from its start offset; out has capacity m·n, which gemm (read_dst false) fills whole
+    // before the length is set.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            w_ptr,
+            cs,
+            rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+        out.set_len(m * n);
+    }
+    out
+}
+
+/// [`linear`] on `Autodiff<Flex>`: the op (parents x, W, b) and its backward step.
+#[derive(Debug)]
+struct LinearOp;
+
+impl LinearOp {
+    fn apply(x: FloatTensor<Ad>, w: FloatTensor<Ad>, bias: FloatTensor<Ad>) -> FloatTensor<Ad> {
+        let nodes = [x.node.clone(), w.node.clone(), bias.node.clone()];
+        let (x, w) = (contiguous(x.primitive), w.primitive);
+        let y = linear_flex(&x, &w, bias.primitive);
+        match LinearOp
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((x, w), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+}
+
+impl Backward<Flex, 3> for LinearOp {
+    /// (x `[b, t, k]` contiguous, W `[k, n]`).
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, w) = ops.state;
+        if let Some(node) = node_x {
+            // dx = grad · Wᵀ, as burn's linear_x_backward, over all b·t rows at once.
+            let [b, t, _] = grad.shape().dims::<3>();
+            let dx = gemm_rows(f32s(&contiguous(grad.clone())), b * t, &w, true);
+            let dx = TensorData::new(dx, [b, t, w.shape().dims::<2>()[0]]);
+            grads.register::<Flex>(node.id, FlexTensor::from_data(dx));
+        }
+        if let Some(node) = node_w {
+            grads.register::<Flex>(node.id, Flex::linear_weight_backward(x, grad.clone()));
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(node.id, Flex::linear_bias_backward(grad));
+        }
+    }
 }
 
 /// exp(x), keeping its output as the backward pass's state (burn's exp keeps x and recomputes
@@ -606,6 +745,74 @@ mod tests {
         assert_same(&ours.0, &burns.0, "values");
         for (i, name) in ["q", "k", "v"].iter().enumerate() {
             assert_same(&ours.1[i], &burns.1[i], &format!("gradient of {name}"));
+        }
+    }
+
+    /// Output and the gradients of x, W and b equal burn's `Linear::forward` bit for bit, at
+    /// the model's shapes: d_in up to 1,024 (two of gemm's k-blocks), outputs large enough
+    /// for gemm's threads, and a strided (transposed) input.
+    #[test]
+    fn linear_bit_identical_to_burn() {
+        type A = Autodiff<Flex>;
+        let dev = FlexDevice;
+        for (b, t, k, n, strided) in [
+            (3, 64, 24, 72, false),
+            (4, 64, 64, 256, false),
+            (2, 64, 1024, 256, false),
+            (8, 128, 256, 768, false),
+            (3, 17, 40, 40, true),
+        ] {
+            let x = Tensor::<Flex, 3>::random([b, t, k], Distribution::Normal(0.0, 1.5), &dev);
+            let x = if strided {
+                x.reshape([b, k, t]).swap_dims(1, 2)
+            } else {
+                x
+            };
+            let layer = burn::nn::LinearConfig::new(k, n).init::<A>(&dev);
+            let bias = Tensor::<A, 1>::random([n], Distribution::Normal(0.0, 1.0), &dev);
+            let layer = Linear {
+                bias: Some(burn::module::Param::from_tensor(bias)),
+                ..layer
+            };
+            let w = Tensor::<Flex, 3>::random([b, t, n], Distribution::Normal(0.0, 1.0), &dev);
+            let run = |ours: bool| {
+                let x = Tensor::<A, 3>::from_inner(x.clone()).require_grad();
+                let y = if ours {
+                    linear(x.clone(), &layer)
+                } else {
+                    layer.forward(x.clone())
+                };
+                let grads = (y.clone() * Tensor::<A, 3>::from_inner(w.clone()))
+                    .sum()
+                    .backward();
+                let gw = layer.weight.grad(&grads).unwrap();
+                let gb = layer.bias.as_ref().unwrap().grad(&grads).unwrap();
+                let g = [bits(x.grad(&grads).unwrap()), bits(gw), bits(gb)];
+                (bits(y.inner()), g)
+            };
+            let (ours, burns) = (run(true), run(false));
+            let case = format!("[{b}, {t}, {k}] x [{k}, {n}]");
+            assert_same(&ours.0, &burns.0, &format!("{case}: values"));
+            for (i, name) in ["x", "W", "b"].iter().enumerate() {
+                assert_same(
+                    &ours.1[i],
+                    &burns.1[i],
+                    &format!("{case}: gradient of {name}"),
+                );
+            }
+            // Without autodiff, and on the autodiff backend without gradients.
+            let plain = burn::module::AutodiffModule::valid(&layer);
+            assert_same(
+                &bits(linear(x.clone(), &plain)),
+                &bits(plain.forward(x.clone())),
+                &format!("{case}: eval"),
+            );
+            let xa = Tensor::<A, 3>::from_inner(x.clone());
+            assert_same(
+                &bits(linear(xa.clone(), &layer).inner()),
+                &bits(layer.forward(xa).inner()),
+                &format!("{case}: untracked"),
+            );
         }
     }
 
