@@ -187,17 +187,22 @@ fn gemm_rows(a: &[f32], m: usize, w: &FlexTensor, transpose_w: bool) -> Vec<f32>
         (r, c, s[0], s[1])
     };
     assert_eq!(a.len(), m * k, "gemm_rows: a is [m, k]");
-    let w_ptr = w.storage::<f32>()[w.layout().start_offset()..].as_ptr();
+    let (storage, start) = (w.storage::<f32>(), w.layout().start_offset());
+    assert!(
+        start < storage.len(),
+        "gemm_rows: w's start lies in its storage"
+    );
     let parallelism = if m * n * k >= 192 * 192 * 192 {
         gemm::Parallelism::Rayon(0) // burn-flex's threshold
     } else {
         gemm::Parallelism::None
     };
     let mut out = Vec::<f32>::with_capacity(m * n);
-    // SAFETY: a is m×k with row stride k; w's strides address k×n elements of its storage
-    // from its start offset; out has capacity m·n, which gemm (read_dst false) fills whole
-    // before the length is set.
+    // SAFETY: a is m×k with row stride k; w's layout addresses its k×n elements inside its
+    // storage from its start offset (as burn-flex's matmul reads it); out has capacity m·n,
+    // which gemm (read_dst false) fills whole before the length is set.
     unsafe {
+        let w_ptr = storage.as_ptr().add(start);
         gemm::gemm(
             m,
             n,
