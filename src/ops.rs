@@ -137,14 +137,19 @@ fn causal_mask(b: usize, h: usize, t: usize) -> BoolTensor<Ad> {
 /// `x·W + b` for x `[b, t, d_in]`: burn's `Linear::forward`. On the CPU backend in f32 the
 /// b·t rows go through one gemm call, forward and for x's gradient: burn-flex multiplies a
 /// 3-d input by a 2-d weight batch row by batch row (b small gemms, each output allocated
-/// zeroed and then copied to re-align it). Each output element is the same sum over d_in in
-/// the same order (gemm's k-blocking depends on d_in alone), so values and gradients are
-/// bit-identical to burn's (tested); W's and b's gradients are burn's own functions.
+/// zeroed and then copied to re-align it). Each output element is the same sum in the same
+/// order (sizes where gemm would take another path for the folded product go to burn's
+/// `Linear::forward`: [`folds_like_burn`]), so values and gradients are bit-identical to
+/// burn's (tested); W's and b's gradients are burn's own functions.
 pub fn linear<B: Backend>(x: Tensor<B, 3>, l: &Linear<B>) -> Tensor<B, 3> {
     let (w, bias) = (l.weight.val(), l.bias.as_ref().map(|b| b.val()));
     let Some(bias) = bias.filter(|b| b.dtype() == DType::F32 && w.dtype() == DType::F32) else {
         return l.forward(x);
     };
+    let ([b, t, _], [k, n]) = (x.dims(), w.dims());
+    if !folds_like_burn(b, t, k, n) {
+        return l.forward(x);
+    }
     match f32_on::<Ad, B, 3>(x) {
         Ok(x) => {
             let (w, bias) = (primitive::<2>(cast(w)), primitive::<1>(cast(bias)));
@@ -158,7 +163,7 @@ pub fn linear<B: Backend>(x: Tensor<B, 3>, l: &Linear<B>) -> Tensor<B, 3> {
                 ]
                 .map(|t| t.tensor());
                 let bias = cast::<_, Tensor<Flex, 1>>(bias).into_primitive().tensor();
-                let y = linear_flex(&contiguous(x), &w, bias);
+                let y = linear_flex(&contiguous(x), &contiguous(w), bias);
                 cast(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(y)))
             }
             Err(x) => l.forward(x),
@@ -166,8 +171,23 @@ pub fn linear<B: Backend>(x: Tensor<B, 3>, l: &Linear<B>) -> Tensor<B, 3> {
     }
 }
 
-/// x `[b, t, k]` (contiguous) · w `[k, n]` + bias `[n]`, as burn's default `linear` composes
-/// it (matmul, then the bias added as `[1, 1, n]`), with the matmul over all b·t rows at once.
+/// Whether one gemm over all b·t rows takes the path burn-flex's per-batch-row gemms take, so
+/// that every element is the same sum in the same order, forward and for x's gradient (x
+/// `[b, t, k]`, W `[k, n]` row-major). gemm (gemm-common 0.19, `gemm_basic_generic`) picks its
+/// path and k-blocks by size: at most 16×16 outputs with unit strides run a horizontal kernel
+/// (our Wᵀ view has those strides, burn's contiguous copy of Wᵀ does not); a row or column
+/// count of 1 runs a gemv, a contraction over at most 2 a gevv; with at most 64 rows and 64
+/// columns the k-blocks are min(k, 512), otherwise balanced blocks of at most 512 or more
+/// (one block either way when k ≤ 512). Outside these cases both run the same kernels over
+/// the same k-blocks; the model's layers are always outside them.
+fn folds_like_burn(b: usize, t: usize, k: usize, n: usize) -> bool {
+    let (lo, hi) = (k.min(n), k.max(n));
+    t >= 2 && lo >= 3 && b * t * lo > 16 * 16 && (hi <= 512 || lo > 64)
+}
+
+/// x `[b, t, k]` and w `[k, n]` (both contiguous) and bias `[n]`: x·w + bias as burn's default
+/// `linear` composes it (matmul, then the bias added as `[1, 1, n]`), the matmul over all b·t
+/// rows at once.
 fn linear_flex(x: &FlexTensor, w: &FlexTensor, bias: FlexTensor) -> FlexTensor {
     let [b, t, _] = x.shape().dims::<3>();
     let n = w.shape().dims::<2>()[1];
@@ -236,7 +256,7 @@ struct LinearOp;
 impl LinearOp {
     fn apply(x: FloatTensor<Ad>, w: FloatTensor<Ad>, bias: FloatTensor<Ad>) -> FloatTensor<Ad> {
         let nodes = [x.node.clone(), w.node.clone(), bias.node.clone()];
-        let (x, w) = (contiguous(x.primitive), w.primitive);
+        let (x, w) = (contiguous(x.primitive), contiguous(w.primitive));
         let y = linear_flex(&x, &w, bias.primitive);
         match LinearOp
             .prepare::<NoCheckpointing>(nodes)
@@ -766,6 +786,10 @@ mod tests {
             (2, 64, 1024, 256, false),
             (8, 128, 256, 768, false),
             (3, 17, 40, 40, true),
+            // Sizes where gemm takes another path for the folded product (burn's path runs):
+            // the horizontal kernel for x's gradient, and other k-blocks for d_in > 512.
+            (1, 16, 8, 8, false),
+            (4, 32, 600, 40, false),
         ] {
             let x = Tensor::<Flex, 3>::random([b, t, k], Distribution::Normal(0.0, 1.5), &dev);
             let x = if strided {
