@@ -680,6 +680,34 @@ mod tests {
         assert!(array_tasks("7").is_empty());
     }
 
+    /// `status` lists every planned run with its own seed, D and budget; before anything ran,
+    /// each is pending.
+    #[test]
+    fn status_lists_each_run_with_its_seed_and_budget() {
+        let out = std::env::temp_dir().join(format!("scalelab-status-{}", std::process::id()));
+        let src = crate::spec::SpecSource::from_file(Path::new("sweeps/quick.yaml")).unwrap();
+        let p = crate::sweep::prepare(src, Some(out), None).unwrap();
+        let s = status(&p).unwrap();
+        let head: Vec<&str> = s.lines().next().unwrap().split_whitespace().collect();
+        assert_eq!(
+            head[..6],
+            ["run_id", "shape", "seed", "D", "budget", "state"]
+        );
+        let seeds: std::collections::BTreeSet<u64> =
+            p.plan.runs.iter().map(|r| r.data.seed).collect();
+        assert_eq!(seeds.len(), 4, "quick has four seeds");
+        for r in &p.plan.runs {
+            let line = s.lines().find(|l| l.starts_with(r.id.as_str())).unwrap();
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(cols[2], r.data.seed.to_string(), "{line}");
+            assert_eq!(cols[3], r.tokens.to_string(), "{line}");
+            assert_eq!(cols[4], format!("{:.2e}", r.budget.unwrap()), "{line}");
+            assert_eq!(cols[5], "pending", "{line}");
+        }
+        let n = p.plan.runs.len();
+        assert!(s.contains(&format!("{n} runs: {n} pending")), "{s}");
+    }
+
     #[test]
     fn flags_override_spec_and_quote_paths() {
         let spec = SlurmSpec {
