@@ -3,10 +3,9 @@
 //! Data flows one way, one module per stage:
 //! [`spec`] (the YAML sweep) → [`plan`] (concrete runs, their nested settings and ids) →
 //! [`sweep`] (the local executor; [`slurm`] the cluster one) → [`train`] (one run, on
-//! [`model`] (its non-matmul ops in [`ops`]), over a [`corpus`]) → [`store`] (Parquet
-//! files of [`record`] rows) →
-//! [`results`] (a results folder, loaded once for readers) → [`fit`] (power laws, pure
-//! functions over points) → [`report`] (plots and documents).
+//! [`model`] (its ops in [`ops`]), over a [`corpus`]) → [`store`] (Parquet files of
+//! [`record`] rows) → [`results`] (a results folder, loaded once for readers) → [`fit`]
+//! (power laws, pure functions over points) → [`report`] (plots and documents).
 //!
 //! Beside the pipeline: [`device`] picks the burn backend; [`bench`] measures throughput;
 //! [`ngram`] trains the Kneser-Ney baselines; [`tokenize`] is the BPE tokenizer; [`table`]
