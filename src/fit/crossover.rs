@@ -36,8 +36,10 @@ pub struct Crossover {
     /// The lowest run loss, and that run's compute.
     pub best_run_loss: f64,
     pub best_run_flops: f64,
-    /// The most unique training tokens any run had (when known): a crossing whose D* exceeds
-    /// it needs repeated data, which the single-epoch law does not model.
+    /// The corpus's supply of unique training tokens, when a run reached it (the most unique
+    /// tokens of any run that repeated its data): a crossing whose D* exceeds it needs
+    /// repeated data, which the single-epoch law does not model. `None` when no run repeated
+    /// (the supply is not known to end: the built-in stream never does).
     pub unique_tokens: Option<f64>,
 }
 
@@ -117,7 +119,7 @@ pub fn crossover(
         best_run_flops: best.1,
         unique_tokens: points
             .iter()
-            .filter_map(|q| q.unique)
+            .filter_map(|q| q.unique.filter(|&u| u < q.d))
             .max_by(f64::total_cmp),
     }
 }
@@ -237,6 +239,22 @@ mod tests {
             s.contains("runs already beat ref") && s.contains("25% never cross"),
             "{s}"
         );
+        // Runs that saw only fresh data say nothing of the supply; a run that repeated its
+        // data shows where it ends.
+        let (n_star, d_star) = (x.n_opt.unwrap(), x.d_opt.unwrap());
+        let fresh = [Point {
+            unique: Some(1e10),
+            ..points[2].clone()
+        }];
+        let x = crossover(&p, None, &fresh, &reference);
+        assert!(x.unique_tokens.is_none() && !sentence(&x).contains("unique"));
+        let repeated = [Point {
+            unique: Some(d_star / 4.0),
+            ..pt(n_star, d_star, reference.loss + 0.1)
+        }];
+        let x = crossover(&p, None, &repeated, &reference);
+        assert_eq!(x.unique_tokens, Some(d_star / 4.0));
+        assert!(sentence(&x).contains("D* is 4× the"), "{}", sentence(&x));
         let none = crossover(&high_e, None, &points[..1], &reference);
         assert!(none.flops.is_none() && none.first_run_below.is_none());
         assert!(
