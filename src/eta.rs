@@ -18,8 +18,8 @@ use crate::spec::Precision;
 
 /// Seconds per optimizer step assumed on the CPU when nothing was measured: the weighted
 /// least-squares fit (as [`CostModel::fit`]) of the 192 runs of three committed examples
-/// (`example-quick`, `hp-quick`, `example-families`, flex backend, one thread per run, on the
-/// 2-core Xeon of the README): 5.17 ms per step ...
+/// (`example-quick` as first committed on 2026-12-05, `hp-quick`, `example-families`, flex
+/// backend, one thread per run, on the 2-core Xeon of the README): 5.17 ms per step ...
 pub const CPU_STEP_S: f64 = 5.2e-3;
 /// ... and 7.99e9 C = 6ND FLOPs per second.
 pub const CPU_FLOPS_PER_S: f64 = 8.0e9;
