@@ -17,12 +17,12 @@ use crate::record::{RunRecord, Status};
 use crate::spec::Precision;
 
 /// Seconds per optimizer step assumed on the CPU when nothing was measured: the weighted
-/// least-squares fit (as [`CostModel::fit`]) of the 192 runs of three committed examples
-/// (`example-quick` as first committed on 2026-12-05, `hp-quick`, `example-families`, flex
-/// backend, one thread per run, on the 2-core Xeon of the README): 5.17 ms per step ...
-pub const CPU_STEP_S: f64 = 5.2e-3;
-/// ... and 7.99e9 C = 6ND FLOPs per second.
-pub const CPU_FLOPS_PER_S: f64 = 8.0e9;
+/// least-squares fit (as [`CostModel::fit`]) of the 124 runs of `example-cpu-hour` and
+/// `example-families` as regenerated on 2026-12-06 (flex backend, two runs at a time with one
+/// thread each, on the README's 2-core Xeon with AVX-512): 4.62 ms per step ...
+pub const CPU_STEP_S: f64 = 4.6e-3;
+/// ... and 2.33e10 C = 6ND FLOPs per second.
+pub const CPU_FLOPS_PER_S: f64 = 2.3e10;
 
 /// A run's wall time: `per_step_s` per optimizer step plus its C = 6ND FLOPs at
 /// `flops_per_s`.
