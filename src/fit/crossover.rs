@@ -119,7 +119,8 @@ pub fn crossover(
         best_run_flops: best.1,
         unique_tokens: points
             .iter()
-            .filter_map(|q| q.unique.filter(|&u| u < q.d))
+            .filter(|q| q.repeats())
+            .filter_map(|q| q.unique)
             .max_by(f64::total_cmp),
     }
 }

@@ -67,6 +67,11 @@ impl Point {
     pub fn c(&self) -> f64 {
         self.c.unwrap_or(6.0 * self.n * self.d)
     }
+
+    /// Whether the run repeated its data (D above its unique tokens U_D, when known).
+    pub fn repeats(&self) -> bool {
+        self.unique.is_some_and(|u| self.d > u * (1.0 + 1e-9))
+    }
 }
 
 /// Points plus where they came from.
@@ -980,9 +985,8 @@ fn split_epochs(data: &Dataset, opts: &FitOptions) -> anyhow::Result<EpochSplit>
             "--data-constrained needs the unique tokens of each run: give --unique-col COL, or --epochs-col COL (U = D / epochs)"
         );
     }
-    let repeats = |q: &Point| q.unique.is_some_and(|u| q.d > u * (1.0 + 1e-9));
     let (repeated, single): (Vec<Point>, Vec<Point>) =
-        data.points.iter().cloned().partition(|q| repeats(q));
+        data.points.iter().cloned().partition(Point::repeats);
     let single = Dataset {
         points: single,
         ..data.clone()
