@@ -3,7 +3,7 @@
 //! Data flows one way, one module per stage:
 //! [`spec`] (the YAML sweep) → [`plan`] (concrete runs, their nested settings and ids) →
 //! [`sweep`] (the local executor; [`slurm`] the cluster one) → [`train`] (one run, on
-//! [`model`] (its ops in [`ops`]), over a [`corpus`]) → [`store`] (Parquet files of
+//! [`model`] (its ops in [`ops`], their vectorised exp and erf in [`vmath`]), over a [`corpus`]) → [`store`] (Parquet files of
 //! [`record`] rows) → [`results`] (a results folder, loaded once for readers) → [`fit`]
 //! (power laws, pure functions over points) → [`report`] (plots and documents).
 //!
@@ -45,3 +45,4 @@ pub mod sweep;
 pub mod table;
 pub mod tokenize;
 pub mod train;
+pub mod vmath;
