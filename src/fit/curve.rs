@@ -100,11 +100,13 @@ pub fn densify(samples: &[(f64, f64)], last: usize) -> Vec<f64> {
     out
 }
 
-/// One block of the schedule: its summed drop, its last step's η, the area before it.
+/// One block of the schedule: its summed drop, its last step's η (and ln η), the area before
+/// it.
 #[derive(Debug, Clone, Copy)]
 struct Block {
     drop: f64,
     eta: f64,
+    ln_eta: f64,
     s1_before: f64,
 }
 
@@ -114,10 +116,11 @@ pub struct Prepared {
     pub id: String,
     pub group: String,
     pub schedule: String,
-    /// Per eval: step, loss, S1, S2 (Tissue), blocks before it (Multi-Power).
+    /// Per eval: step, loss, S1 (and ln S1), S2 (Tissue), blocks before it (Multi-Power).
     pub step: Vec<usize>,
     pub loss: Vec<f64>,
     s1: Vec<f64>,
+    ln_s1: Vec<f64>,
     s2: Vec<f64>,
     n_blocks: Vec<usize>,
     blocks: Vec<Block>,
@@ -160,6 +163,7 @@ pub fn prepare(run: &RunCurve) -> Prepared {
         blocks.push(Block {
             drop: (start..=end).map(drop).sum(),
             eta: eta(end),
+            ln_eta: eta(end).ln(),
             s1_before: s1[start - 1],
         });
         start = end + 1;
@@ -172,6 +176,7 @@ pub fn prepare(run: &RunCurve) -> Prepared {
         step: evals.iter().map(|e| e.0).collect(),
         loss: evals.iter().map(|e| e.1).collect(),
         s1: evals.iter().map(|e| s1[e.0.min(t)]).collect(),
+        ln_s1: evals.iter().map(|e| s1[e.0.min(t)].ln()).collect(),
         s2: evals.iter().map(|e| s2[e.0.min(t)]).collect(),
         n_blocks: evals
             .iter()
@@ -193,16 +198,36 @@ pub struct CurveFit {
     pub n_evals: usize,
 }
 
+/// η^-γ of each of `p`'s blocks at parameters `x` (fitted coordinates), which every eval of
+/// the run shares: [`eval_law`] takes them computed once (Multi-Power; none for Tissue).
+fn eta_powers(law: CurveLaw, x: &[f64], p: &Prepared) -> Vec<f64> {
+    match law {
+        CurveLaw::Tissue => Vec::new(),
+        CurveLaw::MultiPower => {
+            let gamma = x[6].exp();
+            p.blocks.iter().map(|b| b.eta.powf(-gamma)).collect()
+        }
+    }
+}
+
 /// The law's loss at eval `i` of `p`, and its gradient in the fitted coordinates
-/// (L0 raw, the rest in logs), written into `grad` when given.
-fn eval_law(law: CurveLaw, x: &[f64], p: &Prepared, i: usize, grad: Option<&mut [f64]>) -> f64 {
+/// (L0 raw, the rest in logs), written into `grad` when given; `eta_pow` from
+/// [`eta_powers`] at the same `x`.
+fn eval_law(
+    law: CurveLaw,
+    x: &[f64],
+    p: &Prepared,
+    i: usize,
+    eta_pow: &[f64],
+    grad: Option<&mut [f64]>,
+) -> f64 {
     let (a, alpha) = (x[1].exp(), x[2].exp());
     let s1 = p.s1[i];
     let pw = a * s1.powf(-alpha);
     let mut g = [0.0; 7];
     g[0] = 1.0;
     g[1] = pw;
-    g[2] = -pw * s1.ln() * alpha;
+    g[2] = -pw * p.ln_s1[i] * alpha;
     let pred = match law {
         CurveLaw::Tissue => {
             let c = x[3].exp();
@@ -212,19 +237,19 @@ fn eval_law(law: CurveLaw, x: &[f64], p: &Prepared, i: usize, grad: Option<&mut 
         CurveLaw::MultiPower => {
             let (b, c, beta, gamma) = (x[3].exp(), x[4].exp(), x[5].exp(), x[6].exp());
             let (mut ld, mut d_c, mut d_beta, mut d_gamma) = (0.0, 0.0, 0.0, 0.0);
-            for blk in &p.blocks[..p.n_blocks[i]] {
+            for (blk, eta_pow) in p.blocks[..p.n_blocks[i]].iter().zip(eta_pow) {
                 if blk.drop == 0.0 || blk.eta <= 0.0 {
                     continue;
                 }
                 let sk = s1 - blk.s1_before;
-                let xk = blk.eta.powf(-gamma) * sk;
+                let xk = eta_pow * sk;
                 let u = c * xk + 1.0;
                 let upow = u.powf(-beta);
                 ld += blk.drop * (1.0 - upow);
                 let du = beta * upow / u; // dG/du
                 d_c += blk.drop * du * c * xk;
                 d_beta += blk.drop * upow * u.ln() * beta;
-                d_gamma += blk.drop * du * c * xk * (-blk.eta.ln()) * gamma;
+                d_gamma += blk.drop * du * c * xk * (-blk.ln_eta) * gamma;
             }
             g[3] = -b * ld;
             g[4] = -b * d_c;
@@ -256,8 +281,9 @@ impl Objective for CurveObjective<'_> {
         let mut gi = vec![0.0; grad.len()];
         let mut f = 0.0;
         for &(p, cutoff) in self.runs {
+            let eta_pow = eta_powers(self.law, x, p);
             for i in fitted(p, cutoff) {
-                let pred = eval_law(self.law, x, p, i, Some(&mut gi));
+                let pred = eval_law(self.law, x, p, i, &eta_pow, Some(&mut gi));
                 let r = (pred - p.loss[i]) / p.loss[i];
                 f += r * r;
                 for (g, d) in grad.iter_mut().zip(&gi) {
@@ -366,7 +392,8 @@ fn coordinates(f: &CurveFit) -> Vec<f64> {
 
 /// The fitted law's loss at eval `i` of `p`.
 pub fn predict(f: &CurveFit, p: &Prepared, i: usize) -> f64 {
-    eval_law(f.law, &coordinates(f), p, i, None)
+    let x = coordinates(f);
+    eval_law(f.law, &x, p, i, &eta_powers(f.law, &x, p), None)
 }
 
 /// Least share of a run's steps done before [`predict_final`] predicts its end.
@@ -799,7 +826,8 @@ mod tests {
         assert_eq!(p.s2[1], 0.0);
         // Multi-Power: at step 4, LD = B [1·G(1^-γ (S1(4)-S1(2))) + 0.5·G(0.5^-γ (S1(4)-S1(3)))].
         let x = [0.0, 0f64.ln().max(-50.0), 0.5f64.ln(), 0.0, 0.0, 0.0, 0.0]; // B=C=β=γ=1
-        let pred = eval_law(CurveLaw::MultiPower, &x, &p, 3, None);
+        let eta_pow = eta_powers(CurveLaw::MultiPower, &x, &p);
+        let pred = eval_law(CurveLaw::MultiPower, &x, &p, 3, &eta_pow, None);
         let g = |v: f64| 1.0 - 1.0 / (v + 1.0);
         let want_ld = 1.0 * g(1.0 * (4.5 - 3.0)) + 0.5 * g(2.0 * (4.5 - 4.0));
         let pw = (-50f64).exp() * 4.5f64.powf(-0.5);
