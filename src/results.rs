@@ -21,9 +21,11 @@ use crate::spec::{CChoice, FitSpec, NChoice, SweepSpec};
 #[derive(Debug)]
 pub struct ResultsFolder {
     pub dir: PathBuf,
-    /// Every finished run (`runs.parquet` overlaid with the per-run files).
+    /// Every finished run (`runs.parquet` overlaid with the per-run files), by run id: the
+    /// files hold them in the order they finished, which varies with `--workers`, and the fits
+    /// (the bootstrap's resamples above all) must not.
     pub runs: Vec<RunRecord>,
-    /// Their loss curves, by run id.
+    /// Their loss curves, by run id and step.
     pub curves: Vec<(String, CurveRow)>,
     /// `scalelab.*` key-value metadata of `runs.parquet`.
     pub metadata: Vec<(String, String)>,
@@ -97,7 +99,11 @@ impl ResultsFolder {
                 dir.display()
             );
         }
-        let loaded = crate::store::load(dir)?;
+        let mut loaded = crate::store::load(dir)?;
+        loaded.runs.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        loaded
+            .curves
+            .sort_by(|a, b| (&a.0, a.1.step).cmp(&(&b.0, b.1.step)));
         let always = crate::record::ALWAYS_WRITTEN;
         if let Some(c) = loaded.merged_filled.iter().find(|c| always.contains(c)) {
             let fix = match loaded.run_files {
@@ -418,6 +424,48 @@ mod tests {
         std::fs::write(&path, r#"{"nats_per_token": "x"}"#).unwrap();
         let e = read_floor(&dir).unwrap_err().to_string();
         assert!(e.contains("floor.json") && e.contains("malformed"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Runs finish in any order (two workers, Slurm); the folder reads them by id, curve rows
+    /// by id and step, so the fit points (and the bootstrap's resamples of them) do not
+    /// depend on which run finished first.
+    #[test]
+    fn load_orders_runs_by_id_whatever_order_they_finished() {
+        let dir = tmp("order");
+        let mut store = crate::store::ResultsStore::open(&dir, Vec::new()).unwrap();
+        let row = |step: usize, loss: f64| CurveRow {
+            step,
+            tokens: 1000 * step as u64,
+            lr: 1e-3,
+            train_loss: loss,
+            eval_loss: Some(loss),
+            predicted: None,
+        };
+        for (id, n) in [("z", 3000), ("a", 1000), ("m", 2000)] {
+            let rows = vec![row(2, 2.0), row(1, 3.0)];
+            store.add(run(id, n, n, 20_000, 3.0), rows).unwrap();
+        }
+        let folder = ResultsFolder::load(&dir).unwrap();
+        let ids: Vec<&str> = folder.runs.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(ids, ["a", "m", "z"]);
+        let ns: Vec<f64> = folder
+            .dataset(0)
+            .unwrap()
+            .points
+            .iter()
+            .map(|p| p.n)
+            .collect();
+        assert_eq!(ns, [1000.0, 2000.0, 3000.0]);
+        let rows: Vec<(&str, usize)> = folder
+            .curves
+            .iter()
+            .map(|(id, c)| (id.as_str(), c.step))
+            .collect();
+        assert_eq!(
+            rows,
+            [("a", 1), ("a", 2), ("m", 1), ("m", 2), ("z", 1), ("z", 2)]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
