@@ -427,6 +427,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The N of the folder's fit points, in their order.
+    fn point_ns(folder: &ResultsFolder) -> Vec<f64> {
+        folder
+            .dataset(0)
+            .unwrap()
+            .points
+            .iter()
+            .map(|p| p.n)
+            .collect()
+    }
+
     /// Runs finish in any order (two workers, Slurm); the folder reads them by id, curve rows
     /// by id and step, so the fit points (and the bootstrap's resamples of them) do not
     /// depend on which run finished first.
@@ -449,14 +460,7 @@ mod tests {
         let folder = ResultsFolder::load(&dir).unwrap();
         let ids: Vec<&str> = folder.runs.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(ids, ["a", "m", "z"]);
-        let ns: Vec<f64> = folder
-            .dataset(0)
-            .unwrap()
-            .points
-            .iter()
-            .map(|p| p.n)
-            .collect();
-        assert_eq!(ns, [1000.0, 2000.0, 3000.0]);
+        assert_eq!(point_ns(&folder), [1000.0, 2000.0, 3000.0]);
         let rows: Vec<(&str, usize)> = folder
             .curves
             .iter()
@@ -490,13 +494,7 @@ mod tests {
         std::fs::remove_file(dir.join(crate::fsio::SWEEP_FILE)).unwrap();
         let folder = ResultsFolder::load(&dir).unwrap();
         assert!(folder.spec.is_none());
-        let mut ns: Vec<f64> = folder
-            .dataset(0)
-            .unwrap()
-            .points
-            .iter()
-            .map(|p| p.n)
-            .collect();
+        let mut ns = point_ns(&folder);
         ns.sort_by(f64::total_cmp);
         assert_eq!(ns, vec![1000.0, 4000.0]);
         let _ = std::fs::remove_dir_all(&dir);
