@@ -17,12 +17,13 @@ use crate::record::{RunRecord, Status};
 use crate::spec::Precision;
 
 /// Seconds per optimizer step assumed on the CPU when nothing was measured: the weighted
-/// least-squares fit (as [`CostModel::fit`]) of the 124 runs of `example-cpu-hour` and
-/// `example-families` as regenerated on 2026-12-06 (flex backend, two runs at a time with one
-/// thread each, on the README's 2-core Xeon with AVX-512): 4.62 ms per step ...
-pub const CPU_STEP_S: f64 = 4.6e-3;
-/// ... and 2.33e10 C = 6ND FLOPs per second.
-pub const CPU_FLOPS_PER_S: f64 = 2.3e10;
+/// least-squares fit (as [`CostModel::fit`]) of the 124 runs of `sweeps/cpu-hour.yaml` and
+/// `sweeps/families.yaml` retrained on 2026-12-06 with the vectorised exp/erf (flex backend,
+/// two runs at a time with one thread each, on a 2-core AMD EPYC with AVX-512; every run
+/// bit-identical to the committed examples'): 2.77 ms per step ...
+pub const CPU_STEP_S: f64 = 2.8e-3;
+/// ... and 5.72e10 C = 6ND FLOPs per second.
+pub const CPU_FLOPS_PER_S: f64 = 5.7e10;
 
 /// A run's wall time: `per_step_s` per optimizer step plus its C = 6ND FLOPs at
 /// `flops_per_s`.
