@@ -2,7 +2,7 @@
 //!
 //! Owns the cost model of one run's wall time, where its numbers come from, and the wall
 //! clock of a set of runs on K workers. A run costs a fixed time per optimizer step (the
-//! per-op overhead that dominates small models: ~5 ms a step on the 2-core CPU for models of
+//! per-op overhead that dominates small models: ~3 ms a step on a 2-core CPU for models of
 //! 4k–60k parameters) plus its C = 6ND FLOPs at a rate; a single FLOP rate, what the ETA used
 //! before, put the main job at 10m35s on one worker when its runs took 30 min. Sources, best
 //! first: each training configuration's steps and evals timed on the device (`plan
@@ -17,7 +17,8 @@ use crate::record::{RunRecord, Status};
 use crate::spec::Precision;
 
 /// Seconds per optimizer step assumed on the CPU when nothing was measured: the weighted
-/// least-squares fit (as [`CostModel::fit`]) of the 124 runs of `sweeps/cpu-hour.yaml` and
+/// least-squares fit (as [`CostModel::fit`]) of the 124 runs of
+/// `sweeps/studies/cpu-hour-3e12.yaml` (the 10× sweep until 2026-12-06) and
 /// `sweeps/families.yaml` retrained on 2026-12-06 with the vectorised exp/erf (flex backend,
 /// two runs at a time with one thread each, on a 2-core AMD EPYC with AVX-512; every run
 /// bit-identical to the committed examples'): 2.77 ms per step ...
