@@ -361,10 +361,10 @@ fn time_copies<B: AutodiffBackend>(
         (o.status == Status::Ok && o.wall_s.is_finite()).then_some(o.wall_s)
     };
     if workers < 2 {
-        // A panic inside training is a failed timing, not the end of `plan`.
-        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(one))
-            .ok()
-            .flatten();
+        // A panic inside training is a failed timing, not the end of `plan`. On the pool, as
+        // the executor trains (`train::on_pool`).
+        let caught = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(one));
+        return crate::train::on_pool(None, caught).ok().flatten();
     }
     let walls: Vec<Option<f64>> = std::thread::scope(|s| {
         let copies: Vec<_> = (0..workers)

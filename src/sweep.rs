@@ -1103,23 +1103,12 @@ fn step_unit<'a>(
     let mut on_step = UnitWatch::new(u, prune, Progress::step_counter(bar));
     let store_branch = |r: &RunPlan, o: &RunOutcome| branch_file(cx.p, r, o, cx.peak, &cx.meta);
     let train = || train_unit(cx.p, u, device, &cx.ckpt, &mut on_step, &store_branch);
-    let outcomes = on_pool(pool, train);
+    let outcomes = train::on_pool(pool, train);
     Report::Trained {
         unit: i,
         secs: t_unit.elapsed().as_secs_f64(),
         outcomes,
         lock,
-    }
-}
-
-/// Runs a unit's training on a worker thread of a rayon pool (`pool`, else the global one).
-/// Called from a thread outside the pool, every parallel op of a step is handed to the pool
-/// and waited for (two context switches per op: 14% of a small model's step with one thread,
-/// measured with perf); on a pool thread the ops run in place.
-fn on_pool<R: Send>(pool: Option<&rayon::ThreadPool>, train: impl FnOnce() -> R + Send) -> R {
-    match pool {
-        Some(pool) => pool.install(train),
-        None => rayon::scope(|_| train()),
     }
 }
 
@@ -1649,7 +1638,7 @@ fn train_one(
     let bests = BudgetBests::from_store(&store);
     let prune = opts.prune.map(|policy| (policy, &bests));
     let ckpt = opts.checkpointing(p);
-    let outcomes = on_pool(None, || {
+    let outcomes = train::on_pool(None, || {
         train_unit(
             p,
             u,
@@ -2132,29 +2121,6 @@ pub fn existing_runs(dir: &Path) -> Vec<RunRecord> {
 mod tests {
     use super::*;
     use crate::plan::Shape;
-
-    #[test]
-    fn training_runs_on_a_pool_thread_with_or_without_a_worker_pool() {
-        // Off the pool, each parallel op of a step would be handed over and waited for.
-        assert_eq!(
-            rayon::current_thread_index(),
-            None,
-            "the test starts off the pool"
-        );
-        let on_global = on_pool(None, rayon::current_thread_index);
-        assert!(
-            on_global.is_some(),
-            "run-one and --workers 1 train on the global pool"
-        );
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
-        let inside = on_pool(Some(&pool), || {
-            (rayon::current_thread_index(), pool.current_thread_index())
-        });
-        assert_eq!(inside, (Some(0), Some(0)), "a worker's own pool");
-    }
 
     fn seed_run(seed: u64) -> RunPlan {
         let mut r = RunPlan::new(Shape::new(16, 1, 2, None), 256, 16, 4, 24);
