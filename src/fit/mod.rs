@@ -32,6 +32,7 @@ pub mod interval;
 pub mod isoflop;
 pub mod laws;
 pub mod optim;
+pub mod replicates;
 pub mod vpnls;
 
 use std::path::Path;
@@ -751,6 +752,9 @@ pub struct HoldoutReport {
     /// Mean |predicted − observed| / observed.
     pub mean_abs_pct_error: f64,
     pub max_abs_pct_error: f64,
+    /// With seeds repeated at a held-out (N, D): the error of their means and the runs'
+    /// own scatter, the part of the run-level error no law can remove.
+    pub replicates: Option<replicates::ReplicateNoise>,
     pub points: Vec<HeldOutPoint>,
 }
 
@@ -965,6 +969,7 @@ fn holdout(points: &[Point], opts: &FitOptions) -> anyhow::Result<Option<Holdout
         mean_abs_error: abs.iter().sum::<f64>() / abs.len() as f64,
         mean_abs_pct_error: pct.iter().sum::<f64>() / pct.len() as f64,
         max_abs_pct_error: pct.iter().cloned().fold(0.0, f64::max),
+        replicates: replicates::replicate_noise(&pts),
         points: pts,
     }))
 }
@@ -1501,6 +1506,9 @@ fn text_holdout(s: &mut String, r: &FitReport) {
             100.0 * h.mean_abs_pct_error,
             100.0 * h.max_abs_pct_error
         );
+        if let Some(r) = &h.replicates {
+            let _ = writeln!(s, "  {}", r.summary());
+        }
     }
 }
 
@@ -1533,6 +1541,9 @@ fn text_trust(s: &mut String, r: &FitReport) {
                 100.0 * h.mean_abs_pct_error,
                 100.0 * h.max_abs_pct_error
             );
+            if let Some(r) = &h.replicates {
+                let _ = writeln!(s, "    {}", r.summary());
+            }
         }
         if let Some(note) = &f.pinned_holdout_note {
             let _ = writeln!(s, "  pinned, held out: not done: {note}");

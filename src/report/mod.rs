@@ -616,13 +616,38 @@ fn held_pct(h: &fit::HoldoutReport) -> String {
     )
 }
 
+/// "mean% (max max%)" of a held-out check's seed means.
+fn means_pct(r: &fit::replicates::ReplicateNoise) -> String {
+    format!(
+        "{:.2}% (max {:.2}%)",
+        100.0 * r.mean_abs_pct_error_of_means,
+        100.0 * r.max_abs_pct_error_of_means
+    )
+}
+
+/// The held-out seed means' error and the runs' scatter, as a clause after the runs' error.
+fn means_clause(h: &fit::HoldoutReport) -> String {
+    h.replicates
+        .as_ref()
+        .map(|r| {
+            format!(
+                "; the means of its {} seed-replicated points within {}, while single runs scatter {:.2}% about their point's mean (the run-level error of a law exact at every point)",
+                r.points,
+                means_pct(r),
+                100.0 * r.run_scatter_pct
+            )
+        })
+        .unwrap_or_default()
+}
+
 /// One sentence: the held-out error and the farthest backtest's error.
 fn trust_sentence(f: &FitReport) -> String {
     let held = match &f.holdout {
         Some(h) => format!(
-            "Held out ({}): predicted with mean |error| {}.",
+            "Held out ({}): predicted with mean |error| {}{}.",
             h.rule,
-            held_pct(h)
+            held_pct(h),
+            means_clause(h)
         ),
         None => "No held-out check.".into(),
     };
@@ -642,8 +667,12 @@ fn trust_sentence(f: &FitReport) -> String {
             });
             let pinned = fc.pinned_holdout.as_ref().map(|p| {
                 format!(
-                    " With E pinned to the known loss floor: mean |error| {}.",
-                    held_pct(p)
+                    " With E pinned to the known loss floor: mean |error| {}{}.",
+                    held_pct(p),
+                    p.replicates
+                        .as_ref()
+                        .map(|r| format!(", seed means {}", means_pct(r)))
+                        .unwrap_or_default()
                 )
             });
             format!(
@@ -999,6 +1028,21 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
             held(free_held),
             held(pinned_held),
         ]);
+        let means = |h: Option<&fit::HoldoutReport>| {
+            h.and_then(|h| h.replicates.as_ref())
+                .map(means_pct)
+                .unwrap_or_else(|| "–".into())
+        };
+        if free_held
+            .or(pinned_held)
+            .is_some_and(|h| h.replicates.is_some())
+        {
+            rows.push(vec![
+                "held-out seed means, mean |error|".into(),
+                means(free_held),
+                means(pinned_held),
+            ]);
+        }
     }
     let mut b = vec![
         Block::H(3, "E free and E pinned to the loss floor".into()),
@@ -1251,6 +1295,12 @@ fn holdout_blocks(f: &FitReport) -> Vec<Block> {
         100.0 * h.mean_abs_pct_error,
         100.0 * h.max_abs_pct_error
     )));
+    if let Some(r) = &h.replicates {
+        b.push(Block::P(format!(
+            "Part of that is the runs' own scatter: {}. No law brings the run-level error below that scatter; the seed means' error is mostly the law's (the means scatter about 1/√(runs per point) as much as single runs).",
+            r.summary()
+        )));
+    }
     b.push(Block::Table(
         header(&["N", "D", "observed", "predicted"]),
         h.points

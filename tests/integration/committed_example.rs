@@ -1,7 +1,7 @@
 //! The README's figures for the main job and the 10× sweep come from the committed examples'
-//! `fits.json`: their design-study rows (E free, and E pinned to the floor) are rebuilt from it
-//! here, so a regenerated example with other numbers fails until the README says what the
-//! example shows.
+//! `fits.json`: their design-study rows (E free, and E pinned to the floor) and the held-out
+//! points' seed means are rebuilt from it here, so a regenerated example with other numbers
+//! fails until the README says what the example shows.
 
 use crate::common::*;
 
@@ -66,6 +66,24 @@ fn check_row(example: &str) {
     assert!(
         readme.contains(&row),
         "README lacks the E-pinned row of {example}:\n{row}"
+    );
+    // The held-out points' seed means, both laws, and the runs' own scatter.
+    let free = ["holdout", "replicates"];
+    let pinned = ["e_floor", "pinned_holdout", "replicates"];
+    let rep = |law: &[&str], k: &str| 100.0 * f(&[law, &[k]].concat());
+    let (m, x) = ("mean_abs_pct_error_of_means", "max_abs_pct_error_of_means");
+    let scatter = rep(&free, "run_scatter_pct");
+    assert_eq!(scatter, rep(&pinned, "run_scatter_pct"));
+    let line = format!(
+        "seed means {:.2}% (max {:.2}%) free, {:.2}% (max {:.2}%) pinned; the runs' own scatter {scatter:.2}%",
+        rep(&free, m),
+        rep(&free, x),
+        rep(&pinned, m),
+        rep(&pinned, x),
+    );
+    assert!(
+        readme.contains(&line),
+        "README lacks the held-out seed means of {example}:\n{line}"
     );
 }
 

@@ -445,3 +445,38 @@ fn covers_fresh_points(seed: u64) {
     );
     assert!((0.93..=0.97).contains(&rate), "nominal 95% covers {rate}");
 }
+
+#[test]
+fn trust_held_out_replicates_separate_run_scatter_from_law_error() {
+    // Four seeds per IsoFLOP point, 1% noise: the known law fitted on the first four budgets
+    // predicts the fifth's runs no better than their own scatter (E|z|·1% ≈ 0.80%), and
+    // their seed means far better; the reported scatter matches the noise put in.
+    let mut pts = Vec::new();
+    for seed in 0..4 {
+        pts.extend(isoflop_ladder(&TRUTH, 0.01, 100 + seed));
+    }
+    let opts = FitOptions {
+        holdout: fit::Holdout::LargestBudget,
+        ..quick()
+    };
+    let r = fit::fit_all(&dataset(pts.clone()), &opts).unwrap();
+    let h = r.holdout.as_ref().unwrap();
+    let rep = h.replicates.as_ref().expect("replicated held-out points");
+    assert_eq!((rep.points, rep.runs, h.held_out_points), (9, 36, 36));
+    let expected = 0.01 * (2.0 / std::f64::consts::PI).sqrt();
+    assert!(
+        (rep.run_scatter_pct - expected).abs() < 0.3 * expected,
+        "scatter {} vs {expected}",
+        rep.run_scatter_pct
+    );
+    assert!(h.mean_abs_pct_error > 0.7 * rep.run_scatter_pct);
+    assert!(
+        rep.mean_abs_pct_error_of_means < 0.7 * h.mean_abs_pct_error,
+        "means {} vs runs {}",
+        rep.mean_abs_pct_error_of_means,
+        h.mean_abs_pct_error
+    );
+    // One run per point: nothing to separate.
+    let single = fit::fit_all(&dataset(isoflop_ladder(&TRUTH, 0.01, 100)), &opts).unwrap();
+    assert!(single.holdout.unwrap().replicates.is_none());
+}

@@ -1,0 +1,138 @@
+//! Replicate noise of a held-out check: how much of its error is run-to-run scatter.
+//!
+//! Owns one rule. Held-out runs that share (N, D) (seeds of one design point) are replicates.
+//! A law that predicted every point's expected loss exactly would still miss each single run
+//! by that run's distance from the expectation, so the run-level error has a floor set by the
+//! seeds' scatter. Over the points with at least two runs this module reports the error of the
+//! law against the replicates' mean, and that floor: mean |run − mean| / run, each deviation
+//! scaled by √(n / (n − 1)) (a deviation from the sample mean of n runs is √((n − 1) / n)
+//! times smaller than one from the true mean). A pure function over the held-out points.
+
+use serde::Serialize;
+
+use super::HeldOutPoint;
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ReplicateNoise {
+    /// Held-out (N, D) points with at least two runs, and the runs they hold.
+    pub points: usize,
+    pub runs: usize,
+    /// Mean and max |predicted − replicate mean| / replicate mean over those points.
+    pub mean_abs_pct_error_of_means: f64,
+    pub max_abs_pct_error_of_means: f64,
+    /// Mean |run − replicate mean| / run, scaled by √(n / (n − 1)): the mean relative error
+    /// of single runs that a law exact at every point would have.
+    pub run_scatter_pct: f64,
+}
+
+impl ReplicateNoise {
+    /// The seed means' held-out error beside the runs' own scatter, one line.
+    pub fn summary(&self) -> String {
+        format!(
+            "seed means of {} points ({} runs): mean |error| {:.2}%, max {:.2}%; the runs' seed-to-seed scatter {:.2}% (what a law exact at every point would score on single runs)",
+            self.points,
+            self.runs,
+            100.0 * self.mean_abs_pct_error_of_means,
+            100.0 * self.max_abs_pct_error_of_means,
+            100.0 * self.run_scatter_pct
+        )
+    }
+}
+
+/// `None` when no held-out (N, D) point has two runs.
+pub fn replicate_noise(points: &[HeldOutPoint]) -> Option<ReplicateNoise> {
+    let mut groups: Vec<((u64, u64), Vec<&HeldOutPoint>)> = Vec::new();
+    for p in points {
+        let key = (p.n.to_bits(), p.d.to_bits());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(p),
+            None => groups.push((key, vec![p])),
+        }
+    }
+    groups.retain(|(_, g)| g.len() >= 2);
+    if groups.is_empty() {
+        return None;
+    }
+    let (mut of_means, mut scatter) = (Vec::new(), Vec::new());
+    for (_, g) in &groups {
+        let n = g.len() as f64;
+        let mean = g.iter().map(|p| p.loss).sum::<f64>() / n;
+        // Every run of a point has the same prediction.
+        of_means.push((g[0].predicted - mean).abs() / mean);
+        let scale = (n / (n - 1.0)).sqrt();
+        scatter.extend(g.iter().map(|p| scale * (p.loss - mean).abs() / p.loss));
+    }
+    Some(ReplicateNoise {
+        points: groups.len(),
+        runs: scatter.len(),
+        mean_abs_pct_error_of_means: of_means.iter().sum::<f64>() / of_means.len() as f64,
+        max_abs_pct_error_of_means: of_means.iter().cloned().fold(0.0, f64::max),
+        run_scatter_pct: scatter.iter().sum::<f64>() / scatter.len() as f64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hashing::Rng;
+
+    fn point(n: f64, d: f64, loss: f64, predicted: f64) -> HeldOutPoint {
+        HeldOutPoint {
+            n,
+            d,
+            loss,
+            predicted,
+        }
+    }
+
+    #[test]
+    fn means_and_scatter_of_a_small_case() {
+        // Point 1: runs 1.0 and 1.2 (mean 1.1), predicted 1.1; point 2: one run (ignored).
+        let pts = [
+            point(1e4, 1e6, 1.0, 1.1),
+            point(1e4, 1e6, 1.2, 1.1),
+            point(2e4, 1e6, 3.0, 2.0),
+        ];
+        let r = replicate_noise(&pts).unwrap();
+        assert_eq!((r.points, r.runs), (1, 2));
+        assert!(r.mean_abs_pct_error_of_means.abs() < 1e-12);
+        // √2 · (0.1/1.0 + 0.1/1.2) / 2
+        let want = 2f64.sqrt() * (0.1 + 0.1 / 1.2) / 2.0;
+        assert!((r.run_scatter_pct - want).abs() < 1e-12);
+        assert!(replicate_noise(&pts[2..]).is_none());
+    }
+
+    #[test]
+    fn an_exact_law_scores_the_scatter_on_runs_and_little_on_means() {
+        // Eight points, 4 seeds each, loss = truth · (1 + ε), ε ~ N(0, 1%): the law that
+        // predicts the truth scores E|ε| = 0.80% on single runs; the floor estimate must find
+        // that from the runs alone, and the means' error is about E|ε|/2.
+        let mut rng = Rng::new(7);
+        let mut pts = Vec::new();
+        let (mut run_err, mut runs) = (0.0, 0);
+        for rep in 0..200 {
+            for k in 0..8 {
+                let (n, d) = (1e4 * (k + 1) as f64, 1e6 + rep as f64);
+                let truth = 1.0 + 0.1 * k as f64;
+                for _ in 0..4 {
+                    let loss = truth * (1.0 + 0.01 * rng.normal());
+                    run_err += (truth - loss).abs() / loss;
+                    runs += 1;
+                    pts.push(point(n, d, loss, truth));
+                }
+            }
+        }
+        let r = replicate_noise(&pts).unwrap();
+        assert_eq!((r.points, r.runs), (1600, 6400));
+        let run_err = run_err / runs as f64;
+        let expected = 0.01 * (2.0 / std::f64::consts::PI).sqrt();
+        assert!((run_err - expected).abs() < 0.0004, "{run_err}");
+        assert!(
+            (r.run_scatter_pct - run_err).abs() < 0.0004,
+            "{} vs {run_err}",
+            r.run_scatter_pct
+        );
+        let means = r.mean_abs_pct_error_of_means;
+        assert!((means - expected / 2.0).abs() < 0.0004, "{means}");
+    }
+}
