@@ -986,25 +986,13 @@ fn law_rows(x: &fit::laws::ChinchillaParams, y: &fit::laws::ChinchillaParams) ->
     ]
 }
 
-/// The law with E pinned to the floor beside the free law.
-fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> {
-    let mut rows = law_rows(&fc.free, &fc.pinned);
-    rows.push(vec![
-        "objective".into(),
-        num(fc.free_objective),
-        num(fc.pinned_objective),
-    ]);
-    // Intervals and the held-out check of each law: the reported law's are the top level's,
-    // the pinned law's beside a free one are in `fc`; E fixed elsewhere (`--fix-e`) has none here.
-    let law_is_free = f.approach3.fixed_e.is_none();
-    let top = (f.bootstrap.as_ref(), f.holdout.as_ref());
-    let beside = (fc.pinned_bootstrap.as_ref(), fc.pinned_holdout.as_ref());
-    let ((free_boot, free_held), (pinned_boot, pinned_held)) = match (law_is_free, fc.law_is_pinned)
-    {
-        (true, _) => (top, beside),
-        (false, true) => ((None, None), top),
-        (false, false) => ((None, None), (None, None)),
-    };
+/// The α and β interval widths and the held-out errors of the free and the pinned law, the
+/// rows of the laws that have them.
+fn check_rows(
+    (free_boot, free_held): (Option<&fit::Bootstrap>, Option<&fit::HoldoutReport>),
+    (pinned_boot, pinned_held): (Option<&fit::Bootstrap>, Option<&fit::HoldoutReport>),
+) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
     let width = |b: Option<&fit::Bootstrap>, k: fn(&fit::Bootstrap) -> [f64; 2]| {
         b.map(|b| format!("{} ({:.2}×)", ci(Some(k(b))), k(b)[1] / k(b)[0]))
             .unwrap_or_else(|| "–".into())
@@ -1044,6 +1032,32 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
             ]);
         }
     }
+    rows
+}
+
+/// The law with E pinned to the floor beside the free law.
+fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> {
+    let mut rows = law_rows(&fc.free, &fc.pinned);
+    rows.push(vec![
+        "objective".into(),
+        num(fc.free_objective),
+        num(fc.pinned_objective),
+    ]);
+    // Intervals and the held-out check of each law: the reported law's are the top level's,
+    // the pinned law's beside a free one are in `fc`; E fixed elsewhere (`--fix-e`) has none here.
+    let law_is_free = f.approach3.fixed_e.is_none();
+    let top = (f.bootstrap.as_ref(), f.holdout.as_ref());
+    let beside = (fc.pinned_bootstrap.as_ref(), fc.pinned_holdout.as_ref());
+    let ((free_boot, free_held), (pinned_boot, pinned_held)) = match (law_is_free, fc.law_is_pinned)
+    {
+        (true, _) => (top, beside),
+        (false, true) => ((None, None), top),
+        (false, false) => ((None, None), (None, None)),
+    };
+    rows.extend(check_rows(
+        (free_boot, free_held),
+        (pinned_boot, pinned_held),
+    ));
     let mut b = vec![
         Block::H(3, "E free and E pinned to the loss floor".into()),
         Block::Table(
