@@ -11,7 +11,8 @@
 //! [`ngram`] trains the Kneser-Ney baselines; [`tokenize`] is the BPE tokenizer; [`table`]
 //! reads CSV/Parquet inputs for the fitter; [`curves`] feeds whole training curves to the
 //! loss-curve laws (`scalelab curves`); [`hp`] feeds grids of runs to the hyperparameter laws
-//! (`scalelab hp`); [`mup`] is μP's coordinate check (`scalelab coord-check`); [`error`] separates bad input (exit code 2) from
+//! (`scalelab hp`); [`power`] feeds a planned design and a finished sweep's replicates to the
+//! design-power simulation (`scalelab power`); [`mup`] is μP's coordinate check (`scalelab coord-check`); [`error`] separates bad input (exit code 2) from
 //! internal failures. At the bottom, imported by anyone and importing nothing of the crate:
 //! [`fsio`] (atomic writes, failpoints, locks, globs, folder file names) and [`hashing`]
 //! (FNV-1a, the seeded RNG).
@@ -35,6 +36,7 @@ pub mod ngram;
 pub mod ops;
 pub mod peaks;
 pub mod plan;
+pub mod power;
 pub mod record;
 pub mod report;
 pub mod results;

@@ -156,6 +156,38 @@ enum Command {
     /// widest/narrowest ratio. Under μP the columns stay flat across widths; under the
     /// standard parametrization the late activations grow with width.
     CoordCheck(CoordArgs),
+    /// Design power by simulation: how well a sweep design (SWEEP) would pin down the law if
+    /// the corpus followed a finished sweep's law exactly (--from DIR: its law with E pinned
+    /// to its floor when the folder has floor.json, else free) and every run scattered as
+    /// DIR's seed replicates did (their deviations from their point's seed mean, drawn per
+    /// budget). Fits --draws simulated sweeps as `fit` fits a results folder (bootstrap, the
+    /// largest budget held out, E pinned beside E free; no backtests) and prints each
+    /// figure's median and 10-90% range over the draws: interval widths of alpha and beta,
+    /// held-out error of runs and of seed means, free E against the true E, the exponent a.
+    /// Trains nothing.
+    Power(PowerCmd),
+}
+
+// `power` options.
+#[derive(clap::Args)]
+struct PowerCmd {
+    /// The design: a sweep spec (YAML). Its planned runs, every seed, are simulated.
+    sweep: PathBuf,
+    /// A finished sweep's results folder with seed replicates: the true law and the noise.
+    #[arg(long)]
+    from: PathBuf,
+    /// Simulated sweeps.
+    #[arg(long, default_value_t = 16)]
+    draws: usize,
+    /// Bootstrap resamples per simulated fit.
+    #[arg(long, default_value_t = 200)]
+    bootstrap: usize,
+    /// Seed of the noise draws and of each fit's bootstrap.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as one JSON object (the summary and every draw's figures).
+    #[arg(long)]
+    json: bool,
 }
 
 // `coord-check` options.
@@ -692,6 +724,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "{}",
                 slurm::status(&sweep::prepare_results(&results, None)?)?
             );
+            Ok(())
+        }
+        Command::Power(a) => {
+            let args = scalelab::power::PowerArgs {
+                spec: SpecSource::from_file(&a.sweep)?,
+                reference: &a.from,
+                draws: a.draws,
+                bootstrap: a.bootstrap,
+                seed: a.seed,
+            };
+            print!("{}", scalelab::power::command(args, a.json)?);
             Ok(())
         }
         Command::Baselines { results } => {

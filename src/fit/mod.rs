@@ -32,6 +32,7 @@ pub mod interval;
 pub mod isoflop;
 pub mod laws;
 pub mod optim;
+pub mod power;
 pub mod replicates;
 pub mod vpnls;
 

@@ -6,11 +6,79 @@
 //! seeds' scatter. Over the points with at least two runs this module reports the error of the
 //! law against the replicates' mean, and that floor: mean |run − mean| / run, each deviation
 //! scaled by √(n / (n − 1)) (a deviation from the sample mean of n runs is √((n − 1) / n)
-//! times smaller than one from the true mean). A pure function over the held-out points.
+//! times smaller than one from the true mean). The same deviations, pooled by budget, are
+//! the noise of a design-power simulation ([`super::power`]). Pure functions over points.
 
 use serde::Serialize;
 
-use super::HeldOutPoint;
+use super::{HeldOutPoint, Point};
+
+/// Items grouped by equal (N, D), in first-seen order; groups of one dropped.
+fn replicate_groups<T>(items: &[T], key: impl Fn(&T) -> [u64; 3]) -> Vec<Vec<&T>> {
+    let mut groups: Vec<([u64; 3], Vec<&T>)> = Vec::new();
+    for p in items {
+        let k = key(p);
+        match groups.iter_mut().find(|(g, _)| *g == k) {
+            Some((_, g)) => g.push(p),
+            None => groups.push((k, vec![p])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, g)| g)
+        .filter(|g| g.len() >= 2)
+        .collect()
+}
+
+/// Each run's relative deviation from its point's seed mean, scaled by √(n / (n − 1)).
+fn deviations(losses: &[f64]) -> impl Iterator<Item = f64> + '_ {
+    let n = losses.len() as f64;
+    let mean = losses.iter().sum::<f64>() / n;
+    let scale = (n / (n - 1.0)).sqrt();
+    losses.iter().map(move |l| scale * (l - mean) / mean)
+}
+
+/// The replicated runs of one budget: their relative deviations from their point's seed mean
+/// (signed, scaled by √(n / (n − 1))).
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetDeviations {
+    /// The budget, or a point's C = 6ND when the runs have none.
+    pub budget: f64,
+    pub deviations: Vec<f64>,
+}
+
+impl BudgetDeviations {
+    pub fn mean_abs(&self) -> f64 {
+        self.deviations.iter().map(|d| d.abs()).sum::<f64>() / self.deviations.len() as f64
+    }
+}
+
+/// The deviations of every replicated (budget, N, D) point, pooled by budget, budgets in
+/// increasing order; empty when no point ran more than once.
+pub fn deviations_by_budget(points: &[Point]) -> Vec<BudgetDeviations> {
+    let budget = |p: &Point| p.budget.unwrap_or_else(|| p.c());
+    let groups = replicate_groups(points, |p| {
+        [budget(p).to_bits(), p.n.to_bits(), p.d.to_bits()]
+    });
+    let mut pools: Vec<BudgetDeviations> = Vec::new();
+    for g in groups {
+        let losses: Vec<f64> = g.iter().map(|p| p.loss).collect();
+        let b = budget(g[0]);
+        let i = match pools.iter().position(|p| p.budget == b) {
+            Some(i) => i,
+            None => {
+                pools.push(BudgetDeviations {
+                    budget: b,
+                    deviations: Vec::new(),
+                });
+                pools.len() - 1
+            }
+        };
+        pools[i].deviations.extend(deviations(&losses));
+    }
+    pools.sort_by(|x, y| x.budget.total_cmp(&y.budget));
+    pools
+}
 
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ReplicateNoise {
@@ -41,26 +109,22 @@ impl ReplicateNoise {
 
 /// `None` when no held-out (N, D) point has two runs.
 pub fn replicate_noise(points: &[HeldOutPoint]) -> Option<ReplicateNoise> {
-    let mut groups: Vec<((u64, u64), Vec<&HeldOutPoint>)> = Vec::new();
-    for p in points {
-        let key = (p.n.to_bits(), p.d.to_bits());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, g)) => g.push(p),
-            None => groups.push((key, vec![p])),
-        }
-    }
-    groups.retain(|(_, g)| g.len() >= 2);
+    let groups = replicate_groups(points, |p| [0, p.n.to_bits(), p.d.to_bits()]);
     if groups.is_empty() {
         return None;
     }
     let (mut of_means, mut scatter) = (Vec::new(), Vec::new());
-    for (_, g) in &groups {
-        let n = g.len() as f64;
-        let mean = g.iter().map(|p| p.loss).sum::<f64>() / n;
+    for g in &groups {
+        let losses: Vec<f64> = g.iter().map(|p| p.loss).collect();
+        let mean = losses.iter().sum::<f64>() / losses.len() as f64;
         // Every run of a point has the same prediction.
         of_means.push((g[0].predicted - mean).abs() / mean);
-        let scale = (n / (n - 1.0)).sqrt();
-        scatter.extend(g.iter().map(|p| scale * (p.loss - mean).abs() / p.loss));
+        // |run − mean| / run: the deviation relative to the run, not to the mean.
+        scatter.extend(
+            deviations(&losses)
+                .zip(&losses)
+                .map(|(dev, l)| (dev * mean / l).abs()),
+        );
     }
     Some(ReplicateNoise {
         points: groups.len(),
@@ -134,5 +198,37 @@ mod tests {
         );
         let means = r.mean_abs_pct_error_of_means;
         assert!((means - expected / 2.0).abs() < 0.0004, "{means}");
+    }
+
+    #[test]
+    fn deviations_are_pooled_by_budget() {
+        let p = |n: f64, loss: f64, budget: f64| Point {
+            n,
+            d: budget / (6.0 * n),
+            loss,
+            budget: Some(budget),
+            c: None,
+            unique: None,
+        };
+        let pts = [
+            p(1e4, 1.0, 1e11),
+            p(1e4, 3.0, 1e11),
+            p(2e4, 2.0, 1e10),
+            p(2e4, 2.2, 1e10),
+            p(2e4, 1.8, 1e10),
+            p(3e4, 5.0, 1e10),
+        ];
+        let pools = deviations_by_budget(&pts);
+        assert_eq!(pools.len(), 2);
+        assert_eq!(pools[0].budget, 1e10);
+        // Mean 2.0: deviations 0, +0.1, −0.1, scaled by √(3/2); the single run is left out.
+        let s = 1.5f64.sqrt();
+        let want = [0.0, 0.1 * s, -0.1 * s];
+        for (got, want) in pools[0].deviations.iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        }
+        // Mean 2.0: ±0.5, scaled by √2.
+        assert!((pools[1].mean_abs() - 0.5 * 2f64.sqrt()).abs() < 1e-12);
+        assert!(deviations_by_budget(&pts[5..]).is_empty());
     }
 }

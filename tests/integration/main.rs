@@ -6,8 +6,8 @@
 //! `fit_published` and `fit_synthetic` the fitter, `report` the reports, `corpus` real
 //! corpora and baselines, `executors` workers, concurrent tasks and Slurm, and `crash_safety`
 //! kills, failpoints and checkpoints, `predictions` the final-loss predictions made while
-//! runs train (and `--prune`). Test names carry their module as a prefix, e.g.
-//! `cargo test --test integration crash_safety::`.
+//! runs train (and `--prune`), `power` design power by simulation. Test names carry their
+//! module as a prefix, e.g. `cargo test --test integration crash_safety::`.
 
 mod common;
 
@@ -23,6 +23,7 @@ mod fit_published;
 mod fit_synthetic;
 mod hp_laws;
 mod migrate_ids;
+mod power;
 mod predictions;
 mod report;
 mod sweep_run;

@@ -1,0 +1,86 @@
+//! Design power (`scalelab power`): a sweep design simulated under a finished sweep's law and
+//! seed scatter, on the committed main-job example.
+
+use crate::common::*;
+
+#[test]
+fn power_simulates_the_main_job_under_its_own_law_and_scatter() {
+    let o = scalelab(&[
+        "power",
+        "sweeps/quick.yaml",
+        "--from",
+        "results/example-quick",
+        "--draws",
+        "2",
+        "--bootstrap",
+        "20",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let fits: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("results/example-quick/fits.json")).unwrap(),
+    )
+    .unwrap();
+    // The truth is the example's law with E pinned to its floor.
+    let pinned = &fits["e_floor"]["pinned"];
+    for k in ["E", "alpha", "beta"] {
+        let (got, want) = (r["truth"][k].as_f64().unwrap(), pinned[k].as_f64().unwrap());
+        assert!((got - want).abs() < 1e-3 * want, "{k}: {got} vs {want}");
+    }
+    assert_eq!(r["truth_e_pinned"], true);
+    // The design is the main job's 72 runs; the noise its replicates', budget by budget.
+    assert_eq!(r["runs"], 72);
+    assert_eq!(r["budgets"], serde_json::json!([3e10, 1e11, 3e11]));
+    let pools: Vec<usize> = r["noise"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["deviations"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(pools, [24, 28, 20]);
+    assert_eq!(r["draws"].as_array().unwrap().len(), 2);
+    let figure = |name: &str| {
+        r["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["figure"].as_str().unwrap().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}"))["median"]
+            .as_f64()
+            .unwrap()
+    };
+    // Every simulated fit has intervals and a held-out check of runs and of seed means.
+    assert!(figure("α 95% CI width (hi/lo), E free") > 1.0);
+    assert!(figure("held-out runs, mean") > 0.0);
+    assert!(figure("held-out seed means") > 0.0);
+    assert!(figure("α 95% CI width, E pinned") > 1.0);
+}
+
+#[test]
+fn power_needs_a_reference_with_seed_replicates() {
+    // The Shakespeare example ran one seed per point: no scatter to draw from.
+    let o = scalelab(&[
+        "power",
+        "sweeps/quick.yaml",
+        "--from",
+        "results/example-shakespeare",
+    ]);
+    assert_user_error(
+        &o,
+        &[
+            "results/example-shakespeare",
+            "more than one seed",
+            "--from",
+        ],
+    );
+    let o = scalelab(&[
+        "power",
+        "sweeps/quick.yaml",
+        "--from",
+        "results/example-quick",
+        "--draws",
+        "0",
+    ]);
+    assert_user_error(&o, &["--draws must be at least 1"]);
+}
