@@ -176,8 +176,8 @@ struct PowerCmd {
     /// A finished sweep's results folder with seed replicates: the true law and the noise.
     #[arg(long)]
     from: PathBuf,
-    /// Simulated sweeps.
-    #[arg(long, default_value_t = 16)]
+    /// Simulated sweeps (at least 1).
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     draws: usize,
     /// Bootstrap resamples per simulated fit.
     #[arg(long, default_value_t = 200)]

@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use crate::bail_user;
-use crate::fit::power::{render_text, simulate, PowerOptions};
+use crate::fit::power::{render_text, simulate, truth, PowerOptions};
 use crate::fit::replicates::deviations_by_budget;
-use crate::fit::{fit_law, grid, FitOptions, Holdout, Point};
+use crate::fit::{FitOptions, Holdout, Point};
 use crate::results::ResultsFolder;
 use crate::spec::{NChoice, SpecSource};
 
@@ -33,20 +33,13 @@ pub fn command(a: PowerArgs, json: bool) -> anyhow::Result<String> {
             a.reference.display()
         );
     }
-    if a.draws == 0 {
-        bail_user!("--draws must be at least 1 (e.g. 16)");
-    }
     let floor = folder.floor.map(|f| f.nats_per_token);
-    let truth_opts = FitOptions {
-        fixed_e: floor,
-        ..FitOptions::default()
-    };
-    let truth = fit_law(&data.points, &truth_opts, &grid(1))?.params;
+    let truth = truth(&data.points, floor)?;
     let label = a.spec.label.clone();
-    let design = design_points(a.spec, folder.fit_choice().n)?;
+    let design = design_points(a.spec, &folder)?;
     if design.len() < 7 {
         bail_user!(
-            "{label} plans {} run(s): a design to simulate needs enough runs to fit five parameters and hold out its largest budget",
+            "{label} plans {} run(s): a simulated fit needs at least 7 (five parameters, and a budget to hold out); add sizes, budgets or seeds",
             design.len()
         );
     }
@@ -77,8 +70,18 @@ pub fn command(a: PowerArgs, json: bool) -> anyhow::Result<String> {
 }
 
 /// Every planned run's (N, D, budget), one per run and seed, N as the reference fits it.
-fn design_points(spec: SpecSource, n: NChoice) -> anyhow::Result<Vec<Point>> {
+fn design_points(spec: SpecSource, reference: &ResultsFolder) -> anyhow::Result<Vec<Point>> {
     let p = crate::sweep::prepare(spec, None, None)?;
+    let corpus = |s: &crate::spec::SweepSpec| serde_json::to_string(&s.corpus).ok();
+    if reference.spec.as_ref().and_then(corpus) != corpus(&p.spec) {
+        eprintln!(
+            "scalelab: power: warning: {} trains on another corpus than {} (its `corpus:` differs): the simulation assumes that corpus follows {}'s law and scatter",
+            p.source.label,
+            reference.dir.display(),
+            reference.dir.display()
+        );
+    }
+    let n = reference.fit_choice().n;
     let mut seen = std::collections::HashSet::new();
     Ok(p.plan
         .runs

@@ -1,11 +1,13 @@
 //! Design power by simulation: what a sweep design would measure if the corpus followed a
 //! known law exactly and its runs scattered as a finished sweep's replicates did.
 //!
-//! Owns the simulation. The truth is a reference sweep's law (E pinned to its floor when the
-//! floor is known, else free). In each draw every planned run's loss is the truth's prediction
+//! Owns the simulation and its truth: the reference sweep's law ([`truth`]: E pinned to its
+//! floor when the floor is known, else free). In each draw every planned run's loss is the truth's prediction
 //! times (1 + ε), ε drawn with replacement from the reference runs' relative deviations at the
-//! budget nearest in log C ([`super::replicates::deviations_by_budget`]: heavy tails and
-//! stuck runs included). Each draw is fitted as a results folder is ([`super::fit_all`]:
+//! budget nearest in log C ([`super::replicates::deviations_by_budget`]; a design budget past
+//! the reference's borrows the nearest pool, and the report says so). Stuck runs enter with
+//! their deviation from their point's mean, which they pull up themselves: tails are kept but
+//! shrunk. Each draw is fitted as a results folder is ([`super::fit_all`]:
 //! bootstrap, the largest budget held out, E pinned to the floor beside the free fit when a
 //! floor is known; no backtests) and its figures kept. Pure: points in, report out.
 
@@ -13,7 +15,7 @@ use serde::Serialize;
 
 use super::laws::ChinchillaParams;
 use super::replicates::BudgetDeviations;
-use super::{fit_all, Dataset, FitOptions, FitReport, Point};
+use super::{fit_all, fit_law, grid, isoflop, Dataset, FitOptions, FitReport, Point};
 use crate::hashing::Rng;
 
 /// One draw's figures.
@@ -37,10 +39,76 @@ pub struct Draw {
     pub pinned_held_out_pct: Option<f64>,
 }
 
+/// The figures a simulation summarises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Figure {
+    AlphaCiFree,
+    BetaCiFree,
+    HeldOut,
+    HeldOutMeans,
+    FreeEVsTrue,
+    A3,
+    A2,
+    A2UsableBudgets,
+    AlphaCiPinned,
+    BetaCiPinned,
+    HeldOutPinned,
+}
+
+impl Figure {
+    pub const ALL: [Figure; 11] = [
+        Figure::AlphaCiFree,
+        Figure::BetaCiFree,
+        Figure::HeldOut,
+        Figure::HeldOutMeans,
+        Figure::FreeEVsTrue,
+        Figure::A3,
+        Figure::A2,
+        Figure::A2UsableBudgets,
+        Figure::AlphaCiPinned,
+        Figure::BetaCiPinned,
+        Figure::HeldOutPinned,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Figure::AlphaCiFree => "α 95% CI width (hi/lo), E free",
+            Figure::BetaCiFree => "β 95% CI width (hi/lo), E free",
+            Figure::HeldOut => "held-out runs, mean |error| %",
+            Figure::HeldOutMeans => "held-out seed means, mean |error| %",
+            Figure::FreeEVsTrue => "free E vs true E, %",
+            Figure::A3 => "a, Approach 3",
+            Figure::A2 => "a, Approach 2",
+            Figure::A2UsableBudgets => "Approach 2 usable budgets",
+            Figure::AlphaCiPinned => "α 95% CI width, E pinned",
+            Figure::BetaCiPinned => "β 95% CI width, E pinned",
+            Figure::HeldOutPinned => "held-out runs %, E pinned",
+        }
+    }
+
+    /// This figure of one draw, when the draw has it.
+    pub fn of(self, d: &Draw) -> Option<f64> {
+        match self {
+            Figure::AlphaCiFree => Some(d.alpha_ci_ratio),
+            Figure::BetaCiFree => Some(d.beta_ci_ratio),
+            Figure::HeldOut => d.held_out_pct,
+            Figure::HeldOutMeans => d.held_out_means_pct,
+            Figure::FreeEVsTrue => Some(100.0 * d.e_rel_err),
+            Figure::A3 => Some(d.a3),
+            Figure::A2 => d.a2,
+            Figure::A2UsableBudgets => Some(d.a2_used_budgets as f64),
+            Figure::AlphaCiPinned => d.pinned_alpha_ci_ratio,
+            Figure::BetaCiPinned => d.pinned_beta_ci_ratio,
+            Figure::HeldOutPinned => d.pinned_held_out_pct,
+        }
+    }
+}
+
 /// A figure's median and 10th–90th percentile over the draws that have it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Spread {
-    pub figure: String,
+    pub figure: Figure,
     pub median: f64,
     pub p10: f64,
     pub p90: f64,
@@ -52,8 +120,9 @@ pub struct PowerReport {
     pub truth: ChinchillaParams,
     pub truth_e_pinned: bool,
     pub runs: usize,
-    pub budgets: Vec<f64>,
-    pub a2_budgets: usize,
+    /// The design's budgets (its IsoFLOP budgets, else each point's C), each with the
+    /// reference budget whose noise it draws.
+    pub budgets: Vec<[f64; 2]>,
     pub noise: Vec<BudgetDeviations>,
     pub summary: Vec<Spread>,
     pub draws: Vec<Draw>,
@@ -66,6 +135,15 @@ pub struct PowerOptions {
     pub seed: u64,
     /// How each draw is fitted (bootstrap, hold-out, floor).
     pub fit: FitOptions,
+}
+
+/// The reference's law: E pinned to `floor` when one is known, else free.
+pub fn truth(reference: &[Point], floor: Option<f64>) -> anyhow::Result<ChinchillaParams> {
+    let opts = FitOptions {
+        fixed_e: floor,
+        ..FitOptions::default()
+    };
+    Ok(fit_law(reference, &opts, &grid(1))?.params)
 }
 
 /// Simulate `design` (its points' N, D and budget; their losses are ignored) under `truth`
@@ -107,12 +185,15 @@ pub fn simulate(
         };
         draws.push(figures(&fit_all(&data, &fit)?, truth));
     }
-    let (runs, budgets) = (design.len(), design_budgets(design));
+    let budgets = isoflop::group_budgets(design)
+        .1
+        .iter()
+        .map(|(b, _)| [*b, nearest(noise, *b).budget])
+        .collect();
     Ok(PowerReport {
         truth: *truth,
         truth_e_pinned,
-        runs,
-        a2_budgets: budgets.len(),
+        runs: design.len(),
         budgets,
         noise: noise.to_vec(),
         summary: summary(&draws),
@@ -127,13 +208,6 @@ fn nearest(noise: &[BudgetDeviations], c: f64) -> &BudgetDeviations {
         .iter()
         .min_by(|x, y| dist(x).total_cmp(&dist(y)))
         .expect("non-empty noise pools")
-}
-
-fn design_budgets(design: &[Point]) -> Vec<f64> {
-    let mut b: Vec<f64> = design.iter().filter_map(|p| p.budget).collect();
-    b.sort_by(f64::total_cmp);
-    b.dedup();
-    b
 }
 
 fn figures(r: &FitReport, truth: &ChinchillaParams) -> Draw {
@@ -162,36 +236,16 @@ fn figures(r: &FitReport, truth: &ChinchillaParams) -> Draw {
 }
 
 fn summary(draws: &[Draw]) -> Vec<Spread> {
-    type Get = fn(&Draw) -> Option<f64>;
-    let figures: [(&str, Get); 11] = [
-        ("α 95% CI width (hi/lo), E free", |d| {
-            Some(d.alpha_ci_ratio)
-        }),
-        ("β 95% CI width (hi/lo), E free", |d| Some(d.beta_ci_ratio)),
-        ("held-out runs, mean |error| %", |d| d.held_out_pct),
-        ("held-out seed means, mean |error| %", |d| {
-            d.held_out_means_pct
-        }),
-        ("free E vs true E, %", |d| Some(100.0 * d.e_rel_err)),
-        ("a, Approach 3", |d| Some(d.a3)),
-        ("a, Approach 2", |d| d.a2),
-        ("Approach 2 usable budgets", |d| {
-            Some(d.a2_used_budgets as f64)
-        }),
-        ("α 95% CI width, E pinned", |d| d.pinned_alpha_ci_ratio),
-        ("β 95% CI width, E pinned", |d| d.pinned_beta_ci_ratio),
-        ("held-out runs %, E pinned", |d| d.pinned_held_out_pct),
-    ];
-    figures
+    Figure::ALL
         .iter()
-        .filter_map(|(name, get)| {
+        .filter_map(|&figure| {
             let mut v: Vec<f64> = draws
                 .iter()
-                .filter_map(get)
+                .filter_map(|d| figure.of(d))
                 .filter(|x| x.is_finite())
                 .collect();
             (!v.is_empty()).then(|| Spread {
-                figure: name.to_string(),
+                figure,
                 median: super::percentile(&mut v, 0.5),
                 p10: super::percentile(&mut v, 0.1),
                 p90: super::percentile(&mut v, 0.9),
@@ -205,15 +259,12 @@ fn summary(draws: &[Draw]) -> Vec<Spread> {
 pub fn render_text(r: &PowerReport, design: &str, reference: &str) -> String {
     use std::fmt::Write;
     let t = &r.truth;
+    let budgets: Vec<String> = r.budgets.iter().map(|b| format!("{:.0e}", b[0])).collect();
     let mut s = format!(
         "Design power: {} draws of {design} ({} runs, budgets {})\n",
         r.draws.len(),
         r.runs,
-        r.budgets
-            .iter()
-            .map(|b| format!("{b:.0e}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        budgets.join(", ")
     );
     let _ = writeln!(
         s,
@@ -232,15 +283,26 @@ pub fn render_text(r: &PowerReport, design: &str, reference: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "noise: its runs' deviations from their seed means, by budget (the nearest in log C):"
+        "noise: its runs' deviations from their seed means, by budget:"
     );
     for b in &r.noise {
+        let users: Vec<String> = r
+            .budgets
+            .iter()
+            .filter(|d| d[1] == b.budget)
+            .map(|d| format!("{:.0e}", d[0]))
+            .collect();
         let _ = writeln!(
             s,
-            "  {:.3e}: {} runs, mean |deviation| {:.2}%",
+            "  {:.3e}: {} runs, mean |deviation| {:.2}%; drawn for the design's {}",
             b.budget,
             b.deviations.len(),
-            100.0 * b.mean_abs()
+            100.0 * b.mean_abs(),
+            if users.is_empty() {
+                "none".into()
+            } else {
+                users.join(", ")
+            }
         );
     }
     let _ = writeln!(
@@ -249,9 +311,9 @@ pub fn render_text(r: &PowerReport, design: &str, reference: &str) -> String {
         "figure", "median", "10%–90% of draws"
     );
     for f in &r.summary {
-        let name = match f.figure.as_str() {
-            "Approach 2 usable budgets" => format!("{} (of {})", f.figure, r.a2_budgets),
-            _ => f.figure.clone(),
+        let name = match f.figure {
+            Figure::A2UsableBudgets => format!("{} (of {})", f.figure.label(), r.budgets.len()),
+            _ => f.figure.label().to_string(),
         };
         let _ = writeln!(
             s,
@@ -324,31 +386,32 @@ mod tests {
         let design = ladder(&TRUTH, 2);
         let run = |s: f64| simulate(&design, &TRUTH, true, &pool(s), &opts(4)).unwrap();
         let (loud, quiet) = (run(0.02), run(0.002));
-        assert_eq!((loud.runs, loud.a2_budgets, loud.draws.len()), (56, 4, 4));
-        let med = |r: &PowerReport, name: &str| {
+        assert_eq!(
+            (loud.runs, loud.budgets.len(), loud.draws.len()),
+            (56, 4, 4)
+        );
+        let med = |r: &PowerReport, f: Figure| {
             r.summary
                 .iter()
-                .find(|f| f.figure.starts_with(name))
-                .unwrap_or_else(|| panic!("{name}"))
+                .find(|s| s.figure == f)
+                .unwrap_or_else(|| panic!("{f:?}"))
                 .median
         };
-        for name in [
-            "α 95% CI width (hi/lo), E free",
-            "held-out runs, mean",
-            "held-out seed means",
-        ] {
+        for f in [Figure::AlphaCiFree, Figure::HeldOut, Figure::HeldOutMeans] {
             assert!(
-                med(&quiet, name) < med(&loud, name),
-                "{name}: {} vs {}",
-                med(&quiet, name),
-                med(&loud, name)
+                med(&quiet, f) < med(&loud, f),
+                "{f:?}: {} vs {}",
+                med(&quiet, f),
+                med(&loud, f)
             );
         }
         // Quiet runs recover the truth: α's interval within 1.1×, held-out within 0.2%.
-        assert!(med(&quiet, "α 95% CI width, E pinned") < 1.1);
-        assert!(med(&quiet, "held-out runs %, E pinned") < 0.2);
+        assert!(med(&quiet, Figure::AlphaCiPinned) < 1.1);
+        assert!(med(&quiet, Figure::HeldOutPinned) < 0.2);
         let a_true = TRUTH.exponent_a();
-        assert!((med(&quiet, "a, Approach 3") - a_true).abs() < 0.02);
+        assert!((med(&quiet, Figure::A3) - a_true).abs() < 0.02);
+        // Every design budget draws from the one pool.
+        assert!(loud.budgets.iter().all(|b| b[1] == 1e20));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! Owns one rule. Held-out runs that share (N, D) (seeds of one design point) are replicates.
 //! A law that predicted every point's expected loss exactly would still miss each single run
-//! by that run's distance from the expectation, so the run-level error has a floor set by the
-//! seeds' scatter. Over the points with at least two runs this module reports the error of the
+//! by that run's distance from the expectation, so on average it scores the seeds' scatter on
+//! runs (and the scatter / √(runs per point) on seed means). Over the points with at least two runs this module reports the error of the
 //! law against the replicates' mean, and that floor: mean |run − mean| / run, each deviation
 //! scaled by √(n / (n − 1)) (a deviation from the sample mean of n runs is √((n − 1) / n)
 //! times smaller than one from the true mean). The same deviations, pooled by budget, are
@@ -89,20 +89,25 @@ pub struct ReplicateNoise {
     pub mean_abs_pct_error_of_means: f64,
     pub max_abs_pct_error_of_means: f64,
     /// Mean |run − replicate mean| / run, scaled by √(n / (n − 1)): the mean relative error
-    /// of single runs that a law exact at every point would have.
+    /// that a law exact at every point would have on single runs, on average (an expected
+    /// value, not a bound).
     pub run_scatter_pct: f64,
+    /// The same for the seed means: the runs' scatter / √(runs per point). A law whose error
+    /// on the means is near this is as good as the replicates can tell.
+    pub means_scatter_pct: f64,
 }
 
 impl ReplicateNoise {
     /// The seed means' held-out error beside the runs' own scatter, one line.
     pub fn summary(&self) -> String {
         format!(
-            "seed means of {} points ({} runs): mean |error| {:.2}%, max {:.2}%; the runs' seed-to-seed scatter {:.2}% (what a law exact at every point would score on single runs)",
+            "seed means of {} points ({} runs): mean |error| {:.2}%, max {:.2}%; the runs' seed-to-seed scatter {:.2}% (a law exact at every point would score about that on single runs, and about {:.2}% on the means)",
             self.points,
             self.runs,
             100.0 * self.mean_abs_pct_error_of_means,
             100.0 * self.max_abs_pct_error_of_means,
-            100.0 * self.run_scatter_pct
+            100.0 * self.run_scatter_pct,
+            100.0 * self.means_scatter_pct
         )
     }
 }
@@ -126,12 +131,15 @@ pub fn replicate_noise(points: &[HeldOutPoint]) -> Option<ReplicateNoise> {
                 .map(|(dev, l)| (dev * mean / l).abs()),
         );
     }
+    let run_scatter = scatter.iter().sum::<f64>() / scatter.len() as f64;
+    let per_point = scatter.len() as f64 / groups.len() as f64;
     Some(ReplicateNoise {
         points: groups.len(),
         runs: scatter.len(),
         mean_abs_pct_error_of_means: of_means.iter().sum::<f64>() / of_means.len() as f64,
         max_abs_pct_error_of_means: of_means.iter().cloned().fold(0.0, f64::max),
-        run_scatter_pct: scatter.iter().sum::<f64>() / scatter.len() as f64,
+        run_scatter_pct: run_scatter,
+        means_scatter_pct: run_scatter / per_point.sqrt(),
     })
 }
 
@@ -198,6 +206,7 @@ mod tests {
         );
         let means = r.mean_abs_pct_error_of_means;
         assert!((means - expected / 2.0).abs() < 0.0004, "{means}");
+        assert!((r.means_scatter_pct - r.run_scatter_pct / 2.0).abs() < 1e-15);
     }
 
     #[test]

@@ -631,7 +631,7 @@ fn means_clause(h: &fit::HoldoutReport) -> String {
         .as_ref()
         .map(|r| {
             format!(
-                "; the means of its {} seed-replicated points within {}, while single runs scatter {:.2}% about their point's mean (the run-level error of a law exact at every point)",
+                "; the means of its {} seed-replicated points within {}, while single runs scatter {:.2}% about their point's mean (about what a law exact at every point would score on them)",
                 r.points,
                 means_pct(r),
                 100.0 * r.run_scatter_pct
@@ -1311,8 +1311,9 @@ fn holdout_blocks(f: &FitReport) -> Vec<Block> {
     )));
     if let Some(r) = &h.replicates {
         b.push(Block::P(format!(
-            "Part of that is the runs' own scatter: {}. No law brings the run-level error below that scatter; the seed means' error is mostly the law's (the means scatter about 1/√(runs per point) as much as single runs).",
-            r.summary()
+            "Part of that is the runs' own scatter: {}. Scatter and law error add roughly in quadrature, not linearly; a seed-mean error near {:.2}% is as small as these replicates can tell apart from zero.",
+            r.summary(),
+            100.0 * r.means_scatter_pct
         )));
     }
     b.push(Block::Table(
