@@ -3,19 +3,19 @@
 
 use crate::common::*;
 
+/// `scalelab power sweeps/quick.yaml --from REFERENCE` plus `extra`.
+fn power(reference: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["power", "sweeps/quick.yaml", "--from", reference];
+    args.extend_from_slice(extra);
+    scalelab(&args)
+}
+
 #[test]
 fn power_simulates_the_main_job_under_its_own_law_and_scatter() {
-    let o = scalelab(&[
-        "power",
-        "sweeps/quick.yaml",
-        "--from",
+    let o = power(
         "results/example-quick",
-        "--draws",
-        "2",
-        "--bootstrap",
-        "20",
-        "--json",
-    ]);
+        &["--draws", "2", "--bootstrap", "20", "--json"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let fits: serde_json::Value = serde_json::from_str(
@@ -74,12 +74,7 @@ fn power_simulates_the_main_job_under_its_own_law_and_scatter() {
 #[test]
 fn power_needs_a_reference_with_seed_replicates() {
     // The Shakespeare example ran one seed per point: no scatter to draw from.
-    let o = scalelab(&[
-        "power",
-        "sweeps/quick.yaml",
-        "--from",
-        "results/example-shakespeare",
-    ]);
+    let o = power("results/example-shakespeare", &[]);
     assert_user_error(
         &o,
         &[
@@ -88,13 +83,6 @@ fn power_needs_a_reference_with_seed_replicates() {
             "--from",
         ],
     );
-    let o = scalelab(&[
-        "power",
-        "sweeps/quick.yaml",
-        "--from",
-        "results/example-quick",
-        "--draws",
-        "0",
-    ]);
+    let o = power("results/example-quick", &["--draws", "0"]);
     assert_user_error(&o, &["--draws", "at least 1"]);
 }
