@@ -10,7 +10,7 @@ use crate::fit::power::{render_text, simulate, truth, PowerOptions};
 use crate::fit::replicates::deviations_by_budget;
 use crate::fit::{FitOptions, Holdout, Point};
 use crate::results::ResultsFolder;
-use crate::spec::{NChoice, SpecSource};
+use crate::spec::SpecSource;
 
 /// What `scalelab power` simulates and how.
 pub struct PowerArgs<'a> {
@@ -61,7 +61,7 @@ pub fn command(a: PowerArgs, json: bool) -> anyhow::Result<String> {
         design.len(),
         a.bootstrap
     );
-    let report = simulate(&design, &truth, floor.is_some(), &noise, &opts)?;
+    let report = simulate(&design, &truth, &noise, &opts)?;
     Ok(if json {
         serde_json::to_string(&report)? + "\n"
     } else {
@@ -89,10 +89,7 @@ fn design_points(spec: SpecSource, reference: &ResultsFolder) -> anyhow::Result<
         // An LR or batch grid trains a point several times; the fit uses one run of each.
         .filter(|r| seen.insert((r.point_id.clone(), r.data.seed)))
         .map(|r| Point {
-            n: match n {
-                NChoice::Total => r.n_params_total,
-                NChoice::NonEmbedding => r.n_params,
-            } as f64,
+            n: n.pick(r.n_params, r.n_params_total) as f64,
             d: r.tokens as f64,
             loss: 0.0,
             budget: r.budget,

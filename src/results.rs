@@ -41,12 +41,8 @@ pub struct ResultsFolder {
 /// `c: full` → the fuller PaLM count, else C = 6ND with that N), D, loss, budget and unique
 /// tokens. The fit's points and the report's per-run N both come from here.
 pub fn run_point(choice: &FitSpec, r: &RunRecord) -> Point {
-    let n = match choice.n {
-        NChoice::Total => r.n_params_total,
-        NChoice::NonEmbedding => r.n_params,
-    };
     Point {
-        n: n as f64,
+        n: choice.n.pick(r.n_params, r.n_params_total) as f64,
         d: r.tokens as f64,
         loss: r.eval_loss,
         budget: r.budget,

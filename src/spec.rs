@@ -616,6 +616,16 @@ pub enum NChoice {
     Total,
 }
 
+impl NChoice {
+    /// The count this choice names, of a run's two.
+    pub fn pick<T>(self, non_embedding: T, total: T) -> T {
+        match self {
+            NChoice::NonEmbedding => non_embedding,
+            NChoice::Total => total,
+        }
+    }
+}
+
 /// Which compute the fit's C-based views use (IsoFLOP grouping without budgets, loss vs C).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]

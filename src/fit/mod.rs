@@ -754,7 +754,7 @@ pub struct HoldoutReport {
     pub mean_abs_pct_error: f64,
     pub max_abs_pct_error: f64,
     /// With seeds repeated at a held-out (N, D): the error of their means and the runs'
-    /// own scatter, the part of the run-level error no law can remove.
+    /// own scatter, about what a law exact at every point would score on single runs.
     pub replicates: Option<replicates::ReplicateNoise>,
     pub points: Vec<HeldOutPoint>,
 }

@@ -147,11 +147,10 @@ pub fn truth(reference: &[Point], floor: Option<f64>) -> anyhow::Result<Chinchil
 }
 
 /// Simulate `design` (its points' N, D and budget; their losses are ignored) under `truth`
-/// with the noise of `noise`, `opts.draws` times.
+/// (the [`truth`] of `opts.fit.floor`) with the noise of `noise`, `opts.draws` times.
 pub fn simulate(
     design: &[Point],
     truth: &ChinchillaParams,
-    truth_e_pinned: bool,
     noise: &[BudgetDeviations],
     opts: &PowerOptions,
 ) -> anyhow::Result<PowerReport> {
@@ -159,18 +158,23 @@ pub fn simulate(
         !noise.is_empty(),
         "no replicate deviations to draw noise from"
     );
+    // Each design point's true loss and the pool its noise comes from, once for all draws.
+    let base: Vec<(f64, &[f64])> = design
+        .iter()
+        .map(|p| {
+            let pool = nearest(noise, p.budget.unwrap_or_else(|| p.c()));
+            (truth.predict(p.n, p.d), pool.deviations.as_slice())
+        })
+        .collect();
     let mut rng = Rng::new(opts.seed ^ 0x9077_E2);
     let mut draws = Vec::with_capacity(opts.draws);
     for k in 0..opts.draws {
         let points: Vec<Point> = design
             .iter()
-            .map(|p| {
-                let pool = &nearest(noise, p.budget.unwrap_or_else(|| p.c())).deviations;
-                let eps = pool[rng.below(pool.len())];
-                Point {
-                    loss: truth.predict(p.n, p.d) * (1.0 + eps),
-                    ..p.clone()
-                }
+            .zip(&base)
+            .map(|(p, &(loss, pool))| Point {
+                loss: loss * (1.0 + pool[rng.below(pool.len())]),
+                ..p.clone()
             })
             .collect();
         let data = Dataset {
@@ -192,7 +196,7 @@ pub fn simulate(
         .collect();
     Ok(PowerReport {
         truth: *truth,
-        truth_e_pinned,
+        truth_e_pinned: opts.fit.floor.is_some(),
         runs: design.len(),
         budgets,
         noise: noise.to_vec(),
@@ -384,7 +388,7 @@ mod tests {
             }]
         };
         let design = ladder(&TRUTH, 2);
-        let run = |s: f64| simulate(&design, &TRUTH, true, &pool(s), &opts(4)).unwrap();
+        let run = |s: f64| simulate(&design, &TRUTH, &pool(s), &opts(4)).unwrap();
         let (loud, quiet) = (run(0.02), run(0.002));
         assert_eq!(
             (loud.runs, loud.budgets.len(), loud.draws.len()),

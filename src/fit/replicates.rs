@@ -3,9 +3,9 @@
 //! Owns one rule. Held-out runs that share (N, D) (seeds of one design point) are replicates.
 //! A law that predicted every point's expected loss exactly would still miss each single run
 //! by that run's distance from the expectation, so on average it scores the seeds' scatter on
-//! runs (and the scatter / √(runs per point) on seed means). Over the points with at least two runs this module reports the error of the
-//! law against the replicates' mean, and that floor: mean |run − mean| / run, each deviation
-//! scaled by √(n / (n − 1)) (a deviation from the sample mean of n runs is √((n − 1) / n)
+//! runs (and the scatter / √(runs per point) on seed means): an expected value, not a bound.
+//! Over the points with at least two runs this module reports the error of the law against
+//! the replicates' mean, and that scatter: mean |run − mean| / run, each deviation scaled by √(n / (n − 1)) (a deviation from the sample mean of n runs is √((n − 1) / n)
 //! times smaller than one from the true mean). The same deviations, pooled by budget, are
 //! the noise of a design-power simulation ([`super::power`]). Pure functions over points.
 
@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use super::{HeldOutPoint, Point};
 
-/// Items grouped by equal (N, D), in first-seen order; groups of one dropped.
+/// Items grouped by equal `key` (the bits of N, D and, for pools, the budget), in first-seen
+/// order; groups of one dropped.
 fn replicate_groups<T>(items: &[T], key: impl Fn(&T) -> [u64; 3]) -> Vec<Vec<&T>> {
     let mut groups: Vec<([u64; 3], Vec<&T>)> = Vec::new();
     for p in items {

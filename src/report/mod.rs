@@ -1048,16 +1048,12 @@ fn pinned_blocks(f: &FitReport, fc: &fit::floor::FloorComparison) -> Vec<Block> 
     let law_is_free = f.approach3.fixed_e.is_none();
     let top = (f.bootstrap.as_ref(), f.holdout.as_ref());
     let beside = (fc.pinned_bootstrap.as_ref(), fc.pinned_holdout.as_ref());
-    let ((free_boot, free_held), (pinned_boot, pinned_held)) = match (law_is_free, fc.law_is_pinned)
-    {
+    let (free, pinned) = match (law_is_free, fc.law_is_pinned) {
         (true, _) => (top, beside),
         (false, true) => ((None, None), top),
         (false, false) => ((None, None), (None, None)),
     };
-    rows.extend(check_rows(
-        (free_boot, free_held),
-        (pinned_boot, pinned_held),
-    ));
+    rows.extend(check_rows(free, pinned));
     let mut b = vec![
         Block::H(3, "E free and E pinned to the loss floor".into()),
         Block::Table(

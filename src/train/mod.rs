@@ -685,6 +685,8 @@ mod tests {
     use super::*;
     use crate::corpus::{self, CorpusSource};
     use crate::plan::Shape;
+    use crate::spec::Schedule;
+    use burn::backend::{flex::FlexDevice, Autodiff, Flex};
 
     #[test]
     fn training_runs_on_a_pool_thread_with_or_without_a_worker_pool() {
@@ -708,9 +710,6 @@ mod tests {
         });
         assert_eq!(inside, (Some(0), Some(0)), "a worker's own pool");
     }
-
-    use crate::spec::Schedule;
-    use burn::backend::{flex::FlexDevice, Autodiff, Flex};
 
     fn plan(lr: f64, steps: usize) -> RunPlan {
         let mut r = RunPlan::new(Shape::new(16, 1, 2, None), 256, 16, 4, steps);
