@@ -256,6 +256,19 @@ impl Shape {
     }
 }
 
+/// Runs `build` with burn's global RNG seeded to `seed`, under one process-wide lock.
+///
+/// burn's CPU backend keeps one global RNG and draws parameters lazily, on first use: `build`
+/// must create the model *and* touch every parameter (one forward pass does), so that models
+/// initialised at the same time on other threads (`--workers`, parallel tests) neither draw
+/// from this seed nor move it. Equal seeds then give equal parameters.
+pub fn seeded<B: Backend, T>(device: &B::Device, seed: u64, build: impl FnOnce() -> T) -> T {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+    B::seed(device, seed);
+    build()
+}
+
 #[derive(Config, Debug)]
 pub struct GptConfig {
     pub vocab_size: usize,

@@ -16,7 +16,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::corpus::Corpus;
-use crate::model::{Gpt, GptConfig, Shape};
+use crate::model::{seeded, Gpt, GptConfig, Shape};
 use crate::plan::RunPlan;
 use crate::train;
 
@@ -65,9 +65,13 @@ fn one_width<B: AutodiffBackend>(
         batch,
         steps.max(1),
     );
-    B::seed(device, 0);
-    let mut model: Gpt<B> =
-        GptConfig::from_shape(&shape, corpus.vocab_size, corpus.context).init(device);
+    let mut model: Gpt<B> = seeded::<B, _>(device, 0, || {
+        let m: Gpt<B> =
+            GptConfig::from_shape(&shape, corpus.vocab_size, corpus.context).init(device);
+        let one = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), device);
+        let _ = m.forward(one);
+        m
+    });
     let mut optim = AdamWConfig::new()
         .with_beta_2(0.95)
         .with_epsilon(train::ADAM_EPSILON)
@@ -158,18 +162,20 @@ mod tests {
     fn mup_at_its_base_width_is_the_standard_model() {
         let shape = Shape::new(32, 2, 2, None);
         let mup = shape.with_param(Parametrization::Mup { base_width: 32 });
+        // Drawn and used under `seeded`'s lock: tests on other threads draw from the same RNG.
         let out = |s: Shape| -> Vec<f32> {
-            <Flex as Backend>::seed(&FlexDevice, 5);
-            let m: Gpt<Flex> = GptConfig::from_shape(&s, 256, 16).init(&FlexDevice);
-            let idx = Tensor::<Flex, 2, Int>::from_data(
-                TensorData::new((0..32).map(|i| i * 7 % 256).collect::<Vec<i32>>(), [2, 16]),
-                &FlexDevice,
-            );
-            m.forward(idx)
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap()
+            seeded::<Flex, _>(&FlexDevice, 5, || {
+                let m: Gpt<Flex> = GptConfig::from_shape(&s, 256, 16).init(&FlexDevice);
+                let idx = Tensor::<Flex, 2, Int>::from_data(
+                    TensorData::new((0..32).map(|i| i * 7 % 256).collect::<Vec<i32>>(), [2, 16]),
+                    &FlexDevice,
+                );
+                m.forward(idx)
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec()
+                    .unwrap()
+            })
         };
         let (a, b) = (out(shape), out(mup));
         assert_eq!(a, b, "μP at m = 1 must compute exactly the standard model");

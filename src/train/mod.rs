@@ -287,22 +287,20 @@ fn fresh_model<B: Backend>(
     device: &B::Device,
     fused_attention: bool,
 ) -> Lm<B> {
-    // burn's CPU backend keeps one global RNG and draws parameters lazily, on first use: seed
-    // and touch every parameter under a lock, so concurrent runs (`--workers`) stay
-    // deterministic.
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    B::seed(device, run.data.seed);
-    let model: Lm<B> = Lm::new(
-        &run.shape,
-        corpus.vocab_size,
-        run.data.context,
-        fused_attention,
-        device,
-    );
-    let one = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), device);
-    let _ = model.forward(one);
-    model
+    // Seeded and every parameter touched under one lock (`model::seeded`), so concurrent runs
+    // (`--workers`) stay deterministic.
+    crate::model::seeded::<B, _>(device, run.data.seed, || {
+        let model: Lm<B> = Lm::new(
+            &run.shape,
+            corpus.vocab_size,
+            run.data.context,
+            fused_attention,
+            device,
+        );
+        let one = Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), device);
+        let _ = model.forward(one);
+        model
+    })
 }
 
 /// Progress of one training segment.
