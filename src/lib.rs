@@ -14,8 +14,8 @@
 //! (`scalelab hp`); [`power`] feeds a planned design and a finished sweep's replicates to the
 //! design-power simulation (`scalelab power`); [`mup`] is μP's coordinate check (`scalelab coord-check`); [`error`] separates bad input (exit code 2) from
 //! internal failures. At the bottom, imported by anyone and importing nothing of the crate:
-//! [`fsio`] (atomic writes, failpoints, locks, globs, folder file names) and [`hashing`]
-//! (FNV-1a, the seeded RNG).
+//! [`fsio`] (atomic writes, failpoints, locks, globs, folder file names), [`hashing`]
+//! (FNV-1a, the seeded RNG) and [`rng`] (burn's global RNG, seeded and drawn under one lock).
 
 pub mod bench;
 pub mod corpus;
@@ -40,6 +40,7 @@ pub mod power;
 pub mod record;
 pub mod report;
 pub mod results;
+pub mod rng;
 pub mod slurm;
 pub mod spec;
 pub mod store;

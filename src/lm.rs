@@ -109,6 +109,18 @@ mod tests {
         ]
     }
 
+    /// A model of `shape` with every parameter drawn from `seed` under the RNG's lock
+    /// (`rng::seeded`: other tests draw from burn's one RNG meanwhile).
+    fn lm<B: Backend<Device = FlexDevice>>(shape: &Shape, seed: u64) -> Lm<B> {
+        crate::rng::seeded::<B, _>(&FlexDevice, seed, || {
+            let m = Lm::<B>::new(shape, VOCAB, CTX, true, &FlexDevice);
+            let one =
+                Tensor::<B, 2, Int>::from_data(TensorData::new(vec![0i32], [1, 1]), &FlexDevice);
+            let _ = m.forward(one);
+            m
+        })
+    }
+
     fn ids(seq: &[i32], b: usize) -> Tensor<Flex, 2, Int> {
         Tensor::from_data(
             TensorData::new(seq.to_vec(), [b, seq.len() / b]),
@@ -144,8 +156,7 @@ mod tests {
     #[test]
     fn every_family_has_the_documented_shapes_and_parameter_count() {
         for shape in shapes() {
-            <Flex as Backend>::seed(&FlexDevice, 1);
-            let m = Lm::<Flex>::new(&shape, VOCAB, CTX, true, &FlexDevice);
+            let m = lm::<Flex>(&shape, 1);
             let out = m.forward(ids(&[1; 2 * CTX], 2));
             assert_eq!(out.dims(), [2 * CTX, VOCAB], "{}", shape.label());
             assert_eq!(
@@ -169,8 +180,7 @@ mod tests {
     #[test]
     fn no_family_sees_future_tokens_and_the_mlp_sees_only_its_window() {
         for shape in shapes() {
-            <Flex as Backend>::seed(&FlexDevice, 2);
-            let m = Lm::<Flex>::new(&shape, VOCAB, CTX, true, &FlexDevice);
+            let m = lm::<Flex>(&shape, 2);
             let mut last = base();
             last[CTX - 1] = (last[CTX - 1] + 1) % VOCAB as i32;
             let d = moved(&m, &last, 0..CTX - 1);
@@ -197,7 +207,7 @@ mod tests {
     #[test]
     fn token_losses_average_to_the_loss() {
         for shape in shapes() {
-            let m = Lm::<Flex>::new(&shape, VOCAB, CTX, true, &FlexDevice);
+            let m = lm::<Flex>(&shape, 4);
             let (x, y) = (ids(&base(), 1), ids(&[5; CTX], 1));
             let per = m.token_losses(x.clone(), y.clone());
             assert_eq!(per.dims(), [1, CTX]);
@@ -225,8 +235,7 @@ mod tests {
             Tensor::from_data(TensorData::new(v.to_vec(), [4, CTX]), &FlexDevice)
         };
         for shape in shapes() {
-            <B as Backend>::seed(&FlexDevice, 3);
-            let mut m = Lm::<B>::new(&shape, VOCAB, CTX, true, &FlexDevice);
+            let mut m = lm::<B>(&shape, 3);
             let mut opt = AdamWConfig::new().init::<B, Lm<B>>();
             let first: f32 = m
                 .valid()

@@ -256,19 +256,6 @@ impl Shape {
     }
 }
 
-/// Runs `build` with burn's global RNG seeded to `seed`, under one process-wide lock.
-///
-/// burn's CPU backend keeps one global RNG and draws parameters lazily, on first use: `build`
-/// must create the model *and* touch every parameter (one forward pass does), so that models
-/// initialised at the same time on other threads (`--workers`, parallel tests) neither draw
-/// from this seed nor move it. Equal seeds then give equal parameters.
-pub fn seeded<B: Backend, T>(device: &B::Device, seed: u64, build: impl FnOnce() -> T) -> T {
-    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
-    B::seed(device, seed);
-    build()
-}
-
 #[derive(Config, Debug)]
 pub struct GptConfig {
     pub vocab_size: usize,
@@ -508,11 +495,13 @@ mod tests {
         use burn::backend::Autodiff;
         let shape = Shape::new(32, 2, 4, None);
         let cfg = GptConfig::from_shape(&shape, 256, 16);
-        <Flex as Backend>::seed(&FlexDevice, 3);
-        let fused = cfg.init::<Flex>(&FlexDevice);
-        // burn initialises parameters lazily: touch them before cloning, or each clone would
-        // draw its own weights.
-        let a = logits(&fused, None);
+        // burn initialises parameters lazily: touch them (under the RNG's lock) before
+        // cloning, or each clone would draw its own weights.
+        let (fused, a) = crate::rng::seeded::<Flex, _>(&FlexDevice, 3, || {
+            let m = cfg.init::<Flex>(&FlexDevice);
+            let a = logits(&m, None);
+            (m, a)
+        });
         let mut explicit = fused.clone();
         for b in explicit.blocks.iter_mut() {
             b.fused = false;
@@ -560,8 +549,6 @@ mod tests {
     #[test]
     fn param_count_matches_plan_accounting() {
         let shape = Shape::new(32, 2, 4, None);
-        let model = GptConfig::from_shape(&shape, 256, 16).init::<Flex>(&FlexDevice);
-        assert_eq!(model.num_params() as u64, shape.total_params(256, 16));
         let idx = Tensor::<Flex, 2, Int>::from_data(
             TensorData::new(vec![1i32; 2 * 16], [2, 16]),
             &FlexDevice,
@@ -570,7 +557,12 @@ mod tests {
             TensorData::new(vec![7i32; 2 * 16], [2, 16]),
             &FlexDevice,
         );
-        let loss: f32 = model.loss(idx, tgt).into_scalar().elem();
+        let (model, loss) = crate::rng::seeded::<Flex, _>(&FlexDevice, 4, || {
+            let m = GptConfig::from_shape(&shape, 256, 16).init::<Flex>(&FlexDevice);
+            let loss: f32 = m.loss(idx, tgt).into_scalar().elem();
+            (m, loss)
+        });
+        assert_eq!(model.num_params() as u64, shape.total_params(256, 16));
         // Near-uniform predictions at init: loss ≈ ln(256) = 5.55.
         assert!((loss - 5.55).abs() < 0.3, "initial loss {loss}");
     }

@@ -16,8 +16,9 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::corpus::Corpus;
-use crate::model::{seeded, Gpt, GptConfig, Shape};
+use crate::model::{Gpt, GptConfig, Shape};
 use crate::plan::RunPlan;
+use crate::rng::seeded;
 use crate::train;
 
 /// One width's activation sizes after the steps.
@@ -160,25 +161,46 @@ mod tests {
 
     #[test]
     fn mup_at_its_base_width_is_the_standard_model() {
+        // The configs are equal (so `init` draws the same parameters from the same RNG state),
+        // and the μP model given the standard model's parameters computes the same logits.
         let shape = Shape::new(32, 2, 2, None);
         let mup = shape.with_param(Parametrization::Mup { base_width: 32 });
-        // Drawn and used under `seeded`'s lock: tests on other threads draw from the same RNG.
-        let out = |s: Shape| -> Vec<f32> {
-            seeded::<Flex, _>(&FlexDevice, 5, || {
-                let m: Gpt<Flex> = GptConfig::from_shape(&s, 256, 16).init(&FlexDevice);
-                let idx = Tensor::<Flex, 2, Int>::from_data(
-                    TensorData::new((0..32).map(|i| i * 7 % 256).collect::<Vec<i32>>(), [2, 16]),
-                    &FlexDevice,
-                );
-                m.forward(idx)
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec()
-                    .unwrap()
-            })
+        let (sp_cfg, mup_cfg) = (
+            GptConfig::from_shape(&shape, 256, 16),
+            GptConfig::from_shape(&mup, 256, 16),
+        );
+        let json = |c: &GptConfig| serde_json::to_string(c).unwrap();
+        assert_eq!(
+            json(&sp_cfg),
+            json(&mup_cfg),
+            "μP at m = 1 must be configured as standard"
+        );
+        let idx = || {
+            Tensor::<Flex, 2, Int>::from_data(
+                TensorData::new((0..32).map(|i| i * 7 % 256).collect::<Vec<i32>>(), [2, 16]),
+                &FlexDevice,
+            )
         };
-        let (a, b) = (out(shape), out(mup));
-        assert_eq!(a, b, "μP at m = 1 must compute exactly the standard model");
+        let logits = |m: &Gpt<Flex>| -> Vec<f32> {
+            m.forward(idx())
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .unwrap()
+        };
+        let (sp, a) = seeded::<Flex, _>(&FlexDevice, 5, || {
+            let m: Gpt<Flex> = sp_cfg.init(&FlexDevice);
+            let a = logits(&m);
+            (m, a)
+        });
+        let mup_model: Gpt<Flex> = seeded::<Flex, _>(&FlexDevice, 5, || {
+            mup_cfg.init(&FlexDevice).load_record(sp.into_record())
+        });
+        assert_eq!(
+            a,
+            logits(&mup_model),
+            "μP at m = 1 must compute exactly the standard model"
+        );
     }
 
     #[test]
@@ -187,9 +209,10 @@ mod tests {
         let shape = Shape::new(128, 1, 2, None).with_param(Parametrization::Mup { base_width: 32 });
         let cfg = GptConfig::from_shape(&shape, 256, 16);
         assert_eq!(cfg.width_mult, 4.0);
-        <Flex as Backend>::seed(&FlexDevice, 1);
-        let m: Gpt<Flex> = cfg.init(&FlexDevice);
-        let (emb, qkv) = m.param_stds();
+        let (emb, qkv) = seeded::<Flex, _>(&FlexDevice, 1, || {
+            let m: Gpt<Flex> = cfg.init(&FlexDevice);
+            m.param_stds()
+        });
         assert!((emb - 0.02).abs() < 0.002, "embedding std {emb}");
         assert!(
             (qkv - 0.04).abs() < 0.003,

@@ -650,6 +650,17 @@ mod tests {
     use super::*;
     use burn::tensor::Distribution;
 
+    /// A random tensor drawn from `seed` under the RNG's lock (`rng::seeded`): tests on other
+    /// threads share burn's one RNG.
+    fn random<B: Backend, const D: usize>(
+        shape: [usize; D],
+        dist: Distribution,
+        seed: u64,
+        dev: &B::Device,
+    ) -> Tensor<B, D> {
+        crate::rng::seeded::<B, _>(dev, seed, || Tensor::random(shape, dist, dev))
+    }
+
     fn bits<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u32> {
         t.into_data()
             .to_vec::<f32>()
@@ -680,8 +691,8 @@ mod tests {
     fn bit_identical_to_burn_gelu() {
         type A = Autodiff<Flex>;
         let dev = FlexDevice;
-        let base = Tensor::<Flex, 3>::random([4, 96, 130], Distribution::Normal(0.0, 3.0), &dev);
-        let w = Tensor::<Flex, 3>::random([4, 96, 130], Distribution::Normal(0.0, 1.0), &dev);
+        let base = random::<Flex, 3>([4, 96, 130], Distribution::Normal(0.0, 3.0), 1, &dev);
+        let w = random::<Flex, 3>([4, 96, 130], Distribution::Normal(0.0, 1.0), 2, &dev);
         for transposed in [false, true] {
             let view = |t: Tensor<Flex, 3>| if transposed { t.swap_dims(1, 2) } else { t };
             let run = |ours: bool| {
@@ -724,7 +735,7 @@ mod tests {
     fn log_softmax_bit_identical_to_burn() {
         type A = Autodiff<Flex>;
         let dev = FlexDevice;
-        let logits = Tensor::<Flex, 2>::random([300, 257], Distribution::Normal(0.0, 4.0), &dev);
+        let logits = random::<Flex, 2>([300, 257], Distribution::Normal(0.0, 4.0), 3, &dev);
         let targets = Tensor::<Flex, 2, burn::tensor::Int>::from_data(
             TensorData::new((0..300i64).map(|i| (i * 37) % 257).collect(), [300, 1]),
             &dev,
@@ -767,11 +778,11 @@ mod tests {
         type A = Autodiff<Flex>;
         let dev = FlexDevice;
         // As the model passes them: [b, t, h, hd] views swapped to [b, h, t, hd].
-        let inputs = [0.0, 1.0, -0.5].map(|s| {
-            Tensor::<Flex, 4>::random([3, 24, 2, 8], Distribution::Normal(s, 2.0), &dev)
+        let inputs = [(0.0, 4), (1.0, 11), (-0.5, 12)].map(|(s, seed)| {
+            random::<Flex, 4>([3, 24, 2, 8], Distribution::Normal(s, 2.0), seed, &dev)
                 .swap_dims(1, 2)
         });
-        let w = Tensor::<Flex, 4>::random([3, 2, 24, 8], Distribution::Normal(0.0, 1.0), &dev);
+        let w = random::<Flex, 4>([3, 2, 24, 8], Distribution::Normal(0.0, 1.0), 5, &dev);
         let run = |ours: bool| {
             let [q, k, v] = inputs
                 .clone()
@@ -816,19 +827,24 @@ mod tests {
             (1, 16, 8, 8, false),
             (4, 32, 600, 40, false),
         ] {
-            let x = Tensor::<Flex, 3>::random([b, t, k], Distribution::Normal(0.0, 1.5), &dev);
+            let x = random::<Flex, 3>([b, t, k], Distribution::Normal(0.0, 1.5), 6, &dev);
             let x = if strided {
                 x.reshape([b, k, t]).swap_dims(1, 2)
             } else {
                 x
             };
-            let layer = burn::nn::LinearConfig::new(k, n).init::<A>(&dev);
-            let bias = Tensor::<A, 1>::random([n], Distribution::Normal(0.0, 1.0), &dev);
+            // Its weight drawn (touched) under the RNG's lock.
+            let layer = crate::rng::seeded::<A, _>(&dev, 20, || {
+                let l = burn::nn::LinearConfig::new(k, n).init::<A>(&dev);
+                let _ = l.weight.val();
+                l
+            });
+            let bias = random::<A, 1>([n], Distribution::Normal(0.0, 1.0), 7, &dev);
             let layer = Linear {
                 bias: Some(burn::module::Param::from_tensor(bias)),
                 ..layer
             };
-            let w = Tensor::<Flex, 3>::random([b, t, n], Distribution::Normal(0.0, 1.0), &dev);
+            let w = random::<Flex, 3>([b, t, n], Distribution::Normal(0.0, 1.0), 8, &dev);
             let run = |ours: bool| {
                 let x = Tensor::<A, 3>::from_inner(x.clone()).require_grad();
                 let y = if ours {
@@ -877,8 +893,8 @@ mod tests {
         type A = Autodiff<Flex>;
         let dev = FlexDevice;
         let (b, t, h, c) = (3, 20, 4, 24);
-        let base = Tensor::<Flex, 3>::random([b, t, 3 * c], Distribution::Normal(0.0, 1.5), &dev);
-        let w = Tensor::<Flex, 3>::random([b, t, c], Distribution::Normal(0.0, 1.0), &dev);
+        let base = random::<Flex, 3>([b, t, 3 * c], Distribution::Normal(0.0, 1.5), 9, &dev);
+        let w = random::<Flex, 3>([b, t, c], Distribution::Normal(0.0, 1.0), 10, &dev);
         let path = |qkv: Tensor<A, 3>, ours: bool| {
             if ours {
                 let [q, k, v] = [0, 1, 2].map(|i| split_heads(qkv.clone(), i, h));

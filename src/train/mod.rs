@@ -287,9 +287,9 @@ fn fresh_model<B: Backend>(
     device: &B::Device,
     fused_attention: bool,
 ) -> Lm<B> {
-    // Seeded and every parameter touched under one lock (`model::seeded`), so concurrent runs
+    // Seeded and every parameter touched under the RNG's lock, so concurrent runs
     // (`--workers`) stay deterministic.
-    crate::model::seeded::<B, _>(device, run.data.seed, || {
+    crate::rng::seeded::<B, _>(device, run.data.seed, || {
         let model: Lm<B> = Lm::new(
             &run.shape,
             corpus.vocab_size,
