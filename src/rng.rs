@@ -27,6 +27,36 @@ mod tests {
     use burn::backend::Flex;
     use burn::tensor::Distribution;
 
+    /// Seeding burn anywhere else would reopen the race: a seed outside the lock moves the RNG
+    /// under another thread's seeded draws.
+    #[test]
+    fn only_this_module_seeds_burn() {
+        let mut stack = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|x| x == "rs") && !path.ends_with("rng.rs") {
+                    seen += 1;
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let seeds = text.lines().filter(|l| {
+                        let l = l.replace(' ', "");
+                        l.contains("B::seed(") || l.contains("Backend>::seed(")
+                    });
+                    assert_eq!(
+                        seeds.count(),
+                        0,
+                        "{} seeds burn's RNG: use rng::seeded",
+                        path.display()
+                    );
+                }
+            }
+        }
+        assert!(seen > 20, "read only {seen} source files");
+    }
+
     /// Two draws in a row from one seed, while another thread keeps drawing from the same RNG.
     #[test]
     fn a_seed_gives_the_same_draws_while_other_threads_draw() {
