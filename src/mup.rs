@@ -193,6 +193,7 @@ mod tests {
             let a = logits(&m);
             (m, a)
         });
+        // `init` draws (the biases, then zeroed) even though the record replaces them.
         let mup_model: Gpt<Flex> = seeded::<Flex, _>(&FlexDevice, 5, || {
             mup_cfg.init(&FlexDevice).load_record(sp.into_record())
         });

@@ -70,6 +70,12 @@ impl Point {
         self.c.unwrap_or(6.0 * self.n * self.d)
     }
 
+    /// The budget the run was planned at, else its compute [`Point::c`]: how design-power
+    /// noise is pooled ([`replicates::deviations_by_budget`]) and drawn ([`power::simulate`]).
+    pub fn budget_or_c(&self) -> f64 {
+        self.budget.unwrap_or_else(|| self.c())
+    }
+
     /// Whether the run repeated its data (D above its unique tokens U_D, when known).
     pub fn repeats(&self) -> bool {
         self.unique.is_some_and(|u| self.d > u * (1.0 + 1e-9))

@@ -162,7 +162,7 @@ pub fn simulate(
     let base: Vec<(f64, &[f64])> = design
         .iter()
         .map(|p| {
-            let pool = nearest(noise, p.budget.unwrap_or_else(|| p.c()));
+            let pool = nearest(noise, p.budget_or_c());
             (truth.predict(p.n, p.d), pool.deviations.as_slice())
         })
         .collect();

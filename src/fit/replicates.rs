@@ -57,14 +57,13 @@ impl BudgetDeviations {
 /// The deviations of every replicated (budget, N, D) point, pooled by budget, budgets in
 /// increasing order; empty when no point ran more than once.
 pub fn deviations_by_budget(points: &[Point]) -> Vec<BudgetDeviations> {
-    let budget = |p: &Point| p.budget.unwrap_or_else(|| p.c());
     let groups = replicate_groups(points, |p| {
-        [budget(p).to_bits(), p.n.to_bits(), p.d.to_bits()]
+        [p.budget_or_c().to_bits(), p.n.to_bits(), p.d.to_bits()]
     });
     let mut pools: Vec<BudgetDeviations> = Vec::new();
     for g in groups {
         let losses: Vec<f64> = g.iter().map(|p| p.loss).collect();
-        let b = budget(g[0]);
+        let b = g[0].budget_or_c();
         let i = match pools.iter().position(|p| p.budget == b) {
             Some(i) => i,
             None => {
